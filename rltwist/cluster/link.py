@@ -1,0 +1,281 @@
+"""Node-to-node links: the wire format, the HMAC handshake and the two link protocols.
+
+Wire: a stream of msgpack arrays (msgpack is self-delimiting, so no length prefix and no
+size cap other than ``max_message``). After the handshake a sender link carries
+
+    CALL  [0, session, service, method, args]     sender -> agent
+    SEND  [1, service, method, args]              sender -> agent
+    REPLY [2, session, result]                    agent -> sender
+    ERROR [3, session, kind, message]             agent -> sender
+
+Handshake (a stranger can invoke nothing; both ends prove they hold the cluster secret):
+
+    agent  -> [HELLO, agent_name, nonce_a]
+    sender -> [AUTH, sender_name, nonce_s, HMAC(secret, "S" | nonce_a | sender | agent)]
+    agent  -> [OK, HMAC(secret, "A" | nonce_s | agent | sender)]
+
+The agent switches to its large frame decoder before it answers OK, and the sender sends
+nothing before it has checked OK, so no bytes are ever read by the wrong decoder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Callable
+from types import CoroutineType
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+if TYPE_CHECKING:
+    from rltwist.cluster.core import Cluster
+    from rltwist.cluster.sender import Sender
+
+log = Logger()
+
+CALL, SEND, REPLY, ERROR = 0, 1, 2, 3
+HELLO, AUTH, OK = 10, 11, 12
+HANDSHAKE_MAX = 4096
+_CONNECTION_DONE = Failure(ConnectionError("connection closed"))
+NONCE_BYTES = 16
+
+_packer = msgpack.Packer(use_bin_type=True)
+pack: Callable[[Any], bytes] = _packer.pack
+
+
+def unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+def _unpacker(max_buffer: int) -> msgpack.Unpacker:
+    return msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=max_buffer)
+
+
+def mac(secret: bytes, role: bytes, nonce: bytes, me: str, peer: str) -> bytes:
+    msg = role + nonce + me.encode() + b"\0" + peer.encode()
+    return hmac.new(secret, msg, hashlib.sha256).digest()
+
+
+class ProtocolViolation(Exception):
+    """The peer sent something the link protocol does not allow."""
+
+
+class _Link(Protocol):
+    """What both ends share: incremental decoding, a handshake deadline, closing with a reason."""
+
+    peer_name = "?"
+    ready = False
+    _handshake_timer: IDelayedCall | None = None
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self._unpacker = _unpacker(HANDSHAKE_MAX)
+
+    def connectionMade(self) -> None:
+        self._handshake_timer = self.cluster.reactor.callLater(
+            self.cluster.settings.connect_timeout, self._handshake_expired)
+
+    def _handshake_expired(self) -> None:
+        self._handshake_timer = None
+        self.close_with_reason("handshake not completed in time")
+
+    def _handshake_done(self) -> None:
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+        self._unpacker = _unpacker(self.cluster.settings.max_message)
+        self.ready = True
+
+    def peer_address(self) -> str:
+        try:
+            p = self.transport.getPeer()  # type: ignore[union-attr]
+            return f"{p.host}:{p.port}"
+        except Exception:
+            return "?"
+
+    def close_with_reason(self, reason: str) -> None:
+        log.warn("{node}: closing link with {peer} ({address}): {reason}",
+                 node=self.cluster.name, peer=self.peer_name, address=self.peer_address(),
+                 reason=reason)
+        self.cluster.stats.link_closed(reason)
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def dataReceived(self, data: bytes) -> None:
+        unpacker = self._unpacker
+        try:
+            unpacker.feed(data)
+            for msg in unpacker:
+                if self.ready:
+                    self.frame(msg)
+                else:
+                    self.handshake(msg)
+                    unpacker = self._unpacker  # may have been swapped by the handshake
+                if self.transport is None or self.transport.disconnecting:  # type: ignore[attr-defined]
+                    return
+        except (ProtocolViolation, ValueError, TypeError, IndexError, msgpack.UnpackException,
+                msgpack.BufferFull) as e:
+            self.close_with_reason(f"protocol violation: {type(e).__name__}: {e}")
+
+    def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+
+    def handshake(self, msg: Any) -> None:
+        raise NotImplementedError
+
+    def frame(self, msg: Any) -> None:
+        raise NotImplementedError
+
+
+class AgentLink(_Link):
+    """Accepted link: authenticates the caller, then runs its calls and sends."""
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._nonce = os.urandom(NONCE_BYTES)
+        self.transport.write(pack([HELLO, self.cluster.name, self._nonce]))  # type: ignore[union-attr]
+
+    def handshake(self, msg: Any) -> None:
+        if type(msg) is not list or len(msg) != 4 or msg[0] != AUTH:
+            raise ProtocolViolation("expected AUTH")
+        _, name, nonce, their_mac = msg
+        if not isinstance(name, str) or not isinstance(nonce, bytes) or len(nonce) != NONCE_BYTES:
+            raise ProtocolViolation("malformed AUTH")
+        self.peer_name = name
+        secret = self.cluster.settings.secret
+        expected = mac(secret, b"S", self._nonce, name, self.cluster.name)
+        if not isinstance(their_mac, bytes) or not hmac.compare_digest(expected, their_mac):
+            self.cluster.stats.auth_failures += 1
+            self.close_with_reason("authentication failed (wrong cluster secret?)")
+            return
+        self._handshake_done()
+        self.cluster.agent_links.add(self)
+        self.transport.write(pack([OK, mac(secret, b"A", nonce, self.cluster.name, name)]))  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
+        super().connectionLost(reason)
+        self.cluster.agent_links.discard(self)
+
+    def frame(self, msg: Any) -> None:
+        kind = msg[0]
+        if kind == CALL:
+            _, session, service, method, args = msg
+            self._call(session, service, method, args)
+        elif kind == SEND:
+            _, service, method, args = msg
+            self.cluster.dispatch_send(self.peer_name, service, method, args)
+        else:
+            raise ProtocolViolation(f"frame kind {kind!r} not allowed towards an agent")
+
+    def _call(self, session: int, service: str, method: str, args: list[Any]) -> None:
+        cluster = self.cluster
+        stats = cluster.stats
+        key = (service, method)
+        stats.calls_in[key] = stats.calls_in.get(key, 0) + 1
+        handlers = cluster.handlers.get(service)
+        fn = handlers.get(method) if handlers is not None else None
+        if fn is None:
+            kind, message = cluster.missing_target(service, method)
+            self._error(session, kind, message)
+            return
+        try:
+            result = fn(*args)
+            if type(result) is CoroutineType:
+                try:
+                    result.send(None)
+                except StopIteration as done:
+                    result = done.value
+                else:
+                    d = defer.Deferred.fromCoroutine(result)
+                    d.addCallbacks(self._reply_later, self._error_later,
+                                   callbackArgs=(session,), errbackArgs=(session, key))
+                    return
+            elif isinstance(result, defer.Deferred):
+                result.addCallbacks(self._reply_later, self._error_later,
+                                    callbackArgs=(session,), errbackArgs=(session, key))
+                return
+        except Exception:
+            self._error_later(Failure(), session, key)
+            return
+        self._reply(session, result, key)
+
+    def _reply(self, session: int, result: Any, key: tuple[str, str]) -> None:
+        try:
+            frame = pack([REPLY, session, result])
+        except (TypeError, ValueError, OverflowError) as e:
+            self.cluster.stats.error("BadArguments")
+            frame = pack([ERROR, session, "BadArguments", f"result not encodable: {e}"])
+        if self.transport is not None:
+            self.transport.write(frame)
+
+    def _reply_later(self, result: Any, session: int) -> None:
+        self._reply(session, result, ("", ""))
+
+    def _error_later(self, failure: Failure, session: int, key: tuple[str, str]) -> None:
+        e = failure.value
+        self.cluster.handler_failed(failure, key[0], key[1], self.peer_name)
+        self._error(session, type(e).__name__, str(e))
+
+    def _error(self, session: int, kind: str, message: str) -> None:
+        self.cluster.stats.error(kind)
+        if self.transport is not None:
+            self.transport.write(pack([ERROR, session, kind, message]))
+
+
+class SenderLink(_Link):
+    """Outgoing link owned by one Sender: authenticates, then carries its calls and sends."""
+
+    def __init__(self, cluster: Cluster, sender: Sender, attempt: int) -> None:
+        super().__init__(cluster)
+        self.sender = sender
+        self.attempt = attempt
+        self.peer_name = sender.node
+        self._nonce = os.urandom(NONCE_BYTES)
+
+    def handshake(self, msg: Any) -> None:
+        if type(msg) is not list or not msg:
+            raise ProtocolViolation("malformed handshake frame")
+        secret = self.cluster.settings.secret
+        if msg[0] == HELLO and len(msg) == 3:
+            _, name, nonce = msg
+            if name != self.sender.node:
+                self.close_with_reason(
+                    f"address {self.peer_address()} answered as node {name!r}, "
+                    f"expected {self.sender.node!r} (stale name table?)")
+                return
+            if not isinstance(nonce, bytes) or len(nonce) != NONCE_BYTES:
+                raise ProtocolViolation("malformed HELLO")
+            self.transport.write(pack([  # type: ignore[union-attr]
+                AUTH, self.cluster.name, self._nonce,
+                mac(secret, b"S", nonce, self.cluster.name, name)]))
+        elif msg[0] == OK and len(msg) == 2:
+            expected = mac(secret, b"A", self._nonce, self.sender.node, self.cluster.name)
+            if not isinstance(msg[1], bytes) or not hmac.compare_digest(expected, msg[1]):
+                self.close_with_reason("peer failed authentication (wrong cluster secret?)")
+                return
+            self._handshake_done()
+            self.sender.link_ready(self)
+        else:
+            raise ProtocolViolation(f"unexpected handshake frame {msg[0]!r}")
+
+    def frame(self, msg: Any) -> None:
+        kind = msg[0]
+        if kind == REPLY:
+            self.sender.replied(msg[1], msg[2])
+        elif kind == ERROR:
+            self.sender.failed(msg[1], msg[2], msg[3])
+        else:
+            raise ProtocolViolation(f"frame kind {kind!r} not allowed towards a sender")
+
+    def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
+        super().connectionLost(reason)
+        self.sender.link_lost(self, reason)

@@ -1,0 +1,279 @@
+"""Cluster configuration: one TOML file describes the cluster, every node reads it.
+
+A bad file never produces a traceback: every problem found is collected into one
+:class:`ConfigError` whose message names the file and the key, so an operator can fix it
+from a single line of output.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+DEFAULT_CONFIG = "etc/cluster.toml"
+
+#: node kinds in start order (seed §7); shutdown runs the slave kinds in the order below.
+START_ORDER = ("master", "logiccenter", "map", "guild", "mail", "rolecity", "role", "login")
+SHUTDOWN_ORDER = ("role", "rolecity", "mail", "guild", "map", "logiccenter", "master")
+GLOBAL_KINDS = frozenset({"master", "logiccenter"})
+REGION_KINDS = frozenset({"map", "guild", "mail", "rolecity"})
+POOL_KINDS = frozenset({"role", "login"})
+CLIENT_KINDS = frozenset({"role", "login"})  # kinds that accept game clients
+
+_NAME_RE = re.compile(r"^([a-z]+?)(\d*)$")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; str() is one line naming file and key."""
+
+
+def parse_node_name(name: str) -> tuple[str, int | None]:
+    """Split ``map12`` into ``("map", 12)``; raise ValueError for names outside DESIGN.md."""
+    m = _NAME_RE.match(name)
+    if not m or m.group(1) not in START_ORDER:
+        raise ValueError(f"unknown node name {name!r}")
+    kind, digits = m.group(1), m.group(2)
+    if kind in GLOBAL_KINDS:
+        if digits:
+            raise ValueError(f"node {name!r}: {kind} is global and takes no number")
+        return kind, None
+    if not digits or int(digits) < 1:
+        raise ValueError(f"node {name!r}: {kind} nodes are named {kind}<n> with n >= 1")
+    return kind, int(digits)
+
+
+def node_name(kind: str, number: int | None = None) -> str:
+    """The node name for a kind and its sid/index (``("map", 2)`` -> ``"map2"``)."""
+    return kind if kind in GLOBAL_KINDS else f"{kind}{number}"
+
+
+@attrs.frozen
+class NodeConfig:
+    name: str
+    kind: str
+    number: int | None  # sid for region kinds, index for pool kinds
+    host: str
+    port: int
+    metrics_port: int
+    client_port: int | None = None
+
+
+@attrs.frozen
+class ClusterSettings:
+    secret: bytes
+    call_timeout: float = 30.0
+    unreachable_after: float = 10.0
+    connect_timeout: float = 3.0
+    reconnect_initial: float = 0.05
+    reconnect_max: float = 2.0
+    timeout_tick: float = 0.1
+    max_message: int = 64 * 1024 * 1024
+    heartbeat_interval: float = 1.0
+    heartbeat_misses: int = 3
+    phase_timeout: float = 600.0
+
+
+@attrs.frozen
+class RedisSettings:
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "rl:"
+    timeout: float = 5.0
+
+
+@attrs.frozen
+class StorageSettings:
+    backend: str = "embedded"
+    path: str = "run/data"
+    mongo_uri: str = "mongodb://127.0.0.1:27017"
+    timeout: float = 5.0
+    save_interval: float = 300.0
+
+
+@attrs.frozen
+class MasterSettings:
+    gm_host: str = "127.0.0.1"
+    gm_port: int = 8080
+    gm_token: str = ""
+
+
+@attrs.frozen
+class Config:
+    path: str
+    cluster: ClusterSettings
+    redis: RedisSettings
+    storage: StorageSettings
+    master: MasterSettings
+    nodes: Mapping[str, NodeConfig]
+    raw: Mapping[str, Any] = attrs.field(repr=False, factory=dict)
+
+    def node(self, name: str) -> NodeConfig:
+        try:
+            return self.nodes[name]
+        except KeyError:
+            raise ConfigError(
+                f"{self.path}: no [nodes.{name}] section (known nodes: "
+                f"{', '.join(sorted(self.nodes)) or 'none'})"
+            ) from None
+
+
+class _Reader:
+    """Reads typed values out of a TOML table, collecting every error with its key."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.errors: list[str] = []
+
+    def error(self, key: str, message: str) -> None:
+        self.errors.append(f"{key}: {message}")
+
+    def table(self, data: Mapping[str, Any], key: str, required: bool = False) -> Mapping[str, Any]:
+        value = data.get(key.rsplit(".", 1)[-1])
+        if value is None:
+            if required:
+                self.error(key, "missing section")
+            return {}
+        if not isinstance(value, dict):
+            self.error(key, "must be a table")
+            return {}
+        return value
+
+    def value(self, data: Mapping[str, Any], prefix: str, key: str, kind: type | tuple[type, ...],
+              default: Any = attrs.NOTHING, check: Any = None, why: str = "") -> Any:
+        full = f"{prefix}.{key}"
+        if key not in data:
+            if default is attrs.NOTHING:
+                self.error(full, "missing")
+                return None
+            return default
+        v = data[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        ok = isinstance(v, kinds) and not (isinstance(v, bool) and bool not in kinds)
+        if float in kinds and isinstance(v, int) and not isinstance(v, bool):
+            v, ok = float(v), True
+        if not ok:
+            names = " or ".join(k.__name__ for k in kinds)
+            self.error(full, f"must be {names}, got {v!r}")
+            return default if default is not attrs.NOTHING else None
+        if check is not None and not check(v):
+            self.error(full, f"{why}, got {v!r}")
+            return default if default is not attrs.NOTHING else None
+        return v
+
+
+def _port(v: int) -> bool:
+    return 0 < v < 65536
+
+
+def _positive(v: float) -> bool:
+    return v > 0
+
+
+def load_config(path: str | Path = DEFAULT_CONFIG) -> Config:
+    """Read and validate the cluster config at *path*; raise ConfigError on any problem."""
+    path = str(path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found (pass --config PATH)") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return config_from_dict(data, path)
+
+
+def config_from_dict(data: Mapping[str, Any], path: str = "<config>") -> Config:
+    """Validate an already-parsed config mapping (tests build configs this way)."""
+    r = _Reader(path)
+    c = r.table(data, "cluster", required=True)
+    secret = r.value(c, "cluster", "secret", str, check=lambda s: len(s) >= 8,
+                     why="must be at least 8 characters")
+    defaults = {f.name: f.default for f in attrs.fields(ClusterSettings)}
+    floats = {
+        name: r.value(c, "cluster", name, float, default=defaults[name], check=_positive,
+                      why="must be > 0")
+        for name in ("call_timeout", "unreachable_after", "connect_timeout", "reconnect_initial",
+                     "reconnect_max", "timeout_tick", "heartbeat_interval", "phase_timeout")
+    }
+    misses = r.value(c, "cluster", "heartbeat_misses", int, default=3, check=lambda v: v >= 1,
+                     why="must be >= 1")
+    max_message = r.value(c, "cluster", "max_message", int, default=64 * 1024 * 1024,
+                          check=lambda v: v >= 1024 * 1024, why="must be at least 1048576")
+    cluster = ClusterSettings(secret=(secret or "").encode(), heartbeat_misses=misses or 3,
+                              max_message=max_message or 64 * 1024 * 1024, **floats)
+
+    rd = r.table(data, "redis")
+    redis = RedisSettings(
+        url=r.value(rd, "redis", "url", str, default="redis://127.0.0.1:6379/0",
+                    check=lambda u: u.startswith("redis://"), why="must start with redis://"),
+        prefix=r.value(rd, "redis", "prefix", str, default="rl:"),
+        timeout=r.value(rd, "redis", "timeout", float, default=5.0, check=_positive,
+                        why="must be > 0"),
+    )
+    st = r.table(data, "storage")
+    storage = StorageSettings(
+        backend=r.value(st, "storage", "backend", str, default="embedded",
+                        check=lambda b: b in ("embedded", "mongodb"),
+                        why='must be "embedded" or "mongodb"'),
+        path=r.value(st, "storage", "path", str, default="run/data"),
+        mongo_uri=r.value(st, "storage", "mongo_uri", str, default="mongodb://127.0.0.1:27017"),
+        timeout=r.value(st, "storage", "timeout", float, default=5.0, check=_positive,
+                        why="must be > 0"),
+        save_interval=r.value(st, "storage", "save_interval", float, default=300.0,
+                              check=_positive, why="must be > 0"),
+    )
+    m = r.table(data, "master")
+    master = MasterSettings(
+        gm_host=r.value(m, "master", "gm_host", str, default="127.0.0.1"),
+        gm_port=r.value(m, "master", "gm_port", int, default=8080, check=_port,
+                        why="must be a port 1-65535"),
+        gm_token=r.value(m, "master", "gm_token", str, check=lambda t: len(t) >= 8,
+                         why="must be at least 8 characters") or "",
+    )
+
+    nodes: dict[str, NodeConfig] = {}
+    for name, table in r.table(data, "nodes", required=True).items():
+        key = f"nodes.{name}"
+        try:
+            kind, number = parse_node_name(name)
+        except ValueError as e:
+            r.error(key, str(e))
+            continue
+        if not isinstance(table, dict):
+            r.error(key, "must be a table")
+            continue
+        client_port = None
+        if kind in CLIENT_KINDS:
+            client_port = r.value(table, key, "client_port", int, check=_port,
+                                  why="must be a port 1-65535")
+        nodes[name] = NodeConfig(
+            name=name, kind=kind, number=number,
+            host=r.value(table, key, "host", str, default="127.0.0.1"),
+            port=r.value(table, key, "port", int, check=_port, why="must be a port 1-65535"),
+            metrics_port=r.value(table, key, "metrics_port", int, check=_port,
+                                 why="must be a port 1-65535"),
+            client_port=client_port,
+        )
+    if nodes and "master" not in nodes:
+        r.error("nodes.master", "missing section (every cluster has a master)")
+
+    # Port clashes: two listeners configured on one host:port can never both start.
+    seen: dict[tuple[str, int], str] = {(master.gm_host, master.gm_port): "master.gm_port"}
+    for n in nodes.values():
+        for attr in ("port", "metrics_port", "client_port"):
+            p = getattr(n, attr)
+            if p is None:
+                continue
+            other = seen.setdefault((n.host, p), f"nodes.{n.name}.{attr}")
+            if other != f"nodes.{n.name}.{attr}":
+                r.error(f"nodes.{n.name}.{attr}", f"port {p} clashes with {other}")
+    if r.errors:
+        raise ConfigError(f"{path}: " + "; ".join(r.errors))
+    return Config(path=path, cluster=cluster, redis=redis, storage=storage, master=master,
+                  nodes=nodes, raw=data)
