@@ -84,6 +84,7 @@ class Sender:
         self._delay = cluster.settings.reconnect_initial
         self._failures_logged = 0
         self.sends_dropped = 0
+        self.connect_failures = 0  # since the sender was made; for diagnostics
 
     # -- the two operations -------------------------------------------------------------
 
@@ -224,6 +225,7 @@ class Sender:
                      node=self.cluster.name, peer=self.node, host=self.address[0],
                      port=self.address[1], why=why, q=len(self.queue))
         self._failures_logged += 1
+        self.connect_failures += 1
 
     def _abandon_connection(self) -> None:
         """Forget the current attempt and link; their late events will be ignored."""

@@ -1,0 +1,314 @@
+"""Start, watch and stop rltwist node processes — the one code path used by the tests,
+the benchmarks and ``rl-cluster``.
+
+Every wait here has a bound and a message that says what did not happen; processes are
+stopped by PID only (SIGTERM, then SIGKILL after a bound).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, error, protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from rltwist.config import CLIENT_KINDS, parse_node_name
+
+log = Logger()
+
+TWISTD = ("-c", "from twisted.scripts.twistd import run; run()")
+DEV_SECRET = "dev-only-cluster-secret-change-me"
+DEV_GM_TOKEN = "dev-only-gm-token-change-me"
+
+
+class LaunchError(Exception):
+    """A node did not start or stop as expected; the message says which and why."""
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """*count* distinct TCP ports that were free on *host* a moment ago."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {v!r} as TOML")
+
+
+def render_config(sections: Mapping[str, Mapping[str, Any]]) -> str:
+    """Write nested ``{"section": {"key": value}}`` as TOML (dotted section names kept)."""
+    out = []
+    for section, values in sections.items():
+        out.append(f"[{section}]")
+        out.extend(f"{k} = {_toml_value(v)}" for k, v in values.items())
+        out.append("")
+    return "\n".join(out)
+
+
+def local_config(names: Iterable[str], *, host: str = "127.0.0.1",
+                 overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """A config mapping for *names* on free loopback ports (``master`` is always included)."""
+    names = list(dict.fromkeys(["master", *names]))
+    for n in names:
+        parse_node_name(n)  # reject unknown names early, with the name in the message
+    need = 1 + sum(3 if parse_node_name(n)[0] in CLIENT_KINDS else 2 for n in names)
+    ports = iter(free_ports(need, host))
+    sections: dict[str, Any] = {
+        "cluster": {"secret": DEV_SECRET, "heartbeat_interval": 0.5, "heartbeat_misses": 3},
+        "redis": {},
+        "storage": {},
+        "master": {"gm_host": host, "gm_port": next(ports), "gm_token": DEV_GM_TOKEN},
+    }
+    for n in names:
+        node = {"host": host, "port": next(ports), "metrics_port": next(ports)}
+        if parse_node_name(n)[0] in CLIENT_KINDS:
+            node["client_port"] = next(ports)
+        sections[f"nodes.{n}"] = node
+    for section, values in (overrides or {}).items():
+        sections.setdefault(section, {}).update(values)
+    return sections
+
+
+class _NodeProtocol(protocol.ProcessProtocol):
+    def __init__(self, proc: NodeProcess) -> None:
+        self.proc = proc
+
+    def outReceived(self, data: bytes) -> None:
+        self.proc.output(data)
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Failure) -> None:
+        self.proc.ended(reason)
+
+
+class NodeProcess:
+    """One ``twistd -n rl-<kind>`` process with its output in ``<run_dir>/<name>.log``."""
+
+    def __init__(self, name: str, config_path: str | os.PathLike[str],
+                 run_dir: str | os.PathLike[str], reactor: Any = None, env: Mapping[str, str] | None = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+            reactor = default_reactor
+        self.reactor = reactor
+        self.name = name
+        self.kind, self.number = parse_node_name(name)
+        self.config_path = str(config_path)
+        self.run_dir = Path(run_dir)
+        self.log_path = self.run_dir / f"{name}.log"
+        self.env = dict(env) if env is not None else dict(os.environ)
+        self.transport: Any = None
+        self.pid: int | None = None
+        self.exit_code: int | None = None
+        self._tail = b""
+        self._ready_waiters: list[defer.Deferred[None]] = []
+        self._ended: list[defer.Deferred[int | None]] = []
+        self._logfile: Any = None
+        self._is_ready = False
+
+    def argv(self) -> list[str]:
+        args = [sys.executable, *TWISTD, "-n", "--pidfile=", f"rl-{self.kind}"]
+        if self.number is not None:
+            args += ["--sid" if self.kind in ("map", "guild", "mail", "rolecity") else "--index",
+                     str(self.number)]
+        return [*args, "--config", self.config_path]
+
+    @property
+    def running(self) -> bool:
+        return self.transport is not None and self.exit_code is None and self.pid is not None
+
+    def start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._logfile = open(self.log_path, "ab")
+        self._tail = b""
+        self._is_ready = False
+        self.exit_code = None
+        self.transport = self.reactor.spawnProcess(
+            _NodeProtocol(self), sys.executable, self.argv(), env=self.env,
+            path=str(self.run_dir))
+        self.pid = self.transport.pid
+
+    def output(self, data: bytes) -> None:
+        if self._logfile is not None:
+            self._logfile.write(data)
+            self._logfile.flush()
+        self._tail = (self._tail + data)[-8192:]
+        if not self._is_ready and f"rltwist node {self.name} (".encode() in self._tail \
+                and b") ready:" in self._tail:
+            self._is_ready = True
+            waiters, self._ready_waiters = self._ready_waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def tail(self, lines: int = 15) -> str:
+        return "\n".join(self._tail.decode(errors="replace").splitlines()[-lines:])
+
+    def ended(self, reason: Failure) -> None:
+        code = getattr(reason.value, "exitCode", None)
+        sig = getattr(reason.value, "signal", None)
+        self.exit_code = code if code is not None else (-sig if sig else -1)
+        if self._logfile is not None:
+            self._logfile.close()
+            self._logfile = None
+        waiters_ready, self._ready_waiters = self._ready_waiters, []
+        for w in waiters_ready:
+            w.errback(self._exited_early())
+        waiters, self._ended = self._ended, []
+        for d in waiters:
+            d.callback(self.exit_code)
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait for the node's "ready" line; fail naming the node and showing its output."""
+        if self._is_ready:
+            return
+        if self.exit_code is not None or self.transport is None:
+            raise self._exited_early()
+        d: defer.Deferred[None] = defer.Deferred()
+        self._ready_waiters.append(d)
+        try:
+            await d.addTimeout(timeout, self.reactor)
+        except defer.TimeoutError:
+            raise LaunchError(f"{self.name} (pid {self.pid}) not ready within {timeout:g}s; "
+                              f"last output:\n{self.tail()}") from None
+
+    def _exited_early(self) -> LaunchError:
+        return LaunchError(f"{self.name} exited with status {self.exit_code} before it was "
+                           f"ready; last output:\n{self.tail()}")
+
+    async def wait_exit(self, timeout: float) -> int | None:
+        """Wait for the process to end; return its exit code (negative: killed by signal)."""
+        if self.exit_code is not None or self.transport is None:
+            return self.exit_code
+        d: defer.Deferred[int | None] = defer.Deferred()
+        self._ended.append(d)
+        try:
+            return await d.addTimeout(timeout, self.reactor)
+        except defer.TimeoutError:
+            raise LaunchError(f"{self.name} (pid {self.pid}) still running after "
+                              f"{timeout:g}s") from None
+
+    def signal(self, name: str) -> None:
+        if self.running:
+            try:
+                self.transport.signalProcess(name)
+            except error.ProcessExitedAlready:
+                pass
+
+    async def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM, then SIGKILL if it has not exited within *timeout*; return exit code."""
+        if not self.running:
+            return self.exit_code
+        self.signal("CONT")  # a paused process cannot handle SIGTERM
+        self.signal("TERM")
+        try:
+            return await self.wait_exit(timeout)
+        except LaunchError:
+            log.warn("{name} (pid {pid}) ignored SIGTERM for {t}s; killing it",
+                     name=self.name, pid=self.pid, t=timeout)
+            return await self.kill()
+
+    async def kill(self) -> int | None:
+        self.signal("KILL")
+        return await self.wait_exit(10.0)
+
+    def pause(self) -> None:
+        self.signal("STOP")
+
+    def resume(self) -> None:
+        self.signal("CONT")
+
+
+class LocalCluster:
+    """A set of node processes sharing one generated config and run directory."""
+
+    def __init__(self, run_dir: str | os.PathLike[str], names: Sequence[str] = (),
+                 overrides: Mapping[str, Mapping[str, Any]] | None = None,
+                 reactor: Any = None, config: Mapping[str, Any] | None = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+            reactor = default_reactor
+        self.reactor = reactor
+        self.run_dir = Path(run_dir).absolute()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.sections = (dict(config) if config is not None
+                         else local_config(names, overrides=overrides))
+        self.config_path = self.run_dir / "cluster.toml"
+        self.write_config()
+        self.nodes: dict[str, NodeProcess] = {}
+
+    def write_config(self) -> None:
+        self.config_path.write_text(render_config(self.sections))
+
+    def add_node(self, name: str) -> None:
+        """Add *name* to the config on free ports (for nodes joining at run time)."""
+        if f"nodes.{name}" in self.sections:
+            return
+        kind, _ = parse_node_name(name)
+        ports = free_ports(3 if kind in CLIENT_KINDS else 2)
+        node = {"host": "127.0.0.1", "port": ports[0], "metrics_port": ports[1]}
+        if kind in CLIENT_KINDS:
+            node["client_port"] = ports[2]
+        self.sections[f"nodes.{name}"] = node
+        self.write_config()
+
+    def node_config(self, name: str) -> Mapping[str, Any]:
+        return self.sections[f"nodes.{name}"]
+
+    def address(self, name: str) -> tuple[str, int]:
+        n = self.node_config(name)
+        return n["host"], n["port"]
+
+    def process(self, name: str) -> NodeProcess:
+        proc = self.nodes.get(name)
+        if proc is None:
+            self.add_node(name)
+            proc = self.nodes[name] = NodeProcess(name, self.config_path, self.run_dir,
+                                                  reactor=self.reactor)
+        return proc
+
+    async def start(self, *names: str, ready_timeout: float = 30.0) -> None:
+        """Start *names* (in the given order, all at once) and wait until each is ready."""
+        procs = [self.process(n) for n in names]
+        for p in procs:
+            if not p.running:
+                p.start()
+        for p in procs:
+            await p.wait_ready(ready_timeout)
+
+    async def stop_all(self, timeout: float = 15.0) -> dict[str, int | None]:
+        """Stop every running node (SIGTERM, then SIGKILL after *timeout*); return codes."""
+        procs = [p for p in self.nodes.values() if p.running]
+        results = await defer.DeferredList(
+            [defer.Deferred.fromCoroutine(p.stop(timeout)) for p in procs], consumeErrors=True)
+        return {p.name: (r if ok else None) for p, (ok, r) in zip(procs, results, strict=True)}
+
+
+def kill_by_pid(pid: int) -> None:
+    """Last-resort cleanup for a PID this code started (never by name)."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

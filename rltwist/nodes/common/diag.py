@@ -1,0 +1,71 @@
+"""diag: a small operator/diagnostic service present on every node.
+
+It answers liveness checks (``ping``), shows what the node is (``info``), echoes data
+(used by benchmarks and link checks), relays a call to another node (so an operator can
+check reachability *from* a node), and keeps a bounded log of ``note`` sends so tests and
+operators can verify delivery and order.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import task
+
+from rltwist.cluster import Service, handler
+
+if TYPE_CHECKING:
+    from rltwist.nodes.common.node import Node
+
+NOTES_KEPT = 100_000
+MAX_SLEEP = 60.0
+
+
+class Diag(Service):
+    name = "diag"
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.notes: dict[str, deque[Any]] = {}
+
+    @handler
+    def ping(self) -> str:
+        return "pong"
+
+    @handler
+    def echo(self, value: Any) -> Any:
+        return value
+
+    @handler
+    def info(self) -> dict[str, Any]:
+        return self.node.info()
+
+    @handler
+    def addresses(self) -> dict[str, list[Any]]:
+        """The node's current name table."""
+        return {n: [h, p] for n, (h, p) in sorted(self.cluster.addresses.items())}
+
+    @handler
+    async def sleep(self, seconds: float) -> float:
+        """Reply after *seconds* (at most 60): lets tests hold a call in flight."""
+        seconds = min(float(seconds), MAX_SLEEP)
+        await task.deferLater(self.node.reactor, seconds)
+        return seconds
+
+    @handler
+    def note(self, tag: str, value: Any) -> None:
+        """Record *value* under *tag* (bounded), for delivery and order checks."""
+        q = self.notes.get(tag)
+        if q is None:
+            q = self.notes[tag] = deque(maxlen=NOTES_KEPT)
+        q.append(value)
+
+    @handler
+    def notes_of(self, tag: str) -> list[Any]:
+        return list(self.notes.get(tag, ()))
+
+    @handler
+    async def relay(self, node: str, service: str, method: str, args: list[Any]) -> Any:
+        """Make a call from this node and return its result."""
+        return await self.cluster.call(node, service, method, *args)

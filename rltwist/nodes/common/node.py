@@ -1,0 +1,174 @@
+"""The common shape of every node process: a MultiService holding the cluster layer,
+the metrics endpoint and the node kind's own services.
+
+Ports are opened in ``privilegedStartService`` so that a clash is reported before the
+reactor runs, as one line naming the node, address and config key, and the process exits
+non-zero instead of running half-started.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+from prometheus_client.twisted import MetricsResource
+from twisted.application import service
+from twisted.internet import error
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from rltwist import __version__
+from rltwist.cluster import Cluster, ListenError
+from rltwist.config import DEFAULT_CONFIG, Config, ConfigError, NodeConfig, load_config, node_name
+from rltwist.nodes.common.diag import Diag
+
+log = Logger()
+
+
+class StartupError(Exception):
+    """A node cannot start; str() is the one line shown to the operator."""
+
+
+def fail_startup(message: str) -> None:
+    """Print one clear line and leave with status 1 (no traceback for config mistakes)."""
+    sys.stderr.write(f"rltwist: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(1)
+
+
+class Node(service.MultiService):
+    """One rltwist node process: cluster + metrics + the kind's services."""
+
+    def __init__(self, config: Config, me: NodeConfig, reactor: Any = None) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+            reactor = default_reactor
+        self.reactor = reactor
+        self.config = config
+        self.me = me
+        self.name = me.name
+        self.started_at = time.time()
+        self.cluster = Cluster(
+            me.name, config.cluster,
+            addresses={n.name: (n.host, n.port) for n in config.nodes.values()},
+            listen=(me.host, me.port), reactor=reactor)
+        self.cluster.setServiceParent(self)
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        self.registry.register(self.cluster.collector)
+        self.cluster.register(Diag(self))
+        self.metrics_port: IListeningPort | None = None
+
+    def info(self) -> dict[str, Any]:
+        """What this node tells master and operators about itself."""
+        return {
+            "name": self.me.name, "kind": self.me.kind, "number": self.me.number,
+            "host": self.me.host, "port": self.me.port, "metrics_port": self.me.metrics_port,
+            "client_port": self.me.client_port, "pid": os.getpid(),
+            "code_version": __version__, "started_at": self.started_at,
+        }
+
+    def _listen_metrics(self) -> None:
+        root = Resource()
+        root.putChild(b"metrics", MetricsResource(registry=self.registry))
+        try:
+            self.metrics_port = self.reactor.listenTCP(
+                self.me.metrics_port, Site(root), interface=self.me.host)
+        except error.CannotListenError as e:
+            raise ListenError(f"{self.me.name}: cannot listen on {self.me.host}:"
+                              f"{self.me.metrics_port} (nodes.{self.me.name}.metrics_port in "
+                              f"{self.config.path}): {e.socketError}") from None
+
+    def privilegedStartService(self) -> None:
+        try:
+            self.cluster.listen()
+            self._listen_metrics()
+        except ListenError as e:
+            msg = str(e)
+            if "metrics_port" not in msg:
+                msg += f" (nodes.{self.me.name}.port in {self.config.path})"
+            fail_startup(msg)
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        super().startService()
+        log.info("rltwist node {node} ({kind}) ready: cluster {host}:{port}, "
+                 "metrics http://{host}:{metrics}/metrics, pid {pid}",
+                 node=self.me.name, kind=self.me.kind, host=self.me.host, port=self.me.port,
+                 metrics=self.me.metrics_port, pid=os.getpid())
+
+    def stopService(self) -> Any:
+        d = super().stopService()
+        port, self.metrics_port = self.metrics_port, None
+        if port is not None:
+            port.stopListening()
+        log.info("rltwist node {node} stopped", node=self.me.name)
+        return d
+
+
+class NodeOptions(usage.Options):
+    """Options every node kind takes; kinds add --sid or --index."""
+
+    optParameters: list[list[Any]] = [
+        ["config", "c", DEFAULT_CONFIG, "Cluster config file (TOML)."],
+    ]
+
+
+def options_for(kind: str) -> type[usage.Options]:
+    """The twistd Options class for *kind* (region kinds take --sid, pools --index)."""
+    from rltwist.config import POOL_KINDS, REGION_KINDS
+
+    params: list[list[Any]] = list(NodeOptions.optParameters)
+    if kind in REGION_KINDS:
+        params.append(["sid", "s", None, "Region (server) id this node serves: map<sid>.", int])
+    elif kind in POOL_KINDS:
+        params.append(["index", "i", None, f"Index of this node in the pool: {kind}<index>.",
+                       int])
+
+    class Options(NodeOptions):
+        optParameters = params
+        synopsis = f"[options]   (starts an rltwist {kind} node)"
+
+        def postOptions(self) -> None:
+            for opt in ("sid", "index"):
+                if any(p[0] == opt for p in params):
+                    v = self[opt]
+                    if v is None:
+                        raise usage.UsageError(f"--{opt} N is required for {kind} nodes")
+                    if v < 1:
+                        raise usage.UsageError(f"--{opt} must be >= 1, got {v}")
+
+    Options.__name__ = f"{kind.capitalize()}Options"
+    return Options
+
+
+def make_node(kind: str, options: usage.Options,
+              build: Callable[[Node], None] | None = None) -> Node:
+    """Load the config, create the Node for *kind* and let *build* add its services.
+
+    A config problem ends the process with one line on stderr and status 1.
+    """
+    number = options.get("sid") or options.get("index")
+    name = node_name(kind, number)
+    try:
+        config = load_config(options["config"])
+        me = config.node(name)
+    except ConfigError as e:
+        fail_startup(str(e))
+        raise  # unreachable; keeps type checkers happy
+    node = Node(config, me)
+    if build is not None:
+        try:
+            build(node)
+        except (ConfigError, StartupError) as e:
+            fail_startup(str(e))
+    return node

@@ -1,0 +1,50 @@
+"""Shared helpers of the test suite: bounded waits, in-process clusters."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from twisted.internet import defer, reactor, task
+
+from rltwist.cluster import Cluster
+from rltwist.config import ClusterSettings
+
+SECRET = b"test-cluster-secret"
+
+
+def settings(**kw: Any) -> ClusterSettings:
+    kw.setdefault("secret", SECRET)
+    kw.setdefault("unreachable_after", 5.0)
+    kw.setdefault("call_timeout", 10.0)
+    return ClusterSettings(**kw)
+
+
+async def wait_for(check: Callable[[], Any], timeout: float, what: str,
+                   interval: float = 0.02) -> Any:
+    """Poll *check* (sync or async) until it returns a truthy value; fail saying *what*."""
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while True:
+        try:
+            value = check()
+            if isinstance(value, (defer.Deferred, Awaitable)):
+                value = await value
+            if value:
+                return value
+        except Exception as e:
+            last_error = e
+        if time.monotonic() > deadline:
+            extra = f" (last error: {last_error!r})" if last_error else ""
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}{extra}")
+        await task.deferLater(reactor, interval)
+
+
+def sleep(seconds: float) -> defer.Deferred[None]:
+    return task.deferLater(reactor, seconds)
+
+
+def make_cluster(name: str, port: int, addresses: dict[str, tuple[str, int]] | None = None,
+                 **kw: Any) -> Cluster:
+    return Cluster(name, settings(**kw), addresses or {}, listen=("127.0.0.1", port))
