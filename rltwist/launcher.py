@@ -109,7 +109,8 @@ class NodeProcess:
     """One ``twistd -n rl-<kind>`` process with its output in ``<run_dir>/<name>.log``."""
 
     def __init__(self, name: str, config_path: str | os.PathLike[str],
-                 run_dir: str | os.PathLike[str], reactor: Any = None, env: Mapping[str, str] | None = None) -> None:
+                 run_dir: str | os.PathLike[str], reactor: Any = None,
+                 env: Mapping[str, str] | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
             reactor = default_reactor
