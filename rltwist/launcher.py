@@ -211,10 +211,10 @@ class NodeProcess:
             raise LaunchError(f"{self.name} (pid {self.pid}) still running after "
                               f"{timeout:g}s") from None
 
-    def signal(self, name: str) -> None:
+    def signal(self, signum: int) -> None:
         if self.running:
             try:
-                self.transport.signalProcess(name)
+                self.transport.signalProcess(signum)
             except error.ProcessExitedAlready:
                 pass
 
@@ -222,8 +222,8 @@ class NodeProcess:
         """SIGTERM, then SIGKILL if it has not exited within *timeout*; return exit code."""
         if not self.running:
             return self.exit_code
-        self.signal("CONT")  # a paused process cannot handle SIGTERM
-        self.signal("TERM")
+        self.signal(signal.SIGCONT)  # a paused process cannot handle SIGTERM
+        self.signal(signal.SIGTERM)
         try:
             return await self.wait_exit(timeout)
         except LaunchError:
@@ -232,14 +232,14 @@ class NodeProcess:
             return await self.kill()
 
     async def kill(self) -> int | None:
-        self.signal("KILL")
+        self.signal(signal.SIGKILL)
         return await self.wait_exit(10.0)
 
     def pause(self) -> None:
-        self.signal("STOP")
+        self.signal(signal.SIGSTOP)
 
     def resume(self) -> None:
-        self.signal("CONT")
+        self.signal(signal.SIGCONT)
 
 
 class LocalCluster:
@@ -302,9 +302,9 @@ class LocalCluster:
     async def stop_all(self, timeout: float = 15.0) -> dict[str, int | None]:
         """Stop every running node (SIGTERM, then SIGKILL after *timeout*); return codes."""
         procs = [p for p in self.nodes.values() if p.running]
-        results = await defer.DeferredList(
-            [defer.Deferred.fromCoroutine(p.stop(timeout)) for p in procs], consumeErrors=True)
-        return {p.name: (r if ok else None) for p, (ok, r) in zip(procs, results, strict=True)}
+        results = await defer.gatherResults(
+            [defer.Deferred.fromCoroutine(p.stop(timeout)) for p in procs])
+        return {p.name: r for p, r in zip(procs, results, strict=True)}
 
 
 def kill_by_pid(pid: int) -> None:

@@ -9,6 +9,7 @@ non-zero instead of running half-started.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -101,10 +102,18 @@ class Node(service.MultiService):
 
     def startService(self) -> None:
         super().startService()
+        # twistd re-raises the signal that stopped it once the reactor is done, so a clean
+        # SIGTERM stop would end with status -15. An orderly stop after SIGTERM is a
+        # success for supervisors and operators: exit 0 instead.
+        self.reactor.addSystemEventTrigger("after", "shutdown", self._clean_sigterm_exit)
         log.info("rltwist node {node} ({kind}) ready: cluster {host}:{port}, "
                  "metrics http://{host}:{metrics}/metrics, pid {pid}",
                  node=self.me.name, kind=self.me.kind, host=self.me.host, port=self.me.port,
                  metrics=self.me.metrics_port, pid=os.getpid())
+
+    def _clean_sigterm_exit(self) -> None:
+        if getattr(self.reactor, "_exitSignal", None) == signal.SIGTERM:
+            self.reactor._exitSignal = None
 
     def stopService(self) -> Any:
         d = super().stopService()
