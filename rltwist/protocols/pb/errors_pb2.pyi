@@ -1,0 +1,34 @@
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from typing import ClassVar as _ClassVar
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OK: _ClassVar[ErrorCode]
+    BAD_TOKEN: _ClassVar[ErrorCode]
+    LOGIN_IN_PROGRESS: _ClassVar[ErrorCode]
+    RETRY_LATER: _ClassVar[ErrorCode]
+    NOT_AVAILABLE: _ClassVar[ErrorCode]
+    BAD_SECRET: _ClassVar[ErrorCode]
+    BAD_REQUEST: _ClassVar[ErrorCode]
+    NAME_INVALID: _ClassVar[ErrorCode]
+    NAME_TAKEN: _ClassVar[ErrorCode]
+    INTERNAL: _ClassVar[ErrorCode]
+    BAD_SERVER_ID: _ClassVar[ErrorCode]
+    VERSION_TOO_OLD: _ClassVar[ErrorCode]
+    TIMEOUT: _ClassVar[ErrorCode]
+OK: ErrorCode
+BAD_TOKEN: ErrorCode
+LOGIN_IN_PROGRESS: ErrorCode
+RETRY_LATER: ErrorCode
+NOT_AVAILABLE: ErrorCode
+BAD_SECRET: ErrorCode
+BAD_REQUEST: ErrorCode
+NAME_INVALID: ErrorCode
+NAME_TAKEN: ErrorCode
+INTERNAL: ErrorCode
+BAD_SERVER_ID: ErrorCode
+VERSION_TOO_OLD: ErrorCode
+TIMEOUT: ErrorCode
