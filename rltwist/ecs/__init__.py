@@ -1,0 +1,19 @@
+"""ECS core: entities (data), systems (logic), the import registry, hot code reload,
+shared config tables and data fixes (seed §12-14).
+
+Game code uses ``import_system`` to reach systems and ``Entity`` for data; node services
+drive ``HotFixer``, ``ShareData`` and ``DataFixer``.
+"""
+
+from rltwist.ecs.entity import Entity
+from rltwist.ecs.registry import REGISTRY, Registry, SystemProxy, import_system
+from rltwist.ecs.system import System
+
+__all__ = [
+    "REGISTRY",
+    "Entity",
+    "Registry",
+    "System",
+    "SystemProxy",
+    "import_system",
+]
