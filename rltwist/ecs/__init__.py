@@ -6,12 +6,15 @@ drive ``HotFixer``, ``ShareData`` and ``DataFixer``.
 """
 
 from rltwist.ecs.entity import Entity
+from rltwist.ecs.hotfix import FixResult, HotFixer
 from rltwist.ecs.registry import REGISTRY, Registry, SystemProxy, import_system
 from rltwist.ecs.system import System
 
 __all__ = [
     "REGISTRY",
     "Entity",
+    "FixResult",
+    "HotFixer",
     "Registry",
     "System",
     "SystemProxy",
