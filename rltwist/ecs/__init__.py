@@ -5,18 +5,27 @@ Game code uses ``import_system`` to reach systems and ``Entity`` for data; node 
 drive ``HotFixer``, ``ShareData`` and ``DataFixer``.
 """
 
+from rltwist.ecs.datafix import DataFixer, DataFixError, FixReport
 from rltwist.ecs.entity import Entity
 from rltwist.ecs.hotfix import FixResult, HotFixer
 from rltwist.ecs.registry import REGISTRY, Registry, SystemProxy, import_system
+from rltwist.ecs.sharedata import ConfigError, ConfigSnapshot, ShareData, shared
 from rltwist.ecs.system import System
 
 __all__ = [
     "REGISTRY",
+    "ConfigError",
+    "ConfigSnapshot",
+    "DataFixError",
+    "DataFixer",
     "Entity",
+    "FixReport",
     "FixResult",
     "HotFixer",
     "Registry",
+    "ShareData",
     "System",
     "SystemProxy",
     "import_system",
+    "shared",
 ]
