@@ -174,6 +174,18 @@ class ServerProtocol(Protocol):
             raise ValueError("session 0 is reserved for pushes")
         return self._send(proto, session, message)
 
+    def replyError(self, session: int, request: Message | type[Message] | int,
+                   code: int) -> bool:
+        """Answer ``session`` with only an ``ErrorCode``, e.g. ``INTERNAL``.
+
+        ``request`` is the request (instance, class or id) being answered;
+        every ``Response`` starts with ``ErrorCode code = 1``, so this works
+        for any request without knowing its response type.
+        """
+        proto = request if isinstance(request, int) else self.registry.id_of(request)
+        response_cls = self.registry.response_class_of(proto)
+        return self.reply(session, response_cls(code=code))
+
     def push(self, message: Message) -> bool:
         """Send an ``XxxNotify`` push (session 0); False if the connection is closed."""
         proto = self._push_ids.get(type(message))

@@ -27,7 +27,7 @@ from . import options_pb2 as options__pb2
 from . import player_pb2 as player__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0blogin.proto\x12\x02rl\x1a\x0c\x65rrors.proto\x1a\roptions.proto\x1a\x0cplayer.proto\"\xd4\x01\n\x05Login\x12\x0e\n\x06openid\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x11\n\tdevice_id\x18\x03 \x01(\t\x12\n\n\x02os\x18\x04 \x01(\t\x12\x11\n\tserver_id\x18\x05 \x01(\r\x12\x0f\n\x07version\x18\x06 \x01(\t\x1a\x63\n\x08Response\x12\x1b\n\x04\x63ode\x18\x01 \x01(\x0e\x32\r.rl.ErrorCode\x12\x0e\n\x06userid\x18\x02 \x01(\x04\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0c\n\x04port\x18\x04 \x01(\r\x12\x0e\n\x06secret\x18\x05 \x01(\t:\x04\x88\xb5\x18\x01\"\xc1\x01\n\x04\x41uth\x12\x0e\n\x06userid\x18\x01 \x01(\x04\x12\x0e\n\x06secret\x18\x02 \x01(\t\x1a\x92\x01\n\x08Response\x12\x1b\n\x04\x63ode\x18\x01 \x01(\x0e\x32\r.rl.ErrorCode\x12\x0e\n\x06userid\x18\x02 \x01(\x04\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\tserver_id\x18\x04 \x01(\r\x12 \n\x06\x62\x61sics\x18\x05 \x01(\x0b\x32\x10.rl.PlayerBasics\x12\x16\n\x0eserver_time_ms\x18\x06 \x01(\x04:\x04\x88\xb5\x18\x02\"5\n\tHeartbeat\x1a\"\n\x08Response\x12\x16\n\x0eserver_time_ms\x18\x01 \x01(\x04:\x04\x88\xb5\x18\x03\"A\n\nKickNotify\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x1c\n\x04\x63ode\x18\x02 \x01(\x0e\x32\x0e.rl.KickReason:\x05\x88\xb5\x18\xac\x02*\x98\x01\n\nKickReason\x12\x14\n\x10KICK_UNSPECIFIED\x10\x00\x12\x18\n\x14KICK_LOGIN_ELSEWHERE\x10\x01\x12\x1a\n\x16KICK_HEARTBEAT_TIMEOUT\x10\x02\x12\x18\n\x14KICK_SERVER_SHUTDOWN\x10\x03\x12\x0b\n\x07KICK_GM\x10\x04\x12\x17\n\x13KICK_PROTOCOL_ERROR\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0blogin.proto\x12\x02rl\x1a\x0c\x65rrors.proto\x1a\roptions.proto\x1a\x0cplayer.proto\"\xd4\x01\n\x05Login\x12\x0e\n\x06openid\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x11\n\tdevice_id\x18\x03 \x01(\t\x12\n\n\x02os\x18\x04 \x01(\t\x12\x11\n\tserver_id\x18\x05 \x01(\r\x12\x0f\n\x07version\x18\x06 \x01(\t\x1a\x63\n\x08Response\x12\x1b\n\x04\x63ode\x18\x01 \x01(\x0e\x32\r.rl.ErrorCode\x12\x0e\n\x06userid\x18\x02 \x01(\x04\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0c\n\x04port\x18\x04 \x01(\r\x12\x0e\n\x06secret\x18\x05 \x01(\t:\x04\x88\xb5\x18\x01\"\xc1\x01\n\x04\x41uth\x12\x0e\n\x06userid\x18\x01 \x01(\x04\x12\x0e\n\x06secret\x18\x02 \x01(\t\x1a\x92\x01\n\x08Response\x12\x1b\n\x04\x63ode\x18\x01 \x01(\x0e\x32\r.rl.ErrorCode\x12\x0e\n\x06userid\x18\x02 \x01(\x04\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\tserver_id\x18\x04 \x01(\r\x12 \n\x06\x62\x61sics\x18\x05 \x01(\x0b\x32\x10.rl.PlayerBasics\x12\x16\n\x0eserver_time_ms\x18\x06 \x01(\x04:\x04\x88\xb5\x18\x02\"R\n\tHeartbeat\x1a?\n\x08Response\x12\x1b\n\x04\x63ode\x18\x01 \x01(\x0e\x32\r.rl.ErrorCode\x12\x16\n\x0eserver_time_ms\x18\x02 \x01(\x04:\x04\x88\xb5\x18\x03\"A\n\nKickNotify\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x1c\n\x04\x63ode\x18\x02 \x01(\x0e\x32\x0e.rl.KickReason:\x05\x88\xb5\x18\xac\x02*\x98\x01\n\nKickReason\x12\x14\n\x10KICK_UNSPECIFIED\x10\x00\x12\x18\n\x14KICK_LOGIN_ELSEWHERE\x10\x01\x12\x1a\n\x16KICK_HEARTBEAT_TIMEOUT\x10\x02\x12\x18\n\x14KICK_SERVER_SHUTDOWN\x10\x03\x12\x0b\n\x07KICK_GM\x10\x04\x12\x17\n\x13KICK_PROTOCOL_ERROR\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,8 +42,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HEARTBEAT']._serialized_options = b'\210\265\030\003'
   _globals['_KICKNOTIFY']._loaded_options = None
   _globals['_KICKNOTIFY']._serialized_options = b'\210\265\030\254\002'
-  _globals['_KICKREASON']._serialized_start=596
-  _globals['_KICKREASON']._serialized_end=748
+  _globals['_KICKREASON']._serialized_start=625
+  _globals['_KICKREASON']._serialized_end=777
   _globals['_LOGIN']._serialized_start=63
   _globals['_LOGIN']._serialized_end=275
   _globals['_LOGIN_RESPONSE']._serialized_start=170
@@ -53,9 +53,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUTH_RESPONSE']._serialized_start=319
   _globals['_AUTH_RESPONSE']._serialized_end=465
   _globals['_HEARTBEAT']._serialized_start=473
-  _globals['_HEARTBEAT']._serialized_end=526
+  _globals['_HEARTBEAT']._serialized_end=555
   _globals['_HEARTBEAT_RESPONSE']._serialized_start=486
-  _globals['_HEARTBEAT_RESPONSE']._serialized_end=520
-  _globals['_KICKNOTIFY']._serialized_start=528
-  _globals['_KICKNOTIFY']._serialized_end=593
+  _globals['_HEARTBEAT_RESPONSE']._serialized_end=549
+  _globals['_KICKNOTIFY']._serialized_start=557
+  _globals['_KICKNOTIFY']._serialized_end=622
 # @@protoc_insertion_point(module_scope)

@@ -79,10 +79,12 @@ class Auth(_message.Message):
 class Heartbeat(_message.Message):
     __slots__ = ()
     class Response(_message.Message):
-        __slots__ = ("server_time_ms",)
+        __slots__ = ("code", "server_time_ms")
+        CODE_FIELD_NUMBER: _ClassVar[int]
         SERVER_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+        code: _errors_pb2.ErrorCode
         server_time_ms: int
-        def __init__(self, server_time_ms: _Optional[int] = ...) -> None: ...
+        def __init__(self, code: _Optional[_Union[_errors_pb2.ErrorCode, str]] = ..., server_time_ms: _Optional[int] = ...) -> None: ...
     def __init__(self) -> None: ...
 
 class KickNotify(_message.Message):
