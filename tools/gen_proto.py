@@ -63,10 +63,13 @@ def _protoc(args: list[str]) -> None:
         raise GeneratorError(f"protoc failed: {' '.join(args)}")
 
 
-def grpcio_tools_version() -> str:
-    from importlib.metadata import version
+def grpcio_tools_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
 
-    return version("grpcio-tools")
+    try:
+        return version("grpcio-tools")
+    except PackageNotFoundError:
+        return None
 
 
 def _init_module(modules: dict[str, list[str]]) -> str:

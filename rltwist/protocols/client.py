@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ClassVar, Final, cast
 
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 from twisted.internet import defer, error
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
@@ -166,7 +166,7 @@ class ClientProtocol(Protocol):
             response = self._responses[proto]()
             try:
                 response.ParseFromString(body)
-            except DecodeError as e:
+            except Exception as e:  # DecodeError, or e.g. UnicodeDecodeError (pure Python)
                 d.errback(ResponseError(f"undecodable response proto {proto} session "
                                         f"{session}: {e}"))
                 continue
@@ -180,7 +180,7 @@ class ClientProtocol(Protocol):
         message = cls()
         try:
             message.ParseFromString(body)
-        except DecodeError as e:
+        except Exception as e:  # DecodeError, or e.g. UnicodeDecodeError (pure Python)
             self.log.warn("ignoring undecodable push proto {proto}: {error}",
                           proto=proto, error=str(e))
             return

@@ -6,7 +6,7 @@ these helpers are for tools, tests and code that is not a Twisted protocol.
 
 from __future__ import annotations
 
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from rltwist.protocols.framing import encode_down, encode_up
 from rltwist.protocols.registry import REGISTRY, Registry, UnknownMessage
@@ -39,14 +39,23 @@ def encode_push(message: Message, registry: Registry = REGISTRY) -> bytes:
     return encode_down(proto, 0, message.SerializeToString())
 
 
+def _parse(cls: type[Message], body: bytes) -> Message:
+    message = cls()
+    try:
+        message.ParseFromString(body)
+    except DecodeError:
+        raise
+    except Exception as e:  # the pure-Python runtime raises e.g. UnicodeDecodeError
+        raise DecodeError(f"error parsing {cls.DESCRIPTOR.full_name}: {e}") from e
+    return message
+
+
 def decode_request(proto: int, body: bytes, registry: Registry = REGISTRY) -> Message:
     """Parse an upstream body. Raises ``UnknownMessage`` or ``DecodeError``."""
     cls = registry.requests.get(proto)
     if cls is None:
         raise UnknownMessage(f"{proto} is not a request id")
-    message = cls()
-    message.ParseFromString(body)
-    return message
+    return _parse(cls, body)
 
 
 def decode_downstream(proto: int, session: int, body: bytes,
@@ -57,6 +66,4 @@ def decode_downstream(proto: int, session: int, body: bytes,
     if cls is None:
         kind = "push" if session == 0 else "response"
         raise UnknownMessage(f"{proto} is not a {kind} id")
-    message = cls()
-    message.ParseFromString(body)
-    return message
+    return _parse(cls, body)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
 from twisted.logger import Logger
@@ -126,7 +126,9 @@ class ServerProtocol(Protocol):
             message = cls()
             try:
                 message.ParseFromString(body)
-            except DecodeError as e:
+            except Exception as e:
+                # DecodeError with upb; the pure-Python runtime also raises
+                # UnicodeDecodeError and friends for the same hostile bytes.
                 self.closeWithReason(CloseReason.UNDECODABLE_BODY, proto=proto,
                                      session=session, error=str(e))
                 return
