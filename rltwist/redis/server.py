@@ -38,7 +38,7 @@ _live: dict[int, subprocess.Popen[bytes]] = {}
 
 _POLL_FIRST = 0.005
 _POLL_MAX = 0.1
-_PING_TIMEOUT = 0.5
+_PROBE_TIMEOUT = 0.5
 _PORT_RETRIES = 3
 _LOG_TAIL_LINES = 20
 
@@ -68,22 +68,49 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-class _Ping(Protocol):
-    """Sends one inline PING and reports the first reply line."""
+def _probe_reply(buf: bytes) -> tuple[bool, int | None]:
+    """Read an INFO reply: (complete, pid of a server that is up and done loading)."""
+    head, sep, rest = buf.partition(b"\r\n")
+    if not sep:
+        return False, None
+    if not head.startswith(b"$"):
+        return True, None  # an error reply such as -LOADING: not ready
+    try:
+        size = int(head[1:])
+    except ValueError:
+        return True, None
+    if len(rest) < size:
+        return False, None
+    fields = dict(
+        line.split(":", 1)
+        for line in rest[:size].decode(errors="replace").splitlines()
+        if ":" in line
+    )
+    if fields.get("loading") != "0":
+        return True, None
+    try:
+        return True, int(fields["process_id"])
+    except (KeyError, ValueError):
+        return True, None
+
+
+class _Probe(Protocol):
+    """Sends one inline INFO and reports the pid of the server if it is ready."""
 
     def __init__(self) -> None:
-        self.answer: defer.Deferred[bytes] = defer.Deferred()
+        self.answer: defer.Deferred[int | None] = defer.Deferred()
         self.closed: defer.Deferred[None] = defer.Deferred()
         self._buf = b""
 
     def connectionMade(self) -> None:
         transport: Any = self.transport  # zope interfaces confuse mypy without its plugin
-        transport.write(b"PING\r\n")
+        transport.write(b"INFO\r\n")
 
     def dataReceived(self, data: bytes) -> None:
         self._buf += data
-        if b"\r\n" in self._buf and not self.answer.called:
-            self.answer.callback(self._buf.split(b"\r\n", 1)[0])
+        complete, pid = _probe_reply(self._buf)
+        if complete and not self.answer.called:
+            self.answer.callback(pid)
             transport: Any = self.transport
             transport.loseConnection()
 
@@ -162,25 +189,32 @@ class RedisServer:
     def command(self) -> list[str]:
         """The argv redis-server is started with."""
         assert self._dir is not None
-        args = [
-            self.executable,
-            "--port", str(self.port),
-            "--bind", self.host,
-            "--dir", str(self._dir),
-            "--logfile", str(self.log_path),
-            "--daemonize", "no",
-            "--dbfilename", "dump.rdb",
-        ]  # fmt: skip
+        options = {
+            "port": str(self.port),
+            "bind": self.host,
+            "dir": str(self._dir),
+            "logfile": str(self.log_path),
+            "daemonize": "no",
+            "dbfilename": "dump.rdb",
+            # no RDB snapshots either way: they fork, stall and are not needed with the AOF
+            "save": "",
+            "appendonly": "yes" if self.persistent else "no",
+        }
         if self.persistent:
-            args += ["--save", "", "--appendonly", "yes", "--appendfsync", "everysec"]
-        else:
-            args += ["--save", "", "--appendonly", "no"]
+            options["appendfsync"] = "everysec"
+        args = [self.executable]
+        for name, value in options.items():
+            args += [f"--{name}", value]
         return args + list(self.extra_args)
 
     # -- async API (under a running reactor) --------------------------------------------
 
     async def start(self) -> None:
-        """Start redis-server and return once it answers PING; bounded by start_timeout."""
+        """Start redis-server and return once it is ready; bounded by start_timeout.
+
+        Ready means INFO answers with this child's own process_id and ``loading:0``, so
+        another server already on the port is never mistaken for ours.
+        """
         for attempt in range(1, _PORT_RETRIES + 1):
             self._spawn()
             deadline = time.monotonic() + self.start_timeout
@@ -191,11 +225,13 @@ class RedisServer:
                     if self._retry_port(failure, attempt):
                         break
                     raise failure
-                if await self._ping_async():
+                if await self._probe_async() == self.pid:
                     log.info(
                         "redis-server {pid} ready on {host}:{port}",
-                        pid=self.pid, host=self.host, port=self.port,
-                    )  # fmt: skip
+                        pid=self.pid,
+                        host=self.host,
+                        port=self.port,
+                    )
                     return
                 if time.monotonic() >= deadline:
                     raise self._give_up()
@@ -223,8 +259,9 @@ class RedisServer:
         if not await self._wait_exit_async(proc, self.stop_timeout):
             log.warn(
                 "redis-server {pid} ignored SIGTERM for {timeout}s; sending SIGKILL",
-                pid=proc.pid, timeout=self.stop_timeout,
-            )  # fmt: skip
+                pid=proc.pid,
+                timeout=self.stop_timeout,
+            )
             self._signal(proc, signal.SIGKILL)
             if not await self._wait_exit_async(proc, self.stop_timeout):
                 raise RedisServerError(
@@ -242,26 +279,25 @@ class RedisServer:
             delay = min(delay * 2, _POLL_MAX)
         return True
 
-    async def _ping_async(self) -> bool:
-        endpoint = TCP4ClientEndpoint(self._reactor, self.host, self.port, timeout=_PING_TIMEOUT)
+    async def _probe_async(self) -> int | None:
+        endpoint = TCP4ClientEndpoint(self._reactor, self.host, self.port, timeout=_PROBE_TIMEOUT)
         try:
-            connecting = connectProtocol(endpoint, _Ping())
-            connecting.addTimeout(_PING_TIMEOUT, self._reactor)
+            connecting = connectProtocol(endpoint, _Probe())
+            connecting.addTimeout(_PROBE_TIMEOUT, self._reactor)
             proto = await connecting
         except Exception:
-            return False
+            return None
         try:
-            line = await proto.answer.addTimeout(_PING_TIMEOUT, self._reactor)
+            pid = await proto.answer.addTimeout(_PROBE_TIMEOUT, self._reactor)
         except Exception:
-            line = b""
+            pid = None
         transport: Any = proto.transport
         if transport is not None:
             transport.abortConnection()
         # wait for the socket to be gone, so a trial test ends with a clean reactor
         with contextlib.suppress(Exception):
-            await proto.closed.addTimeout(_PING_TIMEOUT, self._reactor)
-        # "-LOADING ..." means up but not ready yet
-        return line == b"+PONG"
+            await proto.closed.addTimeout(_PROBE_TIMEOUT, self._reactor)
+        return pid
 
     # -- blocking API (no reactor needed) -----------------------------------------------
 
@@ -277,7 +313,7 @@ class RedisServer:
                     if self._retry_port(failure, attempt):
                         break
                     raise failure
-                if self._ping_sync():
+                if self._probe_sync() == self.pid:
                     return
                 if time.monotonic() >= deadline:
                     raise self._give_up()
@@ -302,19 +338,21 @@ class RedisServer:
             self._reap(proc)
         self._cleanup_dir()
 
-    def _ping_sync(self) -> bool:
+    def _probe_sync(self) -> int | None:
         try:
-            with socket.create_connection((self.host, self.port), _PING_TIMEOUT) as s:
-                s.sendall(b"PING\r\n")
+            with socket.create_connection((self.host, self.port), _PROBE_TIMEOUT) as sock:
+                sock.sendall(b"INFO\r\n")
                 buf = b""
-                while b"\r\n" not in buf:
-                    chunk = s.recv(64)
+                while True:
+                    chunk = sock.recv(65536)
                     if not chunk:
-                        return False
+                        return None
                     buf += chunk
+                    complete, pid = _probe_reply(buf)
+                    if complete:
+                        return pid
         except OSError:
-            return False
-        return buf.startswith(b"+PONG")
+            return None
 
     # -- shared -------------------------------------------------------------------------
 
@@ -354,7 +392,7 @@ class RedisServer:
             return None
         self._reap(self._proc)
         return RedisServerError(
-            f"redis-server {self.executable} exited with code {code} before answering PING "
+            f"redis-server {self.executable} exited with code {code} before it was ready "
             f"on {self.host}:{self.port}; log tail:\n{self.log_tail()}"
         )
 
@@ -375,7 +413,7 @@ class RedisServer:
             proc.wait(self.stop_timeout)
         self._reap(proc)
         return RedisServerError(
-            f"redis-server {self.executable} pid {proc.pid} did not answer PING on "
+            f"redis-server {self.executable} pid {proc.pid} was not ready on "
             f"{self.host}:{self.port} within {self.start_timeout}s; killed; log tail:\n"
             f"{self.log_tail()}"
         )
