@@ -230,8 +230,11 @@ class RedisClient:
             try:
                 await _bounded(factory.disconnect(), self.connect_timeout, self._reactor)
             except _TIMEOUTS:
-                log.warn("redis {name}: disconnect took over {t}s", name=self.name,
-                         t=self.connect_timeout)  # fmt: skip
+                log.warn(
+                    "redis {name}: disconnect took over {t}s",
+                    name=self.name,
+                    t=self.connect_timeout,
+                )
 
     def _retry_delay(self, attempt: int) -> float:
         delay = min(self.retry_initial * 2 ** min(attempt - 1, 30), self.retry_max)
@@ -248,8 +251,11 @@ class RedisClient:
     def _connection_lost(self) -> None:
         if self._factory is not None and self._factory.size == 0 and not self._closed:
             if self._was_connected:
-                log.warn("redis {name} lost its connection to {url}; reconnecting",
-                         name=self.name, url=str(self.url))  # fmt: skip
+                log.warn(
+                    "redis {name} lost its connection to {url}; reconnecting",
+                    name=self.name,
+                    url=str(self.url),
+                )
             self._was_connected = False
 
     def _connection_failed(self, why: str) -> None:
@@ -311,8 +317,11 @@ class RedisClient:
         try:
             return await self.execute("EVALSHA", script.sha, len(full_keys), *full_keys, *argv)
         except ScriptMissing:
-            log.info("redis {name}: script {script} not cached; sending it with EVAL",
-                     name=self.name, script=script.name)  # fmt: skip
+            log.debug(
+                "redis {name}: script {script} not cached; sending it with EVAL",
+                name=self.name,
+                script=script.name,
+            )
         except RedisCommandError as e:
             raise RedisCommandError(f"script {script.name}: {e}") from e
         try:

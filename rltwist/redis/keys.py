@@ -1,0 +1,52 @@
+"""Every Redis key name rltwist uses, relative to the client's prefix.
+
+This is the one place that knows them: Python code calls the functions below, and the Lua
+scripts in ``rltwist.redis.scripts`` are built from the same constants for the keys they
+find at run time (the players of a role node).
+"""
+
+from __future__ import annotations
+
+#: string, random token, PX expiry: one login at a time per openid
+LOGIN_LOCK = "login_lock:"
+#: hash per player: state, node, host, port, gen (see rltwist.redis.state)
+USER = "user:"
+#: string per player, PX expiry: the one-time secret the client shows the role gateway
+USER_SECRET = "user_secret:"
+#: counter per player, never cleared with the state: the fencing generation
+USER_GENERATION = "user_gen:"
+#: sorted set: role node -> online count, for the least-loaded pick
+ROLE_LOAD = "role_load"
+#: hash: role node -> "host:port" of its client gateway
+ROLE_ADDR = "role_addr"
+#: set per role node: players whose state names that node (any state), so a dead node's
+#: players can all be cleared
+ROLE_USERS = "role_users:"
+#: set per role node: players counted online there (GAME_STEP_FINISH or LOGOUT)
+ROLE_ONLINE = "role_online:"
+#: string "1" once every role node has re-registered its players after a Redis restart
+IS_AVAILABLE = "is_available"
+
+
+def login_lock(openid: str) -> str:
+    return LOGIN_LOCK + openid
+
+
+def user(userid: int) -> str:
+    return f"{USER}{userid}"
+
+
+def user_secret(userid: int) -> str:
+    return f"{USER_SECRET}{userid}"
+
+
+def user_generation(userid: int) -> str:
+    return f"{USER_GENERATION}{userid}"
+
+
+def role_users(node: str) -> str:
+    return ROLE_USERS + node
+
+
+def role_online(node: str) -> str:
+    return ROLE_ONLINE + node
