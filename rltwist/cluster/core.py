@@ -97,7 +97,7 @@ class Cluster(service.Service):
             stats.error("UnknownNode")
             return defer.fail(UnknownNode(node, service, method))
         try:
-            return sender.call(service, method, list(args), timeout)
+            return sender.call(service, method, args, timeout)
         except (TypeError, ValueError, OverflowError) as e:
             stats.error("BadArguments")
             return defer.fail(BadArguments(node, service, method, "BadArguments",
@@ -115,7 +115,7 @@ class Cluster(service.Service):
         stats = self.stats
         stats.sends_out[key] = stats.sends_out.get(key, 0) + 1
         try:
-            frame = pack([SEND, service, method, list(args)])
+            frame = pack((SEND, service, method, args))
         except (TypeError, ValueError, OverflowError) as e:
             stats.error("BadArguments")
             raise BadArguments(node, service, method, "BadArguments",

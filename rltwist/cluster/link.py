@@ -109,17 +109,20 @@ class _Link(Protocol):
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
     def dataReceived(self, data: bytes) -> None:
-        unpacker = self._unpacker
         try:
+            unpacker = self._unpacker
             unpacker.feed(data)
-            for msg in unpacker:
-                if self.ready:
-                    self.frame(msg)
-                else:
+            if not self.ready:
+                for msg in unpacker:
                     self.handshake(msg)
-                    unpacker = self._unpacker  # may have been swapped by the handshake
-                if self.transport is None or self.transport.disconnecting:  # type: ignore[attr-defined]
+                    if self.ready or self.transport is None or self.transport.disconnecting:  # type: ignore[attr-defined]
+                        break
+                if not self.ready:
                     return
+                # anything that came behind the handshake is frames; the old decoder holds it
+            frame = self.frame
+            for msg in unpacker:
+                frame(msg)
         except (ProtocolViolation, ValueError, TypeError, IndexError, msgpack.UnpackException,
                 msgpack.BufferFull) as e:
             self.close_with_reason(f"protocol violation: {type(e).__name__}: {e}")
@@ -178,9 +181,9 @@ class AgentLink(_Link):
 
     def _call(self, session: int, service: str, method: str, args: list[Any]) -> None:
         cluster = self.cluster
-        stats = cluster.stats
+        calls_in = cluster.stats.calls_in
         key = (service, method)
-        stats.calls_in[key] = stats.calls_in.get(key, 0) + 1
+        calls_in[key] = calls_in.get(key, 0) + 1
         handlers = cluster.handlers.get(service)
         fn = handlers.get(method) if handlers is not None else None
         if fn is None:
@@ -206,7 +209,13 @@ class AgentLink(_Link):
         except Exception:
             self._error_later(Failure(), session, key)
             return
-        self._reply(session, result, key)
+        try:
+            frame = pack((REPLY, session, result))
+        except (TypeError, ValueError, OverflowError):
+            self._reply(session, result, key)
+            return
+        if self.transport is not None:
+            self.transport.write(frame)
 
     def _reply(self, session: int, result: Any, key: tuple[str, str]) -> None:
         try:
@@ -270,7 +279,8 @@ class SenderLink(_Link):
     def frame(self, msg: Any) -> None:
         kind = msg[0]
         if kind == REPLY:
-            self.sender.replied(msg[1], msg[2])
+            _, session, result = msg
+            self.sender.replied(session, result)
         elif kind == ERROR:
             self.sender.failed(msg[1], msg[2], msg[3])
         else:

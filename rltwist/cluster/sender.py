@@ -10,7 +10,6 @@ calls already written to it at once with :class:`LinkLost`; the rest stay queued
 from __future__ import annotations
 
 import random
-import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -37,18 +36,9 @@ log = Logger()
 IDLE, CONNECTING, READY, CLOSED = "idle", "connecting", "ready", "closed"
 
 
-class _Pending:
-    __slots__ = ("d", "deadline", "method", "service", "t0", "timeout", "written")
-
-    def __init__(self, d: defer.Deferred[Any], service: str, method: str, deadline: float,
-                 timeout: float, written: bool) -> None:
-        self.d = d
-        self.service = service
-        self.method = method
-        self.deadline = deadline
-        self.t0 = time.perf_counter()
-        self.timeout = timeout
-        self.written = written
+# A pending call: (deferred, service, method, started_at, timeout), started_at from
+# reactor.seconds(). A plain tuple: this is on the hot path of every call.
+_Pending = tuple[defer.Deferred[Any], str, str, float, float]
 
 
 class _Factory(ClientFactory):
@@ -75,6 +65,8 @@ class Sender:
         self.state = IDLE
         self.link: SenderLink | None = None
         self.pending: dict[int, _Pending] = {}
+        self.unwritten: set[int] = set()  # pending calls still in the queue
+        self._seconds = cluster.reactor.seconds
         # queued frames: (frame, enqueued_at, session or 0 for a send)
         self.queue: deque[tuple[bytes, float, int]] = deque()
         self._session = 0
@@ -88,19 +80,19 @@ class Sender:
 
     # -- the two operations -------------------------------------------------------------
 
-    def call(self, service: str, method: str, args: list[Any],
+    def call(self, service: str, method: str, args: Any,
              timeout: float) -> defer.Deferred[Any]:
         """Queue or write one call; raises TypeError/ValueError if *args* cannot be encoded."""
         self._session = session = self._session + 1
-        frame = pack([CALL, session, service, method, args])
+        frame = pack((CALL, session, service, method, args))
         d: defer.Deferred[Any] = defer.Deferred()
-        now = self.cluster.reactor.seconds()
+        now = self._seconds()
+        self.pending[session] = (d, service, method, now, timeout)
         link = self.link
         if link is not None:
-            self.pending[session] = _Pending(d, service, method, now + timeout, timeout, True)
             link.transport.write(frame)  # type: ignore[union-attr]
         else:
-            self.pending[session] = _Pending(d, service, method, now + timeout, timeout, False)
+            self.unwritten.add(session)
             self._enqueue(frame, now, session)
         return d
 
@@ -125,20 +117,20 @@ class Sender:
         if p is None:
             self.cluster.stats.late_replies += 1
             return
-        self.cluster.stats.observe_call(p.service, p.method, time.perf_counter() - p.t0)
-        p.d.callback(result)
+        self.cluster.stats.observe_call(p[1], p[2], self._seconds() - p[3])
+        p[0].callback(result)
 
     def failed(self, session: int, kind: str, message: str) -> None:
         p = self.pending.pop(session, None)
         if p is None:
             self.cluster.stats.late_replies += 1
             return
-        self.cluster.stats.observe_call(p.service, p.method, time.perf_counter() - p.t0)
-        self._fail(p, remote_error(self.node, p.service, p.method, kind, message))
+        self.cluster.stats.observe_call(p[1], p[2], self._seconds() - p[3])
+        self._fail(p, remote_error(self.node, p[1], p[2], kind, message))
 
     def _fail(self, p: _Pending, error: ClusterError) -> None:
         self.cluster.stats.error(type(error).__name__)
-        p.d.errback(error)
+        p[0].errback(error)
 
     # -- connection management -----------------------------------------------------------
     # Each connection attempt has a number; events from an attempt that was abandoned
@@ -169,12 +161,10 @@ class Sender:
         queue, self.queue = self.queue, deque()
         write = link.transport.write  # type: ignore[union-attr]
         pending = self.pending
+        self.unwritten.clear()
         for frame, _, session in queue:
-            if session:
-                p = pending.get(session)
-                if p is None:
-                    continue  # timed out while queued
-                p.written = True
+            if session and session not in pending:
+                continue  # timed out while queued
             write(frame)
 
     def connect_failed(self, attempt: int, reason: Failure) -> None:
@@ -203,10 +193,11 @@ class Sender:
 
     def _fail_written(self, why: str) -> int:
         """Fail the calls already written to the link that just went away."""
-        lost = [s for s, p in self.pending.items() if p.written]
+        unwritten = self.unwritten
+        lost = [s for s in self.pending if s not in unwritten]
         for s in lost:
             p = self.pending.pop(s)
-            self._fail(p, LinkLost(self.node, p.service, p.method, why))
+            self._fail(p, LinkLost(self.node, p[1], p[2], why))
         return len(lost)
 
     def _schedule_retry(self) -> None:
@@ -261,8 +252,9 @@ class Sender:
         self.state = CLOSED
         self._abandon_connection()
         pending, self.pending = self.pending, {}
+        self.unwritten.clear()
         for p in pending.values():
-            self._fail(p, type(error)(self.node, p.service, p.method, error.detail))
+            self._fail(p, type(error)(self.node, p[1], p[2], error.detail))
         dropped = sum(1 for _, _, s in self.queue if not s)
         self.queue.clear()
         self._count_dropped(dropped, error.detail or str(error))
@@ -289,15 +281,17 @@ class Sender:
                 if not session:
                     dropped += 1
                     continue
+                self.unwritten.discard(session)
                 p = self.pending.pop(session, None)
                 if p is not None:
                     self._fail(p, NodeUnreachable(
-                        self.node, p.service, p.method,
+                        self.node, p[1], p[2],
                         f"no link to {self.address[0]}:{self.address[1]} "
                         f"within {bound:g}s"))
             self._count_dropped(dropped, f"no link within {bound:g}s")
         if self.pending:
-            late = [s for s, p in self.pending.items() if p.deadline <= now]
+            late = [s for s, p in self.pending.items() if p[3] + p[4] <= now]
             for s in late:
+                self.unwritten.discard(s)
                 p = self.pending.pop(s)
-                self._fail(p, CallTimeout(self.node, p.service, p.method, p.timeout))
+                self._fail(p, CallTimeout(self.node, p[1], p[2], p[4]))

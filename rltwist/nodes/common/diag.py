@@ -28,6 +28,7 @@ class Diag(Service):
     def __init__(self, node: Node) -> None:
         self.node = node
         self.notes: dict[str, deque[Any]] = {}
+        self.tallies: dict[str, int] = {}
 
     @handler
     def ping(self) -> str:
@@ -64,6 +65,15 @@ class Diag(Service):
     @handler
     def notes_of(self, tag: str) -> list[Any]:
         return list(self.notes.get(tag, ()))
+
+    @handler
+    def tally(self, tag: str, payload: Any = None) -> None:
+        """Count one send under *tag* (delivery-rate checks keep no payloads)."""
+        self.tallies[tag] = self.tallies.get(tag, 0) + 1
+
+    @handler
+    def tally_of(self, tag: str) -> int:
+        return self.tallies.get(tag, 0)
 
     @handler
     async def relay(self, node: str, service: str, method: str, args: list[Any]) -> Any:

@@ -1,0 +1,275 @@
+"""Benchmark of the cluster layer against a bare-protocol floor, in one run.
+
+    python bench/rpc.py [--quick] [--runs N] [--duration S] [--json PATH]
+
+A real ``twistd rl-logiccenter`` node process serves ``diag.echo``/``diag.tally``; this
+process is node ``login1`` and drives it through ``Cluster.call``/``send``. The floor is
+``bench/floor.py``: a 4-byte-length-prefixed msgpack echo on a bare Twisted Protocol in
+its own process, driven the same way. Each row is measured for rltwist and the floor
+alternately, ``--runs`` times; the table shows medians with min-max, ratio = rltwist/floor.
+
+For send rows, ``outstanding`` is the number of sends issued per reactor turn; delivery is
+confirmed by a count query travelling behind the sends on the same connection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer, protocol, reactor, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import floor  # noqa: E402
+
+from rltwist.cluster import Cluster  # noqa: E402
+from rltwist.config import load_config  # noqa: E402
+from rltwist.launcher import LocalCluster, free_ports  # noqa: E402
+
+ROWS = [("call", 50, 1), ("call", 50, 100), ("call", 4096, 1), ("call", 4096, 100),
+        ("send", 50, 100), ("send", 4096, 100)]
+SYNC_EVERY = 1000      # sends between two delivery-count queries
+SYNC_IN_FLIGHT = 4     # queries allowed in flight before issuing pauses
+
+
+class Driver:
+    """The two operations, bound either to rltwist or to the floor."""
+
+    call: Callable[[bytes, Callable[[Any], None]], None]
+    send: Callable[[bytes], None]
+    count: Callable[[Callable[[int], None]], None]
+
+
+class RltwistDriver(Driver):
+    def __init__(self, cluster: Cluster, target: str) -> None:
+        self.cluster, self.target = cluster, target
+        self.tag = "bench"
+
+    def call(self, payload: bytes, cb: Callable[[Any], None]) -> None:
+        self.cluster.call(self.target, "diag", "echo", payload).addCallback(cb)
+
+    def send(self, payload: bytes) -> None:
+        self.cluster.send(self.target, "diag", "tally", self.tag, payload)
+
+    def count(self, cb: Callable[[int], None]) -> None:
+        self.cluster.call(self.target, "diag", "tally_of", self.tag).addCallback(cb)
+
+
+class FloorDriver(Driver):
+    def __init__(self, client: floor.FloorClient) -> None:
+        self.client = client
+
+    def call(self, payload: bytes, cb: Callable[[Any], None]) -> None:
+        self.client.call(payload, cb)
+
+    def send(self, payload: bytes) -> None:
+        self.client.send(payload)
+
+    def count(self, cb: Callable[[int], None]) -> None:
+        self.client.query(cb)
+
+
+def measure_calls(driver: Driver, payload: bytes, outstanding: int,
+                  duration: float) -> defer.Deferred[tuple[float, list[float]]]:
+    """Keep *outstanding* calls in flight for *duration* s; return (rate, latencies)."""
+    result: defer.Deferred[tuple[float, list[float]]] = defer.Deferred()
+    perf = time.perf_counter
+    latencies: list[float] = []
+    state = {"done": 0, "active": outstanding}
+    start = perf()
+    stop_at = start + duration
+
+    def issue() -> None:
+        t0 = perf()
+
+        def replied(_: Any) -> None:
+            now = perf()
+            state["done"] += 1
+            if outstanding == 1:
+                latencies.append(now - t0)
+            if now < stop_at:
+                issue()
+            else:
+                state["active"] -= 1
+                if state["active"] == 0:
+                    result.callback((state["done"] / (now - start), latencies))
+
+        driver.call(payload, replied)
+
+    for _ in range(outstanding):
+        issue()
+    return result
+
+
+def measure_sends(driver: Driver, payload: bytes, per_turn: int,
+                  duration: float) -> defer.Deferred[float]:
+    """Issue sends for *duration* s; return the rate delivered (confirmed by count)."""
+    result: defer.Deferred[float] = defer.Deferred()
+    perf = time.perf_counter
+    state = {"sent": 0, "syncs": 0, "base": None}
+
+    def begin(base: int) -> None:
+        state["base"] = base
+        start = perf()
+        stop_at = start + duration
+
+        def synced(_: int) -> None:
+            state["syncs"] -= 1
+
+        def pump() -> None:
+            if perf() >= stop_at:
+                driver.count(lambda n: result.callback((n - base) / (perf() - start)))
+                return
+            if state["syncs"] < SYNC_IN_FLIGHT:
+                for _ in range(per_turn):
+                    driver.send(payload)
+                state["sent"] += per_turn
+                if state["sent"] % SYNC_EVERY < per_turn:
+                    state["syncs"] += 1
+                    driver.count(synced)
+            reactor.callLater(0, pump)
+
+        pump()
+
+    driver.count(begin)
+    return result
+
+
+async def run_row(driver: Driver, metric: str, size: int, outstanding: int,
+                  duration: float) -> tuple[float, list[float]]:
+    payload = b"x" * size
+    if metric == "call":
+        await measure_calls(driver, payload, outstanding, min(0.3, duration))  # warm-up
+        return await measure_calls(driver, payload, outstanding, duration)
+    await measure_sends(driver, payload, outstanding, min(0.3, duration))
+    return await measure_sends(driver, payload, outstanding, duration), []
+
+
+def pct(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, int(p / 100 * len(values)))]
+
+
+async def start_floor(run_dir: str) -> tuple[Any, floor.FloorClient]:
+    port = free_ports(1)[0]
+    ready: defer.Deferred[None] = defer.Deferred()
+
+    class Watch(protocol.ProcessProtocol):
+        def outReceived(self, data: bytes) -> None:
+            if b"floor echo ready" in data and not ready.called:
+                ready.callback(None)
+
+        def processEnded(self, reason: Any) -> None:
+            if not ready.called:
+                ready.errback(RuntimeError(f"floor server exited: {reason.value}"))
+
+    proc = reactor.spawnProcess(  # type: ignore[attr-defined]
+        Watch(), sys.executable, [sys.executable, floor.__file__, str(port)],
+        env=dict(os.environ), path=run_dir)
+    await ready.addTimeout(15, reactor)
+    client = floor.FloorClient()
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+    return proc, client
+
+
+async def main(args: argparse.Namespace) -> int:
+    run_dir = tempfile.mkdtemp(prefix="rl-bench-rpc-")
+    lc = LocalCluster(run_dir, ["logiccenter", "login1"])
+    floor_proc = None
+    me: Cluster | None = None
+    try:
+        print(f"starting rl-logiccenter node and floor server (run dir {run_dir}) ...",
+              flush=True)
+        await lc.start("logiccenter")
+        config = load_config(lc.config_path)
+        node = config.node("login1")
+        me = Cluster("login1", config.cluster,
+                     {n.name: (n.host, n.port) for n in config.nodes.values()},
+                     listen=(node.host, node.port))
+        me.startService()
+        await me.call("logiccenter", "diag", "ping")
+        floor_proc, floor_client = await start_floor(run_dir)
+        ours, base = RltwistDriver(me, "logiccenter"), FloorDriver(floor_client)
+        rows = []
+        for metric, size, outstanding in ROWS:
+            rates: list[float] = []
+            floors: list[float] = []
+            lat: list[float] = []
+            for run in range(args.runs):
+                rate, latencies = await run_row(ours, metric, size, outstanding, args.duration)
+                frate, _ = await run_row(base, metric, size, outstanding, args.duration)
+                rates.append(rate)
+                floors.append(frate)
+                lat.extend(latencies)
+                print(f"  {metric:4} {size:5} B x{outstanding:<3} run {run + 1}: "
+                      f"rltwist {rate:9.0f}/s  floor {frate:9.0f}/s", flush=True)
+            med, fmed = statistics.median(rates), statistics.median(floors)
+            p50, p99 = pct(lat, 50), pct(lat, 99)
+            rows.append({
+                "metric": metric, "payload": size, "outstanding": outstanding,
+                "rate": round(med, 1), "floor": round(fmed, 1), "ratio": round(med / fmed, 3),
+                "p50_us": round(p50 * 1e6, 1) if p50 is not None else None,
+                "p99_us": round(p99 * 1e6, 1) if p99 is not None else None,
+                "rate_min": round(min(rates), 1), "rate_max": round(max(rates), 1),
+                "floor_min": round(min(floors), 1), "floor_max": round(max(floors), 1),
+            })
+        print()
+        print(f"rltwist cluster RPC vs bare msgpack floor — {args.runs} run(s) of "
+              f"{args.duration:g}s per row, {os.cpu_count()} CPUs, Python "
+              f"{sys.version.split()[0]}")
+        head = (f"{'metric':6} {'payload':>7} {'outst':>5} {'rltwist/s (min-max)':>27} "
+                f"{'floor/s (min-max)':>27} {'ratio':>6} {'p50 us':>7} {'p99 us':>7}")
+        print(head)
+        print("-" * len(head))
+        for r in rows:
+            ours_s = f"{r['rate']:.0f} ({r['rate_min']:.0f}-{r['rate_max']:.0f})"
+            floor_s = f"{r['floor']:.0f} ({r['floor_min']:.0f}-{r['floor_max']:.0f})"
+            p50s = f"{r['p50_us']:.0f}" if r["p50_us"] is not None else "-"
+            p99s = f"{r['p99_us']:.0f}" if r["p99_us"] is not None else "-"
+            print(f"{r['metric']:6} {r['payload']:>7} {r['outstanding']:>5} {ours_s:>27} "
+                  f"{floor_s:>27} {r['ratio']:>6.2f} {p50s:>7} {p99s:>7}")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"rows": rows, "runs": args.runs, "duration_s": args.duration,
+                           "cpus": os.cpu_count(), "python": sys.version.split()[0]}, f,
+                          indent=1)
+            print(f"\nwrote {args.json}")
+        return 0
+    finally:
+        if me is not None:
+            await me.stopService()
+        if floor_proc is not None:
+            floor_proc.signalProcess("KILL")
+        await lc.stop_all()
+
+
+def cli() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="1 run of 1 s per row (< 50 s in all)")
+    p.add_argument("--runs", type=int, default=3, help="runs per row (default 3)")
+    p.add_argument("--duration", type=float, default=3.0, help="seconds per run (default 3)")
+    p.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
+    args = p.parse_args()
+    if args.quick:
+        args.runs, args.duration = 1, 1.0
+    code: list[int] = []
+
+    async def go(_: Any) -> None:
+        code.append(await main(args))
+
+    task.react(lambda r: defer.ensureDeferred(go(r)))
+    sys.exit(code[0] if code else 1)
+
+
+if __name__ == "__main__":
+    cli()
