@@ -28,11 +28,11 @@ from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import floor  # noqa: E402
+import floor
 
-from rltwist.cluster import Cluster  # noqa: E402
-from rltwist.config import load_config  # noqa: E402
-from rltwist.launcher import LocalCluster, free_ports  # noqa: E402
+from rltwist.cluster import Cluster
+from rltwist.config import load_config
+from rltwist.launcher import LocalCluster, free_ports
 
 ROWS = [("call", 50, 1), ("call", 50, 100), ("call", 4096, 1), ("call", 4096, 100),
         ("send", 50, 100), ("send", 4096, 100)]
