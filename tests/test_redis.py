@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from twisted.application.service import MultiService
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
@@ -27,6 +28,7 @@ from rltwist.redis import (
     scripts,
 )
 from rltwist.redis.server import free_port
+from rltwist.redis.service import RedisClientService, RedisServerService
 
 
 async def wait_until(
@@ -256,6 +258,21 @@ class RoleLoadTests(RedisTestCase):
             await self.state.incr_online("role1", 5)
         self.assertEqual(await self.state.unregister_role("role1"), 0)
 
+    async def test_a_restarted_role_node_registers_fresh_and_a_reregistering_one_keeps_players(
+        self,
+    ) -> None:
+        await self.state.register_role("role1", "127.0.0.1", 7001)
+        await self.state.set_login_finish(1, "role1", "127.0.0.1", 7001, "s", 30_000)
+        await self.state.set_game_finish(1, "role1")
+        await self.state.incr_online("role1", 1)
+        self.assertEqual(await self.state.register_role("role1", "127.0.0.1", 7001), 1)
+        self.assertIsNotNone(await self.state.get_user(1))
+        # crashed and restarted before master noticed: its old players are gone
+        self.assertEqual(await self.state.register_role("role1", "127.0.0.1", 7001, fresh=True), 0)
+        self.assertIsNone(await self.state.get_user(1))
+        self.assertEqual(await self.state.online_count("role1"), 0)
+        self.assertEqual((await self.state.pick_least_loaded() or ("",))[0], "role1")
+
     async def test_role_nodes_reregister_their_players_after_redis_lost_everything(self) -> None:
         await self.state.register_role("role1", "127.0.0.1", 7001)
         await self.state.set_available()
@@ -388,6 +405,27 @@ class ServerLifecycleTests(RedisTestCase):
         with self.assertRaises(RedisServerError) as caught:
             await busy.start()
         self.assertIn("Address already in use", str(caught.exception))
+
+    async def test_service_tree_starts_redis_then_the_client_and_stops_both(self) -> None:
+        port = free_port()
+        server = RedisServer(reactor=reactor, port=port)
+        client = RedisClient(f"redis://127.0.0.1:{port}/0", prefix="svc:", reactor=reactor)
+        self.addCleanup(lambda: defer.ensureDeferred(server.stop()))
+        self.addCleanup(lambda: defer.ensureDeferred(client.disconnect()))
+        tree = MultiService()
+        server_service = RedisServerService(server)
+        server_service.setServiceParent(tree)
+        RedisClientService(client).setServiceParent(tree)
+        tree.startService()
+        await server_service.ready
+        await client.wait_connected(5.0)
+        self.assertTrue(await client.ping())
+        pid = server.pid
+        assert pid is not None
+        await tree.stopService()
+        self.assertFalse(client.connected)
+        with self.assertRaises(ProcessLookupError):
+            os.kill(pid, 0)
 
     def test_blocking_api_starts_and_stops(self) -> None:
         server = RedisServer()

@@ -184,11 +184,14 @@ class RedisClient:
         return self._factory is not None and self._factory.size > 0
 
     def start(self) -> None:
-        """Start connecting (and reconnecting) in the background; returns at once."""
-        if self._closed:
-            raise RedisUnavailable(f"{self!r} is closed")
+        """Start connecting (and reconnecting) in the background; returns at once.
+
+        Also reopens a client closed by ``disconnect()``.
+        """
         if self._factory is not None:
             return
+        self._closed = False
+        self._fatal = None
         self._factory = _Factory(self, self.url, self.poolsize, self.command_timeout)
         # the factory's own "pool complete" Deferred is unused: we wait on ours, and an
         # unobserved failure there would be reported as an unhandled error

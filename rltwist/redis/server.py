@@ -453,6 +453,30 @@ class RedisServer:
         return f"<RedisServer {self.host}:{self.port} pid={self.pid}>"
 
 
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m rltwist.redis``: run a private redis-server until Ctrl-C or SIGTERM."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=None, help="default: a free port")
+    parser.add_argument("--dir", default=None, help="default: a temporary directory")
+    parser.add_argument("--persistent", action="store_true", help="keep an AOF in --dir")
+    options = parser.parse_args(argv)
+    server = RedisServer(
+        host=options.host, port=options.port, directory=options.dir, persistent=options.persistent
+    )
+    server.start_sync()
+    print(server.url, flush=True)
+    # blocked only now: the child inherits the signal mask, and must still die on SIGTERM
+    stop = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop)
+    try:
+        signal.sigwait(stop)
+    finally:
+        server.stop_sync()
+
+
 @atexit.register
 def _kill_leftovers() -> None:
     for pid, proc in list(_live.items()):

@@ -181,11 +181,18 @@ class OnlineState:
 
     # -- role nodes ---------------------------------------------------------------------
 
-    async def register_role(self, node: str, host: str, client_port: int) -> int:
+    async def register_role(
+        self, node: str, host: str, client_port: int, *, fresh: bool = False
+    ) -> int:
         """Make ``node`` eligible for the pick, its gateway at ``host:client_port``.
 
-        Idempotent; returns the node's online count (non-zero when re-registering).
+        Idempotent; returns the node's online count, which a node that re-registers
+        (after a master restart) keeps. ``fresh`` is for a newly started process: players
+        recorded for a previous process of that node are cleared first, in case it
+        crashed and came back before master noticed.
         """
+        if fresh:
+            await self.unregister_role(node)
         count = await self.client.run_script(
             scripts.REGISTER_ROLE, [keys.ROLE_LOAD, keys.ROLE_ADDR], [node, f"{host}:{client_port}"]
         )
