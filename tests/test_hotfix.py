@@ -443,3 +443,33 @@ class FixListParsingTests(unittest.TestCase):
         ]:
             with self.assertRaises(FixListError, msg=text):
                 self.parse("x.toml", text)
+
+
+class GameModuleTests(unittest.TestCase):
+    def test_real_game_systems_and_their_helpers_can_be_swapped_and_rolled_back(self) -> None:
+        from rltwist.ecs.sharedata import ShareData
+        from rltwist.game.tables import VALIDATORS
+
+        tables = ShareData(Path(__file__).parent.parent / "etc" / "game", VALIDATORS).snapshot
+        building = import_system("rltwist.game.buildingsystem", service="agent")
+        role = import_system("rltwist.game.rolesystem", service="agent")
+        old_role_module = REGISTRY.module("rltwist.game.rolesystem")
+        codefix = Path(self.mktemp())
+        codefix.mkdir()
+        (codefix / "g.toml").write_text(
+            'id = "g"\nmodules = ["rltwist.game.rolesystem", "rltwist.game.errcode"]\n'
+        )
+        hotfixer = HotFixer(codefix, REGISTRY)
+        [result] = hotfixer.apply_pending()
+        self.addCleanup(hotfixer.rollback)
+
+        self.assertTrue(result.applied, result)
+        self.assertEqual(result.swapped, ("rltwist.game.errcode", "rltwist.game.rolesystem"))
+        self.assertIsNot(REGISTRY.module("rltwist.game.rolesystem"), old_role_module)
+        # The building system still holds its module-level proxy and the old ErrCode class;
+        # codes from the new role system must still compare equal.
+        entity = Entity(1)
+        self.assertEqual(role.add_resources(entity, {"gold": 10**4, "food": 10**4}), 0)
+        self.assertEqual(building.upgrade(entity, "castle", tables), 0)
+        self.assertEqual(building.upgrade(entity, "castle", tables), 0)
+        self.assertEqual(building.level(entity, "castle"), 2)

@@ -40,7 +40,7 @@ class BuildingSystem(System):
         code = rolesystem.spend_resources(
             entity, {res: entry[res] for res in RESOURCES if res in entry}
         )
-        if code is ErrCode.OK:
+        if code == ErrCode.OK:
             self.component(entity)[building] = target
             entity.mark_dirty()
         return code

@@ -64,7 +64,7 @@ class RoleSystem(System):
         if name == entity.get("name"):
             return ErrCode.NAME_UNCHANGED
         code = self.check_name(name, tables)
-        if code is ErrCode.OK:
+        if code == ErrCode.OK:
             entity["name"] = name
         return code
 
@@ -83,7 +83,7 @@ class RoleSystem(System):
     def add_resources(self, entity: Entity, amounts: Mapping[str, int]) -> ErrCode:
         """Add non-negative ``amounts`` ({"gold": 100, ...}); all or nothing."""
         code = self._check_amounts(amounts)
-        if code is ErrCode.OK:
+        if code == ErrCode.OK:
             for res, amount in amounts.items():
                 if amount:
                     entity.incr(res, amount)
@@ -92,7 +92,7 @@ class RoleSystem(System):
     def spend_resources(self, entity: Entity, costs: Mapping[str, int]) -> ErrCode:
         """Take ``costs`` if the role has all of them; otherwise change nothing."""
         code = self._check_amounts(costs)
-        if code is not ErrCode.OK:
+        if code != ErrCode.OK:
             return code
         if any(entity.get(res, 0) < amount for res, amount in costs.items()):
             return ErrCode.RES_NOT_ENOUGH
