@@ -473,3 +473,17 @@ class GameModuleTests(unittest.TestCase):
         self.assertEqual(building.upgrade(entity, "castle", tables), 0)
         self.assertEqual(building.upgrade(entity, "castle", tables), 0)
         self.assertEqual(building.level(entity, "castle"), 2)
+
+
+class PackageTests(HotfixTestCase):
+    def test_swapped_package_keeps_its_submodules(self) -> None:
+        self.write_module("greeter", GREET_V1)
+        greeter = self.registry.import_system(self.mod("greeter"))
+        (self.pkg_dir / "__init__.py").write_text("VERSION = 2\n")
+        (self.codefix / "fix1.toml").write_text(f'id = "fix1"\nmodules = ["{self.pkg}"]\n')
+        [result] = self.hotfixer.apply_pending()
+        self.assertTrue(result.applied, result)
+        package = sys.modules[self.pkg]
+        self.assertEqual(package.VERSION, 2)
+        self.assertIs(package.greeter, self.registry.module(self.mod("greeter")))
+        self.assertEqual(greeter.greet(Entity(1, attrs={"name": "x"})), "v1 x")

@@ -383,6 +383,12 @@ class HotFixer:
         if new_spec is None:
             raise ImportError(f"cannot build a module spec for {name}")
         module = importlib.util.module_from_spec(new_spec)
+        # A re-run package keeps its already imported submodules as attributes.
+        current = sys.modules.get(name)
+        if current is not None and new_spec.submodule_search_locations is not None:
+            for key, value in vars(current).items():
+                if isinstance(value, ModuleType) and value.__name__ == f"{name}.{key}":
+                    setattr(module, key, value)
         if spec.origin:
             linecache.checkcache(spec.origin)
         install_module(name, module)
