@@ -83,6 +83,8 @@ class OnlineState:
 
     async def acquire_login_lock(self, openid: str, ttl_ms: int) -> str | None:
         """Take the login lock of ``openid`` for ``ttl_ms``; its token, or None if held."""
+        if ttl_ms <= 0:
+            raise ValueError(f"acquire_login_lock({openid!r}): ttl_ms must be > 0, not {ttl_ms}")
         token = secrets.token_hex(16)
         if await self.client.set(keys.login_lock(openid), token, px=ttl_ms, nx=True):
             return token
@@ -106,6 +108,8 @@ class OnlineState:
         unless the role node sets GAME_STEP_FINISH first. Raises RoleNotRegistered if
         ``node`` was marked down since it was picked.
         """
+        if secret_ttl <= 0:
+            raise ValueError(f"set_login_finish({userid}): secret_ttl must be > 0 ms")
         gen = await self.client.run_script(
             scripts.SET_LOGIN_FINISH,
             [
