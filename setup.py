@@ -14,7 +14,7 @@ setup(
     install_requires=[
         "twisted>=24.7",
         "klein>=24.8",
-        "txredisapi>=1.4.10",
+        "txredisapi>=1.6.0",
         "txmongo>=24.0",
         "prometheus-client>=0.20",
         "attrs>=23.1",

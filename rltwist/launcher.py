@@ -299,6 +299,63 @@ class LocalCluster:
         for p in procs:
             await p.wait_ready(ready_timeout)
 
+    # -- talking to master's GM API ---------------------------------------------------------
+
+    def gm_url(self, path: str = "") -> str:
+        m = self.sections["master"]
+        return f"http://{m['gm_host']}:{m['gm_port']}{path}"
+
+    async def gm(self, method: str, path: str, body: Any = None, *, token: str | None = None,
+                 timeout: float = 10.0) -> tuple[int, Any]:
+        """One GM request; returns (HTTP status, decoded JSON body)."""
+        import json
+
+        import treq
+
+        headers = {"Authorization": [f"Bearer {token or self.sections['master']['gm_token']}"]}
+        data = json.dumps(body).encode() if body is not None else None
+        if data is not None:
+            headers["Content-Type"] = ["application/json"]
+        d = treq.request(method, self.gm_url(path), headers=headers, data=data,
+                         persistent=False)
+        response = await d.addTimeout(timeout, self.reactor)
+        content = await treq.content(response).addTimeout(timeout, self.reactor)
+        try:
+            return response.code, json.loads(content)
+        except ValueError:
+            return response.code, content.decode(errors="replace")
+
+    async def node_states(self) -> dict[str, str]:
+        """Master's view: node name -> state (waiting/up/down/stopped)."""
+        status, body = await self.gm("GET", "/nodes")
+        if status != 200:
+            raise LaunchError(f"GET /nodes answered {status}: {body}")
+        return {n["name"]: n["state"] for n in body["nodes"]}
+
+    async def wait_up(self, names: Iterable[str], timeout: float = 30.0) -> dict[str, str]:
+        """Wait until master reports every node in *names* up; fail naming those that are not."""
+        import time
+
+        from twisted.internet import task
+
+        want = set(names)
+        deadline = time.monotonic() + timeout
+        states: dict[str, str] = {}
+        last_error = ""
+        while True:
+            try:
+                states = await self.node_states()
+                if all(states.get(n) == "up" for n in want):
+                    return states
+            except Exception as e:  # master not answering yet
+                last_error = f" (last error: {e})"
+            if time.monotonic() > deadline:
+                missing = {n: states.get(n, "not registered") for n in sorted(want)
+                           if states.get(n) != "up"}
+                raise LaunchError(f"master did not report these nodes up within "
+                                  f"{timeout:g}s: {missing}{last_error}")
+            await task.deferLater(self.reactor, 0.1)
+
     async def stop_all(self, timeout: float = 15.0) -> dict[str, int | None]:
         """Stop every running node (SIGTERM, then SIGKILL after *timeout*); return codes."""
         procs = [p for p in self.nodes.values() if p.running]

@@ -164,7 +164,7 @@ class RedisServer:
         self.stop_timeout = stop_timeout
         self._reactor = reactor
         self._own_dir = directory is None
-        self._dir: Path | None = Path(directory) if directory is not None else None
+        self._dir: Path | None = Path(directory).absolute() if directory is not None else None
         self._proc: subprocess.Popen[bytes] | None = None
 
     # -- facts ------------------------------------------------------------------------

@@ -43,6 +43,11 @@ class Diag(Service):
         return self.node.info()
 
     @handler
+    def status(self) -> dict[str, Any]:
+        """What this node reports in its heartbeats (versions, login_open, ...)."""
+        return self.node.status()
+
+    @handler
     def addresses(self) -> dict[str, list[Any]]:
         """The node's current name table."""
         return {n: [h, p] for n, (h, p) in sorted(self.cluster.addresses.items())}

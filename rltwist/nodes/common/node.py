@@ -12,13 +12,13 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.twisted import MetricsResource
 from twisted.application import service
-from twisted.internet import error
+from twisted.internet import defer, error
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python import usage
@@ -29,6 +29,7 @@ from rltwist import __version__
 from rltwist.cluster import Cluster, ListenError
 from rltwist.config import DEFAULT_CONFIG, Config, ConfigError, NodeConfig, load_config, node_name
 from rltwist.nodes.common.diag import Diag
+from rltwist.nodes.common.slaveflow import Slaveflow, SlaveflowService
 
 log = Logger()
 
@@ -68,6 +69,59 @@ class Node(service.MultiService):
         self.registry.register(self.cluster.collector)
         self.cluster.register(Diag(self))
         self.metrics_port: IListeningPort | None = None
+        self.login_open = True
+        self.proceeded = False
+        self.config_version = ""
+        self.shutdown_handlers: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
+        self.ready_hooks: list[Callable[[], Awaitable[Any] | Any]] = []
+        self.slaveflow: Slaveflow | None = None
+        if me.kind != "master":
+            self.slaveflow = Slaveflow(self)
+            self.cluster.register(self.slaveflow)
+
+    def add_shutdown_handler(self, name: str, fn: Callable[[], Awaitable[Any]]) -> None:
+        """Run *fn* when master shuts this node down (kick players, save everything)."""
+        self.shutdown_handlers.append((name, fn))
+
+    def add_ready_hook(self, fn: Callable[[], Awaitable[Any] | Any]) -> None:
+        """Run *fn* once the node's start-order predecessors are all up."""
+        self.ready_hooks.append(fn)
+
+    async def run_ready_hooks(self) -> None:
+        for fn in self.ready_hooks:
+            result = fn()
+            if isinstance(result, defer.Deferred) or hasattr(result, "__await__"):
+                await result
+        self.proceeded = True
+
+    async def run_shutdown_handlers(self) -> list[str]:
+        """Run every shutdown handler concurrently; return the names of those that failed."""
+        handlers = list(self.shutdown_handlers)
+        results = await defer.DeferredList(
+            [defer.Deferred.fromCoroutine(_call(fn)) for _, fn in handlers], consumeErrors=True)
+        failed = []
+        for (name, _), (ok, failure) in zip(handlers, results, strict=True):
+            if not ok:
+                failed.append(name)
+                log.failure("{node}: shutdown handler {name} failed", failure, node=self.name,
+                            name=name)
+        return failed
+
+    def exit_process(self) -> None:
+        """Leave the process once a shutdown is complete (status 0)."""
+        if self.reactor.running:
+            self.reactor.stop()
+
+    def status(self) -> dict[str, Any]:
+        """What every heartbeat carries to master."""
+        return {"code_version": __version__, "config_version": self.config_version,
+                "proceeded": self.proceeded, "login_open": self.login_open}
+
+    def finish(self) -> None:
+        """Called once the kind's services are added: slaveflow starts last, so a node
+        registers with master only when everything else in it is up."""
+        if self.slaveflow is not None:
+            SlaveflowService(self.slaveflow).setServiceParent(self)
 
     def info(self) -> dict[str, Any]:
         """What this node tells master and operators about itself."""
@@ -75,7 +129,8 @@ class Node(service.MultiService):
             "name": self.me.name, "kind": self.me.kind, "number": self.me.number,
             "host": self.me.host, "port": self.me.port, "metrics_port": self.me.metrics_port,
             "client_port": self.me.client_port, "pid": os.getpid(),
-            "code_version": __version__, "started_at": self.started_at,
+            "code_version": __version__, "config_version": self.config_version,
+            "started_at": self.started_at,
         }
 
     def _listen_metrics(self) -> None:
@@ -122,6 +177,10 @@ class Node(service.MultiService):
             port.stopListening()
         log.info("rltwist node {node} stopped", node=self.me.name)
         return d
+
+
+async def _call(fn: Callable[[], Awaitable[Any]]) -> Any:
+    return await fn()
 
 
 class NodeOptions(usage.Options):
@@ -180,4 +239,5 @@ def make_node(kind: str, options: usage.Options,
             build(node)
         except (ConfigError, StartupError) as e:
             fail_startup(str(e))
+    node.finish()
     return node

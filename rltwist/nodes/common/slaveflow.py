@@ -1,0 +1,173 @@
+"""slaveflow: a node's side of the master protocol (seed §7, §11).
+
+Once the node's services are up it registers with master's masterflow, then heartbeats.
+The heartbeat reply says whether the node's predecessors in the start order are all up;
+until they are the node is "waiting" (it logs once what it waits for) and its
+"cluster ready" hooks (client listeners, for instance) have not run. Master broadcasts
+every node that registers; slaveflow applies those updates to the node's name table.
+
+At shutdown master calls ``slaveflow.shutdown``: every registered shutdown handler runs
+(kick players, save everything), slaveflow answers when all finished, then the process
+stops by itself.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from rltwist.cluster import ClusterError, Service, handler
+
+if TYPE_CHECKING:
+    from rltwist.nodes.common.node import Node
+
+log = Logger()
+
+MASTER = "master"
+
+
+class Slaveflow(Service):
+    """Handlers master calls on this node, and the register/heartbeat loop."""
+
+    name = "slaveflow"
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.registered = False
+        self._waiting_logged: tuple[str, ...] | None = None
+        self._master_lost_logged = False
+        self._busy = False
+        self._shutting_down = False
+        self._shutdown_waiters: list[defer.Deferred[dict[str, Any]]] = []
+        self._shutdown_result: dict[str, Any] | None = None
+        self.loop = LoopingCall(self._tick)
+        self.loop.clock = node.reactor
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.loop.start(self.node.config.cluster.heartbeat_interval, now=True)
+
+    def stop(self) -> None:
+        if self.loop.running:
+            self.loop.stop()
+
+    def _tick(self) -> None:
+        if self._busy or self._shutting_down:
+            return
+        self._busy = True
+        d = defer.Deferred.fromCoroutine(self._step())
+        d.addBoth(self._step_done)
+
+    def _step_done(self, result: Any) -> None:
+        self._busy = False
+        if isinstance(result, defer.failure.Failure) and not result.check(ClusterError):
+            log.failure("{node}: slaveflow step failed", result, node=self.node.name)
+
+    async def _step(self) -> None:
+        timeout = max(self.node.config.cluster.heartbeat_interval * 2, 1.0)
+        try:
+            if not self.registered:
+                reply = await self.cluster.call(MASTER, "masterflow", "register",
+                                                self.node.info() | self.node.status(),
+                                                timeout=timeout)
+                self._apply_table(reply["nodes"])
+                self.node.login_open = reply.get("login_open", True)
+                self.registered = True
+                log.info("{node}: registered with master", node=self.node.name)
+            reply = await self.cluster.call(MASTER, "masterflow", "heartbeat", self.node.name,
+                                            self.node.status(), timeout=timeout)
+        except ClusterError as e:
+            if not self._master_lost_logged:
+                log.warn("{node}: cannot reach master ({error}); retrying every {t}s",
+                         node=self.node.name, error=e,
+                         t=self.node.config.cluster.heartbeat_interval)
+                self._master_lost_logged = True
+            return
+        if self._master_lost_logged:
+            log.info("{node}: master reachable again", node=self.node.name)
+            self._master_lost_logged = False
+        if not reply.get("known", False):
+            # master restarted (or marked us gone): register again on the next tick
+            self.registered = False
+            return
+        if not self.node.proceeded:
+            waiting = tuple(reply.get("waiting_for", ()))
+            if waiting:
+                if waiting != self._waiting_logged:
+                    log.info("{node}: waiting for {nodes} to be up before proceeding",
+                             node=self.node.name, nodes=", ".join(waiting))
+                    self._waiting_logged = waiting
+                return
+            await self._proceed()
+
+    async def _proceed(self) -> None:
+        await self.node.run_ready_hooks()
+        await self.cluster.call(MASTER, "masterflow", "ready", self.node.name)
+        log.info("{node}: up (start-order predecessors are up)", node=self.node.name)
+
+    def _apply_table(self, nodes: dict[str, list[Any]]) -> None:
+        for name, (host, port) in nodes.items():
+            if name != self.node.name:
+                self.cluster.set_address(name, host, port)
+
+    # -- handlers master calls -----------------------------------------------------------
+
+    @handler
+    def node_added(self, name: str, host: str, port: int) -> None:
+        """Master's scale-out broadcast: *name* is now at host:port."""
+        if name != self.node.name:
+            self.cluster.set_address(name, host, port)
+
+    @handler
+    def set_login_open(self, is_open: bool) -> None:
+        self.node.login_open = bool(is_open)
+        log.info("{node}: logins {state} by GM", node=self.node.name,
+                 state="opened" if is_open else "closed")
+
+    @handler
+    async def shutdown(self) -> dict[str, Any]:
+        """Run every shutdown handler, answer when all are done, then stop the process.
+
+        A repeated call (an operator's retry) waits for the same run and gets its result.
+        """
+        if self._shutdown_result is not None:
+            return self._shutdown_result
+        if self._shutting_down:
+            waiter: defer.Deferred[dict[str, Any]] = defer.Deferred()
+            self._shutdown_waiters.append(waiter)
+            return await waiter
+        self._shutting_down = True
+        self.stop()
+        started = time.time()
+        log.info("{node}: shutdown requested by master; running {n} handlers",
+                 node=self.node.name, n=len(self.node.shutdown_handlers))
+        failed = await self.node.run_shutdown_handlers()
+        result = self._shutdown_result = {
+            "node": self.node.name, "kind": self.node.me.kind, "started_at": started,
+            "finished_at": time.time(), "failed": failed}
+        waiters, self._shutdown_waiters = self._shutdown_waiters, []
+        for w in waiters:
+            w.callback(result)
+        self.node.reactor.callLater(0.1, self.node.exit_process)
+        return result
+
+
+class SlaveflowService(service.Service):
+    """Starts the register/heartbeat loop once every other service of the node is up."""
+
+    def __init__(self, flow: Slaveflow) -> None:
+        self.flow = flow
+
+    def startService(self) -> None:
+        super().startService()
+        self.flow.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.flow.stop()

@@ -1,0 +1,309 @@
+"""masterflow: the cluster's registry, health monitor and start/stop conductor (seed §7, §11).
+
+* Registration: every slave's slaveflow registers (name, kind, number, addresses, pid,
+  versions, start time) and then heartbeats. A node that misses ``heartbeat_misses``
+  heartbeats is marked down; a heartbeat or re-registration brings it back. A restarted
+  master knows nobody: heartbeats get ``known: False`` and the slaves re-register, so the
+  table rebuilds without restarting anyone.
+* Start order: master -> logiccenter -> map -> guild -> mail -> rolecity -> role -> login.
+  A node proceeds once every node of an earlier kind (those in master's config, and those
+  that registered at run time) is up.
+* Scale-out: a node that registers is broadcast to every registered node.
+* Shutdown: logins close, then phases login -> role -> rolecity -> mail -> guild -> map ->
+  logiccenter -> master; a phase ends when every node of its kind reported done. A node
+  that does not report within ``phase_timeout`` is named; the operator retries or forces.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from twisted.internet import defer
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from rltwist.cluster import ClusterError, Service, handler
+from rltwist.config import SHUTDOWN_ORDER, START_ORDER, parse_node_name
+
+if TYPE_CHECKING:
+    from rltwist.nodes.common.node import Node
+
+log = Logger()
+
+WAITING, UP, DOWN, STOPPED = "waiting", "up", "down", "stopped"
+# Login nodes are closed first and stop before the seed's phases (they hold no data).
+PHASES = ("login", *SHUTDOWN_ORDER)
+
+
+@attrs.define
+class NodeRecord:
+    name: str
+    kind: str
+    number: int | None
+    host: str
+    port: int
+    metrics_port: int
+    client_port: int | None
+    pid: int
+    code_version: str
+    config_version: str
+    started_at: float
+    registered_at: float
+    last_seen: float
+    state: str = WAITING
+    status: dict[str, Any] = attrs.Factory(dict)
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        return {
+            "name": self.name, "kind": self.kind, "number": self.number,
+            "sid": self.number if self.kind in ("map", "guild", "mail", "rolecity") else None,
+            "host": self.host, "port": self.port, "metrics_port": self.metrics_port,
+            "client_port": self.client_port, "pid": self.pid, "state": self.state,
+            "code_version": self.code_version, "config_version": self.config_version,
+            "started_at": self.started_at, "registered_at": self.registered_at,
+            "last_heartbeat_age": round(now - self.last_seen, 3), "status": self.status,
+        }
+
+
+@attrs.define
+class Phase:
+    kind: str
+    state: str = "pending"  # pending | running | stuck | done
+    nodes: dict[str, str] = attrs.Factory(dict)  # name -> pending|running|done|timeout|...
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+@attrs.define
+class Shutdown:
+    state: str = "running"  # running | stuck | done
+    phases: list[Phase] = attrs.Factory(list)
+    reports: list[dict[str, Any]] = attrs.Factory(list)  # in arrival order
+    started_at: float = attrs.Factory(time.time)
+    finished_at: float | None = None
+    resume: defer.Deferred[bool] | None = None  # fired by retry (False) or force (True)
+
+    def to_json(self) -> dict[str, Any]:
+        current = next((p.kind for p in self.phases if p.state in ("running", "stuck")), None)
+        return {
+            "state": self.state, "phase": current, "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "phases": [{"kind": p.kind, "state": p.state, "nodes": p.nodes,
+                        "started_at": p.started_at, "finished_at": p.finished_at}
+                       for p in self.phases],
+            "reports": self.reports,
+        }
+
+
+class Masterflow(Service):
+    name = "masterflow"
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.settings = node.config.cluster
+        self.nodes: dict[str, NodeRecord] = {}
+        self.login_open = True
+        self.shutdown: Shutdown | None = None
+        self.down_hooks: list[Callable[[NodeRecord], Awaitable[None] | None]] = []
+        self.register_hooks: list[Callable[[NodeRecord], Awaitable[None] | None]] = []
+        self.exit_delay = 0.5  # lets a GM poller see the finished shutdown before exit
+        self._monitor = LoopingCall(self._check_heartbeats)
+        self._monitor.clock = node.reactor
+
+    def _now(self) -> float:
+        return float(self.node.reactor.seconds())
+
+    # -- registration and heartbeats ------------------------------------------------------
+
+    @handler
+    async def register(self, info: dict[str, Any]) -> dict[str, Any]:
+        name = info["name"]
+        kind, number = parse_node_name(name)
+        now = self._now()
+        old = self.nodes.get(name)
+        record = NodeRecord(
+            name=name, kind=kind, number=number, host=info["host"], port=info["port"],
+            metrics_port=info["metrics_port"], client_port=info.get("client_port"),
+            pid=info["pid"], code_version=str(info.get("code_version", "")),
+            config_version=str(info.get("config_version", "")),
+            started_at=info.get("started_at", now), registered_at=now, last_seen=now,
+            state=WAITING)
+        if info.get("proceeded"):
+            record.state = UP  # a node that was up before master restarted stays up
+        self.nodes[name] = record
+        moved = old is None or (old.host, old.port) != (record.host, record.port)
+        self.node.cluster.set_address(name, record.host, record.port)
+        log.info("{name} registered ({kind}, pid {pid}, {host}:{port}){how}", name=name,
+                 kind=kind, pid=record.pid, host=record.host, port=record.port,
+                 how=" again" if old is not None else "")
+        if moved or (old is not None and old.pid != record.pid):
+            self._broadcast(record)
+        for hook in self.register_hooks:
+            await _maybe_await(hook(record))
+        return {"nodes": {n: [r.host, r.port] for n, r in self.nodes.items()} | {
+            self.node.name: [self.node.me.host, self.node.me.port]},
+            "login_open": self.login_open}
+
+    def _broadcast(self, record: NodeRecord) -> None:
+        for other in self.nodes.values():
+            if other.name != record.name and other.state != DOWN:
+                try:
+                    self.node.cluster.send(other.name, "slaveflow", "node_added", record.name,
+                                           record.host, record.port)
+                except ClusterError as e:
+                    log.warn("cannot tell {other} about {name}: {e}", other=other.name,
+                             name=record.name, e=e)
+
+    @handler
+    def heartbeat(self, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        record = self.nodes.get(name)
+        if record is None:
+            return {"known": False}
+        record.last_seen = self._now()
+        record.status = status
+        record.code_version = str(status.get("code_version", record.code_version))
+        record.config_version = str(status.get("config_version", record.config_version))
+        if record.state == DOWN:
+            record.state = UP if status.get("proceeded") else WAITING
+            log.info("{name} is back ({state})", name=name, state=record.state)
+        elif record.state == WAITING and status.get("proceeded"):
+            record.state = UP
+        reply: dict[str, Any] = {"known": True}
+        if record.state == WAITING:
+            reply["waiting_for"] = self.waiting_for(record.kind)
+        return reply
+
+    @handler
+    def ready(self, name: str) -> None:
+        record = self.nodes.get(name)
+        if record is not None and record.state in (WAITING, DOWN):
+            record.state = UP
+            log.info("{name} is up", name=name)
+
+    def waiting_for(self, kind: str) -> list[str]:
+        """Nodes of earlier start-order kinds that are not up (master counts as up)."""
+        earlier = set(START_ORDER[1:START_ORDER.index(kind)])
+        expected = {n for n, c in self.node.config.nodes.items() if c.kind in earlier}
+        expected |= {n for n, r in self.nodes.items() if r.kind in earlier}
+        return sorted(n for n in expected
+                      if n not in self.nodes or self.nodes[n].state != UP)
+
+    def _check_heartbeats(self) -> None:
+        limit = self.settings.heartbeat_interval * self.settings.heartbeat_misses
+        now = self._now()
+        for record in list(self.nodes.values()):
+            if record.state in (WAITING, UP) and now - record.last_seen > limit:
+                record.state = DOWN
+                log.warn("{name} is down: no heartbeat for {age:.1f}s (pid {pid})",
+                         name=record.name, age=now - record.last_seen, pid=record.pid)
+                for hook in self.down_hooks:
+                    d = defer.maybeDeferred(hook, record)
+                    d.addErrback(lambda f, n=record.name: log.failure(
+                        "down hook for {name} failed", f, name=n))
+
+    def start(self) -> None:
+        self._monitor.start(self.settings.heartbeat_interval, now=False)
+
+    def stop(self) -> None:
+        if self._monitor.running:
+            self._monitor.stop()
+
+    # -- logins ---------------------------------------------------------------------------
+
+    def set_login_open(self, is_open: bool) -> None:
+        self.login_open = is_open
+        for record in self.nodes.values():
+            if record.kind == "login" and record.state != DOWN:
+                self.node.cluster.send(record.name, "slaveflow", "set_login_open", is_open)
+        log.info("logins {state} by GM", state="opened" if is_open else "closed")
+
+    # -- shutdown -------------------------------------------------------------------------
+
+    def start_shutdown(self, force: bool = False) -> Shutdown:
+        """Start the ordered shutdown, or act on a stuck one (retry, or force past it)."""
+        if self.shutdown is None:
+            self.shutdown = Shutdown(phases=[Phase(kind=k) for k in PHASES])
+            defer.Deferred.fromCoroutine(self._run_shutdown()).addErrback(
+                lambda f: log.failure("shutdown flow failed", f))
+        elif self.shutdown.state == "stuck" and self.shutdown.resume is not None:
+            resume, self.shutdown.resume = self.shutdown.resume, None
+            resume.callback(force)
+        return self.shutdown
+
+    async def _run_shutdown(self) -> None:
+        assert self.shutdown is not None
+        sd = self.shutdown
+        log.info("shutdown started: closing logins, then phases {phases}",
+                 phases=" -> ".join(PHASES))
+        self.set_login_open(False)
+        for phase in sd.phases:
+            phase.state, phase.started_at = "running", time.time()
+            if phase.kind == "master":
+                phase.nodes = {self.node.name: "running"}
+                await self.node.run_shutdown_handlers()
+                phase.nodes[self.node.name] = "done"
+                sd.reports.append({"node": self.node.name, "kind": "master",
+                                   "finished_at": time.time(), "failed": []})
+            else:
+                await self._run_phase(phase)
+            phase.state, phase.finished_at = "done", time.time()
+            log.info("shutdown phase {kind} done", kind=phase.kind)
+        sd.state, sd.finished_at = "done", time.time()
+        log.info("shutdown complete; master exits")
+        self.node.reactor.callLater(self.exit_delay, self.node.exit_process)
+
+    async def _run_phase(self, phase: Phase) -> None:
+        assert self.shutdown is not None
+        for record in self.nodes.values():
+            if record.kind == phase.kind:
+                phase.nodes.setdefault(record.name,
+                                       "skipped (down)" if record.state == DOWN else "pending")
+        log.info("shutdown phase {kind}: {nodes}", kind=phase.kind,
+                 nodes=", ".join(phase.nodes) or "no nodes")
+        while True:
+            todo = [n for n, s in phase.nodes.items() if s not in ("done", "forced")
+                    and not s.startswith("skipped")]
+            if not todo:
+                return
+            for n in todo:
+                phase.nodes[n] = "running"
+            await defer.DeferredList([defer.Deferred.fromCoroutine(self._stop_node(phase, n))
+                                      for n in todo])
+            stuck = [n for n in todo if phase.nodes[n] != "done"]
+            if not stuck:
+                return
+            phase.state = self.shutdown.state = "stuck"
+            log.warn("shutdown phase {kind} stuck: {nodes} did not report; POST /shutdown "
+                     "to retry, or with {{\"force\": true}} to go on without them",
+                     kind=phase.kind, nodes=", ".join(f"{n} ({phase.nodes[n]})" for n in stuck))
+            self.shutdown.resume = defer.Deferred()
+            force = await self.shutdown.resume
+            phase.state = self.shutdown.state = "running"
+            if force:
+                for n in stuck:
+                    phase.nodes[n] = "forced"
+                log.warn("shutdown phase {kind}: forced past {nodes}", kind=phase.kind,
+                         nodes=", ".join(stuck))
+
+    async def _stop_node(self, phase: Phase, name: str) -> None:
+        assert self.shutdown is not None
+        try:
+            report = await self.node.cluster.call(name, "slaveflow", "shutdown",
+                                                  timeout=self.settings.phase_timeout)
+        except ClusterError as e:
+            phase.nodes[name] = f"{type(e).__name__}: {e.detail or e}"
+            return
+        phase.nodes[name] = "done"
+        record = self.nodes.get(name)
+        if record is not None:
+            record.state = STOPPED
+        self.shutdown.reports.append(report)
+
+
+async def _maybe_await(value: Any) -> Any:
+    if isinstance(value, defer.Deferred) or hasattr(value, "__await__"):
+        return await value
+    return value

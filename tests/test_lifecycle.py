@@ -1,0 +1,203 @@
+"""Master and slaveflow with real twistd processes and real HTTP: registration, start order,
+scale-out, crash detection, master restart, ordered shutdown and the GM API."""
+
+from __future__ import annotations
+
+from twisted.trial import unittest
+
+from rltwist.launcher import LocalCluster
+from rltwist.nodes.master.masterflow import PHASES
+from tests.util import wait_for
+
+REGION1 = ["master", "logiccenter", "map1", "guild1", "mail1", "rolecity1", "role1", "login1"]
+
+
+class ClusterCase(unittest.TestCase):
+    timeout = 180
+
+    def cluster(self, names: list[str], **overrides: dict) -> LocalCluster:
+        lc = LocalCluster(self.mktemp(), names, overrides=overrides or None)
+        self.addCleanup(lc.stop_all)
+        return lc
+
+    async def relay(self, lc: LocalCluster, src: str, dst: str) -> str:
+        status, body = await lc.gm("POST", "/call", {
+            "node": src, "service": "diag", "method": "relay",
+            "args": [dst, "diag", "ping", []]})
+        self.assertEqual(status, 200, f"{src} -> {dst}: {body}")
+        return body["result"]
+
+
+class StartAndShutdown(ClusterCase):
+    async def test_reverse_start_comes_up_and_shutdown_runs_the_phases_in_order(self) -> None:
+        lc = self.cluster(REGION1)
+        for name in reversed(REGION1):  # login first, master last
+            lc.process(name).start()
+        for name in REGION1:
+            await lc.process(name).wait_ready(60)
+        states = await lc.wait_up(REGION1, timeout=60)
+        self.assertEqual(set(states), set(REGION1))
+        self.assertIn("waiting for", lc.nodes["login1"].log_path.read_text())
+
+        status, body = await lc.gm("POST", "/shutdown")
+        self.assertEqual(status, 202, body)
+        codes = {n: await lc.nodes[n].wait_exit(60) for n in REGION1}
+        self.assertEqual(codes, dict.fromkeys(REGION1, 0))
+        # master's record of the reports, in arrival order, follows the phase order
+        log = lc.nodes["master"].log_path.read_text()
+        done = [line.split("shutdown phase ")[1].split(" done")[0]
+                for line in log.splitlines() if "shutdown phase " in line and " done" in line]
+        self.assertEqual(done, list(PHASES))
+
+
+class ScaleOutAndFaults(ClusterCase):
+    async def test_nodes_join_at_run_time_crash_and_come_back_and_master_restarts(self) -> None:
+        first = ["master", "logiccenter", "map1", "guild1", "role1"]
+        lc = self.cluster(first)
+        await lc.start(*first)
+        await lc.wait_up(first)
+
+        # a second region and another role node join while the cluster runs
+        joining = ["map2", "guild2", "mail2", "rolecity2", "role2"]
+        await lc.start(*joining)
+        await lc.wait_up(first + joining)
+        for src in first[1:]:
+            for dst in joining:
+                self.assertEqual(await self.relay(lc, src, dst), "pong")
+        for src in joining:
+            self.assertEqual(await self.relay(lc, src, "map1"), "pong")
+
+        # SIGKILL map1: master marks it down within the heartbeat bound
+        await lc.nodes["map1"].kill()
+        await wait_for(lambda: _state(lc, "map1", "down"), 10,
+                       "master to mark map1 down after SIGKILL")
+        await lc.start("map1")
+        await lc.wait_up(["map1"], timeout=30)
+        self.assertEqual(await self.relay(lc, "guild2", "map1"), "pong")
+
+        # a restarted master rebuilds its table from re-registrations
+        pids = {n: lc.nodes[n].pid for n in first[1:] + joining}
+        await lc.nodes["master"].stop()
+        await lc.start("master")
+        await lc.wait_up(first + joining, timeout=30)
+        self.assertEqual({n: lc.nodes[n].pid for n in pids}, pids)
+        self.assertEqual(await self.relay(lc, "map2", "role1"), "pong")
+
+
+async def _state(lc: LocalCluster, name: str, state: str) -> bool:
+    return (await lc.node_states()).get(name) == state
+
+
+class GMApi(ClusterCase):
+    async def test_tokens_and_bad_input_are_refused_clearly(self) -> None:
+        names = ["master", "map1", "login1"]
+        lc = self.cluster(names)
+        await lc.start(*names)
+        await lc.wait_up(names)
+
+        status, body = await lc.gm("GET", "/nodes", token="wrong-token")
+        self.assertEqual((status, body["error"]), (401, "unauthorized"))
+        status, body = await lc.gm("GET", "/health", token="wrong-token")
+        self.assertEqual((status, body["ok"]), (200, True))
+        status, _ = await lc.gm("GET", "/metrics", token="wrong-token")
+        self.assertEqual(status, 200)
+
+        status, body = await lc.gm("POST", "/call", {"service": "diag", "method": "ping"})
+        self.assertEqual((status, body["error"], body["field"]), (400, "missing_field", "node"))
+        status, body = await lc.gm("POST", "/call", {"node": "map9", "service": "diag",
+                                                     "method": "ping"})
+        self.assertEqual((status, body["error"]), (404, "unknown_node"))
+        status, body = await lc.gm("POST", "/call", {"node": "map1", "service": "diag",
+                                                     "method": "nosuch"})
+        self.assertEqual((status, body["error"]), (502, "UnknownMethod"))
+        status, body = await lc.gm("POST", "/call", {"node": "map1", "service": "diag",
+                                                     "method": "echo", "args": [{"a": [1]}]})
+        self.assertEqual((status, body["result"]), (200, {"a": [1]}))
+
+        import treq
+
+        response = await treq.post(lc.gm_url("/call"), data=b"{not json",
+                                   headers={"Authorization": ["Bearer " + _token(lc)]},
+                                   persistent=False)
+        body = await treq.json_content(response)
+        self.assertEqual((response.code, body["error"]), (400, "bad_json"))
+
+        status, sd = await lc.gm("GET", "/sd")
+        self.assertEqual(status, 200)
+        self.assertEqual({t["labels"]["node"] for t in sd}, set(names))
+        map1 = next(t for t in sd if t["labels"]["node"] == "map1")
+        self.assertEqual(map1["labels"]["sid"], "1")
+        self.assertEqual(map1["targets"], [f"127.0.0.1:{lc.node_config('map1')['metrics_port']}"])
+
+        # logins: closed and opened again, and the login node hears it
+        status, _ = await lc.gm("POST", "/login/close")
+        self.assertEqual(status, 200)
+        await wait_for(lambda: _login_open(lc, False), 10, "login1 to see logins closed")
+        await lc.gm("POST", "/login/open")
+        await wait_for(lambda: _login_open(lc, True), 10, "login1 to see logins open")
+
+    async def test_stuck_shutdown_names_the_node_and_force_goes_on(self) -> None:
+        names = ["master", "map1", "guild1"]
+        lc = self.cluster(names, cluster={"phase_timeout": 1.0, "heartbeat_interval": 10.0})
+        await lc.start(*names)
+        await lc.wait_up(names)
+        lc.nodes["guild1"].pause()  # SIGSTOP: it cannot answer the shutdown
+        self.addCleanup(lc.nodes["guild1"].resume)
+        await lc.gm("POST", "/shutdown")
+        body = await wait_for(lambda: _shutdown_if(lc, "stuck"), 20, "the shutdown to get stuck")
+        self.assertEqual(body["phase"], "guild")
+        guild = next(p for p in body["phases"] if p["kind"] == "guild")
+        self.assertIn("CallTimeout", guild["nodes"]["guild1"])
+        status, _ = await lc.gm("POST", "/shutdown", {"force": True})
+        self.assertEqual(status, 202)
+        self.assertEqual(await lc.nodes["map1"].wait_exit(30), 0)
+        self.assertEqual(await lc.nodes["master"].wait_exit(30), 0)
+
+
+def _token(lc: LocalCluster) -> str:
+    return str(lc.sections["master"]["gm_token"])
+
+
+async def _login_open(lc: LocalCluster, expected: bool) -> bool:
+    status, body = await lc.gm("POST", "/call", {"node": "login1", "service": "diag",
+                                                 "method": "status"})
+    return status == 200 and body["result"]["login_open"] is expected
+
+
+async def _shutdown_if(lc: LocalCluster, state: str) -> dict | None:
+    status, body = await lc.gm("GET", "/shutdown")
+    return body if status == 200 and body.get("state") == state else None
+
+
+
+
+class RoleNodesInRedis(ClusterCase):
+    async def test_master_records_role_nodes_and_removes_a_crashed_one(self) -> None:
+        from rltwist.redis import OnlineState, RedisClient, RedisServer
+
+        server = RedisServer(directory=self.mktemp())
+        await server.start()
+        self.addCleanup(server.stop)
+        names = ["master", "role1", "role2"]
+        lc = self.cluster(names, redis={"url": server.url, "prefix": "t:"})
+        await lc.start(*names)
+        await lc.wait_up(names)
+        client = RedisClient(server.url, prefix="t:")
+        await client.connect()
+        self.addCleanup(client.disconnect)
+        state = OnlineState(client)
+
+        async def roles() -> dict[str, int]:
+            return {r.node: r.port for r in await state.list_roles()}
+
+        expected = {n: lc.node_config(n)["client_port"] for n in ("role1", "role2")}
+        await wait_for(lambda: _equals(roles(), expected), 10, "both role nodes in Redis")
+        await lc.nodes["role2"].kill()
+        await wait_for(lambda: _equals(roles(), {"role1": expected["role1"]}), 10,
+                       "the crashed role2 to leave the least-loaded pick")
+        pick = await state.pick_least_loaded()
+        self.assertEqual(pick.node if pick else None, "role1")
+
+
+async def _equals(awaitable, expected) -> bool:
+    return (await awaitable) == expected
