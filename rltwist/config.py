@@ -95,6 +95,23 @@ class StorageSettings:
 
 
 @attrs.frozen
+class LoginSettings:
+    handlers: int = 4
+    sdk_url: str = ""  # empty: verify dev tokens in-process
+    sdk_timeout: float = 5.0
+    dev_sdk_secret: str = "dev-only-sdk-secret-change-me"
+    lock_ttl: float = 10.0
+    secret_ttl: float = 60.0
+
+
+@attrs.frozen
+class RoleSettings:
+    agents: int = 8
+    heartbeat_timeout: float = 300.0
+    logout_wait: float = 300.0
+
+
+@attrs.frozen
 class MasterSettings:
     gm_host: str = "127.0.0.1"
     gm_port: int = 8080
@@ -109,6 +126,8 @@ class Config:
     storage: StorageSettings
     master: MasterSettings
     nodes: Mapping[str, NodeConfig]
+    login: LoginSettings = LoginSettings()
+    role: RoleSettings = RoleSettings()
     raw: Mapping[str, Any] = attrs.field(repr=False, factory=dict)
 
     def node(self, name: str) -> NodeConfig:
@@ -237,6 +256,32 @@ def config_from_dict(data: Mapping[str, Any], path: str = "<config>") -> Config:
                          why="must be at least 8 characters") or "",
     )
 
+    lg = r.table(data, "login")
+    login = LoginSettings(
+        handlers=r.value(lg, "login", "handlers", int, default=4, check=lambda v: 1 <= v <= 256,
+                         why="must be 1-256"),
+        sdk_url=r.value(lg, "login", "sdk_url", str, default="",
+                        check=lambda u: u == "" or u.startswith(("http://", "https://")),
+                        why='must be "" or an http(s) URL'),
+        sdk_timeout=r.value(lg, "login", "sdk_timeout", float, default=5.0, check=_positive,
+                            why="must be > 0"),
+        dev_sdk_secret=r.value(lg, "login", "dev_sdk_secret", str,
+                               default="dev-only-sdk-secret-change-me"),
+        lock_ttl=r.value(lg, "login", "lock_ttl", float, default=10.0, check=_positive,
+                         why="must be > 0"),
+        secret_ttl=r.value(lg, "login", "secret_ttl", float, default=60.0, check=_positive,
+                           why="must be > 0"),
+    )
+    ro = r.table(data, "role")
+    role = RoleSettings(
+        agents=r.value(ro, "role", "agents", int, default=8, check=lambda v: 1 <= v <= 1024,
+                       why="must be 1-1024"),
+        heartbeat_timeout=r.value(ro, "role", "heartbeat_timeout", float, default=300.0,
+                                  check=_positive, why="must be > 0"),
+        logout_wait=r.value(ro, "role", "logout_wait", float, default=300.0, check=_positive,
+                            why="must be > 0"),
+    )
+
     nodes: dict[str, NodeConfig] = {}
     for name, table in r.table(data, "nodes", required=True).items():
         key = f"nodes.{name}"
@@ -276,4 +321,4 @@ def config_from_dict(data: Mapping[str, Any], path: str = "<config>") -> Config:
     if r.errors:
         raise ConfigError(f"{path}: " + "; ".join(r.errors))
     return Config(path=path, cluster=cluster, redis=redis, storage=storage, master=master,
-                  nodes=nodes, raw=data)
+                  nodes=nodes, login=login, role=role, raw=data)

@@ -30,6 +30,9 @@ from rltwist.cluster import Cluster, ListenError
 from rltwist.config import DEFAULT_CONFIG, Config, ConfigError, NodeConfig, load_config, node_name
 from rltwist.nodes.common.diag import Diag
 from rltwist.nodes.common.slaveflow import Slaveflow, SlaveflowService
+from rltwist.redis import OnlineState, RedisClient
+from rltwist.redis.service import RedisClientService
+from rltwist.storage import Backend, StorageSettings, open_backend
 
 log = Logger()
 
@@ -75,9 +78,63 @@ class Node(service.MultiService):
         self.shutdown_handlers: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
         self.ready_hooks: list[Callable[[], Awaitable[Any] | Any]] = []
         self.slaveflow: Slaveflow | None = None
+        self._databases: dict[str, Backend] = {}
+        self._redis: OnlineState | None = None
+        self._client_factory: Any = None
+        self.client_listener: Any = None
         if me.kind != "master":
             self.slaveflow = Slaveflow(self)
             self.cluster.register(self.slaveflow)
+
+    # -- shared resources of the node's services ---------------------------------------
+
+    def database(self, name: str) -> Backend:
+        """The storage backend for database *name* (globaldb, region<sid>, roledb), shared
+        by every service of this node and closed when the node stops."""
+        db = self._databases.get(name)
+        if db is None:
+            s = self.config.storage
+            settings = StorageSettings(backend=s.backend, db_name=name, data_dir=s.path,
+                                       mongo_uri=s.mongo_uri, timeout=s.timeout)
+            if s.backend == "embedded":
+                os.makedirs(s.path, exist_ok=True)
+            db = self._databases[name] = open_backend(settings, reactor=self.reactor)
+        return db
+
+    def redis_state(self) -> OnlineState:
+        """The node's Redis client wrapped in the login/online state API (one per node)."""
+        if self._redis is None:
+            r = self.config.redis
+            client = RedisClient(r.url, prefix=r.prefix, name=f"{self.name}-redis",
+                                 command_timeout=r.timeout, reactor=self.reactor)
+            RedisClientService(client).setServiceParent(self)
+            self._redis = OnlineState(client)
+        return self._redis
+
+    def listen_clients(self, factory: Any) -> None:
+        """Open the node's client port now (clashes are start-up errors) but accept
+        connections only once its start-order predecessors are up."""
+        if self.me.client_port is None:
+            raise StartupError(f"{self.name}: nodes.{self.name}.client_port is missing in "
+                               f"{self.config.path}")
+        self._client_factory = factory
+
+    def _listen_clients_now(self) -> None:
+        try:
+            self.client_listener = self.reactor.listenTCP(
+                self.me.client_port, self._client_factory, interface=self.me.host)
+        except error.CannotListenError as e:
+            fail_startup(f"{self.me.name}: cannot listen for clients on {self.me.host}:"
+                         f"{self.me.client_port} (nodes.{self.me.name}.client_port in "
+                         f"{self.config.path}): {e.socketError}")
+        self.client_listener.stopReading()  # accept() waits for the ready hooks
+
+        def accept() -> None:
+            self.client_listener.startReading()
+            log.info("{node}: accepting game clients on {host}:{port}", node=self.name,
+                     host=self.me.host, port=self.me.client_port)
+
+        self.add_ready_hook(accept)
 
     def add_shutdown_handler(self, name: str, fn: Callable[[], Awaitable[Any]]) -> None:
         """Run *fn* when master shuts this node down (kick players, save everything)."""
@@ -148,6 +205,8 @@ class Node(service.MultiService):
         try:
             self.cluster.listen()
             self._listen_metrics()
+            if self._client_factory is not None:
+                self._listen_clients_now()
         except ListenError as e:
             msg = str(e)
             if "metrics_port" not in msg:
@@ -161,6 +220,12 @@ class Node(service.MultiService):
         # SIGTERM stop would end with status -15. An orderly stop after SIGTERM is a
         # success for supervisors and operators: exit 0 instead.
         self.reactor.addSystemEventTrigger("after", "shutdown", self._clean_sigterm_exit)
+        # twistd starts services before it installs its signal handlers; announce
+        # readiness only once the reactor runs, so a SIGTERM sent on seeing the "ready"
+        # line always meets twistd's handler (and a clean stop).
+        self.reactor.callWhenRunning(self._announce_ready)
+
+    def _announce_ready(self) -> None:
         log.info("rltwist node {node} ({kind}) ready: cluster {host}:{port}, "
                  "metrics http://{host}:{metrics}/metrics, pid {pid}",
                  node=self.me.name, kind=self.me.kind, host=self.me.host, port=self.me.port,
@@ -170,13 +235,23 @@ class Node(service.MultiService):
         if getattr(self.reactor, "_exitSignal", None) == signal.SIGTERM:
             self.reactor._exitSignal = None
 
-    def stopService(self) -> Any:
-        d = super().stopService()
+    async def _stop(self) -> None:
+        listener, self.client_listener = self.client_listener, None
+        if listener is not None:
+            await defer.maybeDeferred(listener.stopListening)
+        await super().stopService()
         port, self.metrics_port = self.metrics_port, None
         if port is not None:
-            port.stopListening()
+            await defer.maybeDeferred(port.stopListening)
+        for db in self._databases.values():
+            try:
+                await db.close()
+            except Exception:
+                log.failure("{node}: closing a database failed", node=self.name)
         log.info("rltwist node {node} stopped", node=self.me.name)
-        return d
+
+    def stopService(self) -> Any:
+        return defer.Deferred.fromCoroutine(self._stop())
 
 
 async def _call(fn: Callable[[], Awaitable[Any]]) -> Any:

@@ -14,8 +14,6 @@ from twisted.web.server import Site
 from rltwist.nodes.common.node import Node, fail_startup
 from rltwist.nodes.master.gm import GMApi
 from rltwist.nodes.master.masterflow import UP, Masterflow, NodeRecord
-from rltwist.redis import OnlineState, RedisClient
-from rltwist.redis.service import RedisClientService
 
 log = Logger()
 
@@ -61,11 +59,7 @@ class RoleRegistry:
     """
 
     def __init__(self, node: Node, flow: Masterflow) -> None:
-        settings = node.config.redis
-        self.client = RedisClient(settings.url, prefix=settings.prefix, name="master-redis",
-                                  command_timeout=settings.timeout, reactor=node.reactor)
-        self.state = OnlineState(self.client)
-        RedisClientService(self.client).setServiceParent(node)
+        self.state = node.redis_state()
         flow.register_hooks.append(self.registered)
         flow.down_hooks.append(self.down)
 

@@ -1,0 +1,81 @@
+"""The dev SDK: what a platform SDK server does for login, for local runs and tests.
+
+A client gets ``(openid, token)`` from the SDK; the login node asks the SDK whether the
+token belongs to the openid. Dev tokens are ``hex(HMAC-SHA256(dev_sdk_secret, openid))``.
+The login node verifies that formula in-process when no ``login.sdk_url`` is set, or asks
+an SDK server over HTTP (``POST {sdk_url}`` with ``{"openid", "token"}`` -> ``{"ok": bool}``)
+— this module also provides such a server (``python -m rltwist.sdk``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import sys
+from typing import Any
+
+from klein import Klein
+from twisted.web.iweb import IRequest
+
+
+def dev_token(secret: str, openid: str) -> str:
+    """The dev SDK's token for *openid*."""
+    return hmac.new(secret.encode(), openid.encode(), hashlib.sha256).hexdigest()
+
+
+def check_dev_token(secret: str, openid: str, token: str) -> bool:
+    return hmac.compare_digest(dev_token(secret, openid), token)
+
+
+class DevSDK:
+    """``POST /verify`` {"openid","token"} -> {"ok": bool}; ``GET /token/<openid>`` issues one."""
+
+    app = Klein()
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+
+    def _json(self, request: IRequest, status: int, payload: Any) -> bytes:
+        body = json.dumps(payload).encode()
+        request.setResponseCode(status)
+        request.setHeader(b"Content-Type", b"application/json")
+        request.setHeader(b"Content-Length", str(len(body)).encode())
+        return body
+
+    @app.route("/verify", methods=["POST"])
+    def verify(self, request: IRequest) -> bytes:
+        try:
+            data = json.loads(request.content.read(65536))
+            openid, token = str(data["openid"]), str(data["token"])
+        except (ValueError, KeyError, TypeError):
+            return self._json(request, 400, {"ok": False, "error": "need openid and token"})
+        return self._json(request, 200, {"ok": check_dev_token(self.secret, openid, token)})
+
+    @app.route("/token/<openid>", methods=["GET"])
+    def token(self, request: IRequest, openid: str) -> bytes:
+        return self._json(request, 200, {"openid": openid,
+                                         "token": dev_token(self.secret, openid)})
+
+
+def main(argv: list[str] | None = None) -> None:
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+    from twisted.web.server import Site
+
+    p = argparse.ArgumentParser(description="rltwist dev SDK server (tokens are "
+                                "hex(HMAC-SHA256(secret, openid)))")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8090)
+    p.add_argument("--secret", required=True, help="dev_sdk_secret from the cluster config")
+    args = p.parse_args(argv)
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
+    reactor.listenTCP(args.port, Site(DevSDK(args.secret).app.resource()),  # type: ignore[attr-defined]
+                      interface=args.host)
+    print(f"dev SDK ready on http://{args.host}:{args.port}/verify", flush=True)
+    reactor.run()  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    main()
