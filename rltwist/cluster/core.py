@@ -27,7 +27,7 @@ from rltwist.cluster.errors import (
     UnknownNode,
     remote_error,
 )
-from rltwist.cluster.link import SEND, AgentLink, pack, unpack
+from rltwist.cluster.link import PLAIN_TYPES, SEND, AgentLink, pack, unpack
 from rltwist.cluster.metrics import ClusterCollector, Stats
 from rltwist.cluster.sender import Sender
 from rltwist.cluster.service import Service
@@ -97,7 +97,7 @@ class Cluster(service.Service):
             stats.error("UnknownNode")
             return defer.fail(UnknownNode(node, service, method))
         try:
-            return sender.call(service, method, args, timeout)
+            return sender.call(key, args, timeout)
         except (TypeError, ValueError, OverflowError) as e:
             stats.error("BadArguments")
             return defer.fail(BadArguments(node, service, method, "BadArguments",
@@ -193,6 +193,8 @@ class Cluster(service.Service):
             return
         try:
             result = fn(*args)
+            if type(result) in PLAIN_TYPES:
+                return
             if type(result) is CoroutineType:
                 try:
                     result.send(None)

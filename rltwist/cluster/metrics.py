@@ -44,11 +44,17 @@ class Stats:
         self.late_replies = 0
         self.auth_failures = 0
 
-    def observe_call(self, service: str, method: str, seconds: float) -> None:
-        key = (service, method)
+    def histogram(self, key: Key) -> list[float]:
+        """The latency histogram of outgoing calls to *key*: a count per bucket of
+        LATENCY_BUCKETS, then the count above the last bucket, then the sum of seconds.
+        The reply path of the sender updates it inline."""
         h = self.latency.get(key)
         if h is None:
             h = self.latency[key] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+        return h
+
+    def observe_call(self, key: Key, seconds: float) -> None:
+        h = self.histogram(key)
         h[bisect_left(LATENCY_BUCKETS, seconds)] += 1
         h[-1] += seconds
 

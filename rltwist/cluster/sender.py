@@ -10,7 +10,9 @@ calls already written to it at once with :class:`LinkLost`; the rest stay queued
 from __future__ import annotations
 
 import random
+from bisect import bisect_left
 from collections import deque
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
@@ -26,7 +28,8 @@ from rltwist.cluster.errors import (
     NodeUnreachable,
     remote_error,
 )
-from rltwist.cluster.link import CALL, SenderLink, pack
+from rltwist.cluster.link import CALL, ERROR, REPLY, ProtocolViolation, SenderLink, pack
+from rltwist.cluster.metrics import LATENCY_BUCKETS, Key
 
 if TYPE_CHECKING:
     from rltwist.cluster.core import Cluster
@@ -36,9 +39,9 @@ log = Logger()
 IDLE, CONNECTING, READY, CLOSED = "idle", "connecting", "ready", "closed"
 
 
-# A pending call: (deferred, service, method, started_at, timeout), started_at from
+# A pending call: (deferred, (service, method), started_at, timeout), started_at from
 # reactor.seconds(). A plain tuple: this is on the hot path of every call.
-_Pending = tuple[defer.Deferred[Any], str, str, float, float]
+_Pending = tuple[defer.Deferred[Any], Key, float, float]
 
 
 class _Factory(ClientFactory):
@@ -80,14 +83,14 @@ class Sender:
 
     # -- the two operations -------------------------------------------------------------
 
-    def call(self, service: str, method: str, args: Any,
-             timeout: float) -> defer.Deferred[Any]:
-        """Queue or write one call; raises TypeError/ValueError if *args* cannot be encoded."""
+    def call(self, key: Key, args: Any, timeout: float) -> defer.Deferred[Any]:
+        """Queue or write one call of *key* = (service, method); raises TypeError/ValueError
+        if *args* cannot be encoded."""
         self._session = session = self._session + 1
-        frame = pack((CALL, session, service, method, args))
+        frame = pack((CALL, session, key[0], key[1], args))
         d: defer.Deferred[Any] = defer.Deferred()
         now = self._seconds()
-        self.pending[session] = (d, service, method, now, timeout)
+        self.pending[session] = (d, key, now, timeout)
         link = self.link
         if link is not None:
             link.transport.write(frame)  # type: ignore[union-attr]
@@ -112,21 +115,41 @@ class Sender:
 
     # -- replies -------------------------------------------------------------------------
 
-    def replied(self, session: int, result: Any) -> None:
-        p = self.pending.pop(session, None)
-        if p is None:
-            self.cluster.stats.late_replies += 1
-            return
-        self.cluster.stats.observe_call(p[1], p[2], self._seconds() - p[3])
-        p[0].callback(result)
+    def received(self, msgs: Iterator[Any]) -> None:
+        """Frames from the peer on our link: replies and errors of pending calls."""
+        # One clock read per read from the socket: every reply in it arrived at that time.
+        now = self._seconds()
+        stats = self.cluster.stats
+        latency = stats.latency
+        for msg in msgs:
+            kind = msg[0]
+            if kind == REPLY:
+                _, session, result = msg
+                # self.pending, not a local: a callback may close the sender and replace it
+                p = self.pending.pop(session, None)
+                if p is None:
+                    stats.late_replies += 1
+                    continue
+                h = latency.get(p[1])
+                if h is None:
+                    h = stats.histogram(p[1])
+                seconds = now - p[2]
+                h[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+                h[-1] += seconds
+                p[0].callback(result)
+            elif kind == ERROR:
+                _, session, kind, message = msg
+                self.failed(session, kind, message, now)
+            else:
+                raise ProtocolViolation(f"frame kind {kind!r} not allowed towards a sender")
 
-    def failed(self, session: int, kind: str, message: str) -> None:
+    def failed(self, session: int, kind: str, message: str, now: float) -> None:
         p = self.pending.pop(session, None)
         if p is None:
             self.cluster.stats.late_replies += 1
             return
-        self.cluster.stats.observe_call(p[1], p[2], self._seconds() - p[3])
-        self._fail(p, remote_error(self.node, p[1], p[2], kind, message))
+        self.cluster.stats.observe_call(p[1], now - p[2])
+        self._fail(p, remote_error(self.node, p[1][0], p[1][1], kind, message))
 
     def _fail(self, p: _Pending, error: ClusterError) -> None:
         self.cluster.stats.error(type(error).__name__)
@@ -197,7 +220,7 @@ class Sender:
         lost = [s for s in self.pending if s not in unwritten]
         for s in lost:
             p = self.pending.pop(s)
-            self._fail(p, LinkLost(self.node, p[1], p[2], why))
+            self._fail(p, LinkLost(self.node, p[1][0], p[1][1], why))
         return len(lost)
 
     def _schedule_retry(self) -> None:
@@ -254,7 +277,7 @@ class Sender:
         pending, self.pending = self.pending, {}
         self.unwritten.clear()
         for p in pending.values():
-            self._fail(p, type(error)(self.node, p[1], p[2], error.detail))
+            self._fail(p, type(error)(self.node, p[1][0], p[1][1], error.detail))
         dropped = sum(1 for _, _, s in self.queue if not s)
         self.queue.clear()
         self._count_dropped(dropped, error.detail or str(error))
@@ -285,13 +308,13 @@ class Sender:
                 p = self.pending.pop(session, None)
                 if p is not None:
                     self._fail(p, NodeUnreachable(
-                        self.node, p[1], p[2],
+                        self.node, p[1][0], p[1][1],
                         f"no link to {self.address[0]}:{self.address[1]} "
                         f"within {bound:g}s"))
             self._count_dropped(dropped, f"no link within {bound:g}s")
         if self.pending:
-            late = [s for s, p in self.pending.items() if p[3] + p[4] <= now]
+            late = [s for s, p in self.pending.items() if p[2] + p[3] <= now]
             for s in late:
                 self.unwritten.discard(s)
                 p = self.pending.pop(s)
-                self._fail(p, CallTimeout(self.node, p[1], p[2], p[4]))
+                self._fail(p, CallTimeout(self.node, p[1][0], p[1][1], p[3]))
