@@ -15,7 +15,7 @@ import bson
 from pymongo import DeleteOne, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 from pymongo.results import DeleteResult, InsertOneResult, UpdateResult
-from twisted.internet import defer, protocol, reactor, utils
+from twisted.internet import defer, protocol, reactor
 from twisted.trial import unittest
 
 from rltwist.storage import (
@@ -33,13 +33,40 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MONGO_URI = os.environ.get("RL_TEST_MONGO_URI")
 
 
-async def run_python(script: str, *args: str) -> tuple[bytes, bytes, int]:
-    """Run ``python -c script args...`` as a separate OS process, without blocking."""
+class _Collect(protocol.ProcessProtocol):
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+        self.err: list[bytes] = []
+        self.ended: defer.Deferred[int | None] = defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.out.append(data)
+
+    def errReceived(self, data: bytes) -> None:
+        self.err.append(data)
+
+    def processEnded(self, reason: Any) -> None:
+        self.ended.callback(reason.value.exitCode)
+
+
+async def run_python(
+    script: str, *args: str, timeout: float = 30
+) -> tuple[bytes, bytes, int | None]:
+    """Run ``python -c script args...`` as a separate OS process, without blocking.
+
+    A process still running after ``timeout`` seconds is killed (exit code ``None``).
+    """
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    out, err, code = await utils.getProcessOutputAndValue(
-        sys.executable, ["-c", textwrap.dedent(script), *args], env=env, path=REPO
-    )
-    return out, err, code
+    collect = _Collect()
+    argv = [sys.executable, "-c", textwrap.dedent(script), *args]
+    process = reactor.spawnProcess(collect, sys.executable, argv, env=env, path=REPO)
+    killer = reactor.callLater(timeout, process.signalProcess, "KILL")
+    try:
+        code = await collect.ended
+    finally:
+        if killer.active():
+            killer.cancel()
+    return b"".join(collect.out), b"".join(collect.err), code
 
 
 class EmbeddedContractTests(BackendContract, unittest.TestCase):
@@ -134,6 +161,26 @@ class EmbeddedBackendTests(unittest.TestCase):
         self.addCleanup(b.close)
         self.assertEqual(await b.get("role", 1), {"gold": 42})
         self.assertEqual(await b.incr("user_seq"), 2)
+
+    async def test_reactor_shutdown_flushes_queued_writes_and_lets_the_process_exit(self) -> None:
+        path = self.path()
+        script = """
+            import sys
+            from twisted.internet import defer, task
+            from rltwist.storage import EmbeddedBackend
+
+            async def main(reactor):
+                b = EmbeddedBackend(sys.argv[1])
+                for i in range(500):  # still queued on the storage thread when main returns
+                    defer.ensureDeferred(b.upsert("role", i, {"i": i}))
+
+            task.react(lambda r: defer.ensureDeferred(main(r)))
+        """
+        _, err, code = await defer.ensureDeferred(run_python(script, path)).addTimeout(20, reactor)
+        self.assertEqual(code, 0, err.decode())
+        b = EmbeddedBackend(path)
+        self.addCleanup(b.close)
+        self.assertEqual(len(await b.find("role", {})), 500)
 
     async def test_four_processes_sharing_one_file_lose_no_write_and_no_increment(self) -> None:
         path = self.path()

@@ -346,7 +346,7 @@ class EmbeddedBackend:
             return
         self._pool.start()
         self._shutdown_id = self._reactor.addSystemEventTrigger(
-            "during", "shutdown", self._on_shutdown
+            "before", "shutdown", self._on_shutdown
         )
 
     def _on_shutdown(self) -> defer.Deferred[None]:
