@@ -3,7 +3,10 @@
 Every method is a coroutine (``await backend.get(...)``; wrap with
 ``defer.ensureDeferred`` where a Deferred is needed). A document is a dict of
 msgpack/BSON-able values: str keys, nested dicts and lists, str, bytes, bool,
-None, float and ints in the signed 64-bit range. The entity id is kept next to
+None, float and ints in the signed 64-bit range (tuples come back as lists).
+The embedded backend does not re-check every key and int: it also stores
+non-str keys and ints up to 2**64-1, which MongoDB refuses, so keep to the
+portable subset. The entity id is kept next to
 the document, not inside it: ``get`` returns exactly the dict that was stored.
 
 Each stored document also carries a *generation* (0 unless written by
@@ -108,7 +111,14 @@ class Backend(Protocol):
     async def find(
         self, collection: str, query: Mapping[str, Scalar], limit: int | None = None
     ) -> list[tuple[Key, Document]]:
-        """Return ``(id, doc)`` pairs whose fields equal every value of ``query``."""
+        """Return ``(id, doc)`` pairs whose fields equal every value of ``query``.
+
+        Keys are dotted paths; values are scalars compared MongoDB-style (numbers
+        by value, bools only with bools, ``None`` also matches a missing field).
+        ``{}`` matches every document. Order is unspecified; ``limit`` None or 0
+        means no limit. Without ``ensure_index`` on a queried field the embedded
+        backend scans the collection.
+        """
         ...
 
     async def ensure_index(self, collection: str, field: str) -> None:
