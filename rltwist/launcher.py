@@ -256,6 +256,7 @@ class LocalCluster:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.sections = (dict(config) if config is not None
                          else local_config(names, overrides=overrides))
+        self.sections.setdefault("storage", {}).setdefault("path", str(self.run_dir / "data"))
         self.config_path = self.run_dir / "cluster.toml"
         self.write_config()
         self.nodes: dict[str, NodeProcess] = {}

@@ -226,6 +226,9 @@ class Node(service.MultiService):
         self.reactor.callWhenRunning(self._announce_ready)
 
     def _announce_ready(self) -> None:
+        if self.slaveflow is None:  # master: first in the start order, nothing to wait for
+            defer.Deferred.fromCoroutine(self.run_ready_hooks()).addErrback(
+                lambda f: log.failure("{node}: ready hooks failed", f, node=self.name))
         log.info("rltwist node {node} ({kind}) ready: cluster {host}:{port}, "
                  "metrics http://{host}:{metrics}/metrics, pid {pid}",
                  node=self.me.name, kind=self.me.kind, host=self.me.host, port=self.me.port,

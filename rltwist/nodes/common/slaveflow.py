@@ -20,6 +20,7 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from rltwist.cluster import ClusterError, Service, handler
 
@@ -66,7 +67,7 @@ class Slaveflow(Service):
 
     def _step_done(self, result: Any) -> None:
         self._busy = False
-        if isinstance(result, defer.failure.Failure) and not result.check(ClusterError):
+        if isinstance(result, Failure) and not result.check(ClusterError):
             log.failure("{node}: slaveflow step failed", result, node=self.node.name)
 
     async def _step(self) -> None:

@@ -3,9 +3,10 @@
 from twisted.python import usage
 
 from rltwist.nodes.common.node import Node, make_node, options_for
+from rltwist.nodes.map.service import build
 
 Options = options_for("map")
 
 
 def makeService(options: usage.Options) -> Node:
-    return make_node("map", options)
+    return make_node("map", options, build)

@@ -7,6 +7,7 @@ from typing import Any
 from twisted.application import service
 from twisted.internet import defer, error
 from twisted.internet.interfaces import IListeningPort
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Site
@@ -49,7 +50,7 @@ class GMService(service.Service):
         return port.stopListening() if port is not None else None
 
 
-class RoleRegistry:
+class RoleRegistry(service.Service):
     """Keeps role nodes in Redis for login's least-loaded pick (seed §11).
 
     A registering role node is added (fresh: a restarted process starts empty); a role
@@ -60,8 +61,43 @@ class RoleRegistry:
 
     def __init__(self, node: Node, flow: Masterflow) -> None:
         self.state = node.redis_state()
+        self.flow = flow
+        self.node = node
         flow.register_hooks.append(self.registered)
         flow.down_hooks.append(self.down)
+        self.checker = LoopingCall(self.check_available)
+        self.checker.clock = node.reactor
+        self._checking = False
+        node.add_ready_hook(lambda: self.checker.start(
+            node.config.cluster.heartbeat_interval, now=True))
+        self.setServiceParent(node)
+
+    def stopService(self) -> Any:
+        if self.checker.running:
+            self.checker.stop()
+        return super().stopService()
+
+    def check_available(self) -> None:
+        if not self._checking:
+            self._checking = True
+            d = defer.Deferred.fromCoroutine(self._check_available())
+            d.addErrback(lambda f: log.warn("master: Redis availability check failed: "
+                                            "{error}", error=f.getErrorMessage()))
+            d.addBoth(lambda _: setattr(self, "_checking", False))
+
+    async def _check_available(self) -> None:
+        """Seed §11: after a Redis restart ``is_available`` is unset and logins are refused
+        until every role node has written its online players back; then set it."""
+        if await self.state.get_available():
+            return
+        roles = [r for r in self.flow.nodes.values() if r.kind == "role" and r.state == UP]
+        log.warn("master: Redis is_available unset; asking {n} role nodes to re-register "
+                 "their players", n=len(roles))
+        for r in roles:
+            count = await self.node.cluster.call(r.name, "gateway", "reregister", timeout=30)
+            log.info("master: {node} re-registered {count} players", node=r.name, count=count)
+        await self.state.set_available()
+        log.info("master: Redis is_available set; logins allowed")
 
     def registered(self, record: NodeRecord) -> None:
         if record.kind == "role" and record.client_port is not None:
@@ -91,4 +127,3 @@ def build(node: Node) -> None:
     node.role_registry = RoleRegistry(node, flow)  # type: ignore[attr-defined]
     node.masterflow = flow  # type: ignore[attr-defined]
     GMService(node, flow).setServiceParent(node)
-    node.proceeded = True  # master is first in the start order

@@ -1,0 +1,84 @@
+"""The login node: loginserver takes client connections and hands each Login to
+loginhandler ``crc32(openid) mod N`` (seed §8 step 3)."""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web.client import HTTPConnectionPool
+
+from rltwist.nodes.common.node import Node
+from rltwist.nodes.login.loginhandler import LoginHandler
+from rltwist.protocols import pb
+from rltwist.protocols.server import (
+    CloseReason,
+    ProtocolViolation,
+    ServerProtocol,
+    ServerProtocolFactory,
+)
+
+log = Logger()
+
+
+class LoginConnection(ServerProtocol):
+    """A client connection to loginserver: only ``Login`` requests are accepted."""
+
+    server: LoginServer
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.server.connections.inc()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        super().connectionLost(reason)
+        self.server.connections.dec()
+
+    def requestReceived(self, message: Any, session: int) -> None:
+        if not isinstance(message, pb.Login):
+            raise ProtocolViolation(CloseReason.REQUEST_BEFORE_AUTH,
+                                    detail=f"{type(message).__name__} sent to a login node")
+        handler = self.server.handler_for(message.openid)
+        d = defer.Deferred.fromCoroutine(handler.login(message))
+        d.addCallback(lambda response: self.reply(session, response))
+
+
+class LoginServer(ServerProtocolFactory):
+    protocol = LoginConnection
+
+    def __init__(self, node: Node) -> None:
+        super().__init__()
+        self.node = node
+        n = node.config.login.handlers
+        pool = HTTPConnectionPool(node.reactor, persistent=True)
+        pool.maxPersistentPerHost = 32
+        pool.retryAutomatically = False
+        outcomes = Counter("rl_login", "Logins by outcome (ErrorCode name)", ["outcome"],
+                           registry=node.registry)
+        latency = Histogram("rl_login_seconds", "Time to answer a Login",
+                            registry=node.registry,
+                            buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
+        self.connections = Gauge("rl_login_connections", "Open client connections",
+                                 registry=node.registry)
+        self.handlers = [LoginHandler(node, i, pool, outcomes, latency) for i in range(n)]
+        node.add_shutdown_handler("loginserver", self._shutdown)
+        self._pool = pool
+
+    def handler_for(self, openid: str) -> LoginHandler:
+        return self.handlers[zlib.crc32(openid.encode()) % len(self.handlers)]
+
+    def buildProtocol(self, addr: Any) -> ServerProtocol:
+        p = super().buildProtocol(addr)
+        p.server = self  # type: ignore[attr-defined]
+        return p
+
+    async def _shutdown(self) -> None:
+        self.node.login_open = False
+        await self._pool.closeCachedConnections()
+
+
+def build(node: Node) -> None:
+    node.listen_clients(LoginServer(node))

@@ -1,0 +1,125 @@
+"""agent: where online player instances live (many players per agent; seed §5).
+
+A player instance is an :class:`Entity` (data) plus its session bookkeeping. The agent
+loads the entity from the role database at Auth, answers the player's requests through
+the game systems, and saves the entity with the instance's fencing generation.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from rltwist.ecs.entity import Entity
+from rltwist.protocols import pb
+from rltwist.storage import StaleGeneration
+
+if TYPE_CHECKING:
+    from rltwist.nodes.role.gateway import Gateway, GatewayConnection
+
+log = Logger()
+
+ROLEDB = "roledb"
+PLAYERS = "player"
+E = pb.ErrorCode
+
+ONLINE, LOGGING_OUT, GONE = "online", "logging_out", "gone"
+
+
+def new_player_doc(userid: int) -> dict[str, Any]:
+    """The data of a player who never played before."""
+    return {"_id": userid, "version": 0, "components": {}, "attrs": {
+        "name": "", "level": 1, "exp": 0, "gold": 1000, "food": 1000, "oil": 500,
+        "server_id": userid & 0xFFFF, "create_time_ms": int(time.time() * 1000)}}
+
+
+class Player:
+    """One online instance: entity + connection + in-flight requests."""
+
+    __slots__ = ("agent", "conn", "entity", "generation", "inflight", "last_heartbeat",
+                 "logout_waiters", "state", "userid", "waiters")
+
+    def __init__(self, agent: Agent, userid: int, entity: Entity, generation: int,
+                 now: float) -> None:
+        self.agent = agent
+        self.userid = userid
+        self.entity = entity
+        self.generation = generation
+        self.conn: GatewayConnection | None = None
+        self.inflight = 0
+        self.waiters: list[defer.Deferred[None]] = []
+        self.last_heartbeat = now
+        self.state = ONLINE
+        self.logout_waiters: list[defer.Deferred[None]] = []
+
+    def request_done(self) -> None:
+        self.inflight -= 1
+        if not self.inflight and self.waiters:
+            waiters, self.waiters = self.waiters, []
+            for w in waiters:
+                w.callback(None)
+
+    def idle(self) -> defer.Deferred[None]:
+        """Fires once no request of this player is in flight."""
+        if not self.inflight:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self.waiters.append(d)
+        return d
+
+    def basics(self) -> Any:
+        e = self.entity
+        return pb.PlayerBasics(level=e.get("level", 1), exp=e.get("exp", 0),
+                               gold=e.get("gold", 0), food=e.get("food", 0),
+                               oil=e.get("oil", 0),
+                               create_time_ms=e.get("create_time_ms", 0))
+
+
+class Agent:
+    """Holds the players with ``userid mod n_agents == index``."""
+
+    def __init__(self, gateway: Gateway, index: int) -> None:
+        self.gateway = gateway
+        self.index = index
+        self.players: dict[int, Player] = {}
+        self.db = gateway.node.database(ROLEDB)
+
+    async def load(self, userid: int, generation: int) -> Player:
+        stored = await self.db.get_entity(PLAYERS, userid)
+        doc = stored.doc if stored is not None else new_player_doc(userid)
+        entity = Entity.from_doc(doc)
+        player = Player(self, userid, entity, generation, self.gateway.now())
+        self.players[userid] = player
+        return player
+
+    async def save(self, player: Player) -> bool:
+        """Save the player's entity under its generation; False if fenced off or failed."""
+        entity = player.entity
+        if not entity.dirty:
+            return True
+        token, doc = entity.snapshot()
+        try:
+            await self.db.save_entity(PLAYERS, player.userid, doc, player.generation)
+        except StaleGeneration as e:
+            self.gateway.stale_saves.inc()
+            log.warn("save of {userid} refused: a newer instance owns it ({e})",
+                     userid=player.userid, e=e)
+            return False
+        except Exception:
+            log.failure("save of {userid} failed; it stays dirty", userid=player.userid)
+            return False
+        entity.saved(token)
+        return True
+
+    def forget(self, player: Player) -> None:
+        if self.players.get(player.userid) is player:
+            del self.players[player.userid]
+
+    async def handle(self, player: Player, message: Any) -> Any:
+        """Answer one request of an authenticated player (game requests come with the
+        storage and ECS issues; anything unknown gets BAD_REQUEST)."""
+        response_cls = type(message).Response
+        return response_cls(code=E.BAD_REQUEST)

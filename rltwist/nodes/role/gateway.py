@@ -1,0 +1,302 @@
+"""gateway: the role node's client connections and player instances (seed §8 steps 9-10,
+logout; DESIGN.md "Login" 8-9).
+
+Auth checks the one-time secret (one use, expiry), creates the player instance exactly
+once (per-user lock) in agent ``userid mod n_agents``, sets GAME_STEP_FINISH with a fresh
+fencing generation, counts the player online, and tells the player's rolecity, mail and map
+rolecache where it is. Logout (client gone, heartbeat timeout, kick, shutdown) waits for
+the player's in-flight requests (bounded), saves, clears the Redis state and the count.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import Counter, Gauge, Histogram
+from twisted.internet import defer
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from rltwist.cluster import ClusterError, Service, handler
+from rltwist.nodes.common.keylock import KeyedLock
+from rltwist.nodes.role.agent import GONE, LOGGING_OUT, ONLINE, Agent, Player
+from rltwist.protocols import pb
+from rltwist.protocols.server import (
+    CloseReason,
+    ProtocolViolation,
+    ServerProtocol,
+    ServerProtocolFactory,
+)
+from rltwist.redis import RedisError
+
+if TYPE_CHECKING:
+    from rltwist.nodes.common.node import Node
+
+log = Logger()
+E = pb.ErrorCode
+K = pb.KickReason
+
+
+class GatewayConnection(ServerProtocol):
+    """One game client on the role node: Auth first, then the player's requests."""
+
+    gateway: Gateway
+    player: Player | None = None
+    authenticating = False
+
+    def connectionLost(self, reason: Any = None) -> None:
+        super().connectionLost(reason)
+        player = self.player
+        if player is not None and player.conn is self and player.state == ONLINE:
+            self.gateway.start_logout(player, "connection lost")
+
+    def requestReceived(self, message: Any, session: int) -> None:
+        if isinstance(message, pb.Auth):
+            if self.player is not None or self.authenticating:
+                raise ProtocolViolation(CloseReason.AUTH_TWICE)
+            self.authenticating = True
+            d = defer.Deferred.fromCoroutine(self.gateway.authenticate(self, message, session))
+            d.addErrback(self._auth_failed, session)
+            return
+        player = self.player
+        if player is None:
+            raise ProtocolViolation(CloseReason.REQUEST_BEFORE_AUTH,
+                                    request=type(message).__name__)
+        if isinstance(message, pb.Heartbeat):
+            player.last_heartbeat = self.gateway.now()
+            self.reply(session, pb.Heartbeat.Response(code=E.OK,
+                                                      server_time_ms=int(time.time() * 1000)))
+            return
+        if player.state != ONLINE:
+            self.replyError(session, message, E.RETRY_LATER)
+            return
+        player.inflight += 1
+        d = defer.Deferred.fromCoroutine(player.agent.handle(player, message))
+        d.addCallbacks(lambda r: self.reply(session, r), self._request_failed,
+                       errbackArgs=(session, message))
+        d.addBoth(lambda _: player.request_done())
+
+    def _request_failed(self, failure: Any, session: int, message: Any) -> None:
+        log.failure("request {request} of {userid} failed", failure,
+                    request=type(message).__name__,
+                    userid=self.player.userid if self.player else None)
+        self.replyError(session, message, E.INTERNAL)
+
+    def _auth_failed(self, failure: Any, session: int) -> None:
+        log.failure("Auth failed", failure)
+        self.replyError(session, pb.Auth, E.INTERNAL)
+        self.closeWithReason("auth_error")
+
+
+class Gateway(Service, ServerProtocolFactory):
+    """The ``gateway`` service (kick, online, reregister) and the client-side factory."""
+
+    name = "gateway"
+    protocol = GatewayConnection
+
+    def __init__(self, node: Node) -> None:
+        ServerProtocolFactory.__init__(self)
+        self.node = node
+        self.settings = node.config.role
+        self.state = node.redis_state()
+        self.agents = [Agent(self, i) for i in range(self.settings.agents)]
+        self.user_locks = KeyedLock()
+        self.players: dict[int, Player] = {}
+        self.sweeper = LoopingCall(self._sweep)
+        self.sweeper.clock = node.reactor
+        reg = node.registry
+        self.online = Gauge("rl_role_online_players", "Players online on this role node",
+                            registry=reg)
+        self.auths = Counter("rl_role_auth", "Auth requests by outcome", ["outcome"],
+                             registry=reg)
+        self.logouts = Counter("rl_role_logouts", "Logouts by reason", ["reason"],
+                               registry=reg)
+        self.stale_saves = Counter("rl_role_stale_saves",
+                                   "Saves refused because a newer instance owns the player",
+                                   registry=reg)
+        self.auth_latency = Histogram("rl_role_auth_seconds", "Time to answer an Auth",
+                                      registry=reg)
+
+    def now(self) -> float:
+        return float(self.node.reactor.seconds())
+
+    def buildProtocol(self, addr: Any) -> ServerProtocol:
+        p = ServerProtocolFactory.buildProtocol(self, addr)
+        p.gateway = self  # type: ignore[attr-defined]
+        return p
+
+    # -- Auth -----------------------------------------------------------------------------
+
+    async def authenticate(self, conn: GatewayConnection, msg: Any, session: int) -> None:
+        started = time.monotonic()
+        userid = msg.userid
+        me = self.node.name
+        try:
+            ok = await self.state.consume_secret(userid, msg.secret, node=me)
+        except RedisError as e:
+            log.warn("Auth of {userid}: Redis unavailable ({e})", userid=userid, e=e)
+            self.auths.labels("RETRY_LATER").inc()
+            conn.authenticating = False
+            conn.replyError(session, pb.Auth, E.RETRY_LATER)
+            return
+        if not ok:
+            self.auths.labels("BAD_SECRET").inc()
+            conn.replyError(session, pb.Auth, E.BAD_SECRET)
+            conn.closeWithReason("bad_secret", userid=userid)
+            return
+        async with self.user_locks(userid):
+            old = self.players.get(userid)
+            if old is not None:
+                # a second Auth with a fresh secret while the old instance lives here
+                await self.logout(old, "login elsewhere", K.KICK_LOGIN_ELSEWHERE)
+            # the fencing generation was taken atomically (INCR) when login issued the
+            # secret; this instance owns the player's data under it
+            user = await self.state.get_user(userid)
+            if user is None or user.node != me:
+                return self._refuse(conn, session, userid, "login state moved on")
+            agent = self.agents[userid % len(self.agents)]
+            player = await agent.load(userid, user.generation)
+            if not await self.state.set_game_finish(userid, me, generation=user.generation):
+                agent.forget(player)
+                return self._refuse(conn, session, userid, "a newer login took over")
+            self.players[userid] = player
+            await self.state.incr_online(me, userid)
+            self.online.set(len(self.players))
+            player.conn = conn
+            conn.player = player
+            conn.authenticating = False
+            self._tell_rolecaches(userid, "set")
+        self.auths.labels("OK").inc()
+        self.auth_latency.observe(time.monotonic() - started)
+        e = player.entity
+        conn.reply(session, pb.Auth.Response(
+            code=E.OK, userid=userid, name=e.get("name", ""), server_id=userid & 0xFFFF,
+            basics=player.basics(), server_time_ms=int(time.time() * 1000)))
+        if not conn.is_open:  # the client left while we were creating the instance
+            self.start_logout(player, "connection lost")
+
+    def _refuse(self, conn: GatewayConnection, session: int, userid: int, why: str) -> None:
+        self.auths.labels("RETRY_LATER").inc()
+        log.info("Auth of {userid} refused: {why}", userid=userid, why=why)
+        conn.replyError(session, pb.Auth, E.RETRY_LATER)
+        conn.closeWithReason("auth_refused", userid=userid, why=why)
+
+    def _tell_rolecaches(self, userid: int, what: str) -> None:
+        sid = userid & 0xFFFF
+        for kind in ("rolecity", "mail", "map"):
+            node = f"{kind}{sid}"
+            if node not in self.cluster.addresses:
+                continue
+            try:
+                self.cluster.send(node, "rolecache", what, userid, self.node.name)
+            except ClusterError as e:
+                log.warn("cannot tell {node} rolecache about {userid}: {e}", node=node,
+                         userid=userid, e=e)
+
+    # -- logout ---------------------------------------------------------------------------
+
+    def start_logout(self, player: Player, reason: str, kick: int | None = None) -> None:
+        defer.Deferred.fromCoroutine(self.logout(player, reason, kick)).addErrback(
+            lambda f: log.failure("logout of {userid} failed", f, userid=player.userid))
+
+    async def logout(self, player: Player, reason: str, kick: int | None = None) -> None:
+        """Take *player* offline once; every caller waits for the same logout."""
+        if player.state != ONLINE:
+            if player.state == LOGGING_OUT:
+                done: defer.Deferred[None] = defer.Deferred()
+                player.logout_waiters.append(done)
+                await done
+            return
+        player.state = LOGGING_OUT
+        userid, me = player.userid, self.node.name
+        try:
+            try:
+                await self.state.set_logout(userid, me)
+            except RedisError as e:
+                log.warn("logout of {userid}: cannot mark LOGOUT in Redis ({e})",
+                         userid=userid, e=e)
+            conn = player.conn
+            if conn is not None and conn.is_open:
+                notify = pb.KickNotify(reason=reason, code=kick) if kick is not None else None
+                conn.closeWithReason(CloseReason.KICKED, notify=notify, userid=userid,
+                                     why=reason)
+            try:
+                await player.idle().addTimeout(self.settings.logout_wait, self.node.reactor)
+            except defer.TimeoutError:
+                log.warn("logout of {userid}: {n} requests still running after {t}s; going on",
+                         userid=userid, n=player.inflight, t=self.settings.logout_wait)
+            await player.agent.save(player)
+            try:
+                await self.state.clear_user(userid, only_if_node=me)
+            except RedisError as e:
+                log.warn("logout of {userid}: cannot clear Redis state ({e})", userid=userid,
+                         e=e)
+            self._tell_rolecaches(userid, "clear")
+        finally:
+            player.state = GONE
+            player.agent.forget(player)
+            if self.players.get(userid) is player:
+                del self.players[userid]
+            self.online.set(len(self.players))
+            self.logouts.labels(reason).inc()
+            waiters, player.logout_waiters = player.logout_waiters, []
+            for w in waiters:
+                w.callback(None)
+
+    def _sweep(self) -> None:
+        limit = self.settings.heartbeat_timeout
+        now = self.now()
+        for player in list(self.players.values()):
+            if player.state == ONLINE and now - player.last_heartbeat > limit:
+                log.info("{userid}: no heartbeat for {t:.0f}s; kicking", userid=player.userid,
+                         t=now - player.last_heartbeat)
+                self.start_logout(player, "heartbeat timeout", K.KICK_HEARTBEAT_TIMEOUT)
+
+    # -- handlers other nodes call ------------------------------------------------------
+
+    @handler
+    async def kick(self, userid: int, reason: str) -> str:
+        """Log *userid* out (login elsewhere, GM): "kicked", "absent" or "logging_out"."""
+        player = self.players.get(userid)
+        if player is None:
+            # not here: drop a stale Redis state that still names this node
+            await self.state.clear_user(userid, only_if_node=self.node.name)
+            return "absent"
+        if player.state != ONLINE:
+            return "logging_out"
+        await self.logout(player, reason, K.KICK_LOGIN_ELSEWHERE)
+        return "kicked"
+
+    @handler
+    def online_players(self) -> list[int]:
+        return sorted(self.players)
+
+    @handler
+    async def reregister(self) -> int:
+        """After a Redis restart: write this node and its online players back to Redis."""
+        me = self.node.me
+        entries = [(p.userid, "GAME_STEP_FINISH", p.generation)
+                   for p in self.players.values() if p.state == ONLINE]
+        await self.state.reregister_online(me.name, entries, host=me.host,
+                                           client_port=me.client_port)
+        return len(entries)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        tick = min(max(self.settings.heartbeat_timeout / 4, 0.05), 5.0)
+        self.sweeper.start(tick, now=False)
+
+    async def shutdown(self) -> None:
+        """Kick every player (saving them), then leave the least-loaded pick."""
+        if self.sweeper.running:
+            self.sweeper.stop()
+        await defer.DeferredList([
+            defer.Deferred.fromCoroutine(self.logout(p, "server shutdown",
+                                                     K.KICK_SERVER_SHUTDOWN))
+            for p in list(self.players.values())])
+        try:
+            await self.state.unregister_role(self.node.name)
+        except RedisError as e:
+            log.warn("could not leave the role pick in Redis: {e}", e=e)

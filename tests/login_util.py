@@ -1,0 +1,123 @@
+"""Helpers for tests that play game clients against real login and role nodes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.trial import unittest
+
+from rltwist.launcher import LocalCluster
+from rltwist.protocols import ClientProtocol, pb
+from rltwist.redis import OnlineState, RedisClient, RedisServer
+from rltwist.sdk import dev_token
+
+DEV_SDK_SECRET = "dev-only-sdk-secret-change-me"
+
+
+class GameClient:
+    """One simulated client: login on a login node, then play on a role node."""
+
+    def __init__(self, openid: str, server_id: int = 1, token: str | None = None) -> None:
+        self.openid = openid
+        self.server_id = server_id
+        self.token = token if token is not None else dev_token(DEV_SDK_SECRET, openid)
+        self.pushes: list[Any] = []
+        self.conn: ClientProtocol | None = None
+        self.login_response: Any = None
+        self.closed: defer.Deferred[None] = defer.Deferred()
+
+    async def connect(self, host: str, port: int) -> ClientProtocol:
+        client = self
+
+        class Conn(ClientProtocol):
+            def connectionLost(self, reason: Any = None) -> None:
+                super().connectionLost(reason)
+                if self is client.conn and not client.closed.called:
+                    client.closed.callback(None)
+
+        proto = Conn(timeout=15.0, on_push=self.pushes.append)
+        await connectProtocol(TCP4ClientEndpoint(reactor, host, port, timeout=5), proto)
+        return proto
+
+    async def login(self, host: str, port: int) -> Any:
+        conn = await self.connect(host, port)
+        try:
+            self.login_response = await conn.request(pb.Login(
+                openid=self.openid, token=self.token, device_id="test", os="test",
+                server_id=self.server_id, version="1"))
+        finally:
+            conn.transport.loseConnection()
+        return self.login_response
+
+    async def auth(self, response: Any = None) -> Any:
+        r = response or self.login_response
+        self.closed = defer.Deferred()
+        self.conn = await self.connect(r.host, r.port)
+        return await self.conn.request(pb.Auth(userid=r.userid, secret=r.secret))
+
+    async def play(self, host: str, port: int) -> Any:
+        """Login then Auth; fail the test helper if either is not OK."""
+        r = await self.login(host, port)
+        if r.code != pb.ErrorCode.OK:
+            raise AssertionError(f"{self.openid}: login answered {pb.ErrorCode.Name(r.code)}")
+        a = await self.auth(r)
+        if a.code != pb.ErrorCode.OK:
+            raise AssertionError(f"{self.openid}: auth answered {pb.ErrorCode.Name(a.code)}")
+        return a
+
+    def request(self, message: Any) -> defer.Deferred[Any]:
+        assert self.conn is not None
+        return self.conn.request(message)
+
+    def close(self) -> None:
+        if self.conn is not None and self.conn.transport is not None:
+            self.conn.transport.loseConnection()
+
+
+class LoginCase(unittest.TestCase):
+    """A real redis-server plus a cluster of master, logiccenter, role and login nodes."""
+
+    timeout = 180
+    names = ["master", "logiccenter", "role1", "role2", "login1"]
+    overrides: dict[str, dict[str, Any]] = {}
+
+    async def setUp(self) -> None:
+        self.redis = RedisServer(directory=self.mktemp())
+        await self.redis.start()
+        self.addCleanup(self.redis.stop)
+        overrides = {k: dict(v) for k, v in self.overrides.items()}
+        overrides.setdefault("redis", {}).update(url=self.redis.url, prefix="t:")
+        self.lc = LocalCluster(self.mktemp(), self.names, overrides=overrides)
+        self.addCleanup(self.lc.stop_all)
+        await self.lc.start(*self.names)
+        await self.lc.wait_up(self.names)
+        client = RedisClient(self.redis.url, prefix="t:")
+        await client.connect()
+        self.addCleanup(client.disconnect)
+        self.state = OnlineState(client)
+        await self.wait_logins_available()
+        self.clients: list[GameClient] = []
+        self.addCleanup(lambda: [c.close() for c in self.clients])
+
+    async def wait_logins_available(self) -> None:
+        from tests.util import wait_for
+
+        await wait_for(self.state.get_available, 20, "master to set is_available in Redis")
+        roles = [n for n in self.names if n.startswith("role")]
+        await wait_for(lambda: _roles_registered(self.state, roles), 20,
+                       f"{roles} in the least-loaded pick")
+
+    def login_address(self, name: str = "login1") -> tuple[str, int]:
+        n = self.lc.node_config(name)
+        return n["host"], n["client_port"]
+
+    def client(self, openid: str, **kw: Any) -> GameClient:
+        c = GameClient(openid, **kw)
+        self.clients.append(c)
+        return c
+
+
+async def _roles_registered(state: OnlineState, roles: list[str]) -> bool:
+    return {r.node for r in await state.list_roles()} >= set(roles)

@@ -1,0 +1,201 @@
+"""Login, Auth, kick and logout against real login/role/logiccenter/master processes and
+a real redis-server."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from twisted.internet import defer
+from twisted.internet.threads import deferToThread
+
+from rltwist.protocols import pb
+from tests.login_util import LoginCase
+from tests.util import wait_for
+
+E = pb.ErrorCode
+
+
+class Login(LoginCase):
+    async def test_new_player_gets_an_id_in_its_region_and_keeps_it(self) -> None:
+        host, port = self.login_address()
+        c = self.client("alice", server_id=7)
+        auth = await c.play(host, port)
+        userid = c.login_response.userid
+        self.assertEqual(userid & 0xFFFF, 7)
+        self.assertEqual((auth.userid, auth.server_id), (userid, 7))
+        hb = await c.request(pb.Heartbeat())
+        self.assertEqual(hb.code, E.OK)
+        c.close()
+        await wait_for(lambda: _offline(self, userid), 10, "alice to be logged out")
+        again = self.client("alice", server_id=3)  # relogin: same id whatever region asked
+        await again.play(host, port)
+        self.assertEqual(again.login_response.userid, userid)
+
+    async def test_wrong_token_is_refused(self) -> None:
+        r = await self.client("mallory", token="00" * 32).login(*self.login_address())
+        self.assertEqual(r.code, E.BAD_TOKEN)
+
+    async def test_second_device_kicks_the_first_session(self) -> None:
+        host, port = self.login_address()
+        first = self.client("bob")
+        await first.play(host, port)
+        second = self.client("bob")
+        await second.play(host, port)
+        await first.closed  # the first socket was closed by the server
+        self.assertEqual([type(p).__name__ for p in first.pushes], ["KickNotify"])
+        self.assertEqual(first.pushes[0].code, pb.KickReason.KICK_LOGIN_ELSEWHERE)
+        hb = await second.request(pb.Heartbeat())
+        self.assertEqual(hb.code, E.OK)
+        user = await self.state.get_user(second.login_response.userid)
+        self.assertEqual(user.state, "GAME_STEP_FINISH")
+
+    async def test_fifty_simultaneous_logins_of_one_openid_end_with_one_session(self) -> None:
+        host, port = self.login_address()
+        clients = [self.client("carol") for _ in range(50)]
+
+        async def attempt(c):
+            r = await c.login(host, port)
+            if r.code != E.OK:
+                return r.code
+            a = await c.auth(r)
+            return a.code
+
+        codes = await defer.gatherResults([defer.ensureDeferred(attempt(c)) for c in clients])
+        self.assertIn(E.OK, codes)
+        for code in codes:
+            self.assertIn(code, (E.OK, E.LOGIN_IN_PROGRESS, E.RETRY_LATER, E.BAD_SECRET))
+        userid = next(c.login_response.userid for c in clients
+                      if c.login_response is not None and c.login_response.code == E.OK)
+        # every session but the last one standing gets kicked or refused
+        await wait_for(lambda: _one_online(self, clients), 20,
+                       "exactly one carol session to stay connected")
+        players = []
+        for role in ("role1", "role2"):
+            _, body = await self.lc.gm("POST", "/call", {
+                "node": role, "service": "gateway", "method": "online_players"})
+            players += body["result"]
+        self.assertEqual(players.count(userid), 1)
+        roles = {r.node: r.online for r in await self.state.list_roles()}
+        self.assertEqual(sum(roles.values()), 1)
+
+    async def test_two_role_nodes_split_players_by_least_load(self) -> None:
+        host, port = self.login_address()
+        for i in range(6):
+            await self.client(f"p{i}").play(host, port)
+        roles = {r.node: r.online for r in await self.state.list_roles()}
+        self.assertEqual(roles, {"role1": 3, "role2": 3})
+
+    async def test_logins_closed_by_gm_are_refused_until_opened(self) -> None:
+        host, port = self.login_address()
+        await self.lc.gm("POST", "/login/close")
+        await wait_for(lambda: _login_code(self, "dave") == E.NOT_AVAILABLE, 10,
+                       "login1 to refuse logins")
+        await self.lc.gm("POST", "/login/open")
+        await wait_for(lambda: _login_code(self, "dave") == E.OK, 10,
+                       "login1 to accept logins again")
+        del host, port
+
+    async def test_secret_is_one_use(self) -> None:
+        host, port = self.login_address()
+        c = self.client("erin")
+        r = await c.login(host, port)
+        self.assertEqual((await c.auth(r)).code, E.OK)
+        c.close()
+        await c.closed
+        replay = self.client("erin")
+        replay.login_response = r
+        self.assertEqual((await replay.auth(r)).code, E.BAD_SECRET)
+
+
+async def _offline(case: LoginCase, userid: int) -> bool:
+    return await case.state.get_user(userid) is None
+
+
+async def _login_code(case: LoginCase, openid: str) -> int:
+    r = await case.client(openid).login(*case.login_address())
+    return r.code
+
+
+def _one_online(case: LoginCase, clients: list) -> bool:
+    alive = [c for c in clients if c.conn is not None and not c.closed.called]
+    return len(alive) == 1
+
+
+class SecretExpiry(LoginCase):
+    names = ["master", "logiccenter", "role1", "login1"]
+    overrides = {"login": {"secret_ttl": 0.5}}
+
+    async def test_an_expired_secret_is_refused(self) -> None:
+        c = self.client("frank")
+        r = await c.login(*self.login_address())
+        self.assertEqual(r.code, E.OK)
+        await wait_for(lambda: _secret_gone(self, r.userid), 10, "the secret to expire")
+        self.assertEqual((await c.auth(r)).code, E.BAD_SECRET)
+
+
+async def _secret_gone(case: LoginCase, userid: int) -> bool:
+    return await case.state.get_user(userid) is None
+
+
+class HeartbeatTimeout(LoginCase):
+    names = ["master", "logiccenter", "role1", "login1"]
+    overrides = {"role": {"heartbeat_timeout": 1.0}}
+
+    async def test_no_heartbeat_logs_the_player_out_and_uncounts_it(self) -> None:
+        c = self.client("gina")
+        await c.play(*self.login_address())
+        roles = {r.node: r.online for r in await self.state.list_roles()}
+        self.assertEqual(roles, {"role1": 1})
+        await c.closed  # kicked after ~1 s without heartbeats
+        self.assertEqual(c.pushes[0].code, pb.KickReason.KICK_HEARTBEAT_TIMEOUT)
+        await wait_for(lambda: _count_is(self, 0), 10, "role1's online count to drop to 0")
+        self.assertIsNone(await self.state.get_user(c.login_response.userid))
+
+
+async def _count_is(case: LoginCase, n: int) -> bool:
+    return {r.node: r.online for r in await case.state.list_roles()} == {"role1": n}
+
+
+class BadInput(LoginCase):
+    names = ["master", "logiccenter", "role1", "login1"]
+
+    def raw(self, port: int, payload: bytes) -> defer.Deferred[bytes]:
+        """Send raw bytes; return what came back before the server closed the socket."""
+
+        def run() -> bytes:
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            try:
+                s.sendall(payload)
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+                return data
+            except ConnectionResetError:
+                return b""
+            finally:
+                s.close()
+
+        return deferToThread(run)
+
+    async def test_each_bad_input_closes_only_that_connection(self) -> None:
+        role_port = self.lc.node_config("role1")["client_port"]
+        login_port = self.lc.node_config("login1")["client_port"]
+        good = self.client("harry")
+        await good.play(*self.login_address())
+        heartbeat = struct.pack(">HHI", 6, 3, 1)
+        cases = {
+            "length below 6": struct.pack(">H", 3) + b"\0\1\0",
+            "unknown proto id": struct.pack(">HHI", 6, 9999, 1),
+            "undecodable body": struct.pack(">HHI", 6 + 3, 1, 1) + b"\xff\xff\xff",
+            "request before auth": heartbeat,
+            "auth twice": struct.pack(">HHI", 6, 2, 1) + struct.pack(">HHI", 6, 2, 2),
+        }
+        for what, payload in cases.items():
+            for port in (role_port, login_port):
+                data = await self.raw(port, payload)
+                self.assertFalse(data.startswith(b"\0\0\0\x0a\0\3"), f"{what}: answered")
+        # nothing else was affected
+        self.assertEqual((await good.request(pb.Heartbeat())).code, E.OK)
+        _, body = await self.lc.gm("GET", "/nodes")
+        self.assertTrue(all(n["state"] == "up" for n in body["nodes"]))
