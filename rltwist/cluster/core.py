@@ -69,6 +69,8 @@ class Cluster(service.Service):
         self.senders: dict[str, Sender] = {}
         self.agent_links: set[AgentLink] = set()
         self.stats = Stats()
+        self._calls_out = self.stats.calls_out  # the hot paths skip one attribute lookup
+        self._sends_out = self.stats.sends_out
         self.collector = ClusterCollector(self.stats, lambda: self.senders)
         self.pack = pack
         self.port: IListeningPort | None = None
@@ -85,21 +87,23 @@ class Cluster(service.Service):
         CallTimeout (default ``cluster.call_timeout``), or RemoteError naming node,
         service and method.
         """
-        key = (service, method)
-        stats = self.stats
-        stats.calls_out[key] = stats.calls_out.get(key, 0) + 1
+        per = self._calls_out[service]
+        out = per.get(method) or self.stats.out_calls(service, method)
+        out.made += 1
         if timeout is None:
             timeout = self.settings.call_timeout
-        if node == self.name:
-            return self._local_call(service, method, args)
-        sender = self.senders.get(node) or self._sender(node)
+        sender = self.senders.get(node)
         if sender is None:
-            stats.error("UnknownNode")
-            return defer.fail(UnknownNode(node, service, method))
+            if node == self.name:
+                return self._local_call(service, method, args)
+            sender = self._sender(node)
+            if sender is None:
+                self.stats.error("UnknownNode")
+                return defer.fail(UnknownNode(node, service, method))
         try:
-            return sender.call(key, args, timeout)
+            return sender.call(out, args, timeout)
         except (TypeError, ValueError, OverflowError) as e:
-            stats.error("BadArguments")
+            self.stats.error("BadArguments")
             return defer.fail(BadArguments(node, service, method, "BadArguments",
                                            f"arguments not encodable: {e}"))
         except NodeUnreachable as e:
@@ -111,22 +115,23 @@ class Cluster(service.Service):
         Order is kept per target node. Raises UnknownNode or BadArguments at once; a send
         that cannot be delivered within ``cluster.unreachable_after`` is counted and logged.
         """
-        key = (service, method)
-        stats = self.stats
-        stats.sends_out[key] = stats.sends_out.get(key, 0) + 1
+        per = self._sends_out[service]
+        per[method] = per.get(method, 0) + 1
         try:
             frame = pack((SEND, service, method, args))
         except (TypeError, ValueError, OverflowError) as e:
-            stats.error("BadArguments")
+            self.stats.error("BadArguments")
             raise BadArguments(node, service, method, "BadArguments",
                                f"arguments not encodable: {e}") from None
-        if node == self.name:
-            self.dispatch_send(self.name, service, method, unpack(frame)[3])
-            return
-        sender = self.senders.get(node) or self._sender(node)
+        sender = self.senders.get(node)
         if sender is None:
-            stats.error("UnknownNode")
-            raise UnknownNode(node, service, method)
+            if node == self.name:
+                self.dispatch_send(self.name, service, method, unpack(frame)[3])
+                return
+            sender = self._sender(node)
+            if sender is None:
+                self.stats.error("UnknownNode")
+                raise UnknownNode(node, service, method)
         sender.send(frame)
 
     def register(self, svc: Service) -> Service:
@@ -162,7 +167,7 @@ class Cluster(service.Service):
 
     def _sender(self, node: str) -> Sender | None:
         address = self.addresses.get(node)
-        if address is None:
+        if address is None or node == self.name:  # this node is reached without a link
             return None
         sender = self.senders[node] = Sender(self, node, address)
         return sender
@@ -180,9 +185,9 @@ class Cluster(service.Service):
                     method=method, caller=caller)
 
     def dispatch_send(self, caller: str, service: str, method: str, args: list[Any]) -> None:
-        key = (service, method)
         stats = self.stats
-        stats.sends_in[key] = stats.sends_in.get(key, 0) + 1
+        per = stats.sends_in[service]
+        per[method] = per.get(method, 0) + 1
         handlers = self.handlers.get(service)
         fn = handlers.get(method) if handlers is not None else None
         if fn is None:
@@ -212,8 +217,8 @@ class Cluster(service.Service):
 
     def _local_call(self, service: str, method: str, args: tuple[Any, ...]) -> defer.Deferred[Any]:
         stats = self.stats
-        key = (service, method)
-        stats.calls_in[key] = stats.calls_in.get(key, 0) + 1
+        per = stats.calls_in[service]
+        per[method] = per.get(method, 0) + 1
         try:
             copied = unpack(pack(list(args)))
         except (TypeError, ValueError, OverflowError) as e:

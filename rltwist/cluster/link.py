@@ -184,8 +184,8 @@ class AgentLink(_Link):
                 kind = msg[0]
                 if kind == CALL:
                     _, session, service, method, args = msg
-                    key = (service, method)
-                    calls_in[key] = calls_in.get(key, 0) + 1
+                    per = calls_in[service]
+                    per[method] = per.get(method, 0) + 1
                     methods = handlers.get(service)
                     fn = methods.get(method) if methods is not None else None
                     if fn is None:
@@ -194,16 +194,16 @@ class AgentLink(_Link):
                     try:
                         result = fn(*args)
                         if type(result) not in PLAIN_TYPES:
-                            result = self._settle(result, session, key)
+                            result = self._settle(result, session, service, method)
                             if result is _LATER:
                                 continue
                     except Exception:
-                        self._error_later(Failure(), session, key)
+                        self._error_later(Failure(), session, (service, method))
                         continue
                     try:
                         replies.append(pack((REPLY, session, result)))
                     except (TypeError, ValueError, OverflowError):
-                        self._reply(session, result, key)
+                        self._reply(session, result)
                 elif kind == SEND:
                     _, service, method, args = msg
                     cluster.dispatch_send(self.peer_name, service, method, args)
@@ -213,7 +213,7 @@ class AgentLink(_Link):
             if replies and self.transport is not None:
                 self.transport.writeSequence(replies)
 
-    def _settle(self, result: Any, session: int, key: tuple[str, str]) -> Any:
+    def _settle(self, result: Any, session: int, service: str, method: str) -> Any:
         """The value to reply now, or _LATER if *result* is a Deferred or a coroutine that
         has to wait (its reply or error is then written when it fires)."""
         if type(result) is CoroutineType:
@@ -224,11 +224,11 @@ class AgentLink(_Link):
             result = defer.Deferred.fromCoroutine(result)
         if isinstance(result, defer.Deferred):
             result.addCallbacks(self._reply_later, self._error_later,
-                                callbackArgs=(session,), errbackArgs=(session, key))
+                                callbackArgs=(session,), errbackArgs=(session, (service, method)))
             return _LATER
         return result
 
-    def _reply(self, session: int, result: Any, key: tuple[str, str]) -> None:
+    def _reply(self, session: int, result: Any) -> None:
         try:
             frame = pack([REPLY, session, result])
         except (TypeError, ValueError, OverflowError) as e:
@@ -238,7 +238,7 @@ class AgentLink(_Link):
             self.transport.write(frame)
 
     def _reply_later(self, result: Any, session: int) -> None:
-        self._reply(session, result, ("", ""))
+        self._reply(session, result)
 
     def _error_later(self, failure: Failure, session: int, key: tuple[str, str]) -> None:
         e = failure.value

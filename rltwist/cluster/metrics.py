@@ -8,6 +8,7 @@ bookkeeping instead of microseconds.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -25,38 +26,55 @@ if TYPE_CHECKING:
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                    0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
-Key = tuple[str, str]
+# service -> method -> count. Nested rather than keyed by (service, method): the hot paths
+# then look up two strings with cached hashes instead of building and hashing a tuple.
+Counts = defaultdict[str, dict[str, int]]
+
+
+class OutCalls:
+    """Calls made to one service method: how many, and how long their replies took.
+
+    ``buckets`` counts replies (and error replies) per bound of LATENCY_BUCKETS, plus one
+    above the last bound; ``seconds`` is their sum. A pending call holds its OutCalls, so
+    the sender's reply path updates it without any lookup.
+    """
+
+    __slots__ = ("buckets", "made", "method", "seconds", "service")
+
+    def __init__(self, service: str, method: str) -> None:
+        self.service = service
+        self.method = method
+        self.made = 0
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.seconds = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.seconds += seconds
 
 
 class Stats:
     """Counters of one node's cluster traffic."""
 
     def __init__(self) -> None:
-        self.calls_in: dict[Key, int] = {}
-        self.calls_out: dict[Key, int] = {}
-        self.sends_in: dict[Key, int] = {}
-        self.sends_out: dict[Key, int] = {}
+        self.calls_in: Counts = defaultdict(dict)
+        self.sends_in: Counts = defaultdict(dict)
+        self.sends_out: Counts = defaultdict(dict)
+        self.calls_out: defaultdict[str, dict[str, OutCalls]] = defaultdict(dict)
         self.errors: dict[str, int] = {}
         self.links: dict[str, int] = {}
         self.sends_dropped: dict[str, int] = {}
         self.link_closes: dict[str, int] = {}
-        self.latency: dict[Key, list[float]] = {}
         self.late_replies = 0
         self.auth_failures = 0
 
-    def histogram(self, key: Key) -> list[float]:
-        """The latency histogram of outgoing calls to *key*: a count per bucket of
-        LATENCY_BUCKETS, then the count above the last bucket, then the sum of seconds.
-        The reply path of the sender updates it inline."""
-        h = self.latency.get(key)
-        if h is None:
-            h = self.latency[key] = [0.0] * (len(LATENCY_BUCKETS) + 2)
-        return h
-
-    def observe_call(self, key: Key, seconds: float) -> None:
-        h = self.histogram(key)
-        h[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        h[-1] += seconds
+    def out_calls(self, service: str, method: str) -> OutCalls:
+        """The OutCalls of *service*.*method*, made on first use."""
+        per = self.calls_out[service]
+        o = per.get(method)
+        if o is None:
+            o = per[method] = OutCalls(service, method)
+        return o
 
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -78,15 +96,31 @@ class ClusterCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         s = self.stats
+        made = CounterMetricFamily("rl_cluster_calls_out", "Calls made, by service and method",
+                                   labels=["service", "method"])
+        hist = HistogramMetricFamily("rl_cluster_call_seconds",
+                                     "Outgoing call latency (reply or error)",
+                                     labels=["service", "method"])
+        for svc, per in list(s.calls_out.items()):
+            for method, o in list(per.items()):
+                made.add_metric([svc, method], o.made)
+                acc, buckets = 0, []
+                for bound, n in zip(LATENCY_BUCKETS, o.buckets, strict=False):
+                    acc += n
+                    buckets.append((repr(bound), acc))
+                buckets.append(("+Inf", acc + o.buckets[-1]))
+                hist.add_metric([svc, method], buckets, sum_value=o.seconds)
+        yield made
+        yield hist
         for name, doc, data in (
             ("rl_cluster_calls_in", "Calls received, by service and method", s.calls_in),
-            ("rl_cluster_calls_out", "Calls made, by service and method", s.calls_out),
             ("rl_cluster_sends_in", "Sends received, by service and method", s.sends_in),
             ("rl_cluster_sends_out", "Sends made, by service and method", s.sends_out),
         ):
             c = CounterMetricFamily(name, doc, labels=["service", "method"])
-            for (svc, method), n in list(data.items()):
-                c.add_metric([svc, method], n)
+            for svc, counts in list(data.items()):
+                for method, n in list(counts.items()):
+                    c.add_metric([svc, method], n)
             yield c
         errors = CounterMetricFamily("rl_cluster_errors", "Call errors by kind", labels=["kind"])
         for kind, n in list(s.errors.items()):
@@ -103,18 +137,6 @@ class ClusterCollector(Collector):
         yield CounterMetricFamily("rl_cluster_auth_failures",
                                   "Inbound links refused for a bad handshake",
                                   value=s.auth_failures)
-        hist = HistogramMetricFamily("rl_cluster_call_seconds",
-                                     "Outgoing call latency (reply or error)",
-                                     labels=["service", "method"])
-        for (svc, method), h in list(s.latency.items()):
-            acc, buckets = 0.0, []
-            for bound, n in zip(LATENCY_BUCKETS, h, strict=False):
-                acc += n
-                buckets.append((repr(bound), acc))
-            acc += h[len(LATENCY_BUCKETS)]
-            buckets.append(("+Inf", acc))
-            hist.add_metric([svc, method], buckets, sum_value=h[-1])
-        yield hist
         senders = self.senders()
         up = GaugeMetricFamily("rl_cluster_link_up", "Outgoing link to peer is ready (1) or not",
                                labels=["peer"])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
@@ -29,7 +29,7 @@ from rltwist.cluster.errors import (
     remote_error,
 )
 from rltwist.cluster.link import CALL, ERROR, REPLY, ProtocolViolation, SenderLink, pack
-from rltwist.cluster.metrics import LATENCY_BUCKETS, Key
+from rltwist.cluster.metrics import LATENCY_BUCKETS, OutCalls
 
 if TYPE_CHECKING:
     from rltwist.cluster.core import Cluster
@@ -39,9 +39,9 @@ log = Logger()
 IDLE, CONNECTING, READY, CLOSED = "idle", "connecting", "ready", "closed"
 
 
-# A pending call: (deferred, (service, method), started_at, timeout), started_at from
-# reactor.seconds(). A plain tuple: this is on the hot path of every call.
-_Pending = tuple[defer.Deferred[Any], Key, float, float]
+# A pending call: (deferred, OutCalls of its service method, started_at, timeout),
+# started_at from reactor.seconds(). A plain tuple: this is on the hot path of every call.
+_Pending = tuple[defer.Deferred[Any], OutCalls, float, float]
 
 
 class _Factory(ClientFactory):
@@ -67,6 +67,8 @@ class Sender:
         self.address = address
         self.state = IDLE
         self.link: SenderLink | None = None
+        # send(frame): the ready link's transport.write, else the queue (see _use_link)
+        self.send: Callable[[bytes], None] = self._queue_send
         self.pending: dict[int, _Pending] = {}
         self.unwritten: set[int] = set()  # pending calls still in the queue
         self._seconds = cluster.reactor.seconds
@@ -83,14 +85,14 @@ class Sender:
 
     # -- the two operations -------------------------------------------------------------
 
-    def call(self, key: Key, args: Any, timeout: float) -> defer.Deferred[Any]:
-        """Queue or write one call of *key* = (service, method); raises TypeError/ValueError
-        if *args* cannot be encoded."""
+    def call(self, out: OutCalls, args: Any, timeout: float) -> defer.Deferred[Any]:
+        """Queue or write one call of ``out.service``.``out.method``; raises TypeError or
+        ValueError if *args* cannot be encoded."""
         self._session = session = self._session + 1
-        frame = pack((CALL, session, key[0], key[1], args))
+        frame = pack((CALL, session, out.service, out.method, args))
         d: defer.Deferred[Any] = defer.Deferred()
         now = self._seconds()
-        self.pending[session] = (d, key, now, timeout)
+        self.pending[session] = (d, out, now, timeout)
         link = self.link
         if link is not None:
             link.transport.write(frame)  # type: ignore[union-attr]
@@ -99,12 +101,8 @@ class Sender:
             self._enqueue(frame, now, session)
         return d
 
-    def send(self, frame: bytes) -> None:
-        link = self.link
-        if link is not None:
-            link.transport.write(frame)  # type: ignore[union-attr]
-        else:
-            self._enqueue(frame, self.cluster.reactor.seconds(), 0)
+    def _queue_send(self, frame: bytes) -> None:
+        self._enqueue(frame, self._seconds(), 0)
 
     def _enqueue(self, frame: bytes, now: float, session: int) -> None:
         if self.state == CLOSED:
@@ -120,7 +118,6 @@ class Sender:
         # One clock read per read from the socket: every reply in it arrived at that time.
         now = self._seconds()
         stats = self.cluster.stats
-        latency = stats.latency
         for msg in msgs:
             kind = msg[0]
             if kind == REPLY:
@@ -130,12 +127,10 @@ class Sender:
                 if p is None:
                     stats.late_replies += 1
                     continue
-                h = latency.get(p[1])
-                if h is None:
-                    h = stats.histogram(p[1])
+                out = p[1]  # out.observe(seconds), inline
                 seconds = now - p[2]
-                h[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-                h[-1] += seconds
+                out.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+                out.seconds += seconds
                 p[0].callback(result)
             elif kind == ERROR:
                 _, session, kind, message = msg
@@ -148,8 +143,8 @@ class Sender:
         if p is None:
             self.cluster.stats.late_replies += 1
             return
-        self.cluster.stats.observe_call(p[1], now - p[2])
-        self._fail(p, remote_error(self.node, p[1][0], p[1][1], kind, message))
+        p[1].observe(now - p[2])
+        self._fail(p, remote_error(self.node, p[1].service, p[1].method, kind, message))
 
     def _fail(self, p: _Pending, error: ClusterError) -> None:
         self.cluster.stats.error(type(error).__name__)
@@ -172,7 +167,7 @@ class Sender:
         if link.attempt != self._attempt or self.state != CONNECTING:
             link.transport.loseConnection()  # type: ignore[union-attr]
             return
-        self.link = link
+        self._use_link(link)
         self.state = READY
         self._delay = self.cluster.settings.reconnect_initial
         if self._failures_logged:
@@ -182,13 +177,17 @@ class Sender:
         self._failures_logged = 0
         self.cluster.stats.set_link(self.node, 1)
         queue, self.queue = self.queue, deque()
-        write = link.transport.write  # type: ignore[union-attr]
         pending = self.pending
         self.unwritten.clear()
-        for frame, _, session in queue:
-            if session and session not in pending:
-                continue  # timed out while queued
-            write(frame)
+        # calls that timed out while queued are no longer pending and are not written
+        link.transport.writeSequence([  # type: ignore[union-attr]
+            frame for frame, _, session in queue if not session or session in pending])
+
+    def _use_link(self, link: SenderLink | None) -> None:
+        """Make *link* the one frames are written to (None: queue them). The only place
+        that changes ``link``, so ``send`` always matches it."""
+        self.link = link
+        self.send = link.transport.write if link is not None else self._queue_send  # type: ignore[union-attr]
 
     def connect_failed(self, attempt: int, reason: Failure) -> None:
         if attempt != self._attempt or self.state == CLOSED:
@@ -202,7 +201,7 @@ class Sender:
             return
         self._connector = None
         if link is self.link:
-            self.link = None
+            self._use_link(None)
             self.cluster.stats.set_link(self.node, 0)
             lost = self._fail_written(reason.getErrorMessage())
             if lost or self.queue:
@@ -220,7 +219,7 @@ class Sender:
         lost = [s for s in self.pending if s not in unwritten]
         for s in lost:
             p = self.pending.pop(s)
-            self._fail(p, LinkLost(self.node, p[1][0], p[1][1], why))
+            self._fail(p, LinkLost(self.node, p[1].service, p[1].method, why))
         return len(lost)
 
     def _schedule_retry(self) -> None:
@@ -248,7 +247,8 @@ class Sender:
             self._retry.cancel()
         self._retry = None
         connector, self._connector = self._connector, None
-        link, self.link = self.link, None
+        link = self.link
+        self._use_link(None)
         if link is not None and link.transport is not None:
             link.transport.abortConnection()  # type: ignore[attr-defined]
         elif connector is not None:
@@ -277,7 +277,7 @@ class Sender:
         pending, self.pending = self.pending, {}
         self.unwritten.clear()
         for p in pending.values():
-            self._fail(p, type(error)(self.node, p[1][0], p[1][1], error.detail))
+            self._fail(p, type(error)(self.node, p[1].service, p[1].method, error.detail))
         dropped = sum(1 for _, _, s in self.queue if not s)
         self.queue.clear()
         self._count_dropped(dropped, error.detail or str(error))
@@ -308,7 +308,7 @@ class Sender:
                 p = self.pending.pop(session, None)
                 if p is not None:
                     self._fail(p, NodeUnreachable(
-                        self.node, p[1][0], p[1][1],
+                        self.node, p[1].service, p[1].method,
                         f"no link to {self.address[0]}:{self.address[1]} "
                         f"within {bound:g}s"))
             self._count_dropped(dropped, f"no link within {bound:g}s")
@@ -317,4 +317,4 @@ class Sender:
             for s in late:
                 self.unwritten.discard(s)
                 p = self.pending.pop(s)
-                self._fail(p, CallTimeout(self.node, p[1][0], p[1][1], p[3]))
+                self._fail(p, CallTimeout(self.node, p[1].service, p[1].method, p[3]))
