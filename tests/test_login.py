@@ -87,14 +87,13 @@ class Login(LoginCase):
         self.assertEqual(roles, {"role1": 3, "role2": 3})
 
     async def test_logins_closed_by_gm_are_refused_until_opened(self) -> None:
-        host, port = self.login_address()
+        async def code_is(expected: int) -> bool:
+            return (await _login_code(self, "dave")) == expected
+
         await self.lc.gm("POST", "/login/close")
-        await wait_for(lambda: _login_code(self, "dave") == E.NOT_AVAILABLE, 10,
-                       "login1 to refuse logins")
+        await wait_for(lambda: code_is(E.NOT_AVAILABLE), 10, "login1 to refuse logins")
         await self.lc.gm("POST", "/login/open")
-        await wait_for(lambda: _login_code(self, "dave") == E.OK, 10,
-                       "login1 to accept logins again")
-        del host, port
+        await wait_for(lambda: code_is(E.OK), 10, "login1 to accept logins again")
 
     async def test_secret_is_one_use(self) -> None:
         host, port = self.login_address()
