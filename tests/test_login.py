@@ -198,3 +198,33 @@ class BadInput(LoginCase):
         self.assertEqual((await good.request(pb.Heartbeat())).code, E.OK)
         _, body = await self.lc.gm("GET", "/nodes")
         self.assertTrue(all(n["state"] == "up" for n in body["nodes"]))
+
+
+class RoleNodeCrash(LoginCase):
+    async def test_players_of_a_killed_role_node_log_in_again_on_a_live_one(self) -> None:
+        host, port = self.login_address()
+        clients = [self.client(f"r{i}") for i in range(6)]
+        for c in clients:
+            await c.play(host, port)
+        on_role1 = [c for c in clients if c.login_response.port ==
+                    self.lc.node_config("role1")["client_port"]]
+        self.assertEqual(len(on_role1), 3)
+        await self.lc.nodes["role1"].kill()
+        await wait_for(lambda: _roles_are(self, {"role2"}), 15,
+                       "master to drop the killed role1 from the pick")
+        for c in on_role1:
+            self.assertIsNone(await self.state.get_user(c.login_response.userid))
+        for c in on_role1:  # at once, and onto the live node
+            again = self.client(c.openid)
+            await again.play(host, port)
+            self.assertEqual(again.login_response.port,
+                             self.lc.node_config("role2")["client_port"])
+        await self.lc.start("role1")
+        await wait_for(lambda: _roles_are(self, {"role1", "role2"}), 15,
+                       "the restarted role1 to rejoin the pick")
+        loads = {r.node: r.online for r in await self.state.list_roles()}
+        self.assertEqual(loads, {"role1": 0, "role2": 6})
+
+
+async def _roles_are(case: LoginCase, names: set[str]) -> bool:
+    return {r.node for r in await case.state.list_roles()} == names
