@@ -29,6 +29,7 @@ from rltwist import __version__
 from rltwist.cluster import Cluster, ListenError
 from rltwist.config import DEFAULT_CONFIG, Config, ConfigError, NodeConfig, load_config, node_name
 from rltwist.nodes.common.diag import Diag
+from rltwist.nodes.common.services import install_common
 from rltwist.nodes.common.slaveflow import Slaveflow, SlaveflowService
 from rltwist.redis import OnlineState, RedisClient
 from rltwist.redis.service import RedisClientService
@@ -77,6 +78,8 @@ class Node(service.MultiService):
         self.config_version = ""
         self.shutdown_handlers: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
         self.ready_hooks: list[Callable[[], Awaitable[Any] | Any]] = []
+        # extra fields for heartbeats (code/config versions, hotfix errors, ...)
+        self.status_providers: list[Callable[[], dict[str, Any]]] = []
         self.slaveflow: Slaveflow | None = None
         self._databases: dict[str, Backend] = {}
         self._redis: OnlineState | None = None
@@ -171,8 +174,11 @@ class Node(service.MultiService):
 
     def status(self) -> dict[str, Any]:
         """What every heartbeat carries to master."""
-        return {"code_version": __version__, "config_version": self.config_version,
-                "proceeded": self.proceeded, "login_open": self.login_open}
+        status = {"code_version": __version__, "config_version": self.config_version,
+                  "proceeded": self.proceeded, "login_open": self.login_open}
+        for provider in self.status_providers:
+            status.update(provider())
+        return status
 
     def finish(self) -> None:
         """Called once the kind's services are added: slaveflow starts last, so a node
@@ -312,6 +318,7 @@ def make_node(kind: str, options: usage.Options,
         fail_startup(str(e))
         raise  # unreachable; keeps type checkers happy
     node = Node(config, me)
+    install_common(node)
     if build is not None:
         try:
             build(node)
