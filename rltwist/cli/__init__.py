@@ -1,0 +1,1 @@
+"""Console commands: rl-cluster (and rl-bot, in rltwist.bot)."""
