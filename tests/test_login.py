@@ -228,3 +228,25 @@ class RoleNodeCrash(LoginCase):
 
 async def _roles_are(case: LoginCase, names: set[str]) -> bool:
     return {r.node for r in await case.state.list_roles()} == names
+
+
+class RedisRestart(LoginCase):
+    names = ["master", "logiccenter", "role1", "login1"]
+
+    async def test_logins_wait_for_role_nodes_to_reregister_after_a_redis_restart(self) -> None:
+        host, port = self.login_address()
+        online = self.client("ivan")
+        await online.play(host, port)
+        userid = online.login_response.userid
+        await self.redis.restart()  # a fresh, empty Redis on the same port
+        # master notices is_available is unset, role1 writes ivan back, logins resume
+        await wait_for(self.state.get_available, 20, "master to set is_available again")
+        user = await self.state.get_user(userid)
+        self.assertEqual((user.state, user.node), ("GAME_STEP_FINISH", "role1"))
+        self.assertEqual({r.node: r.online for r in await self.state.list_roles()},
+                         {"role1": 1})
+        # the restored state still routes a second login through a kick
+        second = self.client("ivan")
+        await second.play(host, port)
+        await online.closed
+        self.assertEqual(online.pushes[0].code, pb.KickReason.KICK_LOGIN_ELSEWHERE)
