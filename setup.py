@@ -31,5 +31,6 @@ setup(
     },
     entry_points={"console_scripts": [
         "rl-cluster = rltwist.cli.cluster:main",
+        "rl-bot = rltwist.bot:main",
     ]},
 )
