@@ -283,6 +283,7 @@ class Loading(StorageCase):
         await g.flush()
         doc = await self.backend.get("counters", 1)
         self.assertEqual((doc["version"], doc["attrs"]["n"]), (1, 101))
+        self.assertEqual(sorted(e.id for e in g.entities()), [1, 2])
         # loaded again (by a new group): the fix does not run twice
         g2 = self.group(fixer=DataFixer(fixes, kind="counter"))
         self.assertEqual(await g2.call(1, "get"), 101)

@@ -507,6 +507,10 @@ class LRUGroup(service.MultiService):
             log.failure("{router}: data fixes of {kind} {id} raised; loaded as it was",
                         router=self.router_name, kind=self.actor.kind, id=entity.id)
 
+    def entities(self) -> list[Entity]:
+        """Every entity held in memory now (for online data fixes, diagnostics)."""
+        return [e for w in self.workers for e in w.entities()]
+
     def _resident(self) -> Iterator[SaveItem]:
         generation = self.current_generation
         for w in self.workers:
