@@ -1,6 +1,6 @@
 """Benchmark of the cluster layer against a bare-protocol floor, in one run.
 
-    python bench/rpc.py [--quick] [--runs N] [--duration S] [--json PATH]
+    python bench/rpc.py [--quick] [--runs N] [--duration S] [--rows ROWS] [--json PATH]
 
 A real ``twistd rl-logiccenter`` node process serves ``diag.echo``/``diag.tally``; this
 process is node ``login1`` and drives it through ``Cluster.call``/``send``. The floor is
@@ -10,6 +10,10 @@ alternately, ``--runs`` times; the table shows medians with min-max, ratio = rlt
 
 For send rows, ``outstanding`` is the number of sends issued per reactor turn; delivery is
 confirmed by a count query travelling behind the sends on the same connection.
+
+Both sides share a 2-core machine with whatever else runs on it, so rates move with the
+load (printed at the end). A second table gives the CPU time per operation of this process
+and of the serving process (from /proc), which moves much less and shows which side costs.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ SYNC_IN_FLIGHT = 4     # queries allowed in flight before issuing pauses
 class Driver:
     """The two operations, bound either to rltwist or to the floor."""
 
+    server_pid: int | None = None  # the serving process, for its CPU time
     call: Callable[[bytes, Callable[[Any], None]], None]
     send: Callable[[bytes], None]
     count: Callable[[Callable[[int], None]], None]
@@ -143,14 +148,59 @@ def measure_sends(driver: Driver, payload: bytes, per_turn: int,
     return result
 
 
+def process_cpu(pid: int | None) -> float | None:
+    """CPU seconds (user + system) used so far by process *pid*; None if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class Cost:
+    """CPU per operation of the driving process (this one) and of the serving process."""
+
+    def __init__(self, server_pid: int | None) -> None:
+        self.server_pid = server_pid
+        self.client0 = time.process_time()
+        self.server0 = process_cpu(server_pid)
+
+    def per_op(self, ops: float) -> tuple[float, float | None]:
+        client = (time.process_time() - self.client0) / ops
+        server_now = process_cpu(self.server_pid)
+        if server_now is None or self.server0 is None:
+            return client, None
+        return client, (server_now - self.server0) / ops
+
+
 async def run_row(driver: Driver, metric: str, size: int, outstanding: int,
-                  duration: float) -> tuple[float, list[float]]:
+                  duration: float) -> tuple[float, list[float], tuple[float, float | None]]:
+    """(rate, call latencies, (client, server) CPU seconds per operation) of one run."""
     payload = b"x" * size
     if metric == "call":
         await measure_calls(driver, payload, outstanding, min(0.3, duration))  # warm-up
-        return await measure_calls(driver, payload, outstanding, duration)
-    await measure_sends(driver, payload, outstanding, min(0.3, duration))
-    return await measure_sends(driver, payload, outstanding, duration), []
+        cost, started = Cost(driver.server_pid), time.perf_counter()
+        rate, latencies = await measure_calls(driver, payload, outstanding, duration)
+    else:
+        await measure_sends(driver, payload, outstanding, min(0.3, duration))
+        cost, started = Cost(driver.server_pid), time.perf_counter()
+        rate, latencies = await measure_sends(driver, payload, outstanding, duration), []
+    return rate, latencies, cost.per_op(rate * (time.perf_counter() - started))
+
+
+def median_us(costs: list[tuple[float, float | None]]) -> tuple[float, float | None]:
+    servers = [s for _, s in costs if s is not None]
+    return (round(statistics.median(c for c, _ in costs) * 1e6, 2),
+            round(statistics.median(servers) * 1e6, 2) if servers else None)
+
+
+def fmt(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "-"
+
+
+def fmt_load(load: tuple[float, float, float]) -> str:
+    return " ".join(f"{x:.2f}" for x in load)
 
 
 def pct(values: list[float], p: float) -> float | None:
@@ -200,17 +250,24 @@ async def main(args: argparse.Namespace) -> int:
         await me.call("logiccenter", "diag", "ping")
         floor_proc, floor_client = await start_floor(run_dir)
         ours, base = RltwistDriver(me, "logiccenter"), FloorDriver(floor_client)
+        ours.server_pid, base.server_pid = lc.nodes["logiccenter"].pid, floor_proc.pid
+        load_before = os.getloadavg()
         rows = []
-        for metric, size, outstanding in ROWS:
+        for metric, size, outstanding in args.rows:
             rates: list[float] = []
             floors: list[float] = []
             lat: list[float] = []
+            costs: list[tuple[float, float | None]] = []
+            floor_costs: list[tuple[float, float | None]] = []
             for run in range(args.runs):
-                rate, latencies = await run_row(ours, metric, size, outstanding, args.duration)
-                frate, _ = await run_row(base, metric, size, outstanding, args.duration)
+                rate, latencies, cost = await run_row(ours, metric, size, outstanding,
+                                                      args.duration)
+                frate, _, fcost = await run_row(base, metric, size, outstanding, args.duration)
                 rates.append(rate)
                 floors.append(frate)
                 lat.extend(latencies)
+                costs.append(cost)
+                floor_costs.append(fcost)
                 print(f"  {metric:4} {size:5} B x{outstanding:<3} run {run + 1}: "
                       f"rltwist {rate:9.0f}/s  floor {frate:9.0f}/s", flush=True)
             med, fmed = statistics.median(rates), statistics.median(floors)
@@ -222,6 +279,7 @@ async def main(args: argparse.Namespace) -> int:
                 "p99_us": round(p99 * 1e6, 1) if p99 is not None else None,
                 "rate_min": round(min(rates), 1), "rate_max": round(max(rates), 1),
                 "floor_min": round(min(floors), 1), "floor_max": round(max(floors), 1),
+                "cpu_us": median_us(costs), "floor_cpu_us": median_us(floor_costs),
             })
         print()
         print(f"rltwist cluster RPC vs bare msgpack floor — {args.runs} run(s) of "
@@ -238,10 +296,26 @@ async def main(args: argparse.Namespace) -> int:
             p99s = f"{r['p99_us']:.0f}" if r["p99_us"] is not None else "-"
             print(f"{r['metric']:6} {r['payload']:>7} {r['outstanding']:>5} {ours_s:>27} "
                   f"{floor_s:>27} {r['ratio']:>6.2f} {p50s:>7} {p99s:>7}")
+        load_after = os.getloadavg()
+        print()
+        print("CPU per operation, us (medians): client = this process, server = the node or "
+              "the floor server.\nA send row's client spins while delivery lags, so there only "
+              "the server column means much.")
+        head = (f"{'metric':6} {'payload':>7} {'outst':>5} {'rltwist client':>15} "
+                f"{'server':>7} {'floor client':>13} {'server':>7}")
+        print(head)
+        print("-" * len(head))
+        for r in rows:
+            (c, sv), (fc, fsv) = r["cpu_us"], r["floor_cpu_us"]
+            print(f"{r['metric']:6} {r['payload']:>7} {r['outstanding']:>5} {c:>15.2f} "
+                  f"{fmt(sv):>7} {fc:>13.2f} {fmt(fsv):>7}")
+        print(f"\nload average (1, 5, 15 min) before: {fmt_load(load_before)}, "
+              f"after: {fmt_load(load_after)}")
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"rows": rows, "runs": args.runs, "duration_s": args.duration,
-                           "cpus": os.cpu_count(), "python": sys.version.split()[0]}, f,
+                           "cpus": os.cpu_count(), "python": sys.version.split()[0],
+                           "load_before": load_before, "load_after": load_after}, f,
                           indent=1)
             print(f"\nwrote {args.json}")
         return 0
@@ -253,12 +327,24 @@ async def main(args: argparse.Namespace) -> int:
         await lc.stop_all()
 
 
+def parse_rows(text: str) -> list[tuple[str, int, int]]:
+    rows = []
+    for item in text.split(","):
+        metric, size, outstanding = item.split(":")
+        if metric not in ("call", "send"):
+            raise argparse.ArgumentTypeError(f"unknown metric {metric!r} (call or send)")
+        rows.append((metric, int(size), int(outstanding)))
+    return rows
+
+
 def cli() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="1 run of 1 s per row (< 50 s in all)")
     p.add_argument("--runs", type=int, default=3, help="runs per row (default 3)")
     p.add_argument("--duration", type=float, default=3.0, help="seconds per run (default 3)")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
+    p.add_argument("--rows", type=parse_rows, default=ROWS, metavar="METRIC:BYTES:N,...",
+                   help="measure only these rows, e.g. call:50:100,send:50:100")
     args = p.parse_args()
     if args.quick:
         args.runs, args.duration = 1, 1.0
