@@ -1,15 +1,131 @@
 """Services every node kind gets on top of the cluster layer, diag and slaveflow.
 
-``install_common`` runs for every node before its kind adds its own services.
+``install_common`` runs for every node before its kind adds its own services:
+
+* ``sharedatad`` — the process's game config tables (``<root>/etc/game``), reloaded
+  atomically by GM or when the files change (``rltwist.nodes.common.sharedatad``);
+* ``hotfix`` — code fix lists from ``<root>/hotfix/codefix`` and online data fixes from
+  ``<root>/hotfix/datafix/<kind>`` (``rltwist.nodes.common.hotfix``).
+
+The root holding ``etc/game`` and ``hotfix/`` comes from the ``[hotreload]`` section of the
+cluster config::
+
+    [hotreload]
+    root = ".."              # relative to the config file's directory; default: see below
+    hotfix_interval = 2.0    # seconds between codefix/datafix directory scans; 0 = GM only
+    config_interval = 10.0   # seconds between config table change checks; 0 = GM only
+
+Without ``root`` the first of these that has ``etc/game`` is used: the directory two levels
+above the config file (``<checkout>/etc/cluster.toml`` -> ``<checkout>``), the current
+directory, the source tree the ``rltwist`` package was imported from.  None of them having
+``etc/game`` is a start-up error: a node must not run without its game tables.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import itertools
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+import rltwist
+from rltwist.ecs.sharedata import ConfigError as TablesError
+from rltwist.nodes.common.hotfix import HotfixService
+from rltwist.nodes.common.sharedatad import Sharedatad
 
 if TYPE_CHECKING:
+    from rltwist.config import Config
     from rltwist.nodes.common.node import Node
+
+SECTION = "hotreload"
+
+
+class HotReloadConfigError(Exception):
+    """``[hotreload]`` is wrong or no root with ``etc/game`` exists; str() is one line."""
+
+
+@attrs.frozen
+class HotReloadSettings:
+    """Where the game tables and fix directories are, and how often they are scanned."""
+
+    root: Path
+    hotfix_interval: float = 2.0
+    config_interval: float = 10.0
+
+    @property
+    def tables_dir(self) -> Path:
+        return self.root / "etc" / "game"
+
+
+def _raw_section(config: Config) -> Mapping[str, Any]:
+    # Typed settings win once rltwist.config grows them; until then read the raw table.
+    typed = getattr(config, SECTION, None)
+    if typed is not None:
+        return {k: getattr(typed, k) for k in ("root", "hotfix_interval", "config_interval")
+                if getattr(typed, k, None) is not None}
+    section = config.raw.get(SECTION, {})
+    if not isinstance(section, Mapping):
+        raise HotReloadConfigError(f"{config.path}: {SECTION}: must be a table")
+    return section
+
+
+def hotreload_settings(config: Config) -> HotReloadSettings:
+    """Read ``[hotreload]`` from *config* and resolve the root (see the module docstring)."""
+    section = _raw_section(config)
+    problems = [f"{SECTION}.{key}: unknown key" for key in sorted(section)
+                if key not in ("root", "hotfix_interval", "config_interval")]
+    intervals: dict[str, float] = {}
+    for key in ("hotfix_interval", "config_interval"):
+        if key in section:
+            value = section[key]
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                problems.append(f"{SECTION}.{key}: must be a number >= 0 (0 = GM only), "
+                                f"got {value!r}")
+            else:
+                intervals[key] = float(value)
+    configured = section.get("root", "")
+    if not isinstance(configured, str | Path):
+        problems.append(f"{SECTION}.root: must be a path string, got {configured!r}")
+        configured = ""
+    if problems:
+        raise HotReloadConfigError(f"{config.path}: " + "; ".join(problems))
+    config_dir = Path(config.path).absolute().parent
+    if configured:
+        root = (config_dir / configured).resolve()
+    else:
+        candidates = [config_dir.parent, Path.cwd(), Path(rltwist.__file__).resolve().parents[1]]
+        found = next((c for c in candidates if (c / "etc" / "game").is_dir()), None)
+        if found is None:
+            tried = ", ".join(str(c) for c in candidates)
+            raise HotReloadConfigError(
+                f"{config.path}: no game tables found: none of {tried} has etc/game; set "
+                f"{SECTION}.root to the directory holding etc/game and hotfix/")
+        root = found.resolve()
+    return HotReloadSettings(root, **intervals)
 
 
 def install_common(node: Node) -> None:
-    """Add the common services (hotfix, sharedatad, dbproxy as they land) to *node*."""
+    """Add the common services (sharedatad, hotfix; dbproxy as it lands) to *node*.
+
+    A bad ``[hotreload]`` section, a missing root or broken game tables end the process
+    with one line naming the file and key (``fail_startup``).
+    """
+    from rltwist.nodes.common.node import fail_startup  # node.py imports this module
+
+    try:
+        settings = hotreload_settings(node.config)
+        Sharedatad.install(node, settings.tables_dir, settings.config_interval)
+    except HotReloadConfigError as e:
+        fail_startup(str(e))
+        raise  # unreachable; keeps type checkers happy
+    except TablesError as e:
+        fail_startup(f"{node.name}: game config tables in {settings.tables_dir} rejected: "
+                     + "; ".join(map(str, e.problems)))
+        raise
+    HotfixService.install(node, settings.root, settings.hotfix_interval)
+    # Orders the status a node sends: master keeps the newest when a heartbeat built before
+    # a hotfix arrives after the hotfix's own report (they travel on different links).
+    seq = itertools.count(1)
+    node.status_providers.append(lambda: {"status_seq": next(seq)})
