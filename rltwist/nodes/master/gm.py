@@ -10,6 +10,22 @@ except ``GET /health`` and ``GET /metrics``.
     GET  /shutdown          progress: phase, per-node state, reports in arrival order
     POST /call              {"node","service","method","args"[, "timeout"]} one operator call
     GET  /sd                Prometheus HTTP service discovery of every node's metrics port
+    POST /hotfix            every node applies the new codefix lists now
+    POST /hotfix/rollback   {"fix_id"?} every node undoes that list (default: the last
+                            list master itself applied); it must be each node's last one
+    POST /config/reload     every node reloads its game config tables, all or nothing
+    POST /datafix           {"kinds"?} every node runs pending data fixes on its online
+                            entities of those kinds (default: every kind it registered)
+
+``GET /nodes`` shows per node ``code_version`` (``<version>+<fix id>…``), ``config_version``
+(``<n>-<digest>``), ``hotfix_errors`` (lists rejected there: file, id, module, error) and
+``config_errors`` (problems of its last rejected table reload).
+
+The four broadcasts call master and every registered node at once (nodes marked down or
+stopped are listed under ``skipped``, not waited for), each call bounded by ``"timeout"``
+(default 10 s).  The answer has one entry per node under ``nodes``, the names of the nodes
+that failed under ``failed``, and ``ok``; the status is 200 when every called node
+succeeded and 502 otherwise (a node that did not answer, or rejected a list or the tables).
 """
 
 from __future__ import annotations
@@ -32,12 +48,14 @@ from rltwist.cluster import (
     RemoteError,
     UnknownNode,
 )
+from rltwist.nodes.common.hotfix import hotfix_of
 
 if TYPE_CHECKING:
     from rltwist.nodes.common.node import Node
-    from rltwist.nodes.master.masterflow import Masterflow
+    from rltwist.nodes.master.masterflow import Answer, Masterflow
 
 MAX_BODY = 1024 * 1024
+BROADCAST_TIMEOUT = 10.0
 
 
 class HTTPError(Exception):
@@ -98,6 +116,39 @@ class GMApi:
                 raise HTTPError(400, "missing_field", f"missing field {field!r}", field=field)
         return data
 
+    def _timeout(self, body: dict[str, Any], default: float = BROADCAST_TIMEOUT) -> float:
+        timeout = body.get("timeout", default)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
+                or not 0 < timeout <= 600:
+            raise HTTPError(400, "bad_field", "field 'timeout' must be 0 < t <= 600",
+                            field="timeout")
+        return float(timeout)
+
+    def _fanout(self, answers: dict[str, Answer], skipped: dict[str, str],
+                succeeded: Callable[[Any], bool]) -> tuple[int, dict[str, Any]]:
+        """The common answer of a broadcast: per-node entries, ``failed``, ``ok``."""
+        nodes: dict[str, Any] = {}
+        for name, answer in answers.items():
+            if not answer.ok:
+                nodes[name] = {"ok": False, "error": answer.error}
+                continue
+            result = answer.result
+            entry = dict(result) if isinstance(result, dict) else {"result": result}
+            entry["ok"] = bool(succeeded(result))
+            nodes[name] = entry
+        failed = sorted(n for n, e in nodes.items() if not e["ok"])
+        payload = {"ok": not failed, "failed": failed, "skipped": skipped, "nodes": nodes}
+        return (200 if not failed else 502), payload
+
+    @staticmethod
+    def _group(nodes: dict[str, Any], key: str) -> dict[str, list[str]]:
+        """``{value of key: [nodes]}`` over the nodes that answered."""
+        groups: dict[str, list[str]] = {}
+        for name, entry in nodes.items():
+            if key in entry:
+                groups.setdefault(str(entry[key]), []).append(name)
+        return {value: sorted(names) for value, names in groups.items()}
+
     async def _guard(self, request: IRequest, fn: Callable[[], Any], auth: bool = True) -> bytes:
         if auth and not self._authorized(request):
             request.setHeader(b"WWW-Authenticate", b'Bearer realm="rltwist-gm"')
@@ -130,8 +181,13 @@ class GMApi:
     async def nodes(self, request: IRequest) -> bytes:
         def listing() -> dict[str, Any]:
             now = self.flow._now()
+            status = self.node.status()
             me = {**self.node.info(), "state": "up", "sid": None, "last_heartbeat_age": 0.0,
-                  "registered_at": self.node.started_at, "status": self.node.status()}
+                  "registered_at": self.node.started_at, "status": status,
+                  "code_version": status.get("code_version", ""),
+                  "config_version": status.get("config_version", ""),
+                  "hotfix_errors": status.get("hotfix_errors", []),
+                  "config_errors": status.get("config_errors", [])}
             return {"login_open": self.flow.login_open,
                     "nodes": [me, *(r.to_json(now) for _, r in sorted(self.flow.nodes.items()))]}
         return await self._guard(request, listing)
@@ -213,3 +269,72 @@ class GMApi:
                                        "sid": "" if sid is None else str(sid)}})
             return out
         return await self._guard(request, targets)
+
+    # -- hot reload broadcasts (seed §12-14) ------------------------------------------
+
+    @app.route("/hotfix", methods=["POST"])
+    async def hotfix(self, request: IRequest) -> bytes:
+        async def apply() -> tuple[int, dict[str, Any]]:
+            timeout = self._timeout(self._body(request))
+            answers, skipped = await self.flow.broadcast("hotfix", "apply", timeout=timeout)
+            status, payload = self._fanout(answers, skipped, lambda r: not r.get("errors"))
+            payload["code_versions"] = self._group(payload["nodes"], "code_version")
+            return status, payload
+        return await self._guard(request, apply)
+
+    @app.route("/hotfix/rollback", methods=["POST"])
+    async def hotfix_rollback(self, request: IRequest) -> bytes:
+        async def rollback() -> tuple[int, dict[str, Any]]:
+            body = self._body(request)
+            timeout = self._timeout(body)
+            fix_id = body.get("fix_id")
+            if fix_id is not None and (not isinstance(fix_id, str) or not fix_id):
+                raise HTTPError(400, "bad_field", "field 'fix_id' must be a non-empty string",
+                                field="fix_id")
+            if fix_id is None:
+                fix_id = hotfix_of(self.node).last_live()
+                if fix_id is None:
+                    raise HTTPError(409, "nothing_to_roll_back",
+                                    "master applied no fix list live; name the list with "
+                                    '{"fix_id": ...} to roll it back on the other nodes')
+            answers, skipped = await self.flow.broadcast("hotfix", "rollback", fix_id,
+                                                         timeout=timeout)
+            status, payload = self._fanout(answers, skipped, lambda r: r.get("ok"))
+            payload["fix_id"] = fix_id
+            payload["code_versions"] = self._group(payload["nodes"], "code_version")
+            return status, payload
+        return await self._guard(request, rollback)
+
+    @app.route("/config/reload", methods=["POST"])
+    async def config_reload(self, request: IRequest) -> bytes:
+        async def reload() -> tuple[int, dict[str, Any]]:
+            timeout = self._timeout(self._body(request))
+            answers, skipped = await self.flow.broadcast("sharedatad", "reload",
+                                                         timeout=timeout)
+            status, payload = self._fanout(answers, skipped, lambda r: r.get("ok"))
+            payload["config_versions"] = self._group(payload["nodes"], "config_version")
+            return status, payload
+        return await self._guard(request, reload)
+
+    @app.route("/datafix", methods=["POST"])
+    async def datafix(self, request: IRequest) -> bytes:
+        async def fix() -> tuple[int, dict[str, Any]]:
+            body = self._body(request)
+            timeout = self._timeout(body, default=60.0)
+            kinds = body.get("kinds")
+            if kinds is not None and (not isinstance(kinds, list) or not all(
+                    isinstance(k, str) and k for k in kinds)):
+                raise HTTPError(400, "bad_field", "field 'kinds' must be a list of entity "
+                                "kinds", field="kinds")
+            answers, skipped = await self.flow.broadcast("hotfix", "datafix", kinds,
+                                                         timeout=timeout)
+            status, payload = self._fanout(answers, skipped, lambda r: r.get("ok"))
+            totals: dict[str, dict[str, int]] = {}
+            for entry in payload["nodes"].values():
+                for kind, report in entry.get("kinds", {}).items():
+                    total = totals.setdefault(kind, {"entities": 0, "fixed": 0, "failed": 0})
+                    for key in total:
+                        total[key] += int(report.get(key, 0))
+            payload["totals"] = totals
+            return status, payload
+        return await self._guard(request, fix)

@@ -12,6 +12,12 @@
 * Shutdown: logins close, then phases login -> role -> rolecity -> mail -> guild -> map ->
   logiccenter -> master; a phase ends when every node of its kind reported done. A node
   that does not report within ``phase_timeout`` is named; the operator retries or forces.
+* Versions: every heartbeat carries the node's status (``code_version``,
+  ``config_version``, ``hotfix_errors``, ``config_errors`` …); a node also sends it at once
+  through ``status_report`` after a hotfix or config reload.  The status with the highest
+  ``status_seq`` wins, so a heartbeat built before a hotfix never hides the hotfix's report.
+* Broadcasts: ``broadcast`` calls one handler on master and every live node at once, each
+  call bounded (the GM API's hotfix, rollback, config reload and data fix).
 """
 
 from __future__ import annotations
@@ -64,8 +70,29 @@ class NodeRecord:
             "client_port": self.client_port, "pid": self.pid, "state": self.state,
             "code_version": self.code_version, "config_version": self.config_version,
             "started_at": self.started_at, "registered_at": self.registered_at,
-            "last_heartbeat_age": round(now - self.last_seen, 3), "status": self.status,
+            "last_heartbeat_age": round(now - self.last_seen, 3),
+            "hotfix_errors": self.status.get("hotfix_errors", []),
+            "config_errors": self.status.get("config_errors", []), "status": self.status,
         }
+
+    def take_status(self, status: dict[str, Any]) -> bool:
+        """Keep *status* unless an already received one is newer; True if taken."""
+        seq, have = status.get("status_seq"), self.status.get("status_seq")
+        if isinstance(seq, int) and isinstance(have, int) and seq < have:
+            return False
+        self.status = status
+        self.code_version = str(status.get("code_version", self.code_version))
+        self.config_version = str(status.get("config_version", self.config_version))
+        return True
+
+
+@attrs.frozen
+class Answer:
+    """One node's part of a broadcast: its handler's result, or why there is none."""
+
+    ok: bool
+    result: Any = None
+    error: str = ""
 
 
 @attrs.define
@@ -163,9 +190,7 @@ class Masterflow(Service):
         if record is None:
             return {"known": False}
         record.last_seen = self._now()
-        record.status = status
-        record.code_version = str(status.get("code_version", record.code_version))
-        record.config_version = str(status.get("config_version", record.config_version))
+        record.take_status(status)
         if record.state == DOWN:
             record.state = UP if status.get("proceeded") else WAITING
             log.info("{name} is back ({state})", name=name, state=record.state)
@@ -175,6 +200,14 @@ class Masterflow(Service):
         if record.state == WAITING:
             reply["waiting_for"] = self.waiting_for(record.kind)
         return reply
+
+    @handler
+    def status_report(self, name: str, status: dict[str, Any]) -> None:
+        """A node's status sent at once after a hotfix or config reload (not a heartbeat:
+        liveness and start order are left alone)."""
+        record = self.nodes.get(name)
+        if record is not None and isinstance(status, dict):
+            record.take_status(status)
 
     @handler
     def ready(self, name: str) -> None:
@@ -211,6 +244,44 @@ class Masterflow(Service):
         if self._monitor.running:
             self._monitor.stop()
 
+    # -- broadcasts -----------------------------------------------------------------------
+
+    async def broadcast(self, service: str, method: str, *args: Any,
+                        timeout: float) -> tuple[dict[str, Answer], dict[str, str]]:
+        """Call *service*.*method* on master and every registered node at once.
+
+        Each call is bounded by *timeout*.  Returns the answers by node name, and the nodes
+        skipped with the reason (down or stopped: they are not waited for).  A result that
+        is a dict with a ``status`` entry updates that node's record at once (the entry is
+        taken out of the answer).
+        """
+        targets: list[str] = [self.node.me.name]
+        skipped: dict[str, str] = {}
+        for name, record in sorted(self.nodes.items()):
+            if record.state in (DOWN, STOPPED):
+                skipped[name] = record.state
+            else:
+                targets.append(name)
+        calls = [self.node.cluster.call(name, service, method, *args, timeout=timeout)
+                 for name in targets]
+        outcomes = await defer.DeferredList(calls, consumeErrors=True)
+        answers: dict[str, Answer] = {}
+        for name, (ok, value) in zip(targets, outcomes, strict=True):
+            if not ok:
+                error = value.value
+                text = f"{type(error).__name__}: {error}"  # ClusterErrors name node+method
+                log.warn("broadcast {service}.{method}: {name} failed: {error}",
+                         service=service, method=method, name=name, error=text)
+                answers[name] = Answer(False, error=text)
+                continue
+            if isinstance(value, dict) and isinstance(value.get("status"), dict):
+                status = value.pop("status")
+                known = self.nodes.get(name)
+                if known is not None:
+                    known.take_status(status)
+            answers[name] = Answer(True, value)
+        return answers, skipped
+
     # -- logins ---------------------------------------------------------------------------
 
     def set_login_open(self, is_open: bool) -> None:
@@ -242,10 +313,10 @@ class Masterflow(Service):
         for phase in sd.phases:
             phase.state, phase.started_at = "running", time.time()
             if phase.kind == "master":
-                phase.nodes = {self.node.name: "running"}
+                phase.nodes = {self.node.me.name: "running"}
                 await self.node.run_shutdown_handlers()
-                phase.nodes[self.node.name] = "done"
-                sd.reports.append({"node": self.node.name, "kind": "master",
+                phase.nodes[self.node.me.name] = "done"
+                sd.reports.append({"node": self.node.me.name, "kind": "master",
                                    "finished_at": time.time(), "failed": []})
             else:
                 await self._run_phase(phase)
