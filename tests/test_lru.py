@@ -5,6 +5,7 @@ methods, and GM grants to offline players surviving a rolecity restart (real pro
 from __future__ import annotations
 
 import os
+import shutil
 import textwrap
 from collections.abc import Sequence
 from typing import Any
@@ -39,6 +40,7 @@ from rltwist.storage import (
 from tests.util import wait_for
 
 INTERVAL = 300.0
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Counter(Actor):
@@ -506,3 +508,46 @@ class RestartedRegionNodes(unittest.TestCase):
         stats = await self.call(lc, "rolecity1", "rolerouter", "stats")
         self.assertEqual(stats["resident"], 1)
         self.assertGreaterEqual(stats["generation"], 3)
+
+    async def test_rolecity_runs_data_fixes_on_load_and_on_resident_players(self) -> None:
+        root = os.path.abspath(self.mktemp())
+        shutil.copytree(os.path.join(REPO, "etc", "game"), os.path.join(root, "etc", "game"))
+        os.makedirs(os.path.join(root, "hotfix", "codefix"))
+        fixes = os.path.join(root, "hotfix", "datafix", "rolecity")
+        os.makedirs(fixes)
+        write_fix(fixes, 1, 'entity["gold"] = entity.get("gold", 0) + 1000')
+        names = ["master", "rolecity1"]
+        lc = LocalCluster(self.mktemp(), names, overrides={"hotreload": {"root": root}})
+        self.addCleanup(lc.stop_all)
+        uid, other = 43 << 16 | 1, 44 << 16 | 1
+        # players stored before the fix shipped (version 0)
+        db = EmbeddedBackend(os.path.join(lc.run_dir, "data", "region1.sqlite3"))
+        for u in (uid, other):
+            await db.upsert("rolecity", u, Entity(u, 0, {"gold": 5}).to_doc())
+        await db.close()
+        await lc.start(*names)
+        await lc.wait_up(names)
+
+        got = await self.call(lc, "rolecity1", "rolerouter", "call", uid, "get")
+        self.assertEqual(got["resources"]["gold"], 1005)
+        # a fix shipped while the player is resident runs through GM's POST /datafix
+        write_fix(fixes, 2, 'entity["gold"] = entity["gold"] * 2')
+        status, body = await lc.gm("POST", "/datafix", {"kinds": ["rolecity"]}, timeout=30)
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["totals"]["rolecity"]["fixed"], 1)
+        got = await self.call(lc, "rolecity1", "rolerouter", "call", uid, "get")
+        self.assertEqual(got["resources"]["gold"], 2010)
+        # a player loaded later gets both, once; stored fixed, never fixed twice
+        got = await self.call(lc, "rolecity1", "rolerouter", "call", other, "get")
+        self.assertEqual(got["resources"]["gold"], 2010)
+        self.assertEqual(await lc.nodes["rolecity1"].stop(), 0)
+        await lc.start("rolecity1")
+        await lc.wait_up(names)
+        for u in (uid, other):
+            got = await self.call(lc, "rolecity1", "rolerouter", "call", u, "get")
+            self.assertEqual(got["resources"]["gold"], 2010)
+
+
+def write_fix(directory: str, version: int, body: str) -> None:
+    with open(os.path.join(directory, f"{version:04d}_fix.py"), "w") as f:
+        f.write(f"TARGET_VERSION = {version}\n\ndef fix(entity):\n    {body}\n")

@@ -463,6 +463,7 @@ class LRUGroup(service.MultiService):
                            batch_size=batch_size, clock=clock, registry=registry,
                            name=router, on_stale=self._on_stale)
         self.saver.setServiceParent(self)
+        self.on_stop: list[Callable[[], Any]] = []  # run once the final save is done
 
     # -- wiring -----------------------------------------------------------------------------
 
@@ -566,6 +567,19 @@ class LRUGroup(service.MultiService):
         for w in waiters:
             w.callback(value)
 
+    def stopService(self) -> defer.Deferred[None]:
+        d: defer.Deferred[None] = defer.maybeDeferred(super().stopService)
+
+        def stopped(result: Any) -> Any:
+            for fn in self.on_stop:
+                try:
+                    fn()
+                except Exception:
+                    log.failure("{router}: stop hook failed", router=self.router_name)
+            return result
+
+        return d.addBoth(stopped)
+
     def startService(self) -> None:
         super().startService()
         if self._generation is None:
@@ -613,15 +627,27 @@ def lru_settings(config: Config, worker: str) -> tuple[int, int]:
 
 
 def install_lru(node: Node, actor: Actor, *, router: str, worker: str, db: str,
-                router_cls: Callable[[LRUGroup], LRURouter] = LRURouter,
-                fixer: Fixer | None = None) -> LRUGroup:
-    """Build an LRU group on *node*: services registered, saver running with the node, and
-    a shutdown handler that saves everything."""
+                router_cls: Callable[[LRUGroup], LRURouter] = LRURouter) -> LRUGroup:
+    """Build an LRU group on *node*: services registered, saver running with the node, a
+    shutdown handler that saves everything, and data fixes of ``actor.kind`` from the
+    node's hotfix service (``<root>/hotfix/datafix/<kind>``): run on every load, and on
+    the resident entities by GM's ``POST /datafix``."""
+    from rltwist.ecs.datafix import DataFixError
+    from rltwist.nodes.common.hotfix import HotfixService, register_online_entities
+    from rltwist.nodes.common.node import StartupError
+
     workers, capacity = lru_settings(node.config, worker)
     group = LRUGroup(actor, node.database(db), router=router, worker=worker, workers=workers,
                      capacity=capacity, interval=node.config.storage.save_interval,
-                     clock=node.reactor, registry=node.registry, fixer=fixer,
-                     router_cls=router_cls)
+                     clock=node.reactor, registry=node.registry, router_cls=router_cls)
+    hotfix = node.cluster.services.get("hotfix")
+    if isinstance(hotfix, HotfixService):
+        try:
+            group.set_fixer(hotfix.data_fixer(actor.kind))
+        except DataFixError as e:
+            # loading entities without their fixes would save them unfixed: refuse to start
+            raise StartupError(f"{node.name}: {e}") from None
+        group.on_stop.append(register_online_entities(actor.kind, group.entities))
     group.setServiceParent(node)
     group.register(node.cluster)
 
