@@ -121,7 +121,8 @@ def install_common(node: Node) -> None:
         fail_startup(str(e))
         raise  # unreachable; keeps type checkers happy
     except TablesError as e:
-        fail_startup(f"{node.name}: game config tables in {settings.tables_dir} rejected: "
+        fail_startup(f"{node.name}: game config tables in {settings.tables_dir} (root: "
+                     f"{SECTION}.root in {node.config.path}) rejected: "
                      + "; ".join(map(str, e.problems)))
         raise
     HotfixService.install(node, settings.root, settings.hotfix_interval)
