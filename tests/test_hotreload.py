@@ -394,9 +394,10 @@ class OnlineDataFixes(HotReloadCase):
         fixed = {n: e["kinds"].get("hrtest", {}).get("fixed") for n, e in
                  answer["nodes"].items()}
         self.assertEqual(fixed, {"master": None, "logiccenter": None, "map1": 3, "guild1": 2})
-        self.assertEqual(answer["totals"], {"hrtest": {"entities": 5, "fixed": 5, "failed": 0}})
+        # other services may register kinds of their own: only hrtest is looked at
+        self.assertEqual(answer["totals"]["hrtest"], {"entities": 5, "fixed": 5, "failed": 0})
         answer = await self.gm("POST", "/datafix")
-        self.assertEqual(answer["totals"], {"hrtest": {"entities": 5, "fixed": 0, "failed": 0}})
+        self.assertEqual(answer["totals"]["hrtest"], {"entities": 5, "fixed": 0, "failed": 0})
 
         (scripts / "0002_oil.py").write_text(textwrap.dedent("""
             TARGET_VERSION = 2
@@ -421,7 +422,7 @@ class OnlineDataFixes(HotReloadCase):
                 entity["gold"] = 0
                 raise RuntimeError("bad fix")
             """))
-        answer = await self.gm("POST", "/datafix", expect=502)
+        answer = await self.gm("POST", "/datafix", {"kinds": ["hrtest"]}, expect=502)
         self.assertEqual(answer["failed"], ["guild1", "map1"])
         self.assertEqual(answer["totals"], {"hrtest": {"entities": 5, "fixed": 0, "failed": 5}})
         failure = answer["nodes"]["map1"]["kinds"]["hrtest"]["failures"][0]["failed"]
