@@ -68,6 +68,18 @@ def render_config(sections: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def find_root(start: str | os.PathLike[str] | None = None) -> Path | None:
+    """The project directory holding ``etc/game`` and ``hotfix/``: *start* (default the
+    current directory) or one of its parents, else the source tree rltwist came from."""
+    import rltwist
+
+    here = Path(start or os.getcwd()).absolute()
+    for candidate in (here, *here.parents, Path(rltwist.__file__).resolve().parents[1]):
+        if (candidate / "etc" / "game").is_dir():
+            return candidate
+    return None
+
+
 def local_config(names: Iterable[str], *, host: str = "127.0.0.1",
                  overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """A config mapping for *names* on free loopback ports (``master`` is always included)."""
@@ -82,6 +94,9 @@ def local_config(names: Iterable[str], *, host: str = "127.0.0.1",
         "storage": {},
         "master": {"gm_host": host, "gm_port": next(ports), "gm_token": DEV_GM_TOKEN},
     }
+    root = find_root()
+    if root is not None:  # node processes run in their run directory: give them the root
+        sections["hotreload"] = {"root": str(root)}
     for n in names:
         node = {"host": host, "port": next(ports), "metrics_port": next(ports)}
         if parse_node_name(n)[0] in CLIENT_KINDS:

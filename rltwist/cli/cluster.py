@@ -70,6 +70,11 @@ def build_sections(base_path: str, names: list[str], run_dir: Path, redis_url: s
     sections["storage"]["path"] = str(run_dir / "data")
     sections["storage"]["backend"] = sections["storage"].get("backend", "embedded")
     sections["login"]["sdk_url"] = sdk_url
+    # nodes run in the run directory: the game tables' root must be absolute
+    hotreload = dict(raw.get("hotreload", {}))
+    hotreload["root"] = str((Path(base_path).absolute().parent
+                             / hotreload.get("root", "..")).resolve())
+    sections["hotreload"] = hotreload
     for name in names:
         kind, _ = parse_node_name(name)
         if name in base.nodes:
