@@ -8,6 +8,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.trial import unittest
 
+from rltwist.config import parse_node_name
 from rltwist.launcher import LocalCluster
 from rltwist.protocols import ClientProtocol, pb
 from rltwist.redis import OnlineState, RedisClient, RedisServer
@@ -105,7 +106,7 @@ class LoginCase(unittest.TestCase):
         from tests.util import wait_for
 
         await wait_for(self.state.get_available, 20, "master to set is_available in Redis")
-        roles = [n for n in self.names if n.startswith("role")]
+        roles = [n for n in self.names if parse_node_name(n)[0] == "role"]
         await wait_for(lambda: _roles_registered(self.state, roles), 20,
                        f"{roles} in the least-loaded pick")
 

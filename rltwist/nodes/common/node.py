@@ -78,6 +78,8 @@ class Node(service.MultiService):
         self.config_version = ""
         self.shutdown_handlers: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
         self.ready_hooks: list[Callable[[], Awaitable[Any] | Any]] = []
+        # run when master says it had marked this node down (frozen, cut off) meanwhile
+        self.marked_down_hooks: list[Callable[[], Awaitable[Any]]] = []
         # extra fields for heartbeats (code/config versions, hotfix errors, ...)
         self.status_providers: list[Callable[[], dict[str, Any]]] = []
         self.slaveflow: Slaveflow | None = None
@@ -166,6 +168,13 @@ class Node(service.MultiService):
                 log.failure("{node}: shutdown handler {name} failed", failure, node=self.name,
                             name=name)
         return failed
+
+    async def run_marked_down_hooks(self) -> None:
+        for fn in list(self.marked_down_hooks):
+            try:
+                await fn()
+            except Exception:
+                log.failure("{node}: marked-down hook failed", node=self.name)
 
     def exit_process(self) -> None:
         """Leave the process once a shutdown is complete (status 0)."""

@@ -97,6 +97,10 @@ class Slaveflow(Service):
             # master restarted (or marked us gone): register again on the next tick
             self.registered = False
             return
+        if reply.get("was_down"):
+            log.warn("{node}: master had marked this node down; dropping what it held",
+                     node=self.node.name)
+            await self.node.run_marked_down_hooks()
         if not self.node.proceeded:
             waiting = tuple(reply.get("waiting_for", ()))
             if waiting:

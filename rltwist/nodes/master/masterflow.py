@@ -191,12 +191,21 @@ class Masterflow(Service):
             return {"known": False}
         record.last_seen = self._now()
         record.take_status(status)
+        reply: dict[str, Any] = {"known": True}
         if record.state == DOWN:
+            # The same process, alive again (it was frozen, or its network was cut): the
+            # cluster moved on without it (a role node's players were cleared), so it
+            # must drop what it held; then it is used again.
             record.state = UP if status.get("proceeded") else WAITING
-            log.info("{name} is back ({state})", name=name, state=record.state)
+            reply["was_down"] = True
+            log.warn("{name} is back ({state}) after being marked down; it drops what it "
+                     "held", name=name, state=record.state)
+            for hook in self.register_hooks:
+                d = defer.maybeDeferred(hook, record)
+                d.addErrback(lambda f, n=name: log.failure("register hook for {name} failed",
+                                                           f, name=n))
         elif record.state == WAITING and status.get("proceeded"):
             record.state = UP
-        reply: dict[str, Any] = {"known": True}
         if record.state == WAITING:
             reply["waiting_for"] = self.waiting_for(record.kind)
         return reply

@@ -15,7 +15,6 @@ from twisted.logger import Logger
 
 from rltwist.ecs.entity import Entity
 from rltwist.protocols import pb
-from rltwist.storage import StaleGeneration
 
 if TYPE_CHECKING:
     from rltwist.nodes.role.gateway import Gateway, GatewayConnection
@@ -88,38 +87,27 @@ class Agent:
         self.db = gateway.node.database(ROLEDB)
 
     async def load(self, userid: int, generation: int) -> Player:
+        """Load the player's entity (a new player gets the defaults) and run its pending
+        data fixes (seed §14: at login)."""
         stored = await self.db.get_entity(PLAYERS, userid)
-        doc = stored.doc if stored is not None else new_player_doc(userid)
-        entity = Entity.from_doc(doc)
+        if stored is not None:
+            entity = Entity.from_doc(stored.doc)
+        else:
+            entity = Entity.from_doc(new_player_doc(userid))
+            entity.version = self.gateway.datafix_version()
+            entity.mark_dirty()
+        self.gateway.fix_entity(entity)
         player = Player(self, userid, entity, generation, self.gateway.now())
         self.players[userid] = player
         return player
-
-    async def save(self, player: Player) -> bool:
-        """Save the player's entity under its generation; False if fenced off or failed."""
-        entity = player.entity
-        if not entity.dirty:
-            return True
-        token, doc = entity.snapshot()
-        try:
-            await self.db.save_entity(PLAYERS, player.userid, doc, player.generation)
-        except StaleGeneration as e:
-            self.gateway.stale_saves.inc()
-            log.warn("save of {userid} refused: a newer instance owns it ({e})",
-                     userid=player.userid, e=e)
-            return False
-        except Exception:
-            log.failure("save of {userid} failed; it stays dirty", userid=player.userid)
-            return False
-        entity.saved(token)
-        return True
 
     def forget(self, player: Player) -> None:
         if self.players.get(player.userid) is player:
             del self.players[player.userid]
 
     async def handle(self, player: Player, message: Any) -> Any:
-        """Answer one request of an authenticated player (game requests come with the
-        storage and ECS issues; anything unknown gets BAD_REQUEST)."""
+        """Answer one request of an authenticated player."""
+        if isinstance(message, pb.Rename):
+            return pb.Rename.Response(code=await self.gateway.rename(player, message.name))
         response_cls = type(message).Response
         return response_cls(code=E.BAD_REQUEST)

@@ -19,8 +19,13 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from rltwist.cluster import ClusterError, Service, handler
+from rltwist.ecs import import_system
+from rltwist.game.errcode import ErrCode
+from rltwist.nodes.common.hotfix import hotfix_of, register_online_entities
 from rltwist.nodes.common.keylock import KeyedLock
-from rltwist.nodes.role.agent import GONE, LOGGING_OUT, ONLINE, Agent, Player
+from rltwist.nodes.common.saver import Saver
+from rltwist.nodes.common.sharedatad import sharedata
+from rltwist.nodes.role.agent import GONE, LOGGING_OUT, ONLINE, PLAYERS, ROLEDB, Agent, Player
 from rltwist.protocols import pb
 from rltwist.protocols.server import (
     CloseReason,
@@ -35,6 +40,7 @@ if TYPE_CHECKING:
 
 log = Logger()
 E = pb.ErrorCode
+role_system = import_system("rltwist.game.rolesystem", service="gateway")
 K = pb.KickReason
 
 
@@ -112,9 +118,14 @@ class Gateway(Service, ServerProtocolFactory):
                              registry=reg)
         self.logouts = Counter("rl_role_logouts", "Logouts by reason", ["reason"],
                                registry=reg)
-        self.stale_saves = Counter("rl_role_stale_saves",
-                                   "Saves refused because a newer instance owns the player",
-                                   registry=reg)
+        self.saver = Saver(
+            node.database(ROLEDB), PLAYERS, self._online_items,
+            interval=node.config.storage.save_interval, clock=node.reactor, registry=reg,
+            name="role_players", on_stale=self._fenced)
+        self.saver.setServiceParent(node)
+        self.hotfix = hotfix_of(node)
+        register_online_entities("role", lambda: [p.entity for p in self.players.values()
+                                                  if p.state == ONLINE])
         self.auth_latency = Histogram("rl_role_auth_seconds", "Time to answer an Auth",
                                       registry=reg)
 
@@ -226,7 +237,10 @@ class Gateway(Service, ServerProtocolFactory):
             except defer.TimeoutError:
                 log.warn("logout of {userid}: {n} requests still running after {t}s; going on",
                          userid=userid, n=player.inflight, t=self.settings.logout_wait)
-            await player.agent.save(player)
+            report = await self.saver.save([(player.entity, player.generation)])
+            if not report.ok:
+                log.warn("logout of {userid}: final save not acknowledged ({report})",
+                         userid=userid, report=report.to_dict())
             try:
                 await self.state.clear_user(userid, only_if_node=me)
             except RedisError as e:
@@ -243,6 +257,64 @@ class Gateway(Service, ServerProtocolFactory):
             waiters, player.logout_waiters = player.logout_waiters, []
             for w in waiters:
                 w.callback(None)
+
+    # -- persistence, data fixes, game requests ------------------------------------------
+
+    def _online_items(self) -> list[tuple[Any, int]]:
+        return [(p.entity, p.generation) for p in self.players.values() if p.state == ONLINE]
+
+    def _fenced(self, entity: Any, error: Exception) -> None:
+        """A newer instance of this player owns its data: this copy must go."""
+        player = self.players.get(entity.id)
+        if player is not None and player.state == ONLINE:
+            log.warn("{userid}: fenced off by a newer instance ({e}); logging this one out",
+                     userid=player.userid, e=error)
+            self.start_logout(player, "fenced off by a newer login", K.KICK_LOGIN_ELSEWHERE)
+
+    def datafix_version(self) -> int:
+        """The data version a new player starts at (every fix already applies)."""
+        return self.hotfix.data_fixer("role").latest_version
+
+    def fix_entity(self, entity: Any) -> None:
+        report = self.hotfix.fix_entity("role", entity)
+        if report.failed is not None:
+            log.warn("data fix of player {id} failed: {failure}", id=entity.id,
+                     failure=report.to_dict())
+
+    async def rename(self, player: Player, name: str) -> int:
+        """Rename: name rules from the game tables, uniqueness in the player's region
+        (rolecity's name index), then the entity; answers an ErrorCode."""
+        tables = sharedata().snapshot
+        name = role_system.normalize_name(name)
+        entity = player.entity
+        if name == entity.get("name"):
+            return E.OK
+        if role_system.check_name(name, tables) != ErrCode.OK:
+            return E.NAME_INVALID
+        sid = player.userid & 0xFFFF
+        rolecity = f"rolecity{sid}"
+        if rolecity not in self.cluster.addresses:
+            return E.NOT_AVAILABLE
+        old = entity.get("name") or ""
+        try:
+            if not await self.cluster.call(rolecity, "rolerouter", "reserve_name",
+                                           role_system.name_key(name), player.userid, name,
+                                           timeout=10):
+                return E.NAME_TAKEN
+        except ClusterError as e:
+            log.warn("rename of {userid}: {e}", userid=player.userid, e=e)
+            return E.RETRY_LATER
+        if role_system.rename(entity, name, tables) != ErrCode.OK:
+            return E.NAME_INVALID
+        try:
+            if old:
+                self.cluster.send(rolecity, "rolerouter", "release_name",
+                                  role_system.name_key(old), player.userid)
+            self.cluster.send(rolecity, "rolerouter", "call", player.userid, "set_name", name)
+        except ClusterError as e:
+            log.warn("rename of {userid}: could not update {node}: {e}", userid=player.userid,
+                     node=rolecity, e=e)
+        return E.OK
 
     def _sweep(self) -> None:
         limit = self.settings.heartbeat_timeout
@@ -269,6 +341,24 @@ class Gateway(Service, ServerProtocolFactory):
         return "kicked"
 
     @handler
+    def add_resources(self, userid: int, amounts: dict[str, int]) -> dict[str, Any] | None:
+        """GM grant to an online player; None if the player is not online here."""
+        player = self.players.get(userid)
+        if player is None or player.state != ONLINE:
+            return None
+        code = role_system.add_resources(player.entity, amounts)
+        return {"code": int(code), "resources": role_system.resources(player.entity)}
+
+    @handler
+    def player_info(self, userid: int) -> dict[str, Any] | None:
+        """An online player's data (operators, tests); None if not online here."""
+        player = self.players.get(userid)
+        if player is None:
+            return None
+        return {"userid": userid, "generation": player.generation, "state": player.state,
+                "inflight": player.inflight, "attrs": dict(player.entity.attrs)}
+
+    @handler
     def online_players(self) -> list[int]:
         return sorted(self.players)
 
@@ -287,6 +377,15 @@ class Gateway(Service, ServerProtocolFactory):
     def start(self) -> None:
         tick = min(max(self.settings.heartbeat_timeout / 4, 0.05), 5.0)
         self.sweeper.start(tick, now=False)
+
+    async def drop_all(self) -> None:
+        """Master marked this node down while it was alive: its players were cleared from
+        Redis and may play elsewhere now, so every instance here goes (their final saves
+        are refused by fencing if a newer instance saved meanwhile)."""
+        await defer.DeferredList([
+            defer.Deferred.fromCoroutine(self.logout(p, "node was marked down",
+                                                     K.KICK_LOGIN_ELSEWHERE))
+            for p in list(self.players.values())])
 
     async def shutdown(self) -> None:
         """Kick every player (saving them), then leave the least-loaded pick."""

@@ -12,3 +12,4 @@ def build(node: Node) -> None:
     node.listen_clients(gateway)
     node.add_ready_hook(gateway.start)
     node.add_shutdown_handler("gateway", gateway.shutdown)
+    node.marked_down_hooks.append(gateway.drop_all)

@@ -1,0 +1,143 @@
+"""Player data on role nodes: rename, periodic save, crash, clean restart and fencing —
+real processes, real Redis, embedded storage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rltwist.protocols import pb
+from rltwist.storage import EmbeddedBackend
+from tests.login_util import LoginCase
+from tests.util import wait_for
+
+E = pb.ErrorCode
+
+
+class Persistence(LoginCase):
+    names = ["master", "logiccenter", "rolecity1", "role1", "role2", "login1"]
+    overrides = {"storage": {"save_interval": 0.5}}
+
+    async def stored(self, userid: int) -> dict[str, Any] | None:
+        db = EmbeddedBackend(str(self.lc.run_dir / "data" / "roledb.sqlite3"))
+        try:
+            entity = await db.get_entity("player", userid)
+            return entity.doc if entity is not None else None
+        finally:
+            await db.close()
+
+    async def stored_name(self, userid: int) -> str | None:
+        doc = await self.stored(userid)
+        return doc["attrs"].get("name") if doc else None
+
+    async def rename(self, client: Any, name: str) -> int:
+        return (await client.request(pb.Rename(name=name))).code
+
+    async def test_rename_is_checked_unique_and_survives_logout_and_login(self) -> None:
+        host, port = self.login_address()
+        a = self.client("anna")
+        await a.play(host, port)
+        self.assertEqual(await self.rename(a, "Anna"), E.OK)
+        self.assertEqual(await self.rename(a, "x"), E.NAME_INVALID)
+        b = self.client("bert")
+        await b.play(host, port)
+        self.assertEqual(await self.rename(b, "anna"), E.NAME_TAKEN)  # case-folded
+        self.assertEqual(await self.rename(b, "Bert"), E.OK)
+        self.assertEqual(await self.rename(a, "Anna2"), E.OK)  # frees "Anna"
+        self.assertEqual(await self.rename(b, "Anna"), E.OK)
+        a.close()
+        await wait_for(lambda: _offline(self, a.login_response.userid), 10, "anna's logout")
+        again = self.client("anna")
+        auth = await again.play(host, port)
+        self.assertEqual(auth.name, "Anna2")
+
+    async def test_periodic_save_survives_a_role_node_sigkill(self) -> None:
+        host, port = self.login_address()
+        c = self.client("carl")
+        await c.play(host, port)
+        userid = c.login_response.userid
+        self.assertEqual(await self.rename(c, "Carl"), E.OK)
+        await wait_for(lambda: _equals(self.stored_name(userid), "Carl"), 10,
+                       "the periodic save to store the new name")
+        node = "role1" if c.login_response.port == self.lc.node_config("role1")[
+            "client_port"] else "role2"
+        await self.lc.nodes[node].kill()
+        await wait_for(lambda: _offline(self, userid), 15,
+                       f"master to clear carl after {node} was killed")
+        again = self.client("carl")
+        auth = await again.play(host, port)
+        self.assertEqual(auth.name, "Carl")
+
+    async def test_a_frozen_old_instance_cannot_overwrite_newer_data(self) -> None:
+        host, port = self.login_address()
+        old = self.client("dora")
+        await old.play(host, port)
+        userid = old.login_response.userid
+        self.assertEqual(await self.rename(old, "DoraOld"), E.OK)
+        await wait_for(lambda: _equals(self.stored_name(userid), "DoraOld"), 10,
+                       "the first save")
+        old_node = "role1" if old.login_response.port == self.lc.node_config("role1")[
+            "client_port"] else "role2"
+        # the old instance changes data, then its node freezes before it can save
+        self.assertEqual(await self.rename(old, "DoraStale"), E.OK)
+        proc = self.lc.nodes[old_node]
+        proc.pause()
+        self.addCleanup(proc.resume)
+        await wait_for(lambda: _node_state(self, old_node, "down"), 15,
+                       f"master to mark the frozen {old_node} down")
+        new = self.client("dora")
+        auth = await new.play(host, port)
+        self.assertEqual(auth.name, "DoraOld")
+        self.assertNotEqual(new.login_response.port, old.login_response.port)
+        self.assertEqual(await self.rename(new, "DoraNew"), E.OK)
+        await wait_for(lambda: _equals(self.stored_name(userid), "DoraNew"), 10,
+                       "the new instance's save")
+        proc.resume()
+        await wait_for(lambda: _node_state(self, old_node, "up"), 15,
+                       f"{old_node} to be back")
+        # the old instance is dropped; its save (generation older) is refused
+        await old.closed
+        text = await _metrics(self, old_node)
+        self.assertIn("rl_saver_stale_total", text)
+        self.assertNotIn('rl_saver_stale_total{saver="role_players"} 0.0', text)
+        self.assertEqual(await self.stored_name(userid), "DoraNew")
+        self.assertEqual((await new.request(pb.Heartbeat())).code, E.OK)
+
+
+async def _offline(case: LoginCase, userid: int) -> bool:
+    return await case.state.get_user(userid) is None
+
+
+async def _equals(awaitable: Any, expected: Any) -> bool:
+    return (await awaitable) == expected
+
+
+async def _node_state(case: LoginCase, name: str, state: str) -> bool:
+    return (await case.lc.node_states()).get(name) == state
+
+
+async def _metrics(case: LoginCase, name: str) -> str:
+    import treq
+
+    port = case.lc.node_config(name)["metrics_port"]
+    response = await treq.get(f"http://127.0.0.1:{port}/metrics", persistent=False)
+    return (await treq.content(response)).decode()
+
+
+class CleanRestart(LoginCase):
+    names = ["master", "logiccenter", "rolecity1", "role1", "login1"]
+
+    async def test_names_survive_an_ordered_shutdown_and_restart(self) -> None:
+        host, port = self.login_address()
+        c = self.client("emil")
+        await c.play(host, port)
+        self.assertEqual((await c.request(pb.Rename(name="Emil"))).code, E.OK)
+        status, _ = await self.lc.gm("POST", "/shutdown")
+        self.assertEqual(status, 202)
+        codes = {n: await self.lc.nodes[n].wait_exit(60) for n in self.names}
+        self.assertEqual(codes, dict.fromkeys(self.names, 0))
+        await self.lc.start(*self.names)
+        await self.lc.wait_up(self.names)
+        await self.wait_logins_available()
+        again = self.client("emil")
+        auth = await again.play(host, port)
+        self.assertEqual(auth.name, "Emil")
