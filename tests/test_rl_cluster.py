@@ -87,6 +87,7 @@ class RlCluster(unittest.TestCase):
         base = load_config(REPO / "etc" / "cluster.toml")
         sections = {k: dict(v) for k, v in base.raw.items() if k != "nodes"}
         sections["master"]["gm_port"] = free_ports(1)[0]
+        sections["hotreload"]["root"] = str(REPO)  # the copy lives outside etc/
         for name in ("master", "logiccenter", "map1", "guild1", "mail1", "rolecity1",
                      "role1", "role2", "login1"):
             ports = free_ports(3)
