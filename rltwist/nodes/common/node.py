@@ -37,6 +37,8 @@ from rltwist.storage import Backend, StorageSettings, open_backend
 
 log = Logger()
 
+CLIENT_BACKLOG = 4096
+
 
 class StartupError(Exception):
     """A node cannot start; str() is the one line shown to the operator."""
@@ -126,8 +128,11 @@ class Node(service.MultiService):
 
     def _listen_clients_now(self) -> None:
         try:
+            # a login storm opens thousands of connections at once: with Twisted's default
+            # backlog of 50 the kernel drops SYNs and clients wait 1 s to retry
             self.client_listener = self.reactor.listenTCP(
-                self.me.client_port, self._client_factory, interface=self.me.host)
+                self.me.client_port, self._client_factory, backlog=CLIENT_BACKLOG,
+                interface=self.me.host)
         except error.CannotListenError as e:
             fail_startup(f"{self.me.name}: cannot listen for clients on {self.me.host}:"
                          f"{self.me.client_port} (nodes.{self.me.name}.client_port in "
