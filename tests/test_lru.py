@@ -509,7 +509,7 @@ class RestartedRegionNodes(unittest.TestCase):
         self.assertEqual(stats["resident"], 1)
         self.assertGreaterEqual(stats["generation"], 3)
 
-    async def test_rolecity_runs_data_fixes_when_it_loads_a_player(self) -> None:
+    async def test_rolecity_runs_data_fixes_on_load_and_on_resident_players(self) -> None:
         root = os.path.abspath(self.mktemp())
         shutil.copytree(os.path.join(REPO, "etc", "game"), os.path.join(root, "etc", "game"))
         os.makedirs(os.path.join(root, "hotfix", "codefix"))
@@ -530,20 +530,20 @@ class RestartedRegionNodes(unittest.TestCase):
 
         got = await self.call(lc, "rolecity1", "rolerouter", "call", uid, "get")
         self.assertEqual(got["resources"]["gold"], 1005)
-        # a fix shipped while the node runs: POST /datafix for the kind loads the scripts
+        # a fix shipped while the player is resident runs through GM's POST /datafix
         write_fix(fixes, 2, 'entity["gold"] = entity["gold"] * 2')
         status, body = await lc.gm("POST", "/datafix", {"kinds": ["rolecity"]}, timeout=30)
         self.assertEqual(status, 200, body)
-        # a player loaded from now on gets both fixes ...
+        self.assertEqual(body["totals"]["rolecity"], {"entities": 1, "fixed": 1, "failed": 0})
+        got = await self.call(lc, "rolecity1", "rolerouter", "call", uid, "get")
+        self.assertEqual(got["resources"]["gold"], 2010)
+        # a player loaded from now on gets both fixes; each ran once per player
         got = await self.call(lc, "rolecity1", "rolerouter", "call", other, "get")
         self.assertEqual(got["resources"]["gold"], 2010)
-        # ... one already resident gets the new one when it is next loaded
-        got = await self.call(lc, "rolecity1", "rolerouter", "call", uid, "get")
-        self.assertEqual(got["resources"]["gold"], 1005)
         self.assertEqual(await lc.nodes["rolecity1"].stop(), 0)
         await lc.start("rolecity1")
         await lc.wait_up(names)
-        for u in (uid, other):  # each fix ran once per player
+        for u in (uid, other):
             got = await self.call(lc, "rolecity1", "rolerouter", "call", u, "get")
             self.assertEqual(got["resources"]["gold"], 2010)
 

@@ -630,15 +630,12 @@ def install_lru(node: Node, actor: Actor, *, router: str, worker: str, db: str,
                 router_cls: Callable[[LRUGroup], LRURouter] = LRURouter) -> LRUGroup:
     """Build an LRU group on *node*: services registered, saver running with the node, a
     shutdown handler that saves everything, and the data fixes of ``actor.kind`` from the
-    node's hotfix service (``<root>/hotfix/datafix/<kind>``) run on every load (seed §14:
-    LRU services fix on load; ``POST /datafix`` with the kind reloads the scripts).
-
-    The resident entities are not registered as online entities, so ``POST /datafix`` does
-    not fix them in place; they get new fixes when next loaded. To fix them in place too:
-    ``group.on_stop.append(register_online_entities(actor.kind, group.entities))``.
+    node's hotfix service (``<root>/hotfix/datafix/<kind>``): run on every load (seed §14),
+    and on the resident entities by GM's ``POST /datafix`` (which also reloads the scripts
+    later loads use).
     """
     from rltwist.ecs.datafix import DataFixError
-    from rltwist.nodes.common.hotfix import HotfixService
+    from rltwist.nodes.common.hotfix import HotfixService, register_online_entities
     from rltwist.nodes.common.node import StartupError
 
     workers, capacity = lru_settings(node.config, worker)
@@ -652,6 +649,7 @@ def install_lru(node: Node, actor: Actor, *, router: str, worker: str, db: str,
         except DataFixError as e:
             # loading entities without their fixes would save them unfixed: refuse to start
             raise StartupError(f"{node.name}: {e}") from None
+        group.on_stop.append(register_online_entities(actor.kind, group.entities))
     group.setServiceParent(node)
     group.register(node.cluster)
 
