@@ -103,6 +103,39 @@ class Persistence(LoginCase):
         self.assertEqual((await new.request(pb.Heartbeat())).code, E.OK)
 
 
+    async def test_gm_grants_reach_online_and_offline_players(self) -> None:
+        host, port = self.login_address()
+        c = self.client("gina")
+        auth = await c.play(host, port)
+        userid, gold = c.login_response.userid, auth.basics.gold
+
+        async def grant(amount: int) -> dict[str, Any]:
+            status, body = await self.lc.gm("POST", "/call", {
+                "node": "rolecity1", "service": "rolerouter", "method": "grant",
+                "args": [userid, {"gold": amount}]})
+            self.assertEqual(status, 200, body)
+            return body["result"]
+
+        async def online_gold(node: str) -> int | None:
+            _, body = await self.lc.gm("POST", "/call", {
+                "node": node, "service": "gateway", "method": "player_info",
+                "args": [userid]})
+            info = body.get("result")
+            return info["attrs"]["gold"] if info else None
+
+        result = await grant(100)
+        self.assertIn(result["online"], ("role1", "role2"))
+        await wait_for(lambda: _equals(online_gold(result["online"]), gold + 100), 10,
+                       "the online player to take the grant")
+        c.close()
+        await wait_for(lambda: _offline(self, userid), 10, "gina's logout")
+        result = await grant(50)
+        self.assertIsNone(result["online"])
+        again = self.client("gina")
+        auth = await again.play(host, port)
+        self.assertEqual(auth.basics.gold, gold + 150)
+
+
 async def _offline(case: LoginCase, userid: int) -> bool:
     return await case.state.get_user(userid) is None
 
@@ -141,3 +174,15 @@ class CleanRestart(LoginCase):
         again = self.client("emil")
         auth = await again.play(host, port)
         self.assertEqual(auth.name, "Emil")
+
+    async def test_sigterm_of_a_role_node_saves_its_online_players(self) -> None:
+        c = self.client("fred")
+        await c.play(*self.login_address())
+        self.assertEqual((await c.request(pb.Rename(name="Fred"))).code, E.OK)
+        self.assertEqual(await self.lc.nodes["role1"].stop(), 0)  # save_interval is 300 s
+        db = EmbeddedBackend(str(self.lc.run_dir / "data" / "roledb.sqlite3"))
+        try:
+            entity = await db.get_entity("player", c.login_response.userid)
+        finally:
+            await db.close()
+        self.assertEqual(entity.doc["attrs"]["name"], "Fred")

@@ -312,6 +312,7 @@ class EmbeddedBackend:
         busy_timeout: float = 2.0,
         synchronous: str = "NORMAL",
         reactor: Any = None,
+        close_at_shutdown: bool = True,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -328,6 +329,9 @@ class EmbeddedBackend:
         self._closed = False
         self._closing: defer.Deferred[None] | None = None
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name=f"storage:{self.path}")
+        # An owner that closes the backend itself after its own services stopped (a node:
+        # its players' final saves run while its services stop) turns this off.
+        self._close_at_shutdown = close_at_shutdown
         self._start_id: Any = reactor.callWhenRunning(self._start)
         self._shutdown_id: Any = None
 
@@ -345,9 +349,10 @@ class EmbeddedBackend:
         if self._closed:
             return
         self._pool.start()
-        self._shutdown_id = self._reactor.addSystemEventTrigger(
-            "before", "shutdown", self._on_shutdown
-        )
+        if self._close_at_shutdown:
+            self._shutdown_id = self._reactor.addSystemEventTrigger(
+                "before", "shutdown", self._on_shutdown
+            )
 
     def _on_shutdown(self) -> defer.Deferred[None]:
         self._shutdown_id = None

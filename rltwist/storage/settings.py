@@ -54,8 +54,11 @@ class StorageSettings:
         return cls(**dict(section))
 
 
-def open_backend(settings: StorageSettings, *, reactor: Any = None) -> Backend:
-    """Create the backend ``settings`` describe (connections are opened lazily)."""
+def open_backend(settings: StorageSettings, *, reactor: Any = None,
+                 close_at_shutdown: bool = True) -> Backend:
+    """Create the backend ``settings`` describe (connections are opened lazily).
+
+    ``close_at_shutdown=False``: the caller closes it (after its own services stopped)."""
     if settings.backend == "mongodb":
         from rltwist.storage.mongodb import MongoBackend
 
@@ -73,4 +76,5 @@ def open_backend(settings: StorageSettings, *, reactor: Any = None) -> Backend:
         busy_timeout=settings.busy_timeout,
         synchronous=settings.synchronous,
         reactor=reactor,
+        close_at_shutdown=close_at_shutdown,
     )

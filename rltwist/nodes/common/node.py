@@ -105,7 +105,9 @@ class Node(service.MultiService):
                                        mongo_uri=s.mongo_uri, timeout=s.timeout)
             if s.backend == "embedded":
                 os.makedirs(s.path, exist_ok=True)
-            db = self._databases[name] = open_backend(settings, reactor=self.reactor)
+            # the node closes it in _stop, after its services (and their final saves)
+            db = self._databases[name] = open_backend(settings, reactor=self.reactor,
+                                                      close_at_shutdown=False)
         return db
 
     def redis_state(self) -> OnlineState:

@@ -32,6 +32,7 @@ import attrs
 
 import rltwist
 from rltwist.ecs.sharedata import ConfigError as TablesError
+from rltwist.nodes.common.dbproxy import install_dbproxy
 from rltwist.nodes.common.hotfix import HotfixService
 from rltwist.nodes.common.sharedatad import Sharedatad
 
@@ -126,6 +127,7 @@ def install_common(node: Node) -> None:
                      + "; ".join(map(str, e.problems)))
         raise
     HotfixService.install(node, settings.root, settings.hotfix_interval)
+    install_dbproxy(node)
     # Orders the status a node sends: master keeps the newest when a heartbeat built before
     # a hotfix arrives after the hotfix's own report (they travel on different links).
     seq = itertools.count(1)

@@ -18,7 +18,7 @@ from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from rltwist.cluster import ClusterError, Service, handler
+from rltwist.cluster import ClusterError, RemoteError, Service, handler
 from rltwist.ecs import import_system
 from rltwist.game.errcode import ErrCode
 from rltwist.nodes.common.hotfix import hotfix_of, register_online_entities
@@ -178,6 +178,7 @@ class Gateway(Service, ServerProtocolFactory):
             conn.player = player
             conn.authenticating = False
             self._tell_rolecaches(userid, "set")
+        await self._take_grants(player)
         self.auths.labels("OK").inc()
         self.auth_latency.observe(time.monotonic() - started)
         e = player.entity
@@ -271,6 +272,28 @@ class Gateway(Service, ServerProtocolFactory):
                      userid=player.userid, e=error)
             self.start_logout(player, "fenced off by a newer login", K.KICK_LOGIN_ELSEWHERE)
 
+    async def _take_grants(self, player: Player) -> dict[str, int]:
+        """Move the player's pending GM grants from its rolecity into the entity. A failure
+        leaves them pending there (taken at the next Auth or grant)."""
+        rolecity = f"rolecity{player.userid & 0xFFFF}"
+        if rolecity not in self.cluster.addresses:
+            return {}
+        try:
+            pending = await self.cluster.call(rolecity, "rolerouter", "call", player.userid,
+                                              "take_grants", timeout=10)
+        except RemoteError as e:
+            if e.kind != "EntityNotFound":
+                log.warn("grants of {userid}: {e}", userid=player.userid, e=e)
+            return {}
+        except ClusterError as e:
+            log.warn("grants of {userid}: {e}", userid=player.userid, e=e)
+            return {}
+        if pending:
+            code = role_system.add_resources(player.entity, pending)
+            log.info("{userid}: took GM grants {pending} ({code})", userid=player.userid,
+                     pending=pending, code=ErrCode(code).name)
+        return pending
+
     def datafix_version(self) -> int:
         """The data version a new player starts at (every fix already applies)."""
         return self.hotfix.data_fixer("role").latest_version
@@ -341,13 +364,12 @@ class Gateway(Service, ServerProtocolFactory):
         return "kicked"
 
     @handler
-    def add_resources(self, userid: int, amounts: dict[str, int]) -> dict[str, Any] | None:
-        """GM grant to an online player; None if the player is not online here."""
+    async def apply_grants(self, userid: int) -> dict[str, int] | None:
+        """rolecity recorded a GM grant for this online player: take it now."""
         player = self.players.get(userid)
         if player is None or player.state != ONLINE:
-            return None
-        code = role_system.add_resources(player.entity, amounts)
-        return {"code": int(code), "resources": role_system.resources(player.entity)}
+            return None  # taken at the next Auth instead
+        return await self._take_grants(player)
 
     @handler
     def player_info(self, userid: int) -> dict[str, Any] | None:

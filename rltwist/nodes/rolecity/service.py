@@ -7,6 +7,8 @@ players in LRU agents behind ``rolerouter``, the region's name index, dbproxy an
     rolerouter.reserve_name(name_key, userid, name)         -> True, or False if taken
     rolerouter.release_name(name_key, userid)               -> True if it was userid's
     rolerouter.lookup_name(name_key)                        -> userid or None
+    rolerouter.grant(userid, {"gold": 100})                 -> {"code", "pending", "online"} (GM)
+    rolerouter.call(userid, "take_grants")                  -> pending grants, cleared (role node)
 
 A player's rolecity entity lives in collection ``rolecity`` of ``region<sid>``; names in
 collection ``names`` of the same database, keyed by ``RoleSystem.name_key(name)``.
@@ -23,6 +25,7 @@ from rltwist.cluster import handler
 from rltwist.ecs import import_system
 from rltwist.ecs.entity import Entity
 from rltwist.game.errcode import ErrCode
+from rltwist.game.tables import RESOURCES
 from rltwist.nodes.common.dbproxy import install_dbproxy, region_db
 from rltwist.nodes.common.lru import Actor, LRUGroup, LRURouter, action, install_lru
 from rltwist.nodes.common.node import Node
@@ -114,8 +117,43 @@ class RoleCityActor(Actor):
         return {"code": int(ErrCode.OK), "name": name}
 
 
+    @action(creates=True, save=True)
+    def grant(self, entity: Entity, amounts: dict[str, int]) -> dict[str, Any]:
+        """Record a GM grant for the player (saved before the reply); the role node that
+        holds the player online takes it (``take_grants``), now or at the next Auth."""
+        if not isinstance(amounts, dict) or not amounts or any(
+                res not in RESOURCES or not isinstance(n, int) or isinstance(n, bool) or n <= 0
+                for res, n in amounts.items()):
+            return {"code": int(ErrCode.RES_BAD_AMOUNT), "pending": entity.component("grants")}
+        pending = entity.component("grants")
+        for res, n in amounts.items():
+            pending[res] = pending.get(res, 0) + n
+        entity.mark_dirty()
+        return {"code": int(ErrCode.OK), "pending": dict(pending)}
+
+    @action(save=True)
+    def take_grants(self, entity: Entity) -> dict[str, int]:
+        """Hand the pending grants to the player's online instance, and forget them."""
+        pending = dict(entity.component("grants"))
+        if pending:
+            entity.set_component("grants", {})
+        return pending
+
+
 class RoleRouter(LRURouter):
     """``rolerouter``: routes to the agents, and owns the region's name index."""
+
+    @handler
+    async def grant(self, userid: int, amounts: dict[str, int]) -> dict[str, Any]:
+        """GM: give a player resources, online or offline. The grant is durable in the
+        region database before the reply; an online player's role node is told to take it
+        at once, an offline player gets it at the next login."""
+        result = await self.call(userid, "grant", amounts)
+        cache = self.cluster.services.get("rolecache")
+        online = getattr(cache, "where", {}).get(userid)
+        if result.get("code") == int(ErrCode.OK) and online:
+            self.cluster.send(online, "gateway", "apply_grants", userid)
+        return {**result, "online": online}
 
     def __init__(self, group: LRUGroup) -> None:
         super().__init__(group)
