@@ -38,6 +38,7 @@ from twisted.internet import defer, reactor, task
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from rltwist import __version__
+from rltwist.cli import react_main
 from rltwist.cluster import Cluster
 from rltwist.config import load_config
 from rltwist.launcher import LocalCluster
@@ -250,13 +251,7 @@ def cli() -> None:
     args = p.parse_args()
     if args.quick:
         args.nodes, args.swaps = 3, 3
-    code: list[int] = []
-
-    async def go(_: Any) -> None:
-        code.append(await main(args))
-
-    task.react(lambda r: defer.ensureDeferred(go(r)))
-    sys.exit(code[0] if code else 1)
+    react_main(lambda _: main(args))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from typing import Any
 from twisted.internet import defer, protocol, task
 from twisted.logger import Logger
 
+from rltwist.cli import react_main
 from rltwist.config import (
     CLIENT_KINDS,
     DEFAULT_CONFIG,
@@ -397,16 +398,14 @@ def main(argv: list[str] | None = None) -> None:
 
     args = parse(argv)
 
-    async def run(r: Any) -> None:
+    async def run(r: Any) -> int:
         if args.command == "status":
-            code = await status(r, Path(args.run_dir).absolute())
-        elif args.command == "down":
-            code = await down_from_state(r, Path(args.run_dir).absolute(), args.bound)
-        else:
-            code = await up_and_wait(r, args)
-        raise SystemExit(code)  # task.react turns this into the exit status
+            return await status(r, Path(args.run_dir).absolute())
+        if args.command == "down":
+            return await down_from_state(r, Path(args.run_dir).absolute(), args.bound)
+        return await up_and_wait(r, args)
 
-    task.react(lambda r: defer.ensureDeferred(run(r)))
+    react_main(run)
 
 
 async def up_and_wait(reactor: Any, args: argparse.Namespace) -> int:
