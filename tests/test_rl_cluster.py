@@ -130,3 +130,24 @@ def _sleep(seconds: float) -> defer.Deferred[None]:
     from twisted.internet import task
 
     return task.deferLater(reactor, seconds)
+
+
+class RlClusterDemo(unittest.TestCase):
+    timeout = 240
+
+    async def test_demo_with_a_few_bots_passes_and_stops_cleanly(self) -> None:
+        run_dir = str(Path(self.mktemp()).absolute())
+        config = RlCluster.write_config(self)  # type: ignore[arg-type]
+        from twisted.internet.threads import deferToThread
+
+        out = await deferToThread(
+            subprocess.run, [*RL_CLUSTER, "demo", "--bots", "20", "--run-dir", run_dir,
+                             "--config", config],
+            capture_output=True, text=True, timeout=200, cwd=REPO)
+        text = out.stdout + out.stderr
+        self.assertEqual(out.returncode, 0, text)
+        self.assertIn("bots: 20  ok: 20  failed: 0", text)
+        for step in ("login", "auth", "rename", "heartbeat"):
+            self.assertRegex(text, rf"\n{step}\s+20\s")
+        self.assertIn("cluster stopped cleanly", text)
+        self.assertFalse((Path(run_dir) / "cluster.json").exists())
