@@ -19,6 +19,15 @@ from rltwist.nodes.master.masterflow import UP, Masterflow, NodeRecord
 log = Logger()
 
 
+class GMSite(Site):
+    """Access log of GM actions only: every POST is logged (who changed what), the GETs
+    that dashboards and scripts poll many times a second are not."""
+
+    def log(self, request: Any) -> None:
+        if request.method != b"GET":
+            super().log(request)
+
+
 class GMService(service.Service):
     """Listens for GM HTTP requests; the port opens before the reactor runs."""
 
@@ -30,7 +39,7 @@ class GMService(service.Service):
 
     def privilegedStartService(self) -> None:
         m = self.node.config.master
-        site = Site(self.api.resource())
+        site = GMSite(self.api.resource())
         site.noisy = False
         try:
             self.port = self.node.reactor.listenTCP(m.gm_port, site, interface=m.gm_host)
