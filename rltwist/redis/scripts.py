@@ -83,6 +83,52 @@ return gen
     wants_prefix=True,
 )
 
+# The login flow in two round trips (DESIGN.md "Login" steps 4 and 7):
+# KEYS: is_available, lock; ARGV: token, ttl_ms -> 1 locked for us, 0 Redis not available
+# (after a restart), -1 another login of this openid holds the lock.
+LOGIN_BEGIN = _lua(
+    "login_begin",
+    """
+if redis.call('GET', KEYS[1]) ~= '1' then return 0 end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return -1
+""",
+)
+
+# KEYS: role_load, role_addr, user, secret, generation, lock; ARGV: prefix, uid, secret,
+# ttl_ms, lock token -> {node, "host:port", generation}, or nil when no role node is up.
+# Picks the least-loaded role node (ties: the name that sorts first), stores
+# LOGIN_STEP_FINISH with the one-time secret and a new generation, releases the lock.
+LOGIN_ASSIGN = _lua(
+    "login_assign",
+    """
+local uid, secret, ttl, token = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local function release()
+  if redis.call('GET', KEYS[6]) == token then redis.call('DEL', KEYS[6]) end
+end
+local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local node, addr
+for i = 1, #all, 2 do
+  addr = redis.call('HGET', KEYS[2], all[i])
+  if addr then node = all[i]; break end
+end
+if not node then release(); return nil end
+local host, port = string.match(addr, '^(.*):(%d+)$$')
+local old = redis.call('HGET', KEYS[3], 'node')
+if old and old ~= node then redis.call('SREM', users_key(old), uid) end
+local gen = redis.call('INCR', KEYS[5])
+redis.call('DEL', KEYS[3])
+redis.call('HSET', KEYS[3], 'state', '$LOGIN_STEP_FINISH', 'node', node,
+           'host', host, 'port', port, 'gen', gen)
+redis.call('PEXPIRE', KEYS[3], ttl)
+redis.call('SET', KEYS[4], secret, 'PX', ttl)
+redis.call('SADD', users_key(node), uid)
+release()
+return {node, addr, gen}
+""",
+    wants_prefix=True,
+)
+
 # KEYS: secret, user; ARGV: secret, node ('' = any node) -> 1 when accepted, once
 CONSUME_SECRET = _lua(
     "consume_secret",
@@ -258,6 +304,8 @@ return written
 
 ALL = (
     RELEASE_LOCK,
+    LOGIN_BEGIN,
+    LOGIN_ASSIGN,
     SET_LOGIN_FINISH,
     CONSUME_SECRET,
     SET_GAME_FINISH,

@@ -90,6 +90,37 @@ class OnlineState:
             return token
         return None
 
+    async def login_begin(self, openid: str, ttl_ms: int) -> str | bool | None:
+        """Login steps in one round trip: Redis available? then the openid's lock.
+
+        Returns the lock token, False when ``is_available`` is unset (after a Redis
+        restart), None when another login of this openid holds the lock.
+        """
+        token = secrets.token_hex(16)
+        result = await self.client.run_script(
+            scripts.LOGIN_BEGIN, [keys.IS_AVAILABLE, keys.login_lock(openid)], [token, ttl_ms]
+        )
+        result = int(result)
+        return token if result == 1 else (False if result == 0 else None)
+
+    async def login_assign(
+        self, openid: str, lock_token: str, userid: int, secret: str, ttl_ms: int
+    ) -> tuple[RoleEndpoint, int] | None:
+        """Pick the least-loaded role node, store LOGIN_STEP_FINISH there with the one-time
+        ``secret`` and a new fencing generation, and release the login lock — one round
+        trip. None (lock released too) when no role node is up."""
+        picked = await self.client.run_script(
+            scripts.LOGIN_ASSIGN,
+            [keys.ROLE_LOAD, keys.ROLE_ADDR, keys.user(userid), keys.user_secret(userid),
+             keys.user_generation(userid), keys.login_lock(openid)],
+            [userid, secret, ttl_ms, lock_token],
+        )
+        if not picked:
+            return None
+        node, addr, gen = picked
+        host, port = _split_addr(addr)
+        return RoleEndpoint(node, host, port), int(gen)
+
     async def release_login_lock(self, openid: str, token: str) -> bool:
         """Release the lock if ``token`` still owns it; False if it expired or moved on."""
         released = await self.client.run_script(

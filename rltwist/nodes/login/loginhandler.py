@@ -22,8 +22,7 @@ from twisted.web.client import HTTPConnectionPool
 
 from rltwist.cluster import CallTimeout, ClusterError, NodeUnreachable, RemoteError, UnknownNode
 from rltwist.protocols import pb
-from rltwist.redis import GAME_STEP_FINISH, LOGIN_STEP_FINISH, LOGOUT, RedisError
-from rltwist.redis.errors import RoleNotRegistered
+from rltwist.redis import GAME_STEP_FINISH, LOGOUT, RedisError
 from rltwist.sdk import check_dev_token
 
 if TYPE_CHECKING:
@@ -88,46 +87,40 @@ class LoginHandler:
             raise LoginFailed(E.BAD_SERVER_ID, f"server_id {msg.server_id} out of range")
         if not await self._verify(openid, msg.token):
             raise LoginFailed(E.BAD_TOKEN, "SDK refused the token")
-        if not await self.state.get_available():
+        lock = await self.state.login_begin(openid, int(self.settings.lock_ttl * 1000))
+        if lock is False:
             raise LoginFailed(E.NOT_AVAILABLE, "Redis is being rebuilt (is_available unset)")
-        lock = await self.state.acquire_login_lock(openid, int(self.settings.lock_ttl * 1000))
         if lock is None:
             raise LoginFailed(E.LOGIN_IN_PROGRESS, "another login of this openid is running")
+        assigned = False
         try:
             account = await self.node.cluster.call("logiccenter", "account", "get_or_create",
                                                    openid, msg.server_id, timeout=5.0)
             userid = account["userid"]
-            user = await self.state.get_user(userid)
-            if user is not None:
-                if user.state == LOGIN_STEP_FINISH:
-                    pass  # a fresh secret on a live node is below; the old one dies with it
-                elif user.state == LOGOUT:
-                    raise LoginFailed(E.RETRY_LATER, f"{userid} is logging out")
-                elif user.state == GAME_STEP_FINISH:
-                    await self._kick(userid, user.node)
-            return await self._assign(userid)
-        finally:
-            try:
-                await self.state.release_login_lock(openid, lock)
-            except RedisError as e:
-                log.warn("could not release the login lock of {openid}: {e} (it expires)",
-                         openid=openid, e=e)
-
-    async def _assign(self, userid: int) -> Any:
-        ttl_ms = max(1, int(self.settings.secret_ttl * 1000))
-        for _ in range(3):
-            pick = await self.state.pick_least_loaded()
-            if pick is None:
-                raise LoginFailed(E.NOT_AVAILABLE, "no role node is up")
+            if not account["created"]:
+                user = await self.state.get_user(userid)
+                if user is not None:
+                    if user.state == LOGOUT:
+                        raise LoginFailed(E.RETRY_LATER, f"{userid} is logging out")
+                    if user.state == GAME_STEP_FINISH:
+                        await self._kick(userid, user.node)
+                    # LOGIN_STEP_FINISH: a fresh secret below; the old one dies with it
             secret = secrets.token_hex(16)
-            try:
-                await self.state.set_login_finish(userid, pick.node, pick.host, pick.port,
-                                                  secret, ttl_ms)
-            except RoleNotRegistered:
-                continue  # the node went down between pick and write: pick again
-            return pb.Login.Response(code=E.OK, userid=userid, host=pick.host, port=pick.port,
+            ttl_ms = max(1, int(self.settings.secret_ttl * 1000))
+            picked = await self.state.login_assign(openid, lock, userid, secret, ttl_ms)
+            assigned = True  # the script released the lock
+            if picked is None:
+                raise LoginFailed(E.NOT_AVAILABLE, "no role node is up")
+            role, _generation = picked
+            return pb.Login.Response(code=E.OK, userid=userid, host=role.host, port=role.port,
                                      secret=secret)
-        raise LoginFailed(E.RETRY_LATER, "role nodes keep going away")
+        finally:
+            if not assigned:
+                try:
+                    await self.state.release_login_lock(openid, lock)
+                except RedisError as e:
+                    log.warn("could not release the login lock of {openid}: {e} (it "
+                             "expires)", openid=openid, e=e)
 
     async def _kick(self, userid: int, node: str) -> None:
         """Log the online instance out first; give up (RETRY_LATER) if that is slow."""
