@@ -66,6 +66,6 @@ class Account(Service):
                 doc = await self.db.get(ACCOUNTS, openid)
                 assert doc is not None
                 return {"userid": doc["userid"], "created": False}
-            log.info("account: new player {userid} for openid {openid} in region {sid}",
+            log.debug("account: new player {userid} for openid {openid} in region {sid}",
                      userid=userid, openid=openid, sid=server_id)
             return {"userid": userid, "created": True}
