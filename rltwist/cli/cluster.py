@@ -435,7 +435,17 @@ async def up_and_wait(reactor: Any, args: argparse.Namespace) -> int:
             clean = await runner.down()
             say("cluster stopped cleanly" if clean else "cluster stop was NOT clean")
             return 0 if ok and clean else 1
-        why = await stop_requested
+        # until a signal or `rl-cluster down`, or until the nodes are gone (an operator ran
+        # the GM shutdown, or master died: then there is nothing left to run)
+        while not stop_requested.called:
+            lc = runner.lc
+            if lc is not None and not any(p.running for p in lc.nodes.values()):
+                codes = {n: p.exit_code for n, p in lc.nodes.items()}
+                say(f"rl-cluster: every node has exited: {codes}")
+                clean = await runner.down()
+                return 0 if clean and all(c == 0 for c in codes.values()) else 1
+            await task.deferLater(reactor, 0.5)
+        why = stop_requested.result
         say(f"rl-cluster: {why} received; stopping the cluster")
         clean = await runner.down()
         say("cluster stopped cleanly" if clean else "cluster stop was NOT clean")
