@@ -143,6 +143,40 @@ return 1
 """,
 )
 
+# Auth in two round trips. KEYS: secret, user; ARGV: secret, node -> the login's fencing
+# generation when the secret is right, unexpired, unused and issued for node; else 0.
+AUTH_BEGIN = _lua(
+    "auth_begin",
+    """
+local s = redis.call('GET', KEYS[1])
+if not s or s ~= ARGV[1] then return 0 end
+local st = redis.call('HMGET', KEYS[2], 'state', 'node', 'gen')
+if st[1] ~= '$LOGIN_STEP_FINISH' or st[2] ~= ARGV[2] then return 0 end
+redis.call('DEL', KEYS[1])
+return tonumber(st[3]) or 0
+""",
+)
+
+# KEYS: user, role_load; ARGV: prefix, node, generation, uid -> the node's online count;
+# 0 when the state moved on (another login, logging out); -1 when the node is not up.
+# GAME_STEP_FINISH and the online count in one step, so they can never disagree.
+AUTH_FINISH = _lua(
+    "auth_finish",
+    """
+local node, gen, uid = ARGV[2], ARGV[3], ARGV[4]
+if not redis.call('ZSCORE', KEYS[2], node) then return -1 end
+local st = redis.call('HMGET', KEYS[1], 'state', 'node', 'gen')
+if not st[1] or st[2] ~= node or st[1] == '$LOGOUT' or st[3] ~= gen then return 0 end
+redis.call('HSET', KEYS[1], 'state', '$GAME_STEP_FINISH')
+redis.call('PERSIST', KEYS[1])
+redis.call('SADD', online_key(node), uid)
+redis.call('SADD', users_key(node), uid)
+sync_load(KEYS[2], node)
+return redis.call('SCARD', online_key(node))
+""",
+    wants_prefix=True,
+)
+
 # KEYS: user; ARGV: node, generation ('' = any) -> 1 when set
 SET_GAME_FINISH = _lua(
     "set_game_finish",
@@ -308,6 +342,8 @@ ALL = (
     LOGIN_ASSIGN,
     SET_LOGIN_FINISH,
     CONSUME_SECRET,
+    AUTH_BEGIN,
+    AUTH_FINISH,
     SET_GAME_FINISH,
     SET_LOGOUT,
     CLEAR_USER,

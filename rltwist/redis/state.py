@@ -165,6 +165,25 @@ class OnlineState:
         )
         return bool(ok)
 
+    async def auth_begin(self, userid: int, secret: str, node: str) -> int:
+        """Consume the one-time ``secret`` issued for ``node`` (one use, unexpired); the
+        login's fencing generation, or 0 when refused. One round trip."""
+        gen = await self.client.run_script(
+            scripts.AUTH_BEGIN, [keys.user_secret(userid), keys.user(userid)], [secret, node]
+        )
+        return int(gen)
+
+    async def auth_finish(self, userid: int, node: str, generation: int) -> bool:
+        """GAME_STEP_FINISH on ``node`` and count the player online there, atomically;
+        False when the login state moved on. Raises RoleNotRegistered when ``node`` was
+        marked down."""
+        count = await self.client.run_script(
+            scripts.AUTH_FINISH, [keys.user(userid), keys.ROLE_LOAD], [node, generation, userid]
+        )
+        if count == -1:
+            raise RoleNotRegistered(f"auth_finish({userid}): role node {node} is not up")
+        return int(count) > 0
+
     async def set_game_finish(
         self, userid: int, node: str, *, generation: int | None = None
     ) -> bool:

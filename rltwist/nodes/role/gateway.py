@@ -33,7 +33,7 @@ from rltwist.protocols.server import (
     ServerProtocol,
     ServerProtocolFactory,
 )
-from rltwist.redis import RedisError
+from rltwist.redis import RedisError, RoleNotRegistered
 
 if TYPE_CHECKING:
     from rltwist.nodes.common.node import Node
@@ -144,14 +144,14 @@ class Gateway(Service, ServerProtocolFactory):
         userid = msg.userid
         me = self.node.name
         try:
-            ok = await self.state.consume_secret(userid, msg.secret, node=me)
+            generation = await self.state.auth_begin(userid, msg.secret, me)
         except RedisError as e:
             log.warn("Auth of {userid}: Redis unavailable ({e})", userid=userid, e=e)
             self.auths.labels("RETRY_LATER").inc()
             conn.authenticating = False
             conn.replyError(session, pb.Auth, E.RETRY_LATER)
             return
-        if not ok:
+        if not generation:
             self.auths.labels("BAD_SECRET").inc()
             conn.replyError(session, pb.Auth, E.BAD_SECRET)
             conn.closeWithReason("bad_secret", userid=userid)
@@ -163,16 +163,16 @@ class Gateway(Service, ServerProtocolFactory):
                 await self.logout(old, "login elsewhere", K.KICK_LOGIN_ELSEWHERE)
             # the fencing generation was taken atomically (INCR) when login issued the
             # secret; this instance owns the player's data under it
-            user = await self.state.get_user(userid)
-            if user is None or user.node != me:
-                return self._refuse(conn, session, userid, "login state moved on")
             agent = self.agents[userid % len(self.agents)]
-            player = await agent.load(userid, user.generation)
-            if not await self.state.set_game_finish(userid, me, generation=user.generation):
+            player = await agent.load(userid, generation)
+            try:
+                finished = await self.state.auth_finish(userid, me, generation)
+            except RoleNotRegistered:
+                finished = False
+            if not finished:
                 agent.forget(player)
                 return self._refuse(conn, session, userid, "a newer login took over")
             self.players[userid] = player
-            await self.state.incr_online(me, userid)
             self.online.set(len(self.players))
             player.conn = conn
             conn.player = player
