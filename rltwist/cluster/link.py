@@ -83,6 +83,12 @@ class _Link(Protocol):
         self._unpacker = _unpacker(HANDSHAKE_MAX)
 
     def connectionMade(self) -> None:
+        # Without TCP_NODELAY a small frame written while earlier bytes are unacknowledged
+        # waits for the peer's delayed ACK: a send, which gets no reply to carry that ACK,
+        # then arrives ~40 ms late. Twisted already writes a reactor turn's frames together.
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
         self._handshake_timer = self.cluster.reactor.callLater(
             self.cluster.settings.connect_timeout, self._handshake_expired)
 
