@@ -195,6 +195,10 @@ def median_us(costs: list[tuple[float, float | None]]) -> tuple[float, float | N
             round(statistics.median(servers) * 1e6, 2) if servers else None)
 
 
+def us(seconds: float | None) -> float | None:
+    return round(seconds * 1e6, 1) if seconds is not None else None
+
+
 def fmt(value: float | None) -> str:
     return f"{value:.2f}" if value is not None else "-"
 
@@ -257,15 +261,18 @@ async def main(args: argparse.Namespace) -> int:
             rates: list[float] = []
             floors: list[float] = []
             lat: list[float] = []
+            floor_lat: list[float] = []
             costs: list[tuple[float, float | None]] = []
             floor_costs: list[tuple[float, float | None]] = []
             for run in range(args.runs):
                 rate, latencies, cost = await run_row(ours, metric, size, outstanding,
                                                       args.duration)
-                frate, _, fcost = await run_row(base, metric, size, outstanding, args.duration)
+                frate, flatencies, fcost = await run_row(base, metric, size, outstanding,
+                                                         args.duration)
                 rates.append(rate)
                 floors.append(frate)
                 lat.extend(latencies)
+                floor_lat.extend(flatencies)
                 costs.append(cost)
                 floor_costs.append(fcost)
                 print(f"  {metric:4} {size:5} B x{outstanding:<3} run {run + 1}: "
@@ -277,6 +284,7 @@ async def main(args: argparse.Namespace) -> int:
                 "rate": round(med, 1), "floor": round(fmed, 1), "ratio": round(med / fmed, 3),
                 "p50_us": round(p50 * 1e6, 1) if p50 is not None else None,
                 "p99_us": round(p99 * 1e6, 1) if p99 is not None else None,
+                "floor_p50_us": us(pct(floor_lat, 50)), "floor_p99_us": us(pct(floor_lat, 99)),
                 "rate_min": round(min(rates), 1), "rate_max": round(max(rates), 1),
                 "floor_min": round(min(floors), 1), "floor_max": round(max(floors), 1),
                 "cpu_us": median_us(costs), "floor_cpu_us": median_us(floor_costs),
@@ -299,16 +307,18 @@ async def main(args: argparse.Namespace) -> int:
         load_after = os.getloadavg()
         print()
         print("CPU per operation, us (medians): client = this process, server = the node or "
-              "the floor server.\nA send row's client spins while delivery lags, so there only "
-              "the server column means much.")
+              "the floor server\n(a send row's client spins while delivery lags: there only the "
+              "server column means much); and the floor's own call latency.")
         head = (f"{'metric':6} {'payload':>7} {'outst':>5} {'rltwist client':>15} "
-                f"{'server':>7} {'floor client':>13} {'server':>7}")
+                f"{'server':>7} {'floor client':>13} {'server':>7}   {'floor p50/p99 us':>16}")
         print(head)
         print("-" * len(head))
         for r in rows:
             (c, sv), (fc, fsv) = r["cpu_us"], r["floor_cpu_us"]
+            flat = (f"{r['floor_p50_us']:.0f}/{r['floor_p99_us']:.0f}"
+                    if r["floor_p50_us"] is not None else "-")
             print(f"{r['metric']:6} {r['payload']:>7} {r['outstanding']:>5} {c:>15.2f} "
-                  f"{fmt(sv):>7} {fc:>13.2f} {fmt(fsv):>7}")
+                  f"{fmt(sv):>7} {fc:>13.2f} {fmt(fsv):>7}   {flat:>16}")
         print(f"\nload average (1, 5, 15 min) before: {fmt_load(load_before)}, "
               f"after: {fmt_load(load_after)}")
         if args.json:
