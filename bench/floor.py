@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import struct
 import sys
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -69,8 +70,7 @@ class FloorClient(LengthPrefixed):
 
     def __init__(self) -> None:
         super().__init__()
-        self.waiting: list[Callable[[Any], None]] = []
-        self._head = 0
+        self.waiting: deque[Callable[[Any], None]] = deque()
 
     def call(self, payload: Any, callback: Callable[[Any], None]) -> None:
         self.waiting.append(callback)
@@ -84,12 +84,7 @@ class FloorClient(LengthPrefixed):
         self.transport.write(frame(["q"]))
 
     def message(self, msg: Any) -> None:
-        cb = self.waiting[self._head]
-        self._head += 1
-        if self._head > 4096:
-            del self.waiting[:self._head]
-            self._head = 0
-        cb(msg[1])
+        self.waiting.popleft()(msg[1])
 
 
 def main() -> None:
