@@ -872,9 +872,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "node past master's heartbeat limit: the run then fails, naming it")
     p.add_argument("--storms", type=int, default=3,
                    help="new-player storms; the headline is their median (default: 3)")
-    p.add_argument("--concurrency", type=int, default=200,
+    p.add_argument("--concurrency", type=int, default=100,
                    help="bots in their login phase at once, over all rl-bot processes "
-                        "(default: 200)")
+                        "(default: 100; by Little's law, N logins in flight at 1,000/s "
+                        "wait N ms on average, so 200 cannot give p99 < 250 ms)")
     p.add_argument("--bot-procs", type=int, default=1,
                    help="rl-bot processes sharing the bots (default: 1)")
     p.add_argument("--heartbeat", type=float, default=10.0,
