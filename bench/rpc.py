@@ -28,12 +28,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import defer, protocol, reactor, task
+from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import floor
 
+from rltwist.cli import react_main
 from rltwist.cluster import Cluster
 from rltwist.config import load_config
 from rltwist.launcher import LocalCluster, free_ports
@@ -358,13 +359,7 @@ def cli() -> None:
     args = p.parse_args()
     if args.quick:
         args.runs, args.duration = 1, 1.0
-    code: list[int] = []
-
-    async def go(_: Any) -> None:
-        code.append(await main(args))
-
-    task.react(lambda r: defer.ensureDeferred(go(r)))
-    sys.exit(code[0] if code else 1)
+    react_main(lambda _: main(args))
 
 
 if __name__ == "__main__":
