@@ -284,12 +284,23 @@ class LocalCluster:
         if f"nodes.{name}" in self.sections:
             return
         kind, _ = parse_node_name(name)
-        ports = free_ports(3 if kind in CLIENT_KINDS else 2)
+        ports = self._unused_ports(3 if kind in CLIENT_KINDS else 2)
         node = {"host": "127.0.0.1", "port": ports[0], "metrics_port": ports[1]}
         if kind in CLIENT_KINDS:
             node["client_port"] = ports[2]
         self.sections[f"nodes.{name}"] = node
         self.write_config()
+
+    def _unused_ports(self, count: int) -> list[int]:
+        """Free ports that no node of the config has been given yet (nodes added before
+        they start have not bound theirs, so the OS could hand them out again)."""
+        taken = {v for section in self.sections.values() for k, v in section.items()
+                 if k.endswith("port") and isinstance(v, int)}
+        for _ in range(20):
+            ports = free_ports(count)
+            if not taken & set(ports):
+                return ports
+        raise LaunchError(f"could not find {count} unused ports")
 
     def node_config(self, name: str) -> Mapping[str, Any]:
         return self.sections[f"nodes.{name}"]

@@ -86,14 +86,16 @@ class RlCluster(unittest.TestCase):
 
         base = load_config(REPO / "etc" / "cluster.toml")
         sections = {k: dict(v) for k, v in base.raw.items() if k != "nodes"}
-        sections["master"]["gm_port"] = free_ports(1)[0]
+        names = ("master", "logiccenter", "map1", "guild1", "mail1", "rolecity1", "role1",
+                 "role2", "login1")
+        ports = iter(free_ports(1 + 3 * len(names)))  # all at once: no port handed out twice
+        sections["master"]["gm_port"] = next(ports)
         sections["hotreload"]["root"] = str(REPO)  # the copy lives outside etc/
-        for name in ("master", "logiccenter", "map1", "guild1", "mail1", "rolecity1",
-                     "role1", "role2", "login1"):
-            ports = free_ports(3)
-            node = {"host": "127.0.0.1", "port": ports[0], "metrics_port": ports[1]}
+        for name in names:
+            node = {"host": "127.0.0.1", "port": next(ports), "metrics_port": next(ports)}
+            client_port = next(ports)
             if name.startswith(("role", "login")) and not name.startswith("rolecity"):
-                node["client_port"] = ports[2]
+                node["client_port"] = client_port
             sections[f"nodes.{name}"] = node
         path = Path(self.mktemp() + ".toml").absolute()
         path.write_text(render_config(sections))

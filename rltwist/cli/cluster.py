@@ -76,6 +76,10 @@ def build_sections(base_path: str, names: list[str], run_dir: Path, redis_url: s
     hotreload["root"] = str((Path(base_path).absolute().parent
                              / hotreload.get("root", "..")).resolve())
     sections["hotreload"] = hotreload
+    extra = [n for n in names if n not in base.nodes]
+    used = {p for n in base.nodes.values()
+            for p in (n.port, n.metrics_port, n.client_port) if p} | {base.master.gm_port}
+    spare = iter(p for p in free_ports(3 * len(extra) + len(used)) if p not in used)
     for name in names:
         kind, _ = parse_node_name(name)
         if name in base.nodes:
@@ -83,11 +87,11 @@ def build_sections(base_path: str, names: list[str], run_dir: Path, redis_url: s
             node = {"host": n.host, "port": n.port, "metrics_port": n.metrics_port}
             if n.client_port is not None:
                 node["client_port"] = n.client_port
-        else:
-            ports = free_ports(3)
-            node = {"host": "127.0.0.1", "port": ports[0], "metrics_port": ports[1]}
+        else:  # a node the base config does not list: ports nobody else has
+            node = {"host": "127.0.0.1", "port": next(spare), "metrics_port": next(spare)}
+            client_port = next(spare)
             if kind in CLIENT_KINDS:
-                node["client_port"] = ports[2]
+                node["client_port"] = client_port
         sections[f"nodes.{name}"] = node
     return sections
 

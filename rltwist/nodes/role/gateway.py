@@ -330,9 +330,9 @@ class Gateway(Service, ServerProtocolFactory):
         if role_system.rename(entity, name, tables) != ErrCode.OK:
             return E.NAME_INVALID
         try:
-            if old:
-                self.cluster.send(rolecity, "rolerouter", "release_name",
-                                  role_system.name_key(old), player.userid)
+            if old:  # freed before the answer: whoever asks next may take it
+                await self.cluster.call(rolecity, "rolerouter", "release_name",
+                                        role_system.name_key(old), player.userid, timeout=10)
             self.cluster.send(rolecity, "rolerouter", "call", player.userid, "set_name", name)
         except ClusterError as e:
             log.warn("rename of {userid}: could not update {node}: {e}", userid=player.userid,
