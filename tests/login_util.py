@@ -120,5 +120,10 @@ class LoginCase(unittest.TestCase):
         return c
 
 
+async def offline(case: LoginCase, userid: int) -> bool:
+    """For wait_for: Redis knows no state of *userid* (logged out, or cleared)."""
+    return await case.state.get_user(userid) is None
+
+
 async def _roles_registered(state: OnlineState, roles: list[str]) -> bool:
     return {r.node for r in await state.list_roles()} >= set(roles)

@@ -7,7 +7,7 @@ from twisted.trial import unittest
 
 from rltwist.launcher import LocalCluster
 from rltwist.nodes.master.masterflow import PHASES
-from tests.util import wait_for
+from tests.util import equals, node_is, wait_for
 
 REGION1 = ["master", "logiccenter", "map1", "guild1", "mail1", "rolecity1", "role1", "login1"]
 
@@ -69,7 +69,7 @@ class ScaleOutAndFaults(ClusterCase):
 
         # SIGKILL map1: master marks it down within the heartbeat bound
         await lc.nodes["map1"].kill()
-        await wait_for(lambda: _state(lc, "map1", "down"), 10,
+        await wait_for(lambda: node_is(lc, "map1", "down"), 10,
                        "master to mark map1 down after SIGKILL")
         await lc.start("map1")
         await lc.wait_up(["map1"], timeout=30)
@@ -82,10 +82,6 @@ class ScaleOutAndFaults(ClusterCase):
         await lc.wait_up(first + joining, timeout=30)
         self.assertEqual({n: lc.nodes[n].pid for n in pids}, pids)
         self.assertEqual(await self.relay(lc, "map2", "role1"), "pong")
-
-
-async def _state(lc: LocalCluster, name: str, state: str) -> bool:
-    return (await lc.node_states()).get(name) == state
 
 
 class GMApi(ClusterCase):
@@ -191,13 +187,10 @@ class RoleNodesInRedis(ClusterCase):
             return {r.node: r.port for r in await state.list_roles()}
 
         expected = {n: lc.node_config(n)["client_port"] for n in ("role1", "role2")}
-        await wait_for(lambda: _equals(roles(), expected), 10, "both role nodes in Redis")
+        await wait_for(lambda: equals(roles(), expected), 10, "both role nodes in Redis")
         await lc.nodes["role2"].kill()
-        await wait_for(lambda: _equals(roles(), {"role1": expected["role1"]}), 10,
+        await wait_for(lambda: equals(roles(), {"role1": expected["role1"]}), 10,
                        "the crashed role2 to leave the least-loaded pick")
         pick = await state.pick_least_loaded()
         self.assertEqual(pick.node if pick else None, "role1")
 
-
-async def _equals(awaitable, expected) -> bool:
-    return (await awaitable) == expected

@@ -10,7 +10,7 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
 from rltwist.protocols import pb
-from tests.login_util import LoginCase
+from tests.login_util import LoginCase, offline
 from tests.util import wait_for
 
 E = pb.ErrorCode
@@ -27,7 +27,7 @@ class Login(LoginCase):
         hb = await c.request(pb.Heartbeat())
         self.assertEqual(hb.code, E.OK)
         c.close()
-        await wait_for(lambda: _offline(self, userid), 10, "alice to be logged out")
+        await wait_for(lambda: offline(self, userid), 10, "alice to be logged out")
         again = self.client("alice", server_id=3)  # relogin: same id whatever region asked
         await again.play(host, port)
         self.assertEqual(again.login_response.userid, userid)
@@ -107,10 +107,6 @@ class Login(LoginCase):
         self.assertEqual((await replay.auth(r)).code, E.BAD_SECRET)
 
 
-async def _offline(case: LoginCase, userid: int) -> bool:
-    return await case.state.get_user(userid) is None
-
-
 async def _login_code(case: LoginCase, openid: str) -> int:
     r = await case.client(openid).login(*case.login_address())
     return r.code
@@ -129,12 +125,8 @@ class SecretExpiry(LoginCase):
         c = self.client("frank")
         r = await c.login(*self.login_address())
         self.assertEqual(r.code, E.OK)
-        await wait_for(lambda: _secret_gone(self, r.userid), 10, "the secret to expire")
+        await wait_for(lambda: offline(self, r.userid), 10, "the secret to expire")
         self.assertEqual((await c.auth(r)).code, E.BAD_SECRET)
-
-
-async def _secret_gone(case: LoginCase, userid: int) -> bool:
-    return await case.state.get_user(userid) is None
 
 
 class HeartbeatTimeout(LoginCase):

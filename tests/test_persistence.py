@@ -7,8 +7,8 @@ from typing import Any
 
 from rltwist.protocols import pb
 from rltwist.storage import EmbeddedBackend
-from tests.login_util import LoginCase
-from tests.util import wait_for
+from tests.login_util import LoginCase, offline
+from tests.util import equals, node_is, wait_for
 
 E = pb.ErrorCode
 
@@ -45,7 +45,7 @@ class Persistence(LoginCase):
         self.assertEqual(await self.rename(a, "Anna2"), E.OK)  # frees "Anna"
         self.assertEqual(await self.rename(b, "Anna"), E.OK)
         a.close()
-        await wait_for(lambda: _offline(self, a.login_response.userid), 10, "anna's logout")
+        await wait_for(lambda: offline(self, a.login_response.userid), 10, "anna's logout")
         again = self.client("anna")
         auth = await again.play(host, port)
         self.assertEqual(auth.name, "Anna2")
@@ -56,12 +56,12 @@ class Persistence(LoginCase):
         await c.play(host, port)
         userid = c.login_response.userid
         self.assertEqual(await self.rename(c, "Carl"), E.OK)
-        await wait_for(lambda: _equals(self.stored_name(userid), "Carl"), 10,
+        await wait_for(lambda: equals(self.stored_name(userid), "Carl"), 10,
                        "the periodic save to store the new name")
         node = "role1" if c.login_response.port == self.lc.node_config("role1")[
             "client_port"] else "role2"
         await self.lc.nodes[node].kill()
-        await wait_for(lambda: _offline(self, userid), 15,
+        await wait_for(lambda: offline(self, userid), 15,
                        f"master to clear carl after {node} was killed")
         again = self.client("carl")
         auth = await again.play(host, port)
@@ -73,7 +73,7 @@ class Persistence(LoginCase):
         await old.play(host, port)
         userid = old.login_response.userid
         self.assertEqual(await self.rename(old, "DoraOld"), E.OK)
-        await wait_for(lambda: _equals(self.stored_name(userid), "DoraOld"), 10,
+        await wait_for(lambda: equals(self.stored_name(userid), "DoraOld"), 10,
                        "the first save")
         old_node = "role1" if old.login_response.port == self.lc.node_config("role1")[
             "client_port"] else "role2"
@@ -82,17 +82,17 @@ class Persistence(LoginCase):
         proc = self.lc.nodes[old_node]
         proc.pause()
         self.addCleanup(proc.resume)
-        await wait_for(lambda: _node_state(self, old_node, "down"), 15,
+        await wait_for(lambda: node_is(self.lc, old_node, "down"), 15,
                        f"master to mark the frozen {old_node} down")
         new = self.client("dora")
         auth = await new.play(host, port)
         self.assertEqual(auth.name, "DoraOld")
         self.assertNotEqual(new.login_response.port, old.login_response.port)
         self.assertEqual(await self.rename(new, "DoraNew"), E.OK)
-        await wait_for(lambda: _equals(self.stored_name(userid), "DoraNew"), 10,
+        await wait_for(lambda: equals(self.stored_name(userid), "DoraNew"), 10,
                        "the new instance's save")
         proc.resume()
-        await wait_for(lambda: _node_state(self, old_node, "up"), 15,
+        await wait_for(lambda: node_is(self.lc, old_node, "up"), 15,
                        f"{old_node} to be back")
         # the old instance is dropped; its save (generation older) is refused
         await old.closed
@@ -125,27 +125,15 @@ class Persistence(LoginCase):
 
         result = await grant(100)
         self.assertIn(result["online"], ("role1", "role2"))
-        await wait_for(lambda: _equals(online_gold(result["online"]), gold + 100), 10,
+        await wait_for(lambda: equals(online_gold(result["online"]), gold + 100), 10,
                        "the online player to take the grant")
         c.close()
-        await wait_for(lambda: _offline(self, userid), 10, "gina's logout")
+        await wait_for(lambda: offline(self, userid), 10, "gina's logout")
         result = await grant(50)
         self.assertIsNone(result["online"])
         again = self.client("gina")
         auth = await again.play(host, port)
         self.assertEqual(auth.basics.gold, gold + 150)
-
-
-async def _offline(case: LoginCase, userid: int) -> bool:
-    return await case.state.get_user(userid) is None
-
-
-async def _equals(awaitable: Any, expected: Any) -> bool:
-    return (await awaitable) == expected
-
-
-async def _node_state(case: LoginCase, name: str, state: str) -> bool:
-    return (await case.lc.node_states()).get(name) == state
 
 
 async def _metrics(case: LoginCase, name: str) -> str:

@@ -41,6 +41,16 @@ async def wait_for(check: Callable[[], Any], timeout: float, what: str,
         await task.deferLater(reactor, interval)
 
 
+async def equals(awaitable: Any, expected: Any) -> bool:
+    """For wait_for: does *awaitable* give *expected*?"""
+    return (await awaitable) == expected
+
+
+async def node_is(lc: Any, name: str, state: str) -> bool:
+    """For wait_for: does master report node *name* in *state*?"""
+    return (await lc.node_states()).get(name) == state
+
+
 def sleep(seconds: float) -> defer.Deferred[None]:
     return task.deferLater(reactor, seconds)
 
