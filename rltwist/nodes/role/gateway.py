@@ -404,19 +404,18 @@ class Gateway(Service, ServerProtocolFactory):
         """Master marked this node down while it was alive: its players were cleared from
         Redis and may play elsewhere now, so every instance here goes (their final saves
         are refused by fencing if a newer instance saved meanwhile)."""
+        await self._logout_everyone("node was marked down", K.KICK_LOGIN_ELSEWHERE)
+
+    async def _logout_everyone(self, reason: str, kick: int) -> None:
         await defer.DeferredList([
-            defer.Deferred.fromCoroutine(self.logout(p, "node was marked down",
-                                                     K.KICK_LOGIN_ELSEWHERE))
+            defer.Deferred.fromCoroutine(self.logout(p, reason, kick))
             for p in list(self.players.values())])
 
     async def shutdown(self) -> None:
         """Kick every player (saving them), then leave the least-loaded pick."""
         if self.sweeper.running:
             self.sweeper.stop()
-        await defer.DeferredList([
-            defer.Deferred.fromCoroutine(self.logout(p, "server shutdown",
-                                                     K.KICK_SERVER_SHUTDOWN))
-            for p in list(self.players.values())])
+        await self._logout_everyone("server shutdown", K.KICK_SERVER_SHUTDOWN)
         try:
             await self.state.unregister_role(self.node.name)
         except RedisError as e:
