@@ -76,6 +76,12 @@ class ClusterSettings:
     heartbeat_interval: float = 1.0
     heartbeat_misses: int = 3
     phase_timeout: float = 600.0
+    #: a node without a heartbeat answer from master for this long fences itself (role
+    #: nodes save and kick their players); shorter absences only stop writes
+    fence_after: float = 30.0
+    #: a fresh master waits this long for role nodes to re-register before it sets
+    #: ``is_available`` (besides every role node named in the config)
+    reregister_wait: float = 5.0
 
 
 @attrs.frozen
@@ -92,6 +98,11 @@ class StorageSettings:
     mongo_uri: str = "mongodb://127.0.0.1:27017"
     timeout: float = 5.0
     save_interval: float = 300.0
+    #: SQLite ``PRAGMA synchronous`` of the embedded backend: NORMAL survives a process
+    #: crash; FULL also survives a power loss (slower commits)
+    synchronous: str = "NORMAL"
+    #: MongoDB write concern ``w``: "majority" (default) or a number of members as a string
+    write_concern: str = "majority"
 
 
 @attrs.frozen
@@ -218,7 +229,8 @@ def config_from_dict(data: Mapping[str, Any], path: str = "<config>") -> Config:
         name: r.value(c, "cluster", name, float, default=defaults[name], check=_positive,
                       why="must be > 0")
         for name in ("call_timeout", "unreachable_after", "connect_timeout", "reconnect_initial",
-                     "reconnect_max", "timeout_tick", "heartbeat_interval", "phase_timeout")
+                     "reconnect_max", "timeout_tick", "heartbeat_interval", "phase_timeout",
+                     "fence_after", "reregister_wait")
     }
     misses = r.value(c, "cluster", "heartbeat_misses", int, default=3, check=lambda v: v >= 1,
                      why="must be >= 1")
@@ -246,6 +258,12 @@ def config_from_dict(data: Mapping[str, Any], path: str = "<config>") -> Config:
                         why="must be > 0"),
         save_interval=r.value(st, "storage", "save_interval", float, default=300.0,
                               check=_positive, why="must be > 0"),
+        synchronous=r.value(st, "storage", "synchronous", str, default="NORMAL",
+                            check=lambda v: v.upper() in ("OFF", "NORMAL", "FULL", "EXTRA"),
+                            why='must be "OFF", "NORMAL", "FULL" or "EXTRA"').upper(),
+        write_concern=r.value(st, "storage", "write_concern", str, default="majority",
+                              check=lambda v: v == "majority" or (v.isdigit() and int(v) >= 1),
+                              why='must be "majority" or a number of members >= 1 as a string'),
     )
     m = r.table(data, "master")
     master = MasterSettings(

@@ -37,6 +37,8 @@ class StorageSettings:
     busy_timeout: float = attrs.field(default=2.0, validator=_positive)
     synchronous: str = "NORMAL"
     pool_size: int = 1
+    #: MongoDB write concern ``w``: "majority" or a member count as a string
+    write_concern: str = "majority"
 
     @property
     def sqlite_path(self) -> str:

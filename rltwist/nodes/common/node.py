@@ -25,7 +25,7 @@ from twisted.python import usage
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from rltwist import __version__
+from rltwist import __version__, crashpoint
 from rltwist.cluster import Cluster, ListenError
 from rltwist.config import DEFAULT_CONFIG, Config, ConfigError, NodeConfig, load_config, node_name
 from rltwist.nodes.common.diag import Diag
@@ -102,7 +102,9 @@ class Node(service.MultiService):
         if db is None:
             s = self.config.storage
             settings = StorageSettings(backend=s.backend, db_name=name, data_dir=s.path,
-                                       mongo_uri=s.mongo_uri, timeout=s.timeout)
+                                       mongo_uri=s.mongo_uri, timeout=s.timeout,
+                                       synchronous=s.synchronous,
+                                       write_concern=s.write_concern)
             if s.backend == "embedded":
                 os.makedirs(s.path, exist_ok=True)
             # the node closes it in _stop, after its services (and their final saves)
@@ -248,6 +250,10 @@ class Node(service.MultiService):
         self.reactor.callWhenRunning(self._announce_ready)
 
     def _announce_ready(self) -> None:
+        points = crashpoint.armed()
+        if points:
+            log.warn("{node}: TEST crash points armed (process dies at them): {points}",
+                     node=self.name, points=", ".join(f"{k}@{v}" for k, v in points.items()))
         if self.slaveflow is None:  # master: first in the start order, nothing to wait for
             defer.Deferred.fromCoroutine(self.run_ready_hooks()).addErrback(
                 lambda f: log.failure("{node}: ready hooks failed", f, node=self.name))
