@@ -22,6 +22,7 @@ from rltwist.nodes.common.lru import (
     EntityNotFound,
     LoadFailed,
     LRUGroup,
+    SaveFailed,
     UnknownAction,
     action,
 )
@@ -59,6 +60,10 @@ class Counter(Actor):
     @action
     def get(self, entity: Entity) -> int:
         return int(entity.get("n", 0))
+
+    @action(save=True)
+    def add_durably(self, entity: Entity, n: int) -> int:
+        return entity.incr("n", n)
 
     @action
     async def add_after_gate(self, entity: Entity, n: int) -> int:
@@ -143,6 +148,9 @@ class StorageCase(unittest.TestCase):
             self.addCleanup(lambda: g.running and g.stopService())
         return g
 
+    async def stored_is(self, id: Key, n: int) -> bool:
+        return bool(await self.stored(id) == n)
+
     async def stored(self, id: Key, collection: str = "counters") -> Any:
         doc = await self.backend.get(collection, id)
         return None if doc is None else doc["attrs"].get("n")
@@ -198,6 +206,22 @@ class Eviction(StorageCase):
         self.assertFalse(worker.slots[1].entity.dirty)
         await g.call(3, "get")
         await wait_for(lambda: len(worker.slots) == 1, 10, "eviction after recovery")
+
+    async def test_a_save_action_whose_save_fails_answers_an_error_and_keeps_the_change(
+            self) -> None:
+        g = self.group(workers=1)
+        self.assertEqual(await g.call(1, "add_durably", 2), 2)
+        self.assertEqual(await self.stored(1), 2)
+        self.db.fail_saves = True
+        with self.assertRaises(SaveFailed):
+            await g.call(1, "add_durably", 3)
+        entity = g.workers[0].slots[1].entity
+        self.assertTrue(entity.dirty)  # applied in memory, kept for the retry
+        self.assertEqual(entity.get("n"), 5)
+        self.assertEqual(await self.stored(1), 2)
+        self.db.fail_saves = False
+        self.clock.advance(INTERVAL)
+        await wait_for(lambda: self.stored_is(1, 5), 10, "the periodic round to store 5")
 
     async def test_an_entity_used_during_its_eviction_save_stays(self) -> None:
         g = self.group(workers=1, capacity=1)

@@ -80,6 +80,13 @@ class WrongWorker(Exception):
     """A worker was called directly for an id that another worker owns."""
 
 
+class SaveFailed(Exception):
+    """An ``@action(save=True)`` ran but its save was not acknowledged by storage.
+
+    The change stays applied in memory and dirty (the periodic save retries it); the
+    caller must not take it as durable. Callers that retry need an idempotency key."""
+
+
 # -- business classes -------------------------------------------------------------------
 
 
@@ -90,7 +97,8 @@ def action(fn: F | None = None, *, creates: bool = False, save: bool = False) ->
     back to the caller. ``creates``: on an id that does not exist yet the worker hands it
     a new entity (kept only if the method changed it and did not raise). ``save``: the
     entity is saved before the reply (if storage fails it stays dirty and the periodic
-    save retries; the reply is sent all the same, as the change is applied in memory).
+    save retries) and the caller gets :class:`SaveFailed` instead of the result: an OK
+    from a ``save=True`` action means the change is durable.
     """
 
     def mark(f: F) -> F:
@@ -302,9 +310,12 @@ class LRUWorker(Service):
         elif save and entity.dirty:
             report = await group.saver.save([(entity, group.current_generation)])
             if not report.saved:
+                method = getattr(fn, "__name__", "?")
                 log.warn("{worker}: {kind} {id} not saved after {method}; it stays dirty "
-                         "and is retried", worker=self.name, kind=group.actor.kind,
-                         id=slot.id, method=getattr(fn, "__name__", "?"))
+                         "and is retried; the caller gets SaveFailed", worker=self.name,
+                         kind=group.actor.kind, id=slot.id, method=method)
+                raise SaveFailed(f"{group.actor.kind} {slot.id!r}: {method} applied but its "
+                                 f"save was not acknowledged ({report.to_dict()})")
         return result
 
     async def _load(self, slot: Slot) -> None:
