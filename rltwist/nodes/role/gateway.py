@@ -74,7 +74,7 @@ class GatewayConnection(ServerProtocol):
             self.reply(session, pb.Heartbeat.Response(code=E.OK,
                                                       server_time_ms=int(time.time() * 1000)))
             return
-        if player.state != ONLINE:
+        if player.state != ONLINE or not self.gateway.writes_allowed():
             self.replyError(session, message, E.RETRY_LATER)
             return
         player.inflight += 1
@@ -143,6 +143,11 @@ class Gateway(Service, ServerProtocolFactory):
         started = time.monotonic()
         userid = msg.userid
         me = self.node.name
+        if not self.writes_allowed():
+            self.auths.labels("RETRY_LATER").inc()
+            conn.authenticating = False
+            conn.replyError(session, pb.Auth, E.RETRY_LATER)
+            return
         try:
             generation = await self.state.auth_begin(userid, msg.secret, me)
         except RedisError as e:
@@ -187,6 +192,10 @@ class Gateway(Service, ServerProtocolFactory):
             basics=player.basics(), server_time_ms=int(time.time() * 1000)))
         if not conn.is_open:  # the client left while we were creating the instance
             self.start_logout(player, "connection lost")
+
+    def writes_allowed(self) -> bool:
+        """False while this node has lost master (it may be fenced off any moment)."""
+        return bool(getattr(self.node, "writes_allowed", True))
 
     def _refuse(self, conn: GatewayConnection, session: int, userid: int, why: str) -> None:
         self.auths.labels("RETRY_LATER").inc()
@@ -399,6 +408,11 @@ class Gateway(Service, ServerProtocolFactory):
     def start(self) -> None:
         tick = min(max(self.settings.heartbeat_timeout / 4, 0.05), 5.0)
         self.sweeper.start(tick, now=False)
+
+    async def fence(self) -> None:
+        """This node has been without master for ``fence_after``: another node may own its
+        players by now, so save (fenced) and kick every one of them."""
+        await self._logout_everyone("fenced: lost master", K.KICK_SERVER_SHUTDOWN)
 
     async def drop_all(self) -> None:
         """Master marked this node down while it was alive: its players were cleared from
