@@ -83,6 +83,8 @@ class LoginCase(unittest.TestCase):
     timeout = 180
     names = ["master", "logiccenter", "role1", "role2", "login1"]
     overrides: dict[str, dict[str, Any]] = {}
+    #: extra environment per node name (crash points: RLTWIST_TEST_FLAGS/RLTWIST_CRASH_POINTS)
+    node_env: dict[str, dict[str, str]] = {}
 
     async def setUp(self) -> None:
         self.redis = RedisServer(directory=self.mktemp())
@@ -92,6 +94,8 @@ class LoginCase(unittest.TestCase):
         overrides.setdefault("redis", {}).update(url=self.redis.url, prefix="t:")
         self.lc = LocalCluster(self.mktemp(), self.names, overrides=overrides)
         self.addCleanup(self.lc.stop_all)
+        for name, env in self.node_env.items():
+            self.lc.process(name).env.update(env)
         await self.lc.start(*self.names)
         await self.lc.wait_up(self.names)
         client = RedisClient(self.redis.url, prefix="t:")
