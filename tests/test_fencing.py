@@ -23,8 +23,8 @@ INTERVAL, MISSES, FENCE_AFTER = 1.0, 3, 10.0
 WRITE_BOUND = INTERVAL * MISSES
 
 
-def make_node(name: str, clock: task.Clock, **cluster: Any) -> Node:
-    sections = local_config([name], overrides={"cluster": {
+def make_node(name: str, clock: task.Clock, names: tuple[str, ...] = (), **cluster: Any) -> Node:
+    sections = local_config([name, *names], overrides={"cluster": {
         "heartbeat_interval": INTERVAL, "heartbeat_misses": MISSES,
         "fence_after": FENCE_AFTER, **cluster}})
     config = config_from_dict(tomllib.loads(render_config(sections)))
@@ -305,3 +305,206 @@ class MarkedDown(SlaveCase):
         self.assertFalse(self.node.writes_allowed)
         gates[1].callback(None)
         self.assertTrue(self.node.writes_allowed)
+
+
+# -- master after a Redis loss (issue 10 item 6) -------------------------------------------
+
+REREGISTER_WAIT = 5.0
+ASK_TIMEOUT = max(REREGISTER_WAIT, WRITE_BOUND)
+
+
+class FakeRedisState:
+    """The part of OnlineState that RoleRegistry uses, in memory, with a log of calls."""
+
+    def __init__(self, clock: task.Clock) -> None:
+        self.clock = clock
+        self.available = False
+        self.events: list[tuple[float, str, str]] = []
+
+    async def get_available(self) -> bool:
+        return self.available
+
+    async def set_available(self) -> None:
+        self.available = True
+        self.events.append((self.clock.seconds(), "set_available", ""))
+
+    async def register_role(self, node: str, host: str, port: int, *, fresh: bool = False
+                            ) -> int:
+        self.events.append((self.clock.seconds(), "register_role", node))
+        return 0
+
+    async def unregister_role(self, node: str) -> int:
+        self.events.append((self.clock.seconds(), "unregister_role", node))
+        return 0
+
+    def times(self, what: str, node: str = "") -> list[float]:
+        return [t for t, w, n in self.events if w == what and n == node]
+
+
+class FakeRoleNodes:
+    """Master's cluster layer: role nodes answer ``gateway.reregister`` as told.
+
+    ``behaviour[name]`` is a number of players (answered after ``delay[name]`` seconds),
+    "hung" (times out on the clock) or "refused" (fails at once)."""
+
+    def __init__(self, clock: task.Clock) -> None:
+        self.clock = clock
+        self.behaviour: dict[str, Any] = {}
+        self.delay: dict[str, float] = {}
+        self.asks: list[tuple[float, str]] = []
+
+    def set_address(self, name: str, host: str, port: int) -> None:
+        pass
+
+    def send(self, *args: Any) -> None:
+        pass
+
+    def call(self, node: str, service: str, method: str, *args: Any,
+             timeout: float | None = None) -> defer.Deferred[Any]:
+        assert (service, method) == ("gateway", "reregister"), (service, method)
+        self.asks.append((self.clock.seconds(), node))
+        how = self.behaviour.get(node, "refused")
+        if how == "refused":
+            return defer.fail(NodeUnreachable(node, service, method, "connection refused"))
+        d: defer.Deferred[Any] = defer.Deferred()
+        if how == "hung":
+            self.clock.callLater(timeout, lambda: d.called or d.errback(
+                CallTimeout(node, service, method, timeout)))
+        else:
+            self.clock.callLater(self.delay.get(node, 0.0), d.callback, how)
+        return d
+
+    def asked(self) -> list[str]:
+        return sorted(n for _, n in self.asks)
+
+
+class MasterCase(unittest.TestCase):
+    """A fresh master (config: role1, role2) whose Redis has lost its keys."""
+
+    def setUp(self) -> None:
+        from rltwist.nodes.master.service import build
+
+        self.clock = task.Clock()
+        self.clock.advance(1000)  # the clock of a machine that has been up a while
+        self.node = make_node("master", self.clock, names=("role1", "role2"),
+                              reregister_wait=REREGISTER_WAIT)
+        build(self.node)
+        self.flow = self.node.masterflow  # type: ignore[attr-defined]
+        self.registry = self.node.role_registry  # type: ignore[attr-defined]
+        self.redis = self.registry.state = FakeRedisState(self.clock)
+        self.roles = FakeRoleNodes(self.clock)
+        for attr in ("call", "send", "set_address"):
+            setattr(self.node.cluster, attr, getattr(self.roles, attr))
+        self.start = self.clock.seconds()
+        # master's ready hooks start the availability check (not awaited: with a
+        # LoopingCall as a hook they may wait for it to stop)
+        defer.Deferred.fromCoroutine(self.node.run_ready_hooks())
+        self.addCleanup(self.registry.stopService)
+
+    def advance(self, seconds: float, step: float = 0.125) -> None:
+        for _ in range(round(seconds / step)):
+            self.clock.advance(step)
+
+    def register(self, name: str, proceeded: bool = True) -> dict[str, Any]:
+        info = {"name": name, "host": "127.0.0.1", "port": 1, "metrics_port": 2,
+                "client_port": 3, "pid": 4242, "proceeded": proceeded}
+        return self.successResultOf(defer.Deferred.fromCoroutine(self.flow.register(info)))
+
+    def heartbeat(self, name: str) -> dict[str, Any]:
+        return self.flow.heartbeat(name, {"proceeded": True})
+
+
+class MasterAfterRedisLoss(MasterCase):
+    def test_a_fresh_master_waits_reregister_wait_then_asks_every_role_node_at_once(
+            self) -> None:
+        self.roles.behaviour = {"role1": 3, "role2": 4, "role3": 5}
+        self.advance(1)
+        self.register("role1")
+        self.advance(1)
+        self.register("role3")  # joined at run time: not in master's config
+        self.advance(REREGISTER_WAIT - 2.25)
+        self.assertEqual((self.roles.asks, self.redis.available), ([], False))
+        self.advance(1.5)
+        self.assertEqual(self.roles.asked(), ["role1", "role2", "role3"])
+        self.assertEqual(len({t for t, _ in self.roles.asks}), 1)  # in parallel
+        self.assertGreaterEqual(self.roles.asks[0][0], self.start + REREGISTER_WAIT)
+        self.assertTrue(self.redis.available)
+        self.assertEqual(self.registry.restored, {"role1", "role2", "role3"})
+        self.assertEqual(self.redis.times("unregister_role", "role2"), [])
+
+    def test_a_hung_role_node_is_marked_down_and_logins_resume_within_a_bound(
+            self) -> None:
+        self.roles.behaviour = {"role1": 3, "role2": "hung"}
+        self.register("role1")
+        self.advance(REREGISTER_WAIT + ASK_TIMEOUT - 0.5)
+        self.assertFalse(self.redis.available)
+        self.advance(INTERVAL + 0.5)
+        self.assertTrue(self.redis.available)
+        [set_at] = self.redis.times("set_available")
+        self.assertLessEqual(set_at, self.start + REREGISTER_WAIT + INTERVAL + ASK_TIMEOUT)
+        # role2 never registered: it is down (as if crashed) and its players were cleared
+        # in Redis before logins resumed
+        record = self.flow.nodes["role2"]
+        self.assertEqual((record.state, record.placeholder), ("down", True))
+        [cleared_at] = self.redis.times("unregister_role", "role2")
+        self.assertLessEqual(cleared_at, set_at)
+        # role2 wakes up: it must register, and is then told to drop what it holds
+        self.assertEqual(self.heartbeat("role2"), {"known": False})
+        self.assertTrue(self.register("role2").get("was_down"))
+        self.assertEqual(self.flow.nodes["role2"].state, "up")
+        self.assertEqual(self.heartbeat("role2"), {"known": True})
+
+    def test_a_registered_role_node_that_fails_the_ask_is_marked_down(self) -> None:
+        self.roles.behaviour = {"role1": 3, "role2": "refused"}
+        self.register("role1")
+        self.register("role2")
+        self.advance(REREGISTER_WAIT + INTERVAL)
+        self.assertTrue(self.redis.available)
+        self.assertEqual(self.flow.nodes["role2"].state, "down")
+        self.assertEqual(len(self.redis.times("unregister_role", "role2")), 1)
+        self.assertEqual(self.heartbeat("role2"), {"known": True, "was_down": True})
+
+    def test_a_role_node_registering_during_the_asks_is_asked_too(self) -> None:
+        self.roles.behaviour = {"role1": 3, "role2": 1, "role3": 2}
+        self.roles.delay = {"role1": 2.0}
+        self.register("role1")
+        self.advance(REREGISTER_WAIT + 0.5)
+        self.assertEqual(self.roles.asked(), ["role1", "role2"])
+        self.assertNotIn("was_down", self.register("role3"))
+        self.advance(3)
+        self.assertEqual(self.roles.asked(), ["role1", "role2", "role3"])
+        self.assertTrue(self.redis.available)
+
+    def test_a_role_node_registering_after_the_write_back_drops_what_it_holds(
+            self) -> None:
+        self.roles.behaviour = {"role1": 3, "role2": 4}
+        self.register("role1")
+        self.advance(REREGISTER_WAIT + INTERVAL)
+        self.assertTrue(self.redis.available)
+        # its players were not written back: they may log in elsewhere now
+        self.assertTrue(self.register("role4").get("was_down"))
+        # a new process holds nothing; a node that wrote back keeps what it has
+        self.assertNotIn("was_down", self.register("role5", proceeded=False))
+        self.assertNotIn("was_down", self.register("role1"))
+
+    def test_with_redis_intact_nobody_is_asked_or_dropped(self) -> None:
+        self.redis.available = True
+        self.roles.behaviour = {"role1": 3}
+        self.register("role1")
+        self.advance(REREGISTER_WAIT * 4)
+        self.assertEqual(self.roles.asks, [])
+        self.assertNotIn("was_down", self.register("role3"))
+        self.assertNotIn("role2", self.flow.nodes)
+
+    def test_a_redis_loss_under_a_running_master_is_handled_at_once(self) -> None:
+        self.redis.available = True
+        self.roles.behaviour = {"role1": 3, "role2": 4}
+        self.register("role1")
+        self.register("role2")
+        self.advance(REREGISTER_WAIT * 4)
+        lost_at = self.clock.seconds()
+        self.redis.available = False
+        self.advance(INTERVAL)
+        self.assertEqual(self.roles.asked(), ["role1", "role2"])
+        self.assertLessEqual(self.roles.asks[0][0], lost_at + INTERVAL)
+        self.assertTrue(self.redis.available)
