@@ -110,6 +110,53 @@ class MongoContractTests(BackendContract, unittest.TestCase):
         return backend
 
 
+class MongoServerWriteConcernTests(unittest.TestCase):
+    """storage.write_concern against a real server (standalone or replica set)."""
+
+    if not MONGO_URI:
+        skip = "RL_TEST_MONGO_URI is not set: no MongoDB server to check write concerns on"
+
+    async def backend(self, w: str) -> Any:
+        from rltwist.storage.mongodb import MongoBackend
+
+        assert MONGO_URI is not None
+        backend = MongoBackend(MONGO_URI, f"rltwist_test_{uuid.uuid4().hex[:12]}", timeout=5,
+                               write_concern=w)
+
+        async def drop_and_close() -> None:
+            try:
+                await backend._conn.drop_database(backend.db_name)
+            finally:
+                await backend.close()
+
+        self.addCleanup(lambda: defer.ensureDeferred(drop_and_close()))
+        return backend
+
+    async def test_majority_writes_are_acknowledged(self) -> None:
+        b = await self.backend("majority")
+        await b.save_entity("role", 1, {"gold": 1}, 1)
+        self.assertEqual(await b.claim_generation("role", 1, 2), StoredEntity({"gold": 1}, 2))
+        self.assertEqual(await b.incr("seq"), 1)
+
+    async def test_a_write_concern_the_server_cannot_meet_is_never_reported_as_done(
+        self,
+    ) -> None:
+        # 50 members exist nowhere: a standalone refuses w > 1, a replica set answers
+        # UnsatisfiableWriteConcern. Either way every kind of write must raise.
+        b = await self.backend("50")
+        for op in (
+            lambda: b.insert("role", 1, {}),
+            lambda: b.upsert("role", 2, {}),
+            lambda: b.save_entity("role", 3, {}, 1),
+            lambda: b.save_entities("role", [(4, {}, 1)]),
+            lambda: b.write_batch([Upsert("role", 5, {})]),
+            lambda: b.claim_generation("role", 6, 1),
+            lambda: b.incr("seq"),
+        ):
+            with self.assertRaises(StorageError):
+                await op()
+
+
 WORKER = """
     import sys
     from twisted.internet import defer, task
