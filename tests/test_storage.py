@@ -439,6 +439,43 @@ class EmbeddedClaimTests(unittest.TestCase):
         self.assertEqual((refused.exception.given, refused.exception.stored), (4, 4))
         self.assertEqual(await b.get_entity("role", 1), StoredEntity({"gold": 1}, 4))
 
+    async def test_a_timed_out_write_may_still_land_and_a_retry_lands_after_it(self) -> None:
+        # StorageTimeout means "outcome unknown", not "not written": the operation may be
+        # queued on (or running in) the storage thread when its bound expires. Writes run
+        # in call order, so a saver that keeps the entity dirty and saves it again after a
+        # timeout ends with its newer snapshot stored, never the older one.
+        import threading
+
+        from rltwist.storage import embedded
+
+        # the bound must outlast the drain after release on a loaded machine
+        b = EmbeddedBackend(self.path(), timeout=2.0)
+        self.addCleanup(b.close)
+        await b.save_entity("role", 1, {"v": 0}, 1)
+        held, release = threading.Event(), threading.Event()
+        read_generation = embedded._read_generation
+
+        def read(conn: sqlite3.Connection, coll: str, id: Any) -> int | None:
+            held.set()
+            release.wait(20)  # a slow disk / long fsync holding the storage thread
+            return read_generation(conn, coll, id)
+
+        self.patch(embedded, "_read_generation", read)
+        slow = defer.ensureDeferred(b.claim_generation("role", 2, 1))
+        try:
+            await wait_for(held.is_set, 10, "the storage thread to be held")
+            with self.assertRaises(StorageTimeout):
+                await b.save_entity("role", 1, {"v": 1}, 1)  # queued behind: times out
+            retry = defer.ensureDeferred(b.save_entity("role", 1, {"v": 2}, 1))
+        finally:
+            release.set()
+        with self.assertRaises(StorageTimeout):
+            await slow
+        await retry
+        self.assertEqual(await b.get_entity("role", 1), StoredEntity({"v": 2}, 1))
+        # both timed-out writes landed after all
+        self.assertEqual(await b.get_entity("role", 2), StoredEntity({}, 1))
+
     async def claimers(self, path: str, id: int, *runs: tuple[int, str]) -> list[list[str]]:
         """Run one CLAIMER process per (generation, tag), all released at once."""
         # Hold the write lock until every child is up, so all claims queue on it together.
