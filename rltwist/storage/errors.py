@@ -16,9 +16,13 @@ class StorageError(Exception):
 
 
 class StorageTimeout(StorageError):
-    """An operation did not finish within its bound.
+    """An operation did not finish within its bound, or a write was not confirmed.
 
-    The outcome of a write that timed out is unknown: it may still be applied.
+    The outcome of a write that timed out is unknown: it may still be applied
+    (the embedded backend may have it queued or running on its thread; MongoDB
+    may have applied it without the write concern's confirmation). Keep the data
+    and write it again: on the embedded backend writes run in call order, so the
+    retry lands after the original.
     """
 
 
