@@ -14,6 +14,13 @@ Each stored document also carries a *generation* (0 unless written by
 generation is at least the stored one, so a stale player instance (an old role
 node, a late timer) can never overwrite what a newer instance saved; a new
 instance fences the old one eagerly with ``claim_generation`` before it starts.
+
+Outcome of a failed write: ``DuplicateKey``, ``StaleGeneration``,
+``InvalidDocument`` and ``BackendClosed`` mean nothing was written. Any other
+``StorageError`` (``StorageTimeout`` included) means the outcome is unknown: the
+write may have landed or may still land. A caller that must not lose data keeps
+it (the entity stays dirty) and writes it again; every write here is idempotent
+when repeated with the same or newer data.
 """
 
 from __future__ import annotations
