@@ -19,8 +19,12 @@ Outcome of a failed write: ``DuplicateKey``, ``StaleGeneration``,
 ``InvalidDocument`` and ``BackendClosed`` mean nothing was written. Any other
 ``StorageError`` (``StorageTimeout`` included) means the outcome is unknown: the
 write may have landed or may still land. A caller that must not lose data keeps
-it (the entity stays dirty) and writes it again; every write here is idempotent
-when repeated with the same or newer data.
+it (the entity stays dirty) and writes it again: upsert, update, delete,
+write_batch and fenced saves are idempotent. The others are not: a repeated
+``insert`` whose first try landed raises ``DuplicateKey``; a repeated ``incr``
+adds twice (a gap in a sequence, never a duplicate); a repeated
+``claim_generation`` of the same generation raises ``StaleGeneration`` with
+``stored == given`` (claim a higher generation instead).
 """
 
 from __future__ import annotations
