@@ -3,7 +3,6 @@ MongoDB-only behaviour (multi-process safety, durability, timeouts)."""
 
 from __future__ import annotations
 
-import copy
 import inspect
 import os
 import re
@@ -683,17 +682,16 @@ class FakeCollection:
         self.lose_insert_races = 0  # next N upserts fail as if a concurrent insert won
         #: (method, write concern) of every call; None: called without with_options
         self.calls: list[tuple[str, WriteConcern | None]] = []
-        self.write_concern: WriteConcern | None = None
+        #: the next bulk_write is applied but answered with this writeConcernError
+        self.bulk_write_concern_error: dict[str, Any] | None = None
 
-    def with_options(self, *, write_concern: WriteConcern) -> FakeCollection:
-        """txmongo's Collection.with_options: a view with its own write concern."""
-        view = copy.copy(self)  # shares records, indexes and calls
-        view.write_concern = write_concern
-        return view
+    def with_options(self, *, write_concern: WriteConcern) -> _FakeView:
+        """txmongo's Collection.with_options: the collection with its own write concern."""
+        return _FakeView(self, write_concern)
 
     def __getattribute__(self, name: str) -> Any:
         if name in _RECORDED:
-            self.calls.append((name, self.write_concern))
+            object.__getattribute__(self, "calls").append((name, None))
         return object.__getattribute__(self, name)
 
     @staticmethod
@@ -816,14 +814,33 @@ class FakeCollection:
                     self._upsert_one(request._filter, request._doc, request._upsert)
                 else:
                     assert isinstance(request, DeleteOne)
-                    self.delete_one(request._filter, timeout=timeout)
+                    # through the class: an internal step, not a call to record
+                    FakeCollection.delete_one(self, request._filter, timeout=timeout)
             except DuplicateKeyError as e:
                 errors.append({"index": index, "code": e.code, "errmsg": str(e)})
                 if ordered:
                     break
-        if errors:
-            return defer.fail(BulkWriteError({"writeErrors": errors, "writeConcernErrors": []}))
+        concern, self.bulk_write_concern_error = self.bulk_write_concern_error, None
+        if errors or concern:
+            return defer.fail(BulkWriteError(
+                {"writeErrors": errors, "writeConcernErrors": [concern] if concern else []}))
         return defer.succeed(None)
+
+
+class _FakeView:
+    """A FakeCollection seen through ``with_options``: every state is the collection's
+    (so a test can set a knob on ``connection[db][coll]`` at any time); calls are recorded
+    with the view's write concern."""
+
+    def __init__(self, base: FakeCollection, write_concern: WriteConcern) -> None:
+        self._base = base
+        self.write_concern = write_concern
+
+    def __getattr__(self, name: str) -> Any:
+        base = self._base
+        if name in _RECORDED:
+            object.__getattribute__(base, "calls").append((name, self.write_concern))
+        return object.__getattribute__(base, name)
 
 
 _RECORDED = frozenset(
@@ -1002,6 +1019,23 @@ class MongoBackendOnFakeTests(BackendContract, unittest.TestCase):
         db.write_concern_errors = 1
         with self.assertRaises(StorageError):
             await b.claim_generation("role", 2, 5)
+
+
+    async def test_write_concern_error_in_a_bulk_write_is_an_unknown_outcome(self) -> None:
+        b = await self.make_backend()
+        role = self.connection["test"]["role"]
+        wtimeout = {"code": 64, "errmsg": "waiting for replication timed out",
+                    "errInfo": {"wtimeout": True}}
+        role.bulk_write_concern_error = wtimeout
+        with self.assertRaises(StorageTimeout):
+            await b.save_entities("role", [(1, {}, 1)])
+        role.bulk_write_concern_error = wtimeout
+        with self.assertRaises(StorageTimeout):
+            await b.write_batch([Upsert("role", 2, {})])
+        role.bulk_write_concern_error = {"code": 100, "errmsg": "not enough nodes"}
+        with self.assertRaises(StorageError) as e:
+            await b.write_batch([Upsert("role", 3, {})])
+        self.assertIn("not enough nodes", str(e.exception))
 
 
 class WriteConcernTests(unittest.TestCase):

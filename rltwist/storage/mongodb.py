@@ -359,6 +359,9 @@ class MongoBackend:
                     ),
                 )
             except BulkWriteError as e:
+                concerns = e.details.get("writeConcernErrors")
+                if concerns and not e.details.get("writeErrors"):
+                    raise self._concern_failed("write_batch", concerns[0]) from e
                 raise StorageError(
                     f"{self.description}: write_batch on {collection} failed:"
                     f" {e.details.get('writeErrors')}"
@@ -502,7 +505,11 @@ class MongoBackend:
         except BulkWriteError as e:
             errors = e.details.get("writeErrors", [])
             others = [err for err in errors if err.get("code") != DUPLICATE_KEY]
-            if others or e.details.get("writeConcernErrors"):
+            concerns = e.details.get("writeConcernErrors")
+            if concerns and not others:
+                # Refusals cannot be told apart from unconfirmed saves: retry them all.
+                raise self._concern_failed("save_entities", concerns[0]) from e
+            if others:
                 raise StorageError(
                     f"{self.description}: save_entities on {collection} failed: {others}"
                 ) from e
