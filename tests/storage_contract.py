@@ -294,6 +294,105 @@ class BackendContract:
         self.assertEqual(await b.get("role", 3), {"v": "first"})
         self.assertEqual(await b.save_entities("role", []), [])
 
+    # -- generation claims ----------------------------------------------------------
+
+    async def test_claim_raises_the_stored_generation_and_leaves_the_document_alone(self) -> None:
+        b = await self.make_backend()
+        await b.save_entity("role", USERID, {"gold": 7, "name": "ann"}, 3)
+        claimed = await b.claim_generation("role", USERID, 4, initial={"ignored": True})
+        # The claim hands back the document it fenced: what the old instance saved last.
+        self.assertEqual(claimed, StoredEntity({"gold": 7, "name": "ann"}, 4))
+        self.assertEqual(await b.get_entity("role", USERID), StoredEntity(
+            {"gold": 7, "name": "ann"}, 4))
+        self.assertEqual(await b.claim_generation("role", USERID, 10), StoredEntity(
+            {"gold": 7, "name": "ann"}, 10))  # gaps are fine: only "strictly higher" counts
+
+    async def test_claim_then_a_lower_generation_save_is_refused(self) -> None:
+        b = await self.make_backend()
+        await b.save_entity("role", 1, {"gold": 1}, 3)
+        await b.claim_generation("role", 1, 4)
+        # The old instance (generation 3) has not saved since: its next save must not land.
+        err = await self.assertFails(StaleGeneration, b.save_entity("role", 1, {"gold": 99}, 3))
+        self.assertEqual((err.given, err.stored), (3, 4))
+        [refused] = await b.save_entities("role", [(1, {"gold": 98}, 3)])
+        self.assertIsInstance(refused, StaleGeneration)
+        self.assertEqual(await b.get_entity("role", 1), StoredEntity({"gold": 1}, 4))
+        # The claimant itself saves at its own generation.
+        await b.save_entity("role", 1, {"gold": 2}, 4)
+        self.assertEqual(await b.get_entity("role", 1), StoredEntity({"gold": 2}, 4))
+
+    async def test_claim_of_an_absent_id_inserts_the_initial_document(self) -> None:
+        b = await self.make_backend()
+        initial = {"userid": USERID, "gold": 100, "blob": b"\x00"}
+        self.assertEqual(await b.claim_generation("role", USERID, 1, initial=initial),
+                         StoredEntity(initial, 1))
+        self.assertEqual(await b.get_entity("role", USERID), StoredEntity(initial, 1))
+        self.assertEqual(await b.claim_generation("role", "no-initial", 2),
+                         StoredEntity({}, 2))
+        self.assertEqual(await b.get_entity("role", "no-initial"), StoredEntity({}, 2))
+        await self.assertFails(StaleGeneration, b.save_entity("role", USERID, {}, 0))
+
+    async def test_claim_of_an_absent_id_keeps_indexes_up_to_date(self) -> None:
+        b = await self.make_backend()
+        await b.ensure_index("role", "name")
+        await b.claim_generation("role", 1, 1, initial={"name": "ann"})
+        self.assertEqual(await b.find("role", {"name": "ann"}), [(1, {"name": "ann"})])
+
+    async def test_claim_of_the_same_or_a_lower_generation_is_refused_and_changes_nothing(
+        self,
+    ) -> None:
+        b = await self.make_backend()
+        await b.save_entity("role", 1, {"gold": 1}, 5)
+        for generation in (5, 4, 0):
+            err = await self.assertFails(
+                StaleGeneration, b.claim_generation("role", 1, generation, initial={"x": 1}))
+            self.assertEqual((err.collection, err.id, err.given, err.stored),
+                             ("role", 1, generation, 5))
+        self.assertEqual(await b.get_entity("role", 1), StoredEntity({"gold": 1}, 5))
+        # A plain insert leaves generation 0 stored; a claim of 0 on it is "equal".
+        await b.insert("role", 2, {"a": 1})
+        await self.assertFails(StaleGeneration, b.claim_generation("role", 2, 0))
+        self.assertEqual(await b.claim_generation("role", 2, 1), StoredEntity({"a": 1}, 1))
+
+    async def test_two_concurrent_claims_of_one_generation_exactly_one_wins(self) -> None:
+        b = await self.make_backend()
+        for id, existing in ((1, None), (2, {"gold": 5})):
+            if existing is not None:
+                await b.save_entity("role", id, existing, 1)
+            outcomes = await defer.DeferredList(
+                [defer.ensureDeferred(b.claim_generation("role", id, 7, initial={"by": n}))
+                 for n in range(2)], consumeErrors=True)
+            won = [r for ok, r in outcomes if ok]
+            lost = [r.value for ok, r in outcomes if not ok]
+            self.assertEqual(len(won), 1, outcomes)
+            self.assertEqual(len(lost), 1, outcomes)
+            self.assertIsInstance(lost[0], StaleGeneration)
+            self.assertEqual((lost[0].given, lost[0].stored), (7, 7))
+            self.assertEqual(await b.get_entity("role", id), won[0])
+            self.assertEqual(won[0].generation, 7)
+
+    async def test_concurrent_claims_of_different_generations_leave_the_highest(self) -> None:
+        b = await self.make_backend()
+        outcomes = await defer.DeferredList(
+            [defer.ensureDeferred(b.claim_generation("role", 1, g, initial={"by": g}))
+             for g in (3, 9, 5)], consumeErrors=True)
+        self.assertTrue(outcomes[1][0], outcomes)  # the highest always wins
+        for ok, r in outcomes:
+            if not ok:
+                self.assertIsInstance(r.value, StaleGeneration)
+        stored = await b.get_entity("role", 1)
+        assert stored is not None
+        self.assertEqual(stored.generation, 9)
+        self.assertIn(stored.doc, [{"by": 3}, {"by": 9}, {"by": 5}])
+
+    async def test_claim_rejects_unstorable_input_before_writing(self) -> None:
+        b = await self.make_backend()
+        await self.assertFails(InvalidDocument, b.claim_generation("role", 1, -1))
+        await self.assertFails(InvalidDocument, b.claim_generation("role", 1, True))  # type: ignore[arg-type]
+        await self.assertFails(InvalidDocument, b.claim_generation("bad$", 1, 1))
+        await self.assertFails(InvalidDocument, b.claim_generation("role", 1, 1, initial=[]))  # type: ignore[arg-type]
+        self.assertIsNone(await b.get_entity("role", 1))
+
     async def test_ten_thousand_2kb_entities_are_saved_in_one_call(self) -> None:
         b = await self.make_backend()
         items = [(USERID + n, player_doc(n), 1) for n in range(10_000)]

@@ -25,6 +25,7 @@ from rltwist.storage import (
     EmbeddedBackend,
     InvalidDocument,
     StaleGeneration,
+    StoredEntity,
     Update,
     Upsert,
 )
@@ -124,6 +125,29 @@ class RemoteDatabase(unittest.TestCase):
         stored = await db.get_entity("player", 9)
         assert stored is not None
         self.assertEqual((stored.doc, stored.generation), ({"v": 2}, 6))
+
+
+    async def test_generation_claims(self) -> None:
+        db = self.db
+        self.assertEqual(await db.claim_generation("player", 9, 3, {"gold": 1}),
+                         StoredEntity({"gold": 1}, 3))
+        await db.save_entity("player", 9, {"gold": 2}, 3)
+        for generation in (3, 2):
+            with self.assertRaises(StaleGeneration) as stale:
+                await db.claim_generation("player", 9, generation, {"gold": 0})
+            self.assertEqual((stale.exception.collection, stale.exception.id,
+                              stale.exception.given, stale.exception.stored),
+                             ("player", 9, generation, 3))
+        self.assertEqual(await db.claim_generation("player", 9, 4), StoredEntity({"gold": 2}, 4))
+        with self.assertRaises(StaleGeneration):
+            await db.save_entity("player", 9, {"gold": 666}, 3)  # the fenced old instance
+        self.assertEqual(await self.backend.get_entity("player", 9), StoredEntity({"gold": 2}, 4))
+        self.assertEqual(await db.claim_generation("player", "new", 1), StoredEntity({}, 1))
+        with self.assertRaises(InvalidDocument):
+            await db.claim_generation("player", 10, -1)
+        # A refusal is an answer, not a failed handler: nothing for the serving node to log.
+        self.assertEqual(self.flushLoggedErrors(StaleGeneration), [])
+        self.flushLoggedErrors(InvalidDocument)
 
 
 class SharedRegionDatabase(unittest.TestCase):

@@ -239,6 +239,40 @@ def _t_save(
     return refused
 
 
+def _read_generation(conn: sqlite3.Connection, coll: str, id: Key) -> int | None:
+    """The stored generation of ``id`` (None if absent); a seam for interleaving tests."""
+    row = conn.execute("SELECT gen FROM documents WHERE coll = ? AND id = ?", (coll, id)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _t_claim(
+    conn: sqlite3.Connection, coll: str, id: Key, gen: int, initial: bytes
+) -> tuple[int | None, Document]:
+    """Generation compare-and-set; ``(None, stored doc)`` if claimed, else ``(stored gen, {})``.
+
+    Atomic across processes because ``_in_thread`` runs it in ``BEGIN IMMEDIATE``: the
+    write lock is held from before the read until the commit, so no other connection can
+    read the old generation in between and claim it too.
+    """
+    stored = _read_generation(conn, coll, id)
+    if stored is None:
+        conn.execute(
+            "INSERT INTO documents (coll, id, gen, doc) VALUES (?, ?, ?, ?)",
+            (coll, id, gen, initial),
+        )
+        doc = codec.decode(initial)
+        idx = _Indexes(conn)
+        if idx.of(coll):
+            _reindex(conn, idx, coll, id, doc)
+        return None, doc
+    if stored >= gen:
+        return stored, {}
+    (blob,) = conn.execute(
+        "UPDATE documents SET gen = ? WHERE coll = ? AND id = ? RETURNING doc", (gen, coll, id)
+    ).fetchone()
+    return None, codec.decode(blob)
+
+
 def _t_find(
     conn: sqlite3.Connection, coll: str, query: dict[str, Scalar], limit: int | None
 ) -> list[tuple[Key, Document]]:
@@ -555,6 +589,20 @@ class EmbeddedBackend:
         if isinstance(amount, bool) or not isinstance(amount, int):
             raise InvalidDocument(f"bad counter amount {amount!r}")
         return await self._run("incr", True, _t_incr, counter, amount)
+
+    async def claim_generation(
+        self, collection: str, id: Key, generation: int, initial: Document | None = None
+    ) -> StoredEntity:
+        codec.check_collection(collection)
+        codec.check_key(id)
+        codec.check_generation(generation)
+        blob = codec.encode(codec.check_doc({} if initial is None else initial))
+        stored, doc = await self._run(
+            "claim_generation", True, _t_claim, collection, id, generation, blob
+        )
+        if stored is not None:
+            raise StaleGeneration(collection, id, generation, stored)
+        return StoredEntity(doc=doc, generation=generation)
 
     async def save_entity(self, collection: str, id: Key, doc: Document, generation: int) -> None:
         (refused,) = await self.save_entities(collection, [(id, doc, generation)])

@@ -16,9 +16,13 @@ class StorageError(Exception):
 
 
 class StorageTimeout(StorageError):
-    """An operation did not finish within its bound.
+    """An operation did not finish within its bound, or a write was not confirmed.
 
-    The outcome of a write that timed out is unknown: it may still be applied.
+    The outcome of a write that timed out is unknown: it may still be applied
+    (the embedded backend may have it queued or running on its thread; MongoDB
+    may have applied it without the write concern's confirmation). Keep the data
+    and write it again: on the embedded backend writes run in call order, so the
+    retry lands after the original.
     """
 
 
@@ -47,11 +51,13 @@ class DuplicateKey(StorageError):
 
 
 class StaleGeneration(StorageError):
-    """A fenced save was refused because the stored generation is newer.
+    """A fenced write was refused: a newer instance owns the entity.
 
-    ``given`` is the generation the caller tried to save with; ``stored`` is
-    the one found in the database (``None`` if it could not be read back).
-    The stored document was left untouched.
+    A fenced save is refused when the stored generation is higher than the
+    caller's; a generation claim when it is higher or equal. ``given`` is the
+    generation the caller wrote with; ``stored`` is the one found in the
+    database (``None`` if it could not be read back). The stored document was
+    left untouched.
     """
 
     def __init__(self, collection: str, id: Any, given: int, stored: int | None) -> None:
@@ -63,6 +69,6 @@ class StaleGeneration(StorageError):
 
     def __str__(self) -> str:
         return (
-            f"stale save of {self.collection}/{self.id!r}: generation {self.given} "
-            f"< stored generation {self.stored}"
+            f"stale write of {self.collection}/{self.id!r} refused: generation {self.given},"
+            f" stored generation {self.stored}"
         )

@@ -10,9 +10,21 @@ portable subset. The entity id is kept next to
 the document, not inside it: ``get`` returns exactly the dict that was stored.
 
 Each stored document also carries a *generation* (0 unless written by
-``save_entity``). A fenced save only lands when its generation is at least the
-stored one, so a stale player instance (an old role node, a late timer) can
-never overwrite what a newer instance saved.
+``save_entity`` or ``claim_generation``). A fenced save only lands when its
+generation is at least the stored one, so a stale player instance (an old role
+node, a late timer) can never overwrite what a newer instance saved; a new
+instance fences the old one eagerly with ``claim_generation`` before it starts.
+
+Outcome of a failed write: ``DuplicateKey``, ``StaleGeneration``,
+``InvalidDocument`` and ``BackendClosed`` mean nothing was written. Any other
+``StorageError`` (``StorageTimeout`` included) means the outcome is unknown: the
+write may have landed or may still land. A caller that must not lose data keeps
+it (the entity stays dirty) and writes it again: upsert, update, delete,
+write_batch and fenced saves are idempotent. The others are not: a repeated
+``insert`` whose first try landed raises ``DuplicateKey``; a repeated ``incr``
+adds twice (a gap in a sequence, never a duplicate); a repeated
+``claim_generation`` of the same generation raises ``StaleGeneration`` with
+``stored == given`` (claim a higher generation instead).
 """
 
 from __future__ import annotations
@@ -141,6 +153,24 @@ class Backend(Protocol):
         self, collection: str, items: Sequence[tuple[Key, Document, int]]
     ) -> list[StaleGeneration | None]:
         """Fenced save of many entities; per item ``None`` (saved) or the refusal."""
+        ...
+
+    async def claim_generation(
+        self, collection: str, id: Key, generation: int, initial: Document | None = None
+    ) -> StoredEntity:
+        """Take ownership of entity ``id`` for ``generation``: an atomic compare-and-set.
+
+        If the document exists, its stored generation becomes ``generation`` only if it
+        was strictly lower, else ``StaleGeneration`` (``stored`` = the stored one) is
+        raised and nothing changes; the document itself is never modified. If it does
+        not exist, ``initial`` (or ``{}``) is inserted with ``generation``; a concurrent
+        insert of the same id is resolved as the "exists" case. Returns the document
+        as stored at the moment of the claim: read after the fence, so it holds every
+        save the previous owner made and no later save of it can land (every
+        ``save_entity`` below ``generation`` is refused from now on). Atomic across
+        processes. A ``StorageTimeout`` (or other ``StorageError``) leaves the outcome
+        unknown: the claim may have landed; do not assume either way.
+        """
         ...
 
     async def close(self) -> None:

@@ -8,6 +8,12 @@ an upsert can replace it without touching ``gen``.
 txmongo waits forever unless each call is given ``timeout=``; every call here
 passes one, and an outer bound catches anything that slips past it. A timed
 out call raises :class:`StorageTimeout` (its outcome on the server is unknown).
+
+Every write carries the write concern from ``storage.write_concern``
+(``majority`` by default, journaled): a write is acknowledged only once it
+cannot be rolled back by a primary failover. A write the server applied but
+could not get confirmed in time (``writeConcernError``) is an unknown outcome,
+raised as :class:`StorageTimeout`, never reported as success.
 Documents are BSON-encoded on the caller's thread (``RawBSONDocument``), so a
 save stores the document as it was at call time.
 """
@@ -22,12 +28,13 @@ import bson
 from bson.errors import BSONError
 from bson.raw_bson import RawBSONDocument
 from pymongo import DeleteOne, UpdateOne
-from pymongo.collection import ReturnDocument
-from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError, WriteConcernError
+from pymongo.write_concern import WriteConcern
 from twisted.internet import defer
 from twisted.internet.error import ConnectError, ConnectionLost
 from twisted.logger import Logger
 from txmongo import filter as qf
+from txmongo.collection import Collection
 from txmongo.connection import ConnectionPool
 from txmongo.errors import TimeExceeded
 
@@ -57,7 +64,25 @@ COUNTERS = "_counters"
 """Collection of the atomic counters; user collections start with a letter."""
 
 DUPLICATE_KEY = 11000
+WRITE_CONCERN_FAILED = 64
 _FENCE_ATTEMPTS = 3
+
+
+def write_concern_for(w: str, timeout: float) -> WriteConcern:
+    """The write concern of every write: ``w`` is ``"majority"`` or a member count ("2").
+
+    Writes are also journaled (``j``), so an acknowledged write survives a crash of the
+    members that confirmed it. ``wtimeout`` is 80% of the operation bound: the server
+    stops waiting for replication (and says so) before the client gives up on the reply.
+    """
+    value: str | int
+    if w == "majority":
+        value = w
+    elif w.isdigit() and int(w) >= 1:
+        value = int(w)
+    else:
+        raise ValueError(f'write_concern must be "majority" or a member count >= 1, not {w!r}')
+    return WriteConcern(w=value, wtimeout=max(1, int(timeout * 800)), j=True)
 
 
 def _redact(uri: str) -> str:
@@ -76,8 +101,9 @@ class MongoBackend:
     """Backend on a MongoDB database (``uri`` as txmongo accepts it, ``db_name``).
 
     ``timeout`` bounds every operation, including waiting for the connection.
-    ``connection`` lets tests or a node share an existing txmongo pool; the
-    backend only disconnects a pool it created.
+    ``write_concern`` is ``"majority"`` (default) or a member count as a string
+    (see :func:`write_concern_for`). ``connection`` lets tests or a node share an
+    existing txmongo pool; the backend only disconnects a pool it created.
     """
 
     log = Logger()
@@ -89,10 +115,13 @@ class MongoBackend:
         *,
         timeout: float = 10.0,
         pool_size: int = 1,
+        write_concern: str = "majority",
         connection: ConnectionPool | None = None,
     ) -> None:
         self._uri = uri
         self._timeout = timeout
+        self.write_concern = write_concern_for(write_concern, timeout)
+        self._colls: dict[str, Collection] = {}
         self._owns_connection = connection is None
         if connection is None:
             connection = ConnectionPool(uri, pool_size=pool_size, retry_delay=1.0, max_delay=30.0)
@@ -129,6 +158,8 @@ class MongoBackend:
             ) from None
         except (StorageError, DuplicateKeyError, BulkWriteError):
             raise
+        except WriteConcernError as e:
+            raise self._concern_failed(op, e.details or {}) from e
         except PyMongoError as e:
             raise StorageError(f"{self.description}: {op} failed: {e}") from e
         except (ConnectError, ConnectionLost) as e:
@@ -137,6 +168,53 @@ class MongoBackend:
     def _check_open(self, op: str) -> None:
         if self._closed:
             raise BackendClosed(f"{self.description}: {op} after close()")
+
+    def _coll(self, name: str) -> Collection:
+        """Collection ``name`` writing with this backend's write concern."""
+        coll = self._colls.get(name)
+        if coll is None:
+            coll = self._colls[name] = self._db[name].with_options(
+                write_concern=self.write_concern
+            )
+        return coll
+
+    def _concern_failed(self, op: str, error: Mapping[str, Any]) -> StorageError:
+        """The error for a write the server applied but could not confirm as asked.
+
+        Its outcome is unknown: the write may survive or be rolled back by a failover.
+        A replication wait that ran out is a :class:`StorageTimeout`.
+        """
+        message = (
+            f"{self.description}: {op} was not confirmed with w={self.write_concern.document['w']}"
+            f" (outcome unknown): {error.get('errmsg', error)}"
+        )
+        timed_out = error.get("code") == WRITE_CONCERN_FAILED or bool(
+            (error.get("errInfo") or {}).get("wtimeout")
+        )
+        return StorageTimeout(message) if timed_out else StorageError(message)
+
+    async def _find_and_modify(
+        self, op: str, collection: str, spec: Document, change: Document, upsert: bool
+    ) -> Document | None:
+        """``findAndModify`` returning the document after the change (None if none matched).
+
+        Sent as a command because txmongo's ``find_one_and_update`` drops the reply's
+        ``writeConcernError``: a write not confirmed by the write concern would pass as done.
+        """
+        command = {
+            "findAndModify": collection,
+            "query": spec,
+            "update": change,
+            "new": True,
+            "upsert": upsert,
+            "writeConcern": self.write_concern.document,
+        }
+        reply = await self._call(op, self._db.command(command, timeout=self._timeout))
+        concern = reply.get("writeConcernError")
+        if concern:
+            raise self._concern_failed(op, concern)
+        value: Document | None = reply.get("value")
+        return value
 
     # -- Backend API -----------------------------------------------------------
 
@@ -147,7 +225,7 @@ class MongoBackend:
         record = {"_id": id, "gen": 0, "doc": _raw(codec.check_doc(doc), "document")}
         try:
             await self._call(
-                "insert", self._db[collection].insert_one(record, timeout=self._timeout)
+                "insert", self._coll(collection).insert_one(record, timeout=self._timeout)
             )
         except DuplicateKeyError:
             raise DuplicateKey(collection, id) from None
@@ -161,7 +239,7 @@ class MongoBackend:
         codec.check_collection(collection)
         codec.check_key(id)
         record = await self._call(
-            "get", self._db[collection].find_one({"_id": id}, timeout=self._timeout)
+            "get", self._coll(collection).find_one({"_id": id}, timeout=self._timeout)
         )
         if record is None:
             return None
@@ -177,7 +255,7 @@ class MongoBackend:
         change = {"$set": _raw({f"doc.{k}": v for k, v in fields.items()}, "update")}
         result = await self._call(
             "update",
-            self._db[collection].update_one({"_id": id}, change, timeout=self._timeout),
+            self._coll(collection).update_one({"_id": id}, change, timeout=self._timeout),
         )
         return bool(result.matched_count)
 
@@ -193,7 +271,7 @@ class MongoBackend:
             try:
                 await self._call(
                     "upsert",
-                    self._db[collection].update_one(
+                    self._coll(collection).update_one(
                         {"_id": id}, change, upsert=True, timeout=self._timeout
                     ),
                 )
@@ -209,7 +287,7 @@ class MongoBackend:
         codec.check_collection(collection)
         codec.check_key(id)
         result = await self._call(
-            "delete", self._db[collection].delete_one({"_id": id}, timeout=self._timeout)
+            "delete", self._coll(collection).delete_one({"_id": id}, timeout=self._timeout)
         )
         return bool(result.deleted_count)
 
@@ -219,7 +297,7 @@ class MongoBackend:
         self._check_open("find")
         codec.check_collection(collection)
         spec = {f"doc.{k}": v for k, v in codec.check_query(query).items()}
-        cursor = self._db[collection].find(
+        cursor = self._coll(collection).find(
             spec, limit=codec.check_limit(limit) or 0, timeout=self._timeout
         )
         # A txmongo Cursor is only a Deferred through its callback methods
@@ -233,7 +311,7 @@ class MongoBackend:
         codec.split_path(field)
         await self._call(
             "ensure_index",
-            self._db[collection].ensure_index(
+            self._coll(collection).ensure_index(
                 qf.sort(qf.ASCENDING(f"doc.{field}")), timeout=self._timeout
             ),
         )
@@ -276,9 +354,14 @@ class MongoBackend:
             try:
                 await self._call(
                     "write_batch",
-                    self._db[collection].bulk_write(requests, ordered=True, timeout=self._timeout),
+                    self._coll(collection).bulk_write(
+                        requests, ordered=True, timeout=self._timeout
+                    ),
                 )
             except BulkWriteError as e:
+                concerns = e.details.get("writeConcernErrors")
+                if concerns and not e.details.get("writeErrors"):
+                    raise self._concern_failed("write_batch", concerns[0]) from e
                 raise StorageError(
                     f"{self.description}: write_batch on {collection} failed:"
                     f" {e.details.get('writeErrors')}"
@@ -292,16 +375,10 @@ class MongoBackend:
             raise InvalidDocument(f"bad counter amount {amount!r}")
         for attempt in range(2):
             try:
-                record = await self._call(
-                    "incr",
-                    self._db[COUNTERS].find_one_and_update(
-                        {"_id": counter},
-                        {"$inc": {"value": amount}},
-                        upsert=True,
-                        return_document=ReturnDocument.AFTER,
-                        timeout=self._timeout,
-                    ),
+                record = await self._find_and_modify(
+                    "incr", COUNTERS, {"_id": counter}, {"$inc": {"value": amount}}, upsert=True
                 )
+                assert record is not None  # an upsert always leaves a document
                 return int(record["value"])
             except DuplicateKeyError as e:
                 # First increments of a new counter racing each other.
@@ -332,10 +409,12 @@ class MongoBackend:
             {"$set": {"doc": raw, "gen": generation}},
         )
 
-    async def _stored_generations(self, collection: str, ids: list[Key]) -> dict[Key, int]:
+    async def _stored_generations(
+        self, collection: str, ids: list[Key], op: str = "save_entities"
+    ) -> dict[Key, int]:
         records = await self._call(
-            "save_entities",
-            self._db[collection]
+            op,
+            self._coll(collection)
             .find({"_id": {"$in": ids}}, projection={"gen": 1}, timeout=self._timeout)
             .addCallback(list),
         )
@@ -349,7 +428,7 @@ class MongoBackend:
             try:
                 await self._call(
                     "save_entity",
-                    self._db[collection].update_one(
+                    self._coll(collection).update_one(
                         spec, change, upsert=True, timeout=self._timeout
                     ),
                 )
@@ -359,7 +438,50 @@ class MongoBackend:
                 if stored is not None and stored > generation:
                     return StaleGeneration(collection, id, generation, stored)
                 # Lost an insert race against an older or equal generation: retry.
-        return StaleGeneration(collection, id, generation, None)
+        # Not a refusal: nothing newer was seen, so the caller must keep the data and retry
+        # (a StaleGeneration would tell it a newer instance owns the entity).
+        raise StorageError(
+            f"{self.description}: save of {collection}/{id!r} lost {_FENCE_ATTEMPTS} insert"
+            " races in a row; not saved"
+        )
+
+    async def claim_generation(
+        self, collection: str, id: Key, generation: int, initial: Document | None = None
+    ) -> StoredEntity:
+        """Compare-and-set of the stored generation in one ``findAndModify``.
+
+        The filter matches only a stored generation lower than ``generation`` (or none
+        stored); if a document with a newer or equal one exists the upsert collides on
+        ``_id``: that duplicate key is the refusal. A collision with a lower generation
+        (a concurrent insert of the same id) is retried.
+        """
+        self._check_open("claim_generation")
+        codec.check_collection(collection)
+        codec.check_key(id)
+        codec.check_generation(generation)
+        raw = _raw(codec.check_doc({} if initial is None else initial), "initial document")
+        for _ in range(_FENCE_ATTEMPTS):
+            try:
+                record = await self._find_and_modify(
+                    "claim_generation",
+                    collection,
+                    {"_id": id, "gen": {"$not": {"$gte": generation}}},
+                    {"$set": {"gen": generation}, "$setOnInsert": {"doc": raw}},
+                    upsert=True,
+                )
+            except DuplicateKeyError:
+                stored = (
+                    await self._stored_generations(collection, [id], "claim_generation")
+                ).get(id)
+                if stored is not None and stored >= generation:
+                    raise StaleGeneration(collection, id, generation, stored) from None
+                continue
+            assert record is not None  # an upsert always leaves a document
+            return StoredEntity(doc=record.get("doc", {}), generation=generation)
+        raise StorageError(
+            f"{self.description}: claim of {collection}/{id!r} lost {_FENCE_ATTEMPTS} insert"
+            " races in a row; not claimed"
+        )
 
     async def save_entities(
         self, collection: str, items: Sequence[tuple[Key, Document, int]]
@@ -377,13 +499,17 @@ class MongoBackend:
         try:
             await self._call(
                 "save_entities",
-                self._db[collection].bulk_write(requests, ordered=False, timeout=self._timeout),
+                self._coll(collection).bulk_write(requests, ordered=False, timeout=self._timeout),
             )
             return results
         except BulkWriteError as e:
             errors = e.details.get("writeErrors", [])
             others = [err for err in errors if err.get("code") != DUPLICATE_KEY]
-            if others or e.details.get("writeConcernErrors"):
+            concerns = e.details.get("writeConcernErrors")
+            if concerns and not others:
+                # Refusals cannot be told apart from unconfirmed saves: retry them all.
+                raise self._concern_failed("save_entities", concerns[0]) from e
+            if others:
                 raise StorageError(
                     f"{self.description}: save_entities on {collection} failed: {others}"
                 ) from e

@@ -18,6 +18,23 @@ def _positive(instance: Any, attribute: attrs.Attribute[float], value: float) ->
         raise ValueError(f"storage {attribute.name} must be > 0, not {value!r}")
 
 
+SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+def _sync_mode(instance: Any, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or value.upper() not in SYNC_MODES:
+        raise ValueError(f"storage synchronous must be one of {SYNC_MODES}, not {value!r}")
+
+
+def _write_concern(instance: Any, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or not (
+        value == "majority" or (value.isdigit() and int(value) >= 1)
+    ):
+        raise ValueError(
+            f'storage write_concern must be "majority" or a member count >= 1, not {value!r}'
+        )
+
+
 @attrs.frozen
 class StorageSettings:
     """Storage section of a node's config.
@@ -35,10 +52,13 @@ class StorageSettings:
     mongo_uri: str = "mongodb://127.0.0.1:27017"
     timeout: float = attrs.field(default=10.0, validator=_positive)
     busy_timeout: float = attrs.field(default=2.0, validator=_positive)
-    synchronous: str = "NORMAL"
+    #: embedded only, SQLite ``PRAGMA synchronous``: NORMAL keeps every commit across a
+    #: process crash, FULL also across power loss (one fsync per commit)
+    synchronous: str = attrs.field(default="NORMAL", validator=_sync_mode)
     pool_size: int = 1
-    #: MongoDB write concern ``w``: "majority" or a member count as a string
-    write_concern: str = "majority"
+    #: MongoDB write concern ``w``: "majority" or a member count as a string; writes are
+    #: also journaled (``j``)
+    write_concern: str = attrs.field(default="majority", validator=_write_concern)
 
     @property
     def sqlite_path(self) -> str:
@@ -69,6 +89,7 @@ def open_backend(settings: StorageSettings, *, reactor: Any = None,
             settings.db_name,
             timeout=settings.timeout,
             pool_size=settings.pool_size,
+            write_concern=settings.write_concern,
         )
     from rltwist.storage.embedded import EmbeddedBackend
 

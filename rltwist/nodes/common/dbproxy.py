@@ -1,8 +1,9 @@
 """dbproxy: a node's storage as a service (seed §5, §6, §15).
 
 Every node that has a database serves it as ``dbproxy``: create/read/update/delete on named
-collections, find by field equality, upsert, batched writes, fenced entity saves and the
-atomic counter, over ``node.database(db)``. Which database a node kind uses (seed §6):
+collections, find by field equality, upsert, batched writes, fenced entity saves, generation
+claims and the atomic counter, over ``node.database(db)``. Which database a node kind uses
+(seed §6):
 
     role -> roledb   map/guild/mail/rolecity of region <sid> -> region<sid>
     logiccenter -> globaldb   master, login -> none (no dbproxy)
@@ -205,6 +206,20 @@ class DBProxy(Service):
         return [None if r is None else _stored_generation(r) for r in refused]
 
 
+    @handler
+    async def claim_generation(self, collection: str, id: Key, generation: int,
+                               initial: Document | None = None) -> dict[str, Any]:
+        """Generation compare-and-set (see ``Backend.claim_generation``): ``{"doc": ...,
+        "generation": n}`` when claimed, ``{"refused": stored generation}`` when a newer or
+        equal generation is stored (an answer, not an error: the caller needs the number)."""
+        try:
+            stored = await self._timed("claim_generation", self.backend.claim_generation(
+                collection, id, generation, initial))
+        except StaleGeneration as e:
+            return {"refused": _stored_generation(e)}
+        return {"doc": stored.doc, "generation": stored.generation}
+
+
 def _stored_generation(error: StaleGeneration) -> int:
     return error.stored if error.stored is not None else -1
 
@@ -304,6 +319,14 @@ class DBClient:
         (refused,) = await self.save_entities(collection, [(id, doc, generation)])
         if refused is not None:
             raise refused
+
+    async def claim_generation(self, collection: str, id: Key, generation: int,
+                               initial: Document | None = None) -> StoredEntity:
+        r = await self._call("claim_generation", collection, id, generation, initial)
+        if "refused" in r:
+            stored = r["refused"]
+            raise StaleGeneration(collection, id, generation, stored if stored >= 0 else None)
+        return StoredEntity(r["doc"], r["generation"])
 
     async def save_entities(self, collection: str, items: Sequence[tuple[Key, Document, int]]
                             ) -> list[StaleGeneration | None]:

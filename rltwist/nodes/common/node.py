@@ -22,6 +22,7 @@ from twisted.internet import defer, error
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -81,7 +82,9 @@ class Node(service.MultiService):
         self.shutdown_handlers: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
         self.ready_hooks: list[Callable[[], Awaitable[Any] | Any]] = []
         # run when master says it had marked this node down (frozen, cut off) meanwhile
-        self.marked_down_hooks: list[Callable[[], Awaitable[Any]]] = []
+        self.marked_down_hooks: list[Callable[[], Awaitable[Any] | Any]] = []
+        # run once when master has not answered for cluster.fence_after (see add_fence_hook)
+        self.fence_hooks: list[Callable[[], Awaitable[Any] | Any]] = []
         # extra fields for heartbeats (code/config versions, hotfix errors, ...)
         self.status_providers: list[Callable[[], dict[str, Any]]] = []
         self.slaveflow: Slaveflow | None = None
@@ -178,12 +181,69 @@ class Node(service.MultiService):
                             name=name)
         return failed
 
-    async def run_marked_down_hooks(self) -> None:
-        for fn in list(self.marked_down_hooks):
-            try:
-                await fn()
-            except Exception:
-                log.failure("{node}: marked-down hook failed", node=self.name)
+    def add_fence_hook(self, fn: Callable[[], Awaitable[Any] | Any]) -> None:
+        """Run *fn* once when master has not answered this node for ``cluster.fence_after``.
+
+        By then master has long marked the node down and another node may own what it
+        holds (a role node saves, fenced, and kicks its players). The hooks run beside the
+        heartbeats, never inside them; they run again only after master answered and was
+        then lost again.
+        """
+        self.fence_hooks.append(fn)
+
+    @property
+    def writes_allowed(self) -> bool:
+        """False while this node may have been fenced off: master has not answered a
+        heartbeat for ``heartbeat_misses`` x ``heartbeat_interval``, or master said it had
+        marked the node down and the marked-down hooks are still dropping what it held.
+        Client requests that write are answered RETRY_LATER meanwhile. Master itself
+        always writes."""
+        return self.slaveflow is None or self.slaveflow.writes_allowed
+
+    def run_marked_down_hooks(self, warn_after: float = 60.0) -> defer.Deferred[None]:
+        """Start the marked-down hooks (see ``start_hooks``)."""
+        return self.start_hooks("marked-down", self.marked_down_hooks, warn_after)
+
+    def start_hooks(self, what: str, hooks: list[Callable[[], Awaitable[Any] | Any]],
+                    warn_after: float) -> defer.Deferred[None]:
+        """Start every hook in *hooks* at once; the Deferred fires when all have finished.
+
+        A hook that fails is logged and does not stop the others. Hooks still running after
+        *warn_after* seconds are named in a warning but not cancelled: they save players,
+        and a save cut off half-way loses more than a late one.
+        """
+        started = self.reactor.seconds()
+        running: dict[int, Callable[..., Any]] = {}
+
+        def finished(result: Any, index: int, fn: Callable[..., Any]) -> None:
+            running.pop(index, None)
+            if isinstance(result, Failure):
+                log.failure("{node}: {what} hook {hook} failed", result, node=self.name,
+                            what=what, hook=_hook_name(fn))
+
+        calls = []
+        for index, fn in enumerate(list(hooks)):
+            running[index] = fn
+            d = defer.Deferred.fromCoroutine(_call(fn))
+            d.addBoth(finished, index, fn)
+            calls.append(d)
+
+        def late() -> None:
+            log.warn("{node}: {what} hooks still running after {t:g}s: {hooks} (not "
+                     "cancelled)", node=self.name, what=what, t=warn_after,
+                     hooks=", ".join(_hook_name(fn) for fn in running.values()))
+
+        watchdog = self.reactor.callLater(warn_after, late) if running else None
+
+        def done(_: Any) -> None:
+            if watchdog is not None and watchdog.active():
+                watchdog.cancel()
+            log.info("{node}: {what} hooks done in {t:.1f}s", node=self.name, what=what,
+                     t=self.reactor.seconds() - started)
+
+        all_done = defer.DeferredList(calls)
+        all_done.addCallback(done)
+        return all_done
 
     def exit_process(self) -> None:
         """Leave the process once a shutdown is complete (status 0)."""
@@ -285,8 +345,15 @@ class Node(service.MultiService):
         return defer.Deferred.fromCoroutine(self._stop())
 
 
-async def _call(fn: Callable[[], Awaitable[Any]]) -> Any:
-    return await fn()
+async def _call(fn: Callable[[], Awaitable[Any] | Any]) -> Any:
+    result = fn()
+    if isinstance(result, defer.Deferred) or hasattr(result, "__await__"):
+        result = await result
+    return result
+
+
+def _hook_name(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)
 
 
 class NodeOptions(usage.Options):

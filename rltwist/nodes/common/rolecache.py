@@ -1,11 +1,21 @@
 """rolecache: which role node each online player of this region is on (seed §10).
 
-The role gateway tells the player's rolecity and mail nodes (and map) at Auth and at
-logout; anything that wants to reach an online player asks here, or sends through here.
+The role gateway tells the player's rolecity, mail and map rolecache where it is at Auth
+(``set(userid, node, generation)``) and at logout (``clear(userid, node, generation)``);
+anything that wants to reach an online player asks here, or sends through here.
+
+Sets and clears are fenced by the instance's generation, because they travel on different
+links and can arrive out of order with a newer login's: a ``set`` older than the highest
+generation seen for the player is ignored, and a ``clear`` only removes the entry it was
+meant for (same node and same generation). The highest generation is kept after a clear
+(bounded), so a late ``set`` of an older instance cannot put it back. The two-argument forms
+of older role nodes still work (unfenced: last writer wins, clear by node).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from twisted.logger import Logger
@@ -14,26 +24,89 @@ from rltwist.cluster import ClusterError, Service, handler
 
 log = Logger()
 
+MAX_REMEMBERED = 100_000
+"""Players whose highest generation is remembered after they went offline (oldest dropped)."""
+
+
+def _generation(generation: Any) -> int | None:
+    if generation is None:
+        return None
+    if isinstance(generation, bool) or not isinstance(generation, int) or generation < 0:
+        raise ValueError(f"generation must be a non-negative int or None, got {generation!r}")
+    return generation
+
 
 class RoleCache(Service):
     name = "rolecache"
 
-    def __init__(self) -> None:
+    def __init__(self, on_generation: Callable[[int, int], Any] | None = None) -> None:
         self.where: dict[int, str] = {}
+        """userid -> role node, for the online players."""
+        self.owner: dict[int, int | None] = {}
+        """userid -> generation of the instance ``where`` names (None: an unfenced set)."""
+        self.highest: OrderedDict[int, int] = OrderedDict()
+        """userid -> highest generation seen (kept after a clear, bounded)."""
+        self.ignored = 0
+        self.on_generation = on_generation
 
     @handler
-    def set(self, userid: int, node: str) -> None:
+    def set(self, userid: int, node: str, generation: int | None = None) -> bool:
+        """*userid* is online on *node* as instance *generation*; False if ignored because a
+        newer instance was seen already."""
+        gen = _generation(generation)
+        if gen is not None:
+            known = self._known(userid)
+            if known is not None and gen < known:
+                self.ignored += 1
+                log.info("rolecache: set of {userid} on {node} ignored: generation {gen} < "
+                         "{known} seen", userid=userid, node=node, gen=gen, known=known)
+                return False
+            self._remember(userid, gen)
+            if self.on_generation is not None:
+                self.on_generation(userid, gen)
         self.where[userid] = node
+        self.owner[userid] = gen
+        return True
 
     @handler
-    def clear(self, userid: int, node: str) -> None:
-        """Forget *userid* if it is still recorded on *node* (a newer login wins)."""
-        if self.where.get(userid) == node:
-            del self.where[userid]
+    def clear(self, userid: int, node: str, generation: int | None = None) -> bool:
+        """Forget *userid* if it is still recorded on *node* as instance *generation* (a
+        newer login wins); without a generation, if it is recorded on *node*."""
+        gen = _generation(generation)
+        if self.where.get(userid) != node:
+            return False
+        if gen is not None:
+            self._remember(userid, gen)
+            if self.owner.get(userid) not in (gen, None):
+                return False
+        del self.where[userid]
+        self.owner.pop(userid, None)
+        return True
+
+    def _remember(self, userid: int, gen: int) -> None:
+        known = self.highest.get(userid)
+        if known is None or gen > known:
+            self.highest[userid] = gen
+        self.highest.move_to_end(userid)
+        while len(self.highest) > MAX_REMEMBERED:
+            # an online player dropped here is still fenced by ``owner``
+            self.highest.popitem(last=False)
+
+    def _known(self, userid: int) -> int | None:
+        known = self.highest.get(userid)
+        online = self.owner.get(userid) if userid in self.where else None
+        if online is not None and (known is None or online > known):
+            return online
+        return known
 
     @handler
     def get(self, userid: int) -> str | None:
         return self.where.get(userid)
+
+    @handler
+    def generation(self, userid: int) -> int | None:
+        """The generation of *userid*'s online instance as recorded here, or None."""
+        return self.owner.get(userid) if userid in self.where else None
 
     @handler
     def count(self) -> int:
@@ -59,4 +132,5 @@ class RoleCache(Service):
         gone = [u for u, n in self.where.items() if n == node]
         for u in gone:
             del self.where[u]
+            self.owner.pop(u, None)
         return len(gone)

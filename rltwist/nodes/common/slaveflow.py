@@ -9,6 +9,18 @@ every node that registers; slaveflow applies those updates to the node's name ta
 At shutdown master calls ``slaveflow.shutdown``: every registered shutdown handler runs
 (kick players, save everything), slaveflow answers when all finished, then the process
 stops by itself.
+
+Losing master (issue 10 item 5). Master marks a node down when it has not received a
+heartbeat for ``heartbeat_misses`` x ``heartbeat_interval``; a role node's players are then
+cleared and may log in elsewhere. So the node refuses writes (``writes_allowed`` False,
+clients get RETRY_LATER) once the last heartbeat master answered was *sent* longer ago than
+that bound: it was received no earlier than it was sent, so the node always stops before
+master can mark it down. When master answers again, writes resume. Only after
+``fence_after`` without master does the node run its fence hooks (a role node saves and
+kicks its players), once; a master restarted within ``fence_after`` kicks nobody. A
+"was_down" answer (master had marked this node down while it was alive) runs the
+marked-down hooks; writes stay refused until they finished. Both kinds of hooks run beside
+the heartbeat loop, never inside it, so a slow hook cannot make the node miss heartbeats.
 """
 
 from __future__ import annotations
@@ -36,10 +48,19 @@ class Slaveflow(Service):
     """Handlers master calls on this node, and the register/heartbeat loop."""
 
     name = "slaveflow"
+    #: hooks (fence, marked-down) still running after this many seconds are logged
+    hook_warn_after = 60.0
 
     def __init__(self, node: Node) -> None:
         self.node = node
         self.registered = False
+        # send time (node's reactor clock) of the last register/heartbeat master answered;
+        # None until master first answered
+        self.last_answer: float | None = None
+        self._writes_stopped_logged = False
+        self._fenced = False  # fence hooks ran during the current loss of master
+        self._dropping = False  # marked-down hooks are running
+        self._drop_again = False  # another "was_down" came while they ran
         self._waiting_logged: tuple[str, ...] | None = None
         self._master_lost_logged = False
         self._busy = False
@@ -58,12 +79,85 @@ class Slaveflow(Service):
         if self.loop.running:
             self.loop.stop()
 
+    @property
+    def writes_allowed(self) -> bool:
+        """See the module docstring: master answered recently and nothing is being
+        dropped."""
+        if self._dropping or self.last_answer is None:
+            return False
+        return self.node.reactor.seconds() - self.last_answer < self._write_bound()
+
+    def _write_bound(self) -> float:
+        s = self.node.config.cluster
+        return s.heartbeat_interval * s.heartbeat_misses
+
     def _tick(self) -> None:
-        if self._busy or self._shutting_down:
+        if self._shutting_down:
+            return
+        self._watch_master()
+        if self._busy:
             return
         self._busy = True
         d = defer.Deferred.fromCoroutine(self._step())
         d.addBoth(self._step_done)
+
+    def _watch_master(self) -> None:
+        """Log when writes stop, and fence once ``fence_after`` has passed without master.
+
+        Runs on every tick, also while a heartbeat call is still waiting for its answer."""
+        if self.last_answer is None:
+            return
+        s = self.node.config.cluster
+        silent = self.node.reactor.seconds() - self.last_answer
+        if silent >= self._write_bound() and not self._writes_stopped_logged:
+            self._writes_stopped_logged = True
+            log.warn("{node}: master has not answered for {age:.1f}s (heartbeat_misses x "
+                     "heartbeat_interval = {bound:g}s): refusing writes (RETRY_LATER) until "
+                     "it answers; fencing at {fence:g}s", node=self.node.name, age=silent,
+                     bound=self._write_bound(), fence=s.fence_after)
+        if silent >= s.fence_after and not self._fenced:
+            self._fenced = True
+            hooks = self.node.fence_hooks
+            log.warn("{node}: FENCING: master has not answered for {age:.1f}s "
+                     "(cluster.fence_after = {fence:g}s); another node may own what this one "
+                     "holds: running {n} fence hooks", node=self.node.name, age=silent,
+                     fence=s.fence_after, n=len(hooks))
+            self.node.start_hooks("fence", hooks, self.hook_warn_after)
+
+    def _answered(self, sent: float) -> None:
+        """Master answered a call sent at *sent*."""
+        if self.last_answer is None or sent > self.last_answer:
+            self.last_answer = sent
+        if self._writes_stopped_logged or self._fenced:
+            log.info("{node}: master answers again; writes allowed{fenced}",
+                     node=self.node.name,
+                     fenced=" (this node had fenced itself)" if self._fenced else "")
+        self._writes_stopped_logged = False
+        self._fenced = False
+
+    def _marked_down(self) -> None:
+        """Master had marked this node down while it was alive: drop what it held, in the
+        background (writes stay refused until done); a second "was_down" meanwhile runs
+        the hooks once more afterwards."""
+        log.warn("{node}: master had marked this node down; dropping what it held "
+                 "(writes refused until done)", node=self.node.name)
+        if self._dropping:
+            self._drop_again = True
+            return
+        self._dropping = True
+        d = defer.Deferred.fromCoroutine(self._drop())
+        d.addErrback(lambda f: log.failure("{node}: dropping after mark-down failed", f,
+                                           node=self.node.name))
+
+    async def _drop(self) -> None:
+        try:
+            while True:
+                self._drop_again = False
+                await self.node.run_marked_down_hooks(self.hook_warn_after)
+                if not self._drop_again:
+                    break
+        finally:
+            self._dropping = False
 
     def _step_done(self, result: Any) -> None:
         self._busy = False
@@ -72,8 +166,10 @@ class Slaveflow(Service):
 
     async def _step(self) -> None:
         timeout = max(self.node.config.cluster.heartbeat_interval * 2, 1.0)
+        clock = self.node.reactor
         try:
             if not self.registered:
+                sent = clock.seconds()
                 reply = await self.cluster.call(MASTER, "masterflow", "register",
                                                 self.node.info() | self.node.status(),
                                                 timeout=timeout)
@@ -81,6 +177,10 @@ class Slaveflow(Service):
                 self.node.login_open = reply.get("login_open", True)
                 self.registered = True
                 log.info("{node}: registered with master", node=self.node.name)
+                if reply.get("was_down"):
+                    self._marked_down()
+                self._answered(sent)
+            sent = clock.seconds()
             reply = await self.cluster.call(MASTER, "masterflow", "heartbeat", self.node.name,
                                             self.node.status(), timeout=timeout)
         except ClusterError as e:
@@ -93,14 +193,13 @@ class Slaveflow(Service):
         if self._master_lost_logged:
             log.info("{node}: master reachable again", node=self.node.name)
             self._master_lost_logged = False
+        if reply.get("was_down"):
+            self._marked_down()  # before _answered: no moment with writes allowed
+        self._answered(sent)
         if not reply.get("known", False):
             # master restarted (or marked us gone): register again on the next tick
             self.registered = False
             return
-        if reply.get("was_down"):
-            log.warn("{node}: master had marked this node down; dropping what it held",
-                     node=self.node.name)
-            await self.node.run_marked_down_hooks()
         if not self.node.proceeded:
             waiting = tuple(reply.get("waiting_for", ()))
             if waiting:

@@ -4,13 +4,18 @@ behind ``mailrouter``, plus dbproxy and rolecache.
     mailrouter.call(userid, "deliver", {"from": 0, "title": "...", "body": "...",
                                         "attachments": {"gold": 10}, "key": "gm-42"})
                                                -> {"mailid": n, "duplicate": False}
+    mailrouter.deliver(userid, mail)           -> the same as call(userid, "deliver", mail)
     mailrouter.call(userid, "list")            -> [summary, ...] newest first
     mailrouter.call(userid, "read", mailid)    -> the mail (marked read), or None
     mailrouter.call(userid, "delete", mailid)  -> True if it existed
 
-A delivered mail is pushed to the player's online instance through this node's rolecache
-(``gateway.mail_notify(userid, summary)`` on the player's role node). ``key`` (optional)
-makes a delivery idempotent: a retried delivery with the same key is not stored twice.
+``deliver`` saves the mailbox before it answers: an OK means the mail survives any crash
+of the mail node; when storage does not acknowledge the save the caller gets
+``SaveFailed`` (the mail stays in memory and the periodic save retries it), and should
+retry with the same ``key`` (optional, makes a delivery idempotent: a retried delivery with
+the same key is not stored twice). Once saved, a new mail is pushed to the player's online
+instance through this node's rolecache (``gateway.mail_notify(userid, summary)`` on the
+player's role node).
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from rltwist.cluster import handler
 from rltwist.ecs.entity import Entity
 from rltwist.nodes.common.dbproxy import install_dbproxy, region_db
-from rltwist.nodes.common.lru import Actor, action, install_lru
+from rltwist.nodes.common.lru import Actor, LRUGroup, LRURouter, action, install_lru
 from rltwist.nodes.common.node import Node
 from rltwist.nodes.common.rolecache import RoleCache
 
@@ -84,9 +90,10 @@ class MailActor(Actor):
         """The stored mails, without creating a component (reads leave the entity clean)."""
         return entity.components.get("mail", {}).get("mails", ())
 
-    @action
+    @action(save=True)
     def deliver(self, entity: Entity, mail: dict[str, Any]) -> dict[str, Any]:
-        """Store a mail (oldest read ones make room first) and notify the player if online."""
+        """Store a mail (oldest read ones make room first); saved before the answer. The
+        router pushes it to the online player once it is saved."""
         fields = _check_mail(mail)
         box = self._box(entity)
         mails: list[dict[str, Any]] = box["mails"]
@@ -102,9 +109,20 @@ class MailActor(Actor):
             oldest_read = next((i for i, m in enumerate(mails) if m["read"]), 0)
             del mails[oldest_read]
         entity.mark_dirty()
-        if self.rolecache is not None:
-            self.rolecache.forward(entity.id, NOTIFY[0], NOTIFY[1], [summary(stored)])
         return {"mailid": stored["id"], "duplicate": False}
+
+    @action
+    def summary(self, entity: Entity, mailid: int) -> dict[str, Any] | None:
+        """The list entry of one mail, or None."""
+        for m in self._mails(entity):
+            if m["id"] == mailid:
+                return summary(m)
+        return None
+
+    def notify(self, userid: Any, mail_summary: dict[str, Any]) -> None:
+        """Push a new mail's summary to the player's online instance, if any."""
+        if self.rolecache is not None:
+            self.rolecache.forward(userid, NOTIFY[0], NOTIFY[1], [mail_summary])
 
     @action
     def list(self, entity: Entity) -> list[dict[str, Any]]:
@@ -131,9 +149,37 @@ class MailActor(Actor):
         return False
 
 
+class MailRouter(LRURouter):
+    """``mailrouter``: routes to the mailboxes; pushes a delivered mail to its online
+    player only after the delivery was saved (a push never announces a mail a crash could
+    still take back)."""
+
+    def __init__(self, group: LRUGroup) -> None:
+        super().__init__(group)
+        actor = group.actor
+        assert isinstance(actor, MailActor)
+        self.actor = actor
+
+    @handler
+    async def call(self, id: Any, method: str, *args: Any) -> Any:
+        """Run business method *method* of mailbox *id* with *args*; return its result."""
+        result = await self.group.call(id, method, *args)
+        if method == "deliver" and not result["duplicate"]:
+            found = await self.group.call(id, "summary", result["mailid"])
+            if found is not None:
+                self.actor.notify(id, found)
+        return result
+
+    @handler
+    async def deliver(self, userid: Any, mail: dict[str, Any]) -> dict[str, Any]:
+        """Shorthand for ``call(userid, "deliver", mail)``."""
+        result: dict[str, Any] = await self.call(userid, "deliver", mail)
+        return result
+
+
 def build(node: Node) -> None:
     install_dbproxy(node)
     rolecache = RoleCache()
     node.cluster.register(rolecache)
     install_lru(node, MailActor(rolecache), router="mailrouter", worker="mail",
-                db=region_db(node.me.number or 0))
+                db=region_db(node.me.number or 0), router_cls=MailRouter)

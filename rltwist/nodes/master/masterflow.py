@@ -5,6 +5,12 @@
   heartbeats is marked down; a heartbeat or re-registration brings it back. A restarted
   master knows nobody: heartbeats get ``known: False`` and the slaves re-register, so the
   table rebuilds without restarting anyone.
+* Marked down while alive: a node that comes back (heartbeat, or registration of a process
+  that had already proceeded) after master marked it down gets ``was_down`` and drops what
+  it held, since the cluster moved on without it (a role node's players were cleared). A
+  configured node master has never heard from can be marked down too (a *placeholder*
+  record, e.g. a role node that did not answer the write-back after a Redis loss); its
+  heartbeats get ``known: False`` until it registers.
 * Start order: master -> logiccenter -> map -> guild -> mail -> rolecity -> role -> login.
   A node proceeds once every node of an earlier kind (those in master's config, and those
   that registered at run time) is up.
@@ -61,6 +67,9 @@ class NodeRecord:
     last_seen: float
     state: str = WAITING
     status: dict[str, Any] = attrs.Factory(dict)
+    #: made by master for a configured node it had to mark down before the node ever
+    #: registered with it; the node's registration replaces it
+    placeholder: bool = False
 
     def to_json(self, now: float) -> dict[str, Any]:
         return {
@@ -136,6 +145,10 @@ class Masterflow(Service):
         self.shutdown: Shutdown | None = None
         self.down_hooks: list[Callable[[NodeRecord], Awaitable[None] | None]] = []
         self.register_hooks: list[Callable[[NodeRecord], Awaitable[None] | None]] = []
+        # asked about a registering node that had already proceeded: True if the cluster
+        # moved on without it (it must drop what it holds), e.g. RoleRegistry after a
+        # write-back of online players that this node was not part of
+        self.drop_checks: list[Callable[[NodeRecord], bool]] = []
         self.exit_delay = 0.5  # lets a GM poller see the finished shutdown before exit
         self._monitor = LoopingCall(self._check_heartbeats)
         self._monitor.clock = node.reactor
@@ -161,6 +174,10 @@ class Masterflow(Service):
         if info.get("proceeded"):
             record.state = UP  # a node that was up before master restarted stays up
         self.nodes[name] = record
+        # a process that already proceeded may hold what the cluster has given up on
+        must_drop = bool(info.get("proceeded")) and (
+            (old is not None and old.state == DOWN)
+            or any(check(record) for check in self.drop_checks))
         moved = old is None or (old.host, old.port) != (record.host, record.port)
         self.node.cluster.set_address(name, record.host, record.port)
         log.info("{name} registered ({kind}, pid {pid}, {host}:{port}){how}", name=name,
@@ -170,9 +187,14 @@ class Masterflow(Service):
             self._broadcast(record)
         for hook in self.register_hooks:
             await _maybe_await(hook(record))
-        return {"nodes": {n: [r.host, r.port] for n, r in self.nodes.items()} | {
+        reply = {"nodes": {n: [r.host, r.port] for n, r in self.nodes.items()} | {
             self.node.name: [self.node.me.host, self.node.me.port]},
             "login_open": self.login_open}
+        if must_drop:
+            reply["was_down"] = True
+            log.warn("{name} registered while master counts it as gone (marked down, or left "
+                     "out of a write-back); it drops what it held", name=name)
+        return reply
 
     def _broadcast(self, record: NodeRecord) -> None:
         for other in self.nodes.values():
@@ -187,8 +209,8 @@ class Masterflow(Service):
     @handler
     def heartbeat(self, name: str, status: dict[str, Any]) -> dict[str, Any]:
         record = self.nodes.get(name)
-        if record is None:
-            return {"known": False}
+        if record is None or record.placeholder:
+            return {"known": False}  # register first (a placeholder learns "was_down" then)
         record.last_seen = self._now()
         record.take_status(status)
         reply: dict[str, Any] = {"known": True}
@@ -238,13 +260,36 @@ class Masterflow(Service):
         now = self._now()
         for record in list(self.nodes.values()):
             if record.state in (WAITING, UP) and now - record.last_seen > limit:
-                record.state = DOWN
-                log.warn("{name} is down: no heartbeat for {age:.1f}s (pid {pid})",
-                         name=record.name, age=now - record.last_seen, pid=record.pid)
-                for hook in self.down_hooks:
-                    d = defer.maybeDeferred(hook, record)
-                    d.addErrback(lambda f, n=record.name: log.failure(
-                        "down hook for {name} failed", f, name=n))
+                self.mark_down(record.name, f"no heartbeat for {now - record.last_seen:.1f}s")
+
+    def mark_down(self, name: str, why: str) -> defer.Deferred[None]:
+        """Mark *name* down and run the down hooks (a role node's players are cleared);
+        the Deferred fires when the hooks have finished (their failures are logged).
+
+        A node named in the config that never registered with this master gets a
+        placeholder record, so that when it turns out to be alive it is told to drop what
+        it held. A node already down or stopped is left alone.
+        """
+        record = self.nodes.get(name)
+        if record is None:
+            conf = self.node.config.nodes[name]
+            kind, number = parse_node_name(name)
+            now = self._now()
+            record = self.nodes[name] = NodeRecord(
+                name=name, kind=kind, number=number, host=conf.host, port=conf.port,
+                metrics_port=conf.metrics_port, client_port=conf.client_port, pid=0,
+                code_version="", config_version="", started_at=0.0, registered_at=0.0,
+                last_seen=now, state=DOWN, placeholder=True)
+        elif record.state in (DOWN, STOPPED):
+            return defer.succeed(None)
+        record.state = DOWN
+        log.warn("{name} is down: {why} (pid {pid})", name=name, why=why, pid=record.pid)
+        calls = []
+        for hook in self.down_hooks:
+            d = defer.maybeDeferred(hook, record)
+            d.addErrback(lambda f, n=name: log.failure("down hook for {name} failed", f, name=n))
+            calls.append(d)
+        return defer.DeferredList(calls).addCallback(lambda _: None)
 
     def start(self) -> None:
         self._monitor.start(self.settings.heartbeat_interval, now=False)

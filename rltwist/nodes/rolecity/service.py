@@ -3,15 +3,28 @@ players in LRU agents behind ``rolerouter``, the region's name index, dbproxy an
 
     rolerouter.call(userid, "get")                          -> {"userid", "name", "resources"}
     rolerouter.call(userid, "add_resources", {"gold": 100}) -> {"code", "resources"}  (GM)
-    rolerouter.call(userid, "set_name", name)               -> {"code", "name"}
-    rolerouter.reserve_name(name_key, userid, name)         -> True, or False if taken
-    rolerouter.release_name(name_key, userid)               -> True if it was userid's
+    rolerouter.call(userid, "set_name", name, generation)   -> {"code", "name"}
+    rolerouter.call(userid, "transfers")                    -> the ledger (GM, tests)
+    rolerouter.grant(userid, {"gold": 100})     -> {"code", "pending", "transfer_id", "online"}
+    rolerouter.take_transfers(userid, generation)           -> [{"id", "kind", "items"}]
+    rolerouter.confirm_transfers(userid, generation, ids)   -> entries deleted
+    rolerouter.reserve_name(name_key, userid, name, generation) -> True, or False if taken
+    rolerouter.release_name(name_key, userid, generation)   -> True if it was userid's
+    rolerouter.reconcile_names(userid, generation, name)    -> {"name", "key", "released",
+                                                                "reserved", "conflict"}
     rolerouter.lookup_name(name_key)                        -> userid or None
-    rolerouter.grant(userid, {"gold": 100})                 -> {"code", "pending", "online"} (GM)
-    rolerouter.call(userid, "take_grants")                  -> pending grants, cleared (role node)
 
 A player's rolecity entity lives in collection ``rolecity`` of ``region<sid>``; names in
 collection ``names`` of the same database, keyed by ``RoleSystem.name_key(name)``.
+
+GM grants are transfers (:mod:`rltwist.nodes.common.transfer`): ``grant`` adds an entry to
+the player's ledger (saved before the answer) and tells the player's role node; that node
+takes them (``take_transfers``), applies and saves them, then confirms
+(``confirm_transfers``). Everything a role node does on an online player's behalf here —
+take, confirm, name reservations, ``set_name`` — carries the instance's generation and is
+refused (``StaleGeneration``) once a newer instance claimed the player
+(:class:`~rltwist.nodes.common.playerfence.PlayerFence`). Calls without a generation (role
+nodes of the previous version) are not fenced.
 """
 
 from __future__ import annotations
@@ -21,21 +34,30 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from rltwist.cluster import handler
+from rltwist.cluster import ClusterError, handler
+from rltwist.crashpoint import crashpoint
 from rltwist.ecs import import_system
 from rltwist.ecs.entity import Entity
 from rltwist.game.errcode import ErrCode
 from rltwist.game.tables import RESOURCES
+from rltwist.nodes.common import transfer
 from rltwist.nodes.common.dbproxy import install_dbproxy, region_db
+from rltwist.nodes.common.keylock import KeyedLock
 from rltwist.nodes.common.lru import Actor, LRUGroup, LRURouter, action, install_lru
 from rltwist.nodes.common.node import Node
+from rltwist.nodes.common.playerfence import PlayerFence
 from rltwist.nodes.common.rolecache import RoleCache
+from rltwist.nodes.role.agent import ROLEDB
 from rltwist.storage import Backend, DuplicateKey, Key
 
 log = Logger()
 
 ROLECITY = "rolecity"
 NAMES = "names"
+LEDGER = "rolecity"
+"""The name of rolecity's ledger: transfer ids it makes start with ``rolecity-``."""
+LEGACY_GRANTS = "grants"
+"""Component where the previous version kept pending grants (migrated to the ledger)."""
 
 role = import_system("rltwist.game.rolesystem", service="agent")
 
@@ -47,6 +69,7 @@ class NameIndex:
     def __init__(self, backend: Backend, collection: str = NAMES) -> None:
         self.backend = backend
         self.collection = collection
+        self._indexed = False
 
     async def reserve(self, key: str, owner: Key, name: str = "") -> bool:
         """Take *key* for *owner*: True if it is now (or was already) *owner*'s."""
@@ -73,17 +96,49 @@ class NameIndex:
         held = await self.backend.get(self.collection, key)
         return None if held is None else held.get("owner")
 
+    async def owned_by(self, owner: Key) -> list[str]:
+        """Every key *owner* holds (sorted); uses an index on ``owner``."""
+        if not self._indexed:
+            await self.backend.ensure_index(self.collection, "owner")
+            self._indexed = True
+        return sorted(str(key) for key, _ in await self.backend.find(
+            self.collection, {"owner": owner}))
+
 
 def _check_key(key: object) -> None:
     if not isinstance(key, str) or not key or len(key) > 256:
         raise ValueError(f"name key must be a non-empty string of at most 256 chars: {key!r}")
 
 
+def _valid_grant(amounts: Any) -> bool:
+    return isinstance(amounts, dict) and bool(amounts) and all(
+        res in RESOURCES and type(n) is int and n > 0 for res, n in amounts.items())
+
+
+def _migrate_legacy_grants(entity: Entity) -> None:
+    """Pending grants stored by the previous version become one ledger entry."""
+    old = entity.components.get(LEGACY_GRANTS)
+    if old is None:
+        return
+    if old:
+        transfer.add(entity, LEDGER, "grant", dict(old))
+    del entity.components[LEGACY_GRANTS]
+    entity.mark_dirty()
+
+
 class RoleCityActor(Actor):
-    """A player as rolecity knows them: name and resources granted while offline."""
+    """A player as rolecity knows them: name, resources granted while offline, and the
+    ledger of transfers waiting for the player's online instance."""
 
     kind = "rolecity"
     collection = ROLECITY
+
+    def __init__(self, fence: PlayerFence | None = None) -> None:
+        self.fence = fence
+
+    async def _fence(self, userid: Key, generation: Any, what: str) -> None:
+        if self.fence is not None and isinstance(userid, int):
+            await self.fence.check(userid, generation, what)
 
     def new_entity(self, id: Key) -> Entity:
         sid = id & 0xFFFF if isinstance(id, int) else 0
@@ -106,42 +161,97 @@ class RoleCityActor(Actor):
         return {"code": int(code), "resources": role.resources(entity)}
 
     @action(save=True)
-    def set_name(self, entity: Entity, name: str) -> dict[str, Any]:
-        """Record the player's new name (after ``reserve_name`` succeeded for it)."""
+    async def set_name(self, entity: Entity, name: str,
+                       generation: int | None = None) -> dict[str, Any]:
+        """Record the player's name (after the role node saved the player with it);
+        fenced by the instance's *generation*."""
         if not isinstance(name, str):
             raise ValueError("name must be a string")
+        await self._fence(entity.id, generation, "set_name")
         name = role.normalize_name(name)
         if entity.get("name") == name:
             return {"code": int(ErrCode.NAME_UNCHANGED), "name": name}
         entity["name"] = name
         return {"code": int(ErrCode.OK), "name": name}
 
-
     @action(creates=True, save=True)
     def grant(self, entity: Entity, amounts: dict[str, int]) -> dict[str, Any]:
-        """Record a GM grant for the player (saved before the reply); the role node that
-        holds the player online takes it (``take_grants``), now or at the next Auth."""
-        if not isinstance(amounts, dict) or not amounts or any(
-                res not in RESOURCES or not isinstance(n, int) or isinstance(n, bool) or n <= 0
-                for res, n in amounts.items()):
-            return {"code": int(ErrCode.RES_BAD_AMOUNT), "pending": entity.component("grants")}
-        pending = entity.component("grants")
-        for res, n in amounts.items():
-            pending[res] = pending.get(res, 0) + n
-        entity.mark_dirty()
-        return {"code": int(ErrCode.OK), "pending": dict(pending)}
+        """Record a GM grant as a transfer in the player's ledger (saved before the reply);
+        the player's online instance takes it now or at its next Auth."""
+        _migrate_legacy_grants(entity)
+        if not _valid_grant(amounts):
+            return {"code": int(ErrCode.RES_BAD_AMOUNT), "pending": self._pending(entity),
+                    "transfer_id": None}
+        tid = transfer.add(entity, LEDGER, "grant", amounts)
+        return {"code": int(ErrCode.OK), "pending": self._pending(entity), "transfer_id": tid}
+
+    @staticmethod
+    def _pending(entity: Entity) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for entry in transfer.entries(entity).values():
+            if entry["kind"] == "grant":
+                for res, n in entry["items"].items():
+                    total[res] = total.get(res, 0) + n
+        return total
+
+    @action
+    def transfers(self, entity: Entity) -> list[dict[str, Any]]:
+        """The ledger, oldest first (GM, tests)."""
+        return [{"id": tid, **entry} for tid, entry in sorted(
+            transfer.entries(entity).items(), key=lambda kv: kv[1].get("created_ms", 0))]
+
+    @action(save=True)
+    async def take_transfers(self, entity: Entity, generation: int) -> list[dict[str, Any]]:
+        """Step 1 of the transfers to the online instance *generation* (fenced): mark and
+        hand them; the marks are saved before the answer."""
+        await self._fence(entity.id, generation, "take_transfers")
+        _migrate_legacy_grants(entity)
+        return transfer.take(entity, entity.id, generation)
+
+    @action(save=True)
+    async def confirm_transfers(self, entity: Entity, generation: int,
+                                ids: list[str]) -> int:
+        """Step 3: the instance *generation* applied and saved *ids*; delete them (fenced,
+        saved before the answer)."""
+        ids = transfer.check_ids(ids)
+        await self._fence(entity.id, generation, "confirm_transfers")
+        if transfer.confirmable(entity, entity.id, generation, ids):
+            crashpoint("before_grant_clear")
+        return transfer.confirm(entity, entity.id, generation, ids)
 
     @action(save=True)
     def take_grants(self, entity: Entity) -> dict[str, int]:
-        """Hand the pending grants to the player's online instance, and forget them."""
-        pending = dict(entity.component("grants"))
-        if pending:
-            entity.set_component("grants", {})
+        """Previous version's one-step take (role nodes not yet on take_transfers): hands the
+        grants nobody took and deletes them. Remove once no role node calls it."""
+        _migrate_legacy_grants(entity)
+        book = transfer.entries(entity)
+        pending: dict[str, int] = {}
+        for tid, entry in list(book.items()):
+            if entry["kind"] == "grant" and entry.get("taken_by") is None:
+                for res, n in entry["items"].items():
+                    pending[res] = pending.get(res, 0) + n
+                del book[tid]
+                entity.mark_dirty()
         return pending
 
 
 class RoleRouter(LRURouter):
-    """``rolerouter``: routes to the agents, and owns the region's name index."""
+    """``rolerouter``: routes to the agents, owns the region's name index, and fences what
+    role nodes write on an online player's behalf."""
+
+    def __init__(self, group: LRUGroup, fence: PlayerFence | None = None) -> None:
+        super().__init__(group)
+        self.names = NameIndex(group.backend)
+        self.fence = fence
+        # fence check + index write of one player run one at a time: a stale write whose
+        # check passed lands before a newer owner's reconcile looks at the index
+        self.name_locks = KeyedLock()
+
+    async def _fence(self, userid: int, generation: Any, what: str) -> None:
+        if self.fence is not None:
+            await self.fence.check(userid, generation, what)
+
+    # -- transfers ------------------------------------------------------------------------
 
     @handler
     async def grant(self, userid: int, amounts: dict[str, int]) -> dict[str, Any]:
@@ -152,30 +262,97 @@ class RoleRouter(LRURouter):
         cache = self.cluster.services.get("rolecache")
         online = getattr(cache, "where", {}).get(userid)
         if result.get("code") == int(ErrCode.OK) and online:
-            self.cluster.send(online, "gateway", "apply_grants", userid)
+            try:
+                self.cluster.send(online, "gateway", "apply_grants", userid)
+            except ClusterError as e:  # it stays in the ledger: taken at the next Auth
+                log.warn("grant to {userid}: cannot tell {node}: {e}", userid=userid,
+                         node=online, e=e)
         return {**result, "online": online}
 
-    def __init__(self, group: LRUGroup) -> None:
-        super().__init__(group)
-        self.names = NameIndex(group.backend)
+    @handler
+    async def take_transfers(self, userid: int, generation: int) -> list[dict[str, Any]]:
+        """Step 1 for the player's online instance *generation*: the transfers to apply,
+        ``[{"id", "kind", "items"}]``, marked as taken and saved. StaleGeneration if a
+        newer instance owns the player."""
+        handed: list[dict[str, Any]] = await self.group.call(userid, "take_transfers",
+                                                             generation)
+        if handed:
+            crashpoint("after_ledger_take")  # marks saved, the answer not sent
+        return handed
 
     @handler
-    async def reserve_name(self, name_key: str, userid: int, name: str = "") -> bool:
-        """Reserve *name_key* for *userid*; False if another player holds it."""
-        return await self.names.reserve(name_key, userid, name)
+    async def confirm_transfers(self, userid: int, generation: int, ids: list[str]) -> int:
+        """Step 3: the instance *generation* applied and saved *ids*; they are deleted (and
+        saved) before the answer. Returns how many were deleted (0 for a repeat)."""
+        n: int = await self.group.call(userid, "confirm_transfers", generation, ids)
+        return n
+
+    # -- the name index -------------------------------------------------------------------
 
     @handler
-    async def release_name(self, name_key: str, userid: int) -> bool:
-        """Release *name_key* if *userid* holds it (the old name after a rename)."""
-        return await self.names.release(name_key, userid)
+    async def reserve_name(self, name_key: str, userid: int, name: str = "",
+                           generation: int | None = None) -> bool:
+        """Reserve *name_key* for *userid* (fenced by *generation*); False if another
+        player holds it."""
+        async with self.name_locks(userid):
+            await self._fence(userid, generation, "reserve_name")
+            return await self.names.reserve(name_key, userid, name)
+
+    @handler
+    async def release_name(self, name_key: str, userid: int,
+                           generation: int | None = None) -> bool:
+        """Release *name_key* if *userid* holds it (the old name after a rename; fenced)."""
+        async with self.name_locks(userid):
+            await self._fence(userid, generation, "release_name")
+            return await self.names.release(name_key, userid)
 
     @handler
     async def lookup_name(self, name_key: str) -> int | None:
         return await self.names.lookup(name_key)
 
+    @handler
+    async def reconcile_names(self, userid: int, generation: int,
+                              name: str) -> dict[str, Any]:
+        """At Auth: make the name index agree with the player's saved *name* (the player's
+        document is the truth): release every key *userid* holds but ``name_key(name)``,
+        reserve that one if needed, and record the name on the rolecity entity.
+
+        ``conflict`` is the other owner when someone else holds the key (a bug or a
+        hand-edited database: logged as critical, left for an operator)."""
+        if not isinstance(name, str):
+            raise ValueError("name must be a string")
+        name = role.normalize_name(name)
+        want = role.name_key(name) if name else None
+        released: list[str] = []
+        reserved = False
+        conflict = None
+        async with self.name_locks(userid):
+            await self._fence(userid, generation, "reconcile_names")
+            owned = await self.names.owned_by(userid)
+            for key in owned:
+                if key != want and await self.names.release(key, userid):
+                    released.append(key)
+            if want is not None and want not in owned:
+                if await self.names.reserve(want, userid, name):
+                    reserved = True
+                else:
+                    conflict = await self.names.lookup(want)
+                    log.critical("name {name!r} of player {userid} is held by {other} in the "
+                                 "name index: two players share a name; an operator must "
+                                 "rename one", name=name, userid=userid, other=conflict)
+        if released or reserved:
+            log.info("names of {userid} reconciled with {name!r}: released {released}, "
+                     "reserved {reserved}", userid=userid, name=name, released=released,
+                     reserved=reserved)
+        await self.group.call(userid, "set_name", name, generation)
+        return {"name": name, "key": want, "released": released, "reserved": reserved,
+                "conflict": conflict}
+
 
 def build(node: Node) -> None:
     install_dbproxy(node)
-    node.cluster.register(RoleCache())
-    install_lru(node, RoleCityActor(), router="rolerouter", worker="agent",
-                db=region_db(node.me.number or 0), router_cls=RoleRouter)
+    fence = PlayerFence(node.database(ROLEDB), registry=node.registry)
+    node.cluster.register(RoleCache(on_generation=fence.observe))
+    install_lru(node, RoleCityActor(fence), router="rolerouter", worker="agent",
+                db=region_db(node.me.number or 0),
+                router_cls=lambda group: RoleRouter(group, fence))

@@ -1,0 +1,119 @@
+"""Mail delivery is durable at its OK (issue 10 item 9): in process over real SQLite, and a
+real mail node killed with SIGKILL right after it answered a delivery."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from twisted.internet import defer, task
+from twisted.trial import unittest
+
+from rltwist.launcher import LocalCluster
+from rltwist.nodes.common.lru import LRUGroup, SaveFailed
+from rltwist.nodes.mail.service import MailActor, MailRouter
+from rltwist.storage import EmbeddedBackend, StorageTimeout
+
+UID = 7 << 16 | 1
+
+
+class FailingSaves:
+    def __init__(self, backend: EmbeddedBackend) -> None:
+        self.backend = backend
+        self.fail = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.backend, name)
+
+    async def save_entities(self, collection: str, items: Any) -> Any:
+        if self.fail:
+            raise StorageTimeout("test: saves fail")
+        return await self.backend.save_entities(collection, items)
+
+
+class Forwards:
+    """A rolecache stand-in that records what would be pushed to online players."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Any, ...]] = []
+
+    def forward(self, userid: int, service: str, method: str, args: list[Any]) -> bool:
+        self.sent.append((userid, service, method, *args))
+        return True
+
+
+class DeliverSavesFirst(unittest.TestCase):
+    timeout = 30
+
+    def setUp(self) -> None:
+        path = os.path.join(self.mktemp(), "region1.sqlite3")
+        os.makedirs(os.path.dirname(path))
+        self.backend = EmbeddedBackend(path)
+        self.addCleanup(lambda: defer.ensureDeferred(self.backend.close()))
+        self.db = FailingSaves(self.backend)
+        self.pushes = Forwards()
+        self.group = LRUGroup(MailActor(self.pushes), self.db,  # type: ignore[arg-type]
+                              router="mailrouter", worker="mail", workers=2, capacity=100,
+                              interval=300.0, clock=task.Clock(), registry=CollectorRegistry(),
+                              generation=1, router_cls=MailRouter)
+        self.group.startService()
+        self.addCleanup(lambda: self.group.running and self.group.stopService())
+
+    async def stored_titles(self) -> list[str]:
+        doc = await self.backend.get("mailbox", UID)
+        return [] if doc is None else [m["title"] for m in doc["components"]["mail"]["mails"]]
+
+    async def test_a_delivered_mail_is_in_storage_when_deliver_answers(self) -> None:
+        r = await self.group.router.call(UID, "deliver", {"title": "hi", "body": "b"})
+        self.assertEqual(r, {"mailid": 1, "duplicate": False})
+        self.assertEqual(await self.stored_titles(), ["hi"])
+        # and the online player is told after the save, with the stored mail's summary
+        self.assertEqual([(u, m, args["id"], args["title"]) for u, _, m, args in
+                          self.pushes.sent], [(UID, "mail_notify", 1, "hi")])
+
+    async def test_an_unsaved_delivery_answers_save_failed_and_notifies_nobody(self) -> None:
+        self.db.fail = True
+        with self.assertRaises(SaveFailed):
+            await self.group.router.call(UID, "deliver", {"title": "lost?", "key": "k1"})
+        self.assertEqual(self.pushes.sent, [])
+        self.assertEqual(await self.stored_titles(), [])
+        # the sender retries with its key once storage is back: stored once, told once
+        self.db.fail = False
+        r = await self.group.router.call(UID, "deliver", {"title": "lost?", "key": "k1"})
+        self.assertEqual(r, {"mailid": 1, "duplicate": True})
+        await self.group.flush()
+        self.assertEqual(await self.stored_titles(), ["lost?"])
+
+    async def test_a_duplicate_delivery_is_not_pushed_again(self) -> None:
+        await self.group.router.call(UID, "deliver", {"title": "once", "key": "k"})
+        await self.group.router.call(UID, "deliver", {"title": "once", "key": "k"})
+        self.assertEqual(len(self.pushes.sent), 1)
+
+
+class MailNodeKilled(unittest.TestCase):
+    """A real mail1, SIGKILLed right after it answered a delivery."""
+
+    timeout = 120
+
+    async def call(self, lc: LocalCluster, *args: Any) -> Any:
+        status, body = await lc.gm("POST", "/call", {
+            "node": "mail1", "service": "mailrouter", "method": "call", "args": list(args)},
+            timeout=20)
+        self.assertEqual(status, 200, body)
+        return body["result"]
+
+    async def test_a_delivered_mail_survives_a_sigkill_right_after_the_answer(self) -> None:
+        names = ["master", "mail1"]
+        # save_interval is the default 300 s: only a save before the answer can keep it
+        lc = LocalCluster(self.mktemp(), names)
+        self.addCleanup(lc.stop_all)
+        await lc.start(*names)
+        await lc.wait_up(names)
+        r = await self.call(lc, UID, "deliver", {"from": 0, "title": "welcome", "body": "hi"})
+        self.assertEqual(r["duplicate"], False)
+        self.assertLess(await lc.nodes["mail1"].kill(), 0)
+        await lc.start("mail1")
+        await lc.wait_up(names)
+        mails = await self.call(lc, UID, "list")
+        self.assertEqual([m["title"] for m in mails], ["welcome"])
