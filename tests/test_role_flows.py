@@ -94,6 +94,7 @@ class RoleFlows(unittest.TestCase):
             now=lambda: 0.0)
         self.gw.saver = Saver(self.db, PLAYERS, lambda: [], clock=self.clock, registry=reg)
         self.agent = Agent(self.gw, 0)
+        self.gw.agents = [self.agent]
 
     def player(self, gold: int = 5, generation: int = 1) -> Player:
         entity = Entity(USERID, attrs={"gold": gold})

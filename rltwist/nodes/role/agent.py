@@ -92,14 +92,15 @@ class Agent:
         fixes run at login). The generation is ``max(ticket, stored + 1)``: the ticket is
         the Redis counter drawn at Auth, the stored one survives Redis losing its keys.
         The claim is a compare-and-set in storage, so it is the arbiter between two
-        instances; the document is read after it, when no older instance can write any
-        more. Raises StaleGeneration when a newer instance claimed meanwhile."""
+        instances; the document it returns is the one stored at the claim, after which no
+        older instance can write any more. Raises StaleGeneration when a newer instance
+        claimed meanwhile."""
         initial = new_player_doc(userid)
         initial["version"] = self.gateway.datafix_version()
         generation = ticket
         for _ in range(3):
             try:
-                await self.db.claim_generation(PLAYERS, userid, generation, initial)
+                stored = await self.db.claim_generation(PLAYERS, userid, generation, initial)
                 break
             except StaleGeneration as e:
                 if e.stored is None or e.stored < generation:
@@ -107,12 +108,8 @@ class Agent:
                 generation = e.stored + 1  # Redis forgot: continue above what storage has
         else:
             raise StaleGeneration(PLAYERS, userid, generation, None)
-        stored = await self.db.get_entity(PLAYERS, userid)
-        if stored is None or stored.generation != generation:
-            raise StaleGeneration(PLAYERS, userid, generation,
-                                  None if stored is None else stored.generation)
-        doc = stored.doc
-        entity = Entity.from_doc(doc if "attrs" in doc else initial)
+        doc = stored.doc if "attrs" in stored.doc else initial  # {}: claimed, never saved
+        entity = Entity.from_doc({**doc, "_id": userid})
         self.gateway.fix_entity(entity)
         player = Player(self, userid, entity, generation, self.gateway.now())
         self.players[userid] = player
