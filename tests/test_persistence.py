@@ -174,3 +174,128 @@ class CleanRestart(LoginCase):
         finally:
             await db.close()
         self.assertEqual(entity.doc["attrs"]["name"], "Fred")
+
+
+# -- GM grants are transfers: a crash at any step neither loses nor doubles one -----------
+
+CRASH_ENV = "RLTWIST_TEST_FLAGS", "RLTWIST_CRASH_POINTS"
+
+
+def armed(point: str) -> dict[str, str]:
+    return {CRASH_ENV[0]: "crashpoints", CRASH_ENV[1]: point}
+
+
+class GrantCrashCase(LoginCase):
+    """One role node, its region's rolecity and the node named in ``node_env`` armed to
+    die at one step of a grant's transfer (issue 10 item 8)."""
+
+    names = ["master", "logiccenter", "rolecity1", "role1", "login1"]
+
+    async def gm_call(self, node: str, service: str, method: str, *args: Any) -> Any:
+        status, body = await self.lc.gm("POST", "/call", {
+            "node": node, "service": service, "method": method, "args": list(args)},
+            timeout=20)
+        self.assertEqual(status, 200, body)
+        return body["result"]
+
+    async def ledger(self, userid: int) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self.gm_call(
+            "rolecity1", "rolerouter", "call", userid, "transfers")
+        return result
+
+    async def restart_disarmed(self, name: str) -> None:
+        proc = self.lc.nodes[name]
+        for key in CRASH_ENV:
+            proc.env.pop(key, None)
+        await self.lc.start(name)
+        await self.lc.wait_up(self.names)
+        await self.wait_logins_available()
+
+    async def grant_and_die(self, client: Any, dying: str) -> tuple[int, int, str]:
+        """Log *client* in, grant it 100 gold while online, wait for *dying* to die at its
+        crash point; return (userid, gold before the grant, transfer id)."""
+        auth = await client.play(*self.login_address())
+        userid, gold = client.login_response.userid, auth.basics.gold
+        result = await self.gm_call("rolecity1", "rolerouter", "grant", userid, {"gold": 100})
+        self.assertEqual((result["code"], result["online"]), (0, "role1"))
+        code = await self.lc.nodes[dying].wait_exit(30)
+        self.assertEqual(code, -9, f"{dying} should have died at its crash point")
+        return userid, gold, result["transfer_id"]
+
+    async def relogin_gold(self, openid: str, userid: int) -> int:
+        await wait_for(lambda: offline(self, userid), 30, f"{openid} to be offline")
+        again = self.client(openid)
+        auth = await again.play(*self.login_address())
+        return int(auth.basics.gold)
+
+
+class GrantRolecityDiesBeforeClear(GrantCrashCase):
+    node_env = {"rolecity1": armed("before_grant_clear")}
+
+    async def test_a_grant_applied_and_saved_is_not_applied_again_after_rolecity_died(
+            self) -> None:
+        c = self.client("hana")
+        userid, gold, tid = await self.grant_and_die(c, "rolecity1")
+        info = await self.gm_call("role1", "gateway", "player_info", userid)
+        self.assertEqual(info["attrs"]["gold"], gold + 100)  # applied before the confirm
+        await self.restart_disarmed("rolecity1")
+        ledger = await self.ledger(userid)
+        self.assertEqual([(e["id"], e["taken_by"][0]) for e in ledger], [(tid, userid)])
+        c.close()
+        self.assertEqual(await self.relogin_gold("hana", userid), gold + 100)
+        await wait_for(lambda: equals(self.ledger(userid), []), 10,
+                       "the re-handed, already applied grant to be confirmed")
+
+
+class GrantRolecityDiesAfterTake(GrantCrashCase):
+    node_env = {"rolecity1": armed("after_ledger_take")}
+
+    async def test_a_grant_taken_but_never_answered_is_applied_at_the_next_login(
+            self) -> None:
+        c = self.client("ivan")
+        userid, gold, tid = await self.grant_and_die(c, "rolecity1")
+        await self.restart_disarmed("rolecity1")
+        self.assertEqual([e["id"] for e in await self.ledger(userid)], [tid])
+        c.close()
+        self.assertEqual(await self.relogin_gold("ivan", userid), gold + 100)
+        await wait_for(lambda: equals(self.ledger(userid), []), 10, "the grant's confirm")
+
+
+class GrantRoleDiesAfterTake(GrantCrashCase):
+    node_env = {"role1": armed("after_grant_take")}
+
+    async def test_a_grant_taken_by_an_instance_that_died_goes_to_the_next_one(
+            self) -> None:
+        c = self.client("jana")
+        userid, gold, tid = await self.grant_and_die(c, "role1")
+        self.assertEqual([e["id"] for e in await self.ledger(userid)], [tid])
+        await wait_for(lambda: node_is(self.lc, "role1", "down"), 20,
+                       "master to mark the dead role1 down")
+        await self.restart_disarmed("role1")
+        self.assertEqual(await self.relogin_gold("jana", userid), gold + 100)
+        await wait_for(lambda: equals(self.ledger(userid), []), 10, "the grant's confirm")
+
+
+class GrantRoleDiesAfterApply(GrantCrashCase):
+    node_env = {"role1": armed("after_grant_apply")}
+
+    async def test_a_grant_saved_with_the_player_is_not_applied_twice(self) -> None:
+        c = self.client("karl")
+        userid, gold, tid = await self.grant_and_die(c, "role1")
+        stored = await self.stored(userid)
+        assert stored is not None
+        self.assertEqual(stored["attrs"]["gold"], gold + 100)  # saved before the crash
+        await wait_for(lambda: node_is(self.lc, "role1", "down"), 20,
+                       "master to mark the dead role1 down")
+        await self.restart_disarmed("role1")
+        self.assertEqual([e["id"] for e in await self.ledger(userid)], [tid])
+        self.assertEqual(await self.relogin_gold("karl", userid), gold + 100)
+        await wait_for(lambda: equals(self.ledger(userid), []), 10, "the grant's confirm")
+
+    async def stored(self, userid: int) -> dict[str, Any] | None:
+        db = EmbeddedBackend(str(self.lc.run_dir / "data" / "roledb.sqlite3"))
+        try:
+            entity = await db.get_entity("player", userid)
+            return entity.doc if entity is not None else None
+        finally:
+            await db.close()
