@@ -168,7 +168,7 @@ class Gateway(Service, ServerProtocolFactory):
 
     def writes_allowed(self) -> bool:
         """False while this node has lost master (it may be fenced off any moment)."""
-        return bool(getattr(self.node, "writes_allowed", True))
+        return bool(self.node.writes_allowed)
 
     def tell_rolecaches(self, player: Player, what: str) -> None:
         """Tell the player's birth-region rolecaches where the player is (or no more)."""

@@ -89,7 +89,7 @@ async def rename(gw: Gateway, player: Player, name: str) -> int:
             await gw.cluster.call(rolecity, "rolerouter", "release_name",
                                   role_system.name_key(old), userid, gen,
                                   timeout=CALL_TIMEOUT)
-        await gw.cluster.call(rolecity, "rolerouter", "call", userid, "set_name", name,
+        await gw.cluster.call(rolecity, "rolerouter", "call", userid, "set_name", name, gen,
                               timeout=CALL_TIMEOUT)
     except ClusterError as e:
         log.warn("rename of {userid}: could not finish at {node} ({e}); reconciled at the "
