@@ -103,9 +103,9 @@ class _RenameCrash(_Stored, LoginCase):
     overrides = {"storage": {"save_interval": 300.0}}
     expect_new_name = False
 
-    @classmethod
-    def setUpClass(cls) -> None:
-        cls.node_env = {"role1": {**CRASH, "RLTWIST_CRASH_POINTS": cls.point}}
+    def setUp(self) -> Any:
+        self.node_env = {"role1": {**CRASH, "RLTWIST_CRASH_POINTS": self.point}}
+        return super().setUp()
 
     async def owner_of(self, name: str) -> Any:
         from rltwist.game.rolesystem import RoleSystem
