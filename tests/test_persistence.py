@@ -299,3 +299,66 @@ class GrantRoleDiesAfterApply(GrantCrashCase):
             return entity.doc if entity is not None else None
         finally:
             await db.close()
+
+
+# -- rename: a crash between its steps leaves no name shared and none held forever ---------
+
+
+class RenameCrashCase(GrantCrashCase):
+    """The gateway's rename is reserve new -> save player -> release old -> set_name; the
+    role node dies at one step and the player's next load reconciles the name index with
+    the saved name (issue 10 item 10)."""
+
+    async def owner(self, name: str) -> Any:
+        return await self.gm_call("rolecity1", "rolerouter", "lookup_name", name.casefold())
+
+    async def die_renaming(self, client: Any, first: str | None, second: str) -> int:
+        await client.play(*self.login_address())
+        if first is not None:
+            self.assertEqual((await client.request(pb.Rename(name=first))).code, E.OK)
+        client.request(pb.Rename(name=second)).addErrback(lambda _: None)  # never answered
+        self.assertEqual(await self.lc.nodes["role1"].wait_exit(30), -9,
+                         "role1 should have died at its crash point")
+        userid = int(client.login_response.userid)
+        await wait_for(lambda: node_is(self.lc, "role1", "down"), 20,
+                       "master to mark the dead role1 down")
+        await self.restart_disarmed("role1")
+        return userid
+
+
+class RenameDiesAfterReserve(RenameCrashCase):
+    node_env = {"role1": armed("after_reserve_name@2")}
+
+    async def test_a_name_reserved_but_never_saved_is_released_at_the_next_login(
+            self) -> None:
+        c = self.client("lena")
+        userid = await self.die_renaming(c, "Lena", "Lenora")
+        self.assertEqual(await self.owner("Lenora"), userid)  # the crash left it reserved
+        again = self.client("lena")
+        await wait_for(lambda: offline(self, userid), 30, "lena to be offline")
+        auth = await again.play(*self.login_address())
+        self.assertEqual(auth.name, "Lena")
+        self.assertIsNone(await self.owner("Lenora"))
+        self.assertEqual(await self.owner("Lena"), userid)
+        other = self.client("otto")
+        await other.play(*self.login_address())
+        self.assertEqual((await other.request(pb.Rename(name="Lenora"))).code, E.OK)
+
+
+class RenameDiesAfterSave(RenameCrashCase):
+    node_env = {"role1": armed("after_rename_save@2")}
+
+    async def test_an_old_name_never_released_is_released_at_the_next_login(self) -> None:
+        c = self.client("mia")
+        userid = await self.die_renaming(c, "Mia", "Mira")
+        self.assertEqual((await self.owner("Mia"), await self.owner("Mira")), (userid, userid))
+        again = self.client("mia")
+        await wait_for(lambda: offline(self, userid), 30, "mia to be offline")
+        auth = await again.play(*self.login_address())
+        self.assertEqual(auth.name, "Mira")
+        self.assertIsNone(await self.owner("Mia"))
+        self.assertEqual(await self.owner("Mira"), userid)
+        other = self.client("olga")
+        await other.play(*self.login_address())
+        self.assertEqual((await other.request(pb.Rename(name="Mira"))).code, E.NAME_TAKEN)
+        self.assertEqual((await other.request(pb.Rename(name="Mia"))).code, E.OK)

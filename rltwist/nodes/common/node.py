@@ -241,9 +241,7 @@ class Node(service.MultiService):
             log.info("{node}: {what} hooks done in {t:.1f}s", node=self.name, what=what,
                      t=self.reactor.seconds() - started)
 
-        all_done = defer.DeferredList(calls)
-        all_done.addCallback(done)
-        return all_done
+        return defer.DeferredList(calls).addCallback(done)
 
     def exit_process(self) -> None:
         """Leave the process once a shutdown is complete (status 0)."""

@@ -36,6 +36,7 @@ import attrs
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from rltwist.cluster import ClusterError, Service, handler
 from rltwist.config import SHUTDOWN_ORDER, START_ORDER, parse_node_name
@@ -222,10 +223,12 @@ class Masterflow(Service):
             reply["was_down"] = True
             log.warn("{name} is back ({state}) after being marked down; it drops what it "
                      "held", name=name, state=record.state)
+
+            def failed(f: Failure) -> None:
+                log.failure("register hook for {name} failed", f, name=name)
+
             for hook in self.register_hooks:
-                d = defer.maybeDeferred(hook, record)
-                d.addErrback(lambda f, n=name: log.failure("register hook for {name} failed",
-                                                           f, name=n))
+                defer.maybeDeferred(hook, record).addErrback(failed)
         elif record.state == WAITING and status.get("proceeded"):
             record.state = UP
         if record.state == WAITING:
@@ -284,11 +287,12 @@ class Masterflow(Service):
             return defer.succeed(None)
         record.state = DOWN
         log.warn("{name} is down: {why} (pid {pid})", name=name, why=why, pid=record.pid)
-        calls = []
-        for hook in self.down_hooks:
-            d = defer.maybeDeferred(hook, record)
-            d.addErrback(lambda f, n=name: log.failure("down hook for {name} failed", f, name=n))
-            calls.append(d)
+
+        def failed(f: Failure) -> None:
+            log.failure("down hook for {name} failed", f, name=name)
+
+        calls = [defer.maybeDeferred(hook, record).addErrback(failed)
+                 for hook in self.down_hooks]
         return defer.DeferredList(calls).addCallback(lambda _: None)
 
     def start(self) -> None:
