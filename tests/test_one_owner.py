@@ -101,7 +101,7 @@ class _RenameCrash(_Stored, LoginCase):
     point = ""
     names = ["master", "logiccenter", "rolecity1", "role1", "login1"]
     overrides = {"storage": {"save_interval": 300.0}}
-    expect_new_name = False
+    expect_new_name = False  # True for a crash after the player was saved
 
     def setUp(self) -> Any:
         self.node_env = {"role1": {**CRASH, "RLTWIST_CRASH_POINTS": self.point}}
@@ -146,16 +146,9 @@ class _RenameCrash(_Stored, LoginCase):
 
 
 class RenameCrashAfterIntent(_RenameCrash):
+    """The steps after it (reserve, save) are covered in tests/test_persistence.py."""
+
     point = "after_rename_intent@2"
-
-
-class RenameCrashAfterReserve(_RenameCrash):
-    point = "after_reserve_name@2"
-
-
-class RenameCrashAfterSave(_RenameCrash):
-    point = "after_rename_save@2"
-    expect_new_name = True
 
 
 del _RenameCrash
