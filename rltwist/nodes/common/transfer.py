@@ -267,10 +267,12 @@ class Receiver:
     """The destination side of the transfers of one ledger, for many destination entities.
 
     ``pull(entity, take=..., save=..., confirm=...)`` runs the steps above; *apply* is
-    ``apply(entity, entry)``: change the entity for the entry (raise to refuse it: it then
-    stays at the source). Pulls of one entity from one ledger never overlap (a lock per
-    ledger and entity id, shared by every Receiver of the process): two overlapping pulls
-    could otherwise accept an entry again after the other one forgot it.
+    ``apply(entity, entry)``: change the entity for the entry, all or nothing, synchronously
+    (raise before changing anything to refuse it, e.g. a kind this code does not know yet:
+    it then stays at the source and is handed again). Pulls of one entity from one ledger
+    never overlap (a lock per ledger and entity id, shared by every Receiver of the
+    process): two overlapping pulls could otherwise accept an entry again after the other
+    one forgot it.
 
     Crash points (test-only, see :mod:`rltwist.crashpoint`), reached only when the take
     handed something: ``after_<step>_take`` right after the take answered,
