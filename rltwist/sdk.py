@@ -4,7 +4,10 @@ A client gets ``(openid, token)`` from the SDK; the login node asks the SDK whet
 token belongs to the openid. Dev tokens are ``hex(HMAC-SHA256(dev_sdk_secret, openid))``.
 The login node verifies that formula in-process when no ``login.sdk_url`` is set, or asks
 an SDK server over HTTP (``POST {sdk_url}`` with ``{"openid", "token"}`` -> ``{"ok": bool}``)
-— this module also provides such a server (``python -m rltwist.sdk``).
+— this module also provides such a server (``python -m rltwist.sdk``). The login node takes
+only a JSON ``true`` as a yes (``"true"``, ``1``, ``"false"`` are a no), and answers
+RETRY_LATER when the answer is not HTTP 200, not a JSON object, late, or longer than 64 KiB
+(``rltwist.nodes.login.loginhandler.SDK_MAX_BODY``).
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ def check_dev_token(secret: str, openid: str, token: str) -> bool:
 
 
 class DevSDK:
-    """``POST /verify`` {"openid","token"} -> {"ok": bool}; ``GET /token/<openid>`` issues one."""
+    """``POST /verify`` {"openid","token"} -> {"ok": true|false} (JSON booleans);
+    ``GET /token/<openid>`` issues one."""
 
     app = Klein()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.trial import unittest
@@ -131,3 +132,36 @@ async def offline(case: LoginCase, userid: int) -> bool:
 
 async def _roles_registered(state: OnlineState, roles: list[str]) -> bool:
     return {r.node for r in await state.list_roles()} >= set(roles)
+
+
+class FakeLoginNode:
+    """What ``LoginHandler`` uses of its node, for tests that drive a handler without
+    processes: the login settings, a Redis state, a cluster (``call``), the reactor."""
+
+    login_open = True
+
+    def __init__(self, settings: Any, state: Any = None, cluster: Any = None) -> None:
+        self.config = _LoginConfig(settings)
+        self.cluster = cluster
+        self.reactor = reactor
+        self._state = state
+
+    def redis_state(self) -> Any:
+        return self._state
+
+
+@attrs.frozen
+class _LoginConfig:
+    login: Any
+
+
+def login_handler(node: FakeLoginNode, pool: Any = None) -> Any:
+    """A real ``LoginHandler`` on ``node``, its metrics in a registry of its own."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    from rltwist.nodes.login.loginhandler import LoginHandler
+
+    registry = CollectorRegistry()
+    return LoginHandler(node, 0, pool,  # type: ignore[arg-type]
+                        Counter("rl_login", "", ["outcome"], registry=registry),
+                        Histogram("rl_login_seconds", "", registry=registry))

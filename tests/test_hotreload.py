@@ -1,10 +1,14 @@
 """Hot reload across real twistd node processes, driven through master's GM API: code fix
-lists, rollback, config table reload and online data fixes (seed §12-14).
+lists, rollback, config table reload and online data fixes (seed §12-14); what each node
+reports it changed, rollbacks surviving a restart, and a fix of the real guild actor
+(issue 17).
 
-Each test writes its own game package (on the children's PYTHONPATH) and its own root with
-``etc/game`` and ``hotfix/`` under the test's run directory, so the repository's hotfix/
-is never touched.  The test process is cluster node ``login1`` (never started as a
-process) and keeps calls flowing to every node while the GM swaps code or tables.
+Each test writes its own game package (on the children's PYTHONPATH, configured as a game
+package with ``[hotfix] game_packages``) and its own root with ``etc/game`` and ``hotfix/``
+under the test's run directory, so the repository's hotfix/ is never touched; the guild
+actor test fixes a copy of the ``rltwist`` package its nodes import instead of the
+checkout's.  The test process is cluster node ``login1`` (never started as a process) and
+keeps calls flowing to every node while the GM swaps code or tables.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from twisted.trial import unittest
 from rltwist import __version__
 from rltwist.cluster import Cluster
 from rltwist.config import load_config
+from rltwist.ecs.hotfix import write_fix_list
 from rltwist.launcher import LocalCluster
 from tests.util import sleep, wait_for
 
@@ -115,9 +120,14 @@ class Load:
 
 class HotReloadCase(unittest.TestCase):
     timeout = 180
+    node_names = NODES
 
-    async def start(self, modules: dict[str, str], **hotreload: Any) -> None:
+    async def start(self, modules: dict[str, str], code: Path | None = None,
+                    **hotreload: Any) -> None:
+        """Start the cluster with game package *modules*; *code*: a directory the nodes
+        import first (a copy of ``rltwist``)."""
         base = Path(self.mktemp()).absolute()
+        self.base = base
         self.pkg = "hrgame_" + uuid.uuid4().hex[:10]
         pkg_dir = base / "pylib" / self.pkg
         pkg_dir.mkdir(parents=True)
@@ -133,17 +143,19 @@ class HotReloadCase(unittest.TestCase):
         self.datafix.mkdir(parents=True)
         settings = {"root": str(self.root), "hotfix_interval": 0.2, "config_interval": 0}
         settings.update(hotreload)
-        self.lc = LocalCluster(base / "nodes", [*NODES, DRIVER],
-                               overrides={"hotreload": settings})
+        self.lc = LocalCluster(base / "nodes", [*self.node_names, DRIVER],
+                               overrides={"hotreload": settings,
+                                          "hotfix": {"game_packages": [self.pkg]}})
         self.addCleanup(self.lc.stop_all)
         python_path = os.pathsep.join(
-            p for p in (str(base / "pylib"), os.environ.get("PYTHONPATH", "")) if p)
-        for name in NODES:
+            p for p in (str(code) if code else "", str(base / "pylib"),
+                        os.environ.get("PYTHONPATH", "")) if p)
+        for name in self.node_names:
             # sources are rewritten within one second: never trust a .pyc
             self.lc.process(name).env.update(PYTHONPATH=python_path,
                                              PYTHONDONTWRITEBYTECODE="1")
-        await self.lc.start(*NODES)
-        await self.lc.wait_up(NODES)
+        await self.lc.start(*self.node_names)
+        await self.lc.wait_up(self.node_names)
         config = load_config(self.lc.config_path)
         me = config.node(DRIVER)
         self.me = Cluster(DRIVER, config.cluster,
@@ -153,7 +165,7 @@ class HotReloadCase(unittest.TestCase):
         self.addCleanup(self.me.stopService)
 
     def load(self, short: str, method: str) -> Load:
-        load = Load(self.me, NODES, self.mod(short), method)
+        load = Load(self.me, self.node_names, self.mod(short), method)
         self.addCleanup(load.stop)  # before the driver stops, even if the test failed
         return load
 
@@ -163,10 +175,15 @@ class HotReloadCase(unittest.TestCase):
     def write_module(self, short: str, source: str) -> None:
         (self.pkg_dir / f"{short}.py").write_text(source)
 
-    def write_list(self, fix_id: str, *modules: str) -> None:
-        names = ", ".join(f'"{self.mod(m)}"' for m in modules)
-        (self.codefix / f"{fix_id}.toml").write_text(
-            f'id = "{fix_id}"\nmodules = [{names}]\ndescription = "test"\n')
+    def write_list(self, fix_id: str, *modules: str,
+                   versions: dict[str, str] | None = None) -> None:
+        """A fix list with the checksums of the modules' files as they are now, or of
+        *versions* (short name -> the source the list ships, written or not)."""
+        versions = versions or {}
+        sources = {self.mod(m): (versions[m].encode() if m in versions
+                                 else (self.pkg_dir / f"{m}.py").read_bytes())
+                   for m in modules}
+        write_fix_list(self.codefix, fix_id, list(sources), "test", sources=sources)
 
     async def system(self, node: str, short: str, method: str, *args: Any) -> Any:
         return await self.me.call(node, "hotfix", "call_system", self.mod(short), method,
@@ -254,8 +271,10 @@ class CodeFixes(HotReloadCase):
             self.assertIn("SyntaxError", shown["errors"][0]["message"])
             self.assertEqual(listing[node]["code_version"], __version__)
 
-        # the repaired sources make the same list apply, and the error goes away
+        # the repaired sources (with the list rewritten to vouch for them) make the same
+        # list apply, and the error goes away
         self.write_module("greeter", greeter("v2"))
+        self.write_list("20250302-01-greet", "greeter")
         answer = await self.gm("POST", "/hotfix")
         self.assertEqual(answer["code_versions"],
                          {f"{__version__}+20250302-01-greet": sorted(NODES)})
@@ -312,6 +331,180 @@ class CodeFixes(HotReloadCase):
     async def _versions_are(self, version: str) -> bool:
         listing = await self.nodes()
         return all(listing[n]["code_version"] == version for n in NODES)
+
+
+class TruthfulReports(HotReloadCase):
+    """Issue 17 items 1, 2 and 4 as the operator sees them: the GM answer and GET /nodes say
+    per node which modules changed, which lists wait for their files, and which were
+    refused.  No poller (interval 0): every pass is the GM's, so each answer is complete."""
+
+    async def test_each_node_says_what_changed_what_waits_and_what_was_refused(self) -> None:
+        await self.start({"greeter": greeter("v1")}, hotfix_interval=0)
+        # only map1 reaches the greeter through its registry
+        self.assertEqual(await self.system("map1", "greeter", "greet", "ann"), "v1 ann")
+        module = self.mod("greeter")
+        fix1 = "20250304-01-greet-v2"
+        self.write_module("greeter", greeter("v2"))
+        self.write_list(fix1, "greeter")
+        answer = await self.gm("POST", "/hotfix")
+        self.assertEqual({n: e["changes"] for n, e in answer["nodes"].items()},
+                         {**each({fix1: []}), "map1": {fix1: [module]}})
+        self.assertEqual({n: ([r["fix_id"] for r in e["applied"]],
+                              [r["fix_id"] for r in e["unchanged"]])
+                          for n, e in answer["nodes"].items()},
+                         {**each(([], [fix1])), "map1": ([fix1], [])})
+        listing = await self.nodes()
+        self.assertEqual({n: [(e["fix_id"], e["state"], e["changed"])
+                              for e in listing[n]["status"]["hotfix_lists"]] for n in NODES},
+                         {**each([(fix1, "unchanged", [])]),
+                          "map1": [(fix1, "applied", [module])]})
+        self.assertEqual(await self.system("map1", "greeter", "greet", "ann"), "v2 ann")
+
+        # a package being unpacked: the list is there, its module not yet
+        fix2 = "20250304-02-greet-v3"
+        self.write_list(fix2, "greeter", versions={"greeter": greeter("v3")})
+        answer = await self.gm("POST", "/hotfix")
+        for node, entry in answer["nodes"].items():
+            [pending] = entry["pending"]
+            self.assertEqual((pending["fix_id"], [w["module"] for w in pending["waiting"]]),
+                             (fix2, [module]), node)
+            self.assertEqual(entry["code_version"], f"{__version__}+{fix1}", node)
+        listing = await self.nodes()
+        self.assertEqual({n: [p["fix_id"] for p in listing[n]["status"]["hotfix_pending"]]
+                          for n in NODES}, each([fix2]))
+        self.assertEqual(await self.system("map1", "greeter", "greet", "ann"), "v2 ann")
+        self.write_module("greeter", greeter("v3"))
+        answer = await self.gm("POST", "/hotfix")
+        self.assertEqual({n: (e["changes"], e["pending"]) for n, e in answer["nodes"].items()},
+                         {**each(({fix2: []}, [])), "map1": ({fix2: [module]}, [])})
+        self.assertEqual(await self.system("map1", "greeter", "greet", "ann"), "v3 ann")
+
+        # out of scope: refused everywhere, naming the module
+        write_fix_list(self.codefix, "20250304-03-json", ["json"])
+        answer = await self.gm("POST", "/hotfix", expect=502)
+        self.assertEqual(answer["failed"], sorted(NODES))
+        for node, entry in answer["nodes"].items():
+            [rejected] = entry["errors"]
+            [error] = rejected["errors"]
+            self.assertEqual(error["module"], "json", node)
+            self.assertIn("json is not game code", error["message"], node)
+
+
+class RollbackAcrossRestart(HotReloadCase):
+    """Issue 17 item 5: a node restarted after a rollback runs the old code."""
+
+    async def test_a_rolled_back_list_stays_rolled_back_when_a_node_restarts(self) -> None:
+        await self.start({"greeter": greeter("v1")}, hotfix_interval=0)
+        self.assertEqual(await self.on_every_node("greeter", "greet", "ann"), each("v1 ann"))
+        fix_id = "20250305-01-greet-v2"
+        self.write_module("greeter", greeter("v2"))
+        self.write_list(fix_id, "greeter")
+        await self.gm("POST", "/hotfix")
+        self.assertEqual(await self.on_every_node("greeter", "greet", "ann"), each("v2 ann"))
+        answer = await self.gm("POST", "/hotfix/rollback")
+        self.assertEqual({n: (e["rolled_back"], e["record"]["restored"])
+                          for n, e in answer["nodes"].items()},
+                         each((fix_id, [self.mod("greeter")])))
+
+        # the list file and the v2 source stay where they are
+        old_pid = self.lc.process("map1").pid
+        await self.lc.process("map1").stop()
+        await self.lc.start("map1")
+        new_pid = self.lc.process("map1").pid
+        self.assertNotEqual(new_pid, old_pid)
+        await wait_for(lambda: self._listed_with_pid("map1", new_pid), 30,
+                       "master to list the restarted map1 up with its new pid")
+        self.assertEqual(await self.system("map1", "greeter", "greet", "ann"), "v1 ann")
+        listing = await self.nodes()
+        status = listing["map1"]["status"]
+        self.assertEqual(listing["map1"]["code_version"], __version__)
+        self.assertEqual([(r["fix_id"], r["restored"]) for r in status["hotfix_rolled_back"]],
+                         [(fix_id, [self.mod("greeter")])])
+        self.assertEqual([(e["fix_id"], e["state"]) for e in status["hotfix_lists"]],
+                         [(fix_id, "rolled_back")])
+        answer = await self.gm("POST", "/hotfix")  # a pass over the directory: nothing new
+        self.assertEqual((answer["nodes"]["map1"]["changes"], answer["code_versions"]),
+                         ({}, {__version__: sorted(NODES)}))
+        self.assertEqual(await self.on_every_node("greeter", "greet", "ann"), each("v1 ann"))
+
+    async def _listed_with_pid(self, node: str, pid: int | None) -> bool:
+        entry = (await self.nodes()).get(node)
+        return entry is not None and entry["state"] == "up" and entry["pid"] == pid
+
+
+class GuildLoad:
+    """Calls ``guildrouter.call(guildid, "info")`` *per_node* at a time until stopped."""
+
+    def __init__(self, me: Cluster, guildid: int, per_node: int = 4) -> None:
+        self.me, self.guildid = me, guildid
+        self.answers: list[dict[str, Any]] = []
+        self.failures: list[str] = []
+        self.running = True
+        self.loops = [defer.Deferred.fromCoroutine(self._loop()) for _ in range(per_node)]
+
+    async def _loop(self) -> None:
+        while self.running:
+            try:
+                self.answers.append(await self.me.call("guild1", "guildrouter", "call",
+                                                       self.guildid, "info", timeout=5))
+            except Exception as e:
+                self.failures.append(repr(e))
+                await sleep(0.01)
+
+    async def stop(self) -> None:
+        self.running = False
+        await defer.gatherResults(self.loops)
+
+
+class GuildActorFix(HotReloadCase):
+    """Issue 17 item 6: a fix list naming the guild actor module changes the running
+    guild groups.  The nodes import a copy of ``rltwist`` (first on their PYTHONPATH), so
+    the test can change the actor's source without touching the checkout."""
+
+    node_names = ["master", "logiccenter", "guild1"]
+    ACTOR = "rltwist.nodes.guild.actor"
+
+    async def test_a_fix_of_the_guild_actor_reaches_running_guilds_under_load(self) -> None:
+        code = Path(self.mktemp()).absolute()
+        shutil.copytree(REPO / "rltwist", code / "rltwist",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        actor = code / "rltwist" / "nodes" / "guild" / "actor.py"
+        await self.start({}, code=code, hotfix_interval=0)
+        guildid = await self.me.call("guild1", "guildrouter", "create", 7001, "Fixers",
+                                     timeout=10)
+        await self.me.call("guild1", "guildrouter", "call", guildid, "join", 7002, timeout=10)
+        before = await self.me.call("guild1", "guildrouter", "call", guildid, "info",
+                                    timeout=10)
+        self.assertNotIn("fixed", before)
+        load = GuildLoad(self.me, guildid)
+        self.addCleanup(load.stop)
+        await wait_for(lambda: len(load.answers) > 20, 10, "info answers under load")
+
+        old = '"members": sorted(int(u) for u in members)}'
+        source = actor.read_text()
+        self.assertEqual(source.count(old), 1, "the guild actor's info() changed; adapt")
+        actor.write_text(source.replace(old, '"members": sorted(int(u) for u in members), '
+                                             '"fixed": True}'))
+        fix_id = "20250306-01-guild-info"
+        write_fix_list(self.codefix, fix_id, [self.ACTOR],
+                       sources={self.ACTOR: actor.read_bytes()})
+        answer = await self.gm("POST", "/hotfix")
+        self.assertEqual({n: e["changes"] for n, e in answer["nodes"].items()},
+                         {"master": {fix_id: []}, "logiccenter": {fix_id: []},
+                          "guild1": {fix_id: [self.ACTOR]}})
+        after = await self.me.call("guild1", "guildrouter", "call", guildid, "info",
+                                   timeout=10)
+        self.assertEqual(after, {**before, "fixed": True})  # same guild, new code
+        await load.stop()
+        self.assertEqual(load.failures, [])
+        fixed = [a.get("fixed", False) for a in load.answers]
+        switch = fixed.index(True)
+        self.assertEqual((set(fixed[:switch]), set(fixed[switch:])), ({False}, {True}))
+
+        answer = await self.gm("POST", "/hotfix/rollback")
+        self.assertEqual(answer["nodes"]["guild1"]["rolled_back"], fix_id)
+        self.assertEqual(await self.me.call("guild1", "guildrouter", "call", guildid, "info",
+                                            timeout=10), before)
 
 
 class ConfigReload(HotReloadCase):

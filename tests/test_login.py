@@ -5,12 +5,23 @@ from __future__ import annotations
 
 import socket
 import struct
+from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
 from twisted.internet.threads import deferToThread
+from twisted.logger import LogLevel, globalLogPublisher
+from twisted.trial import unittest
+from twisted.web.client import HTTPConnectionPool
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
 
+from rltwist.cluster import LinkLost, UnknownNode
+from rltwist.config import LoginSettings
+from rltwist.nodes.login.loginhandler import SDK_MAX_BODY, LoginFailed
 from rltwist.protocols import pb
-from tests.login_util import LoginCase, offline
+from rltwist.redis import OnlineState, RedisClient, RedisServer, keys
+from rltwist.sdk import dev_token
+from tests.login_util import FakeLoginNode, LoginCase, login_handler, offline
 from tests.util import wait_for
 
 E = pb.ErrorCode
@@ -100,11 +111,36 @@ class Login(LoginCase):
         c = self.client("erin")
         r = await c.login(host, port)
         self.assertEqual((await c.auth(r)).code, E.OK)
-        c.close()
-        await c.closed
+        # replayed while the first session is live (its state still GAME_STEP_FINISH)
         replay = self.client("erin")
-        replay.login_response = r
         self.assertEqual((await replay.auth(r)).code, E.BAD_SECRET)
+        await replay.closed
+        self.assertEqual((await c.request(pb.Heartbeat())).code, E.OK)
+        user = await self.state.get_user(r.userid)
+        self.assertEqual((user.state, user.port), ("GAME_STEP_FINISH", r.port))
+        self.assertEqual(c.pushes, [])
+
+    async def test_a_second_login_before_auth_gets_the_same_node_and_secret(self) -> None:
+        host, port = self.login_address()
+        first = self.client("fay")
+        r1 = await first.login(host, port)
+        second = self.client("fay")
+        r2 = await second.login(host, port)
+        self.assertEqual((r2.code, r2.userid, r2.host, r2.port, r2.secret),
+                         (E.OK, r1.userid, r1.host, r1.port, r1.secret))
+        # both race to Auth with the one secret: one wins, the other is refused ...
+        codes = await defer.gatherResults([defer.ensureDeferred(first.auth(r1)),
+                                           defer.ensureDeferred(second.auth(r2))])
+        self.assertEqual(sorted(a.code for a in codes), [E.OK, E.BAD_SECRET])
+        winner, loser = (first, second) if codes[0].code == E.OK else (second, first)
+        await loser.closed
+        # ... logs in again and kicks the winner
+        await loser.play(host, port)
+        await winner.closed
+        self.assertEqual(winner.pushes[0].code, pb.KickReason.KICK_LOGIN_ELSEWHERE)
+        self.assertEqual((await loser.request(pb.Heartbeat())).code, E.OK)
+        roles = {r.node: r.online for r in await self.state.list_roles()}
+        self.assertEqual(sum(roles.values()), 1)
 
 
 async def _login_code(case: LoginCase, openid: str) -> int:
@@ -242,3 +278,150 @@ class RedisRestart(LoginCase):
         await second.play(host, port)
         await online.closed
         self.assertEqual(online.pushes[0].code, pb.KickReason.KICK_LOGIN_ELSEWHERE)
+
+
+class SdkAnswer(Resource):
+    """A platform SDK stand-in: answers every POST with ``body`` and ``code``; with
+    ``endless`` it streams chunks until the client hangs up."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = b'{"ok": true}'
+        self.code = 200
+        self.endless = False
+        self.hung_up: defer.Deferred[int] = defer.Deferred()
+
+    def render_POST(self, request: Any) -> Any:
+        request.setResponseCode(self.code)
+        if not self.endless:
+            return self.body
+        sent = [0]
+        chunk = b" " * 8192
+
+        def more() -> None:
+            if self.hung_up.called:
+                return
+            request.write(chunk)
+            sent[0] += len(chunk)
+            reactor.callLater(0, more)
+
+        request.notifyFinish().addBoth(lambda _: self.hung_up.callback(sent[0]))
+        request.write(b'{"ok": true, "pad": "')
+        more()
+        return NOT_DONE_YET
+
+
+class SdkCheck(unittest.TestCase):
+    """The login node's HTTP check of a token against a real (tiny) SDK server."""
+
+    async def setUp(self) -> None:
+        self.sdk = SdkAnswer()
+        port = reactor.listenTCP(0, Site(self.sdk), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        self.addCleanup(pool.closeCachedConnections)
+        settings = LoginSettings(sdk_url=f"http://127.0.0.1:{port.getHost().port}/verify",
+                                 sdk_timeout=5.0)
+        self.handler = login_handler(FakeLoginNode(settings), pool)
+
+    async def verify(self) -> bool | int:
+        """True/False as the SDK decided, or the error code the login answers."""
+        try:
+            return await self.handler._verify("alice", "token")
+        except LoginFailed as e:
+            self.why = str(e)
+            return e.code
+
+    async def test_only_a_json_true_is_a_yes(self) -> None:
+        answers = {b'{"ok": true}': True, b'{"ok": false}': False, b'{"ok": "false"}': False,
+                   b'{"ok": "true"}': False, b'{"ok": 1}': False, b'{}': False,
+                   b'{"ok": [true]}': False}
+        for body, expected in answers.items():
+            self.sdk.body = body
+            self.assertIs(await self.verify(), expected, body)
+
+    async def test_an_answer_that_is_no_json_object_or_no_200_is_retried_later(self) -> None:
+        for code, body in ((200, b"yes"), (200, b"[true]"), (200, b"true"),
+                           (500, b'{"ok": true}'), (302, b'{"ok": true}')):
+            self.sdk.code, self.sdk.body = code, body
+            self.assertEqual(await self.verify(), E.RETRY_LATER, (code, body))
+
+    async def test_a_body_over_the_bound_is_not_read_to_the_end(self) -> None:
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        # a complete but oversized answer (Content-Length says so)
+        self.sdk.body = b'{"ok": true, "pad": "' + b" " * SDK_MAX_BODY + b'"}'
+        self.assertEqual(await self.verify(), E.RETRY_LATER)
+        self.assertIn(f"more than {SDK_MAX_BODY} bytes", self.why)
+        # an answer that never ends: the login hangs up after the bound, not at the timeout
+        self.sdk.endless = True
+        started = reactor.seconds()
+        self.assertEqual(await self.verify(), E.RETRY_LATER)
+        self.assertIn(f"more than {SDK_MAX_BODY} bytes", self.why)
+        self.assertLess(reactor.seconds() - started, 4.0)
+        sent = await self.sdk.hung_up.addTimeout(5, reactor)
+        self.assertLess(sent, 16 * SDK_MAX_BODY)
+        warned = [e for e in events if e.get("log_level") == LogLevel.warn
+                  and e.get("limit") == SDK_MAX_BODY]
+        self.assertTrue(warned, "no warning names the SDK body bound")
+
+
+class KickFailures(unittest.TestCase):
+    """A login that cannot kick the online instance (real LoginHandler and Redis; the kick
+    fails the way the cluster layer fails it)."""
+
+    userid = (1 << 16) | 7
+
+    async def setUp(self) -> None:
+        self.redis = RedisServer(directory=self.mktemp())
+        await self.redis.start()
+        self.addCleanup(self.redis.stop)
+        client = RedisClient(self.redis.url, prefix="k:")
+        await client.connect()
+        self.addCleanup(client.disconnect)
+        self.state = OnlineState(client)
+        await self.state.register_role("role1", "127.0.0.1", 7001)
+        await self.state.register_role("role2", "127.0.0.1", 7002)
+        await self.state.set_available()
+        # the player plays on role1
+        token = await self.state.login_begin("gus", 5000)
+        done = await self.state.login_assign("gus", token, self.userid, "s", 30_000,
+                                             expect=None)
+        ticket = await self.state.auth_begin(self.userid, "s", done.role.node)
+        self.assertTrue(await self.state.auth_finish(self.userid, "role1", ticket, ticket))
+        self.kick_error: Exception = LinkLost("role1", "gateway", "kick", "reset")
+
+    async def call(self, node: str, service: str, method: str, *args: Any,
+                   timeout: float | None = None) -> Any:
+        if method == "get_or_create":
+            return {"userid": self.userid, "created": False}
+        raise self.kick_error
+
+    async def login(self) -> Any:
+        handler = login_handler(FakeLoginNode(LoginSettings(), self.state, self))
+        return await handler.login(pb.Login(openid="gus", token=dev_token(
+            LoginSettings().dev_sdk_secret, "gus"), server_id=7))
+
+    async def test_a_lost_link_to_a_registered_node_answers_retry_later(self) -> None:
+        before = await self.state.get_user(self.userid)
+        self.assertEqual((await self.login()).code, E.RETRY_LATER)
+        self.assertEqual(await self.state.get_user(self.userid), before)
+        self.assertEqual({r.node: r.online for r in await self.state.list_roles()},
+                         {"role1": 1, "role2": 0})
+        self.assertIsInstance(await self.state.login_begin("gus", 5000), str,
+                              "the refused login left its lock behind")
+
+    async def test_an_unreachable_node_master_marked_down_is_taken_over(self) -> None:
+        self.kick_error = UnknownNode("role1")
+        # master took role1 out of the pick; its player's state is still there to read
+        client = self.state.client
+        await client.execute("ZREM", client.key(keys.ROLE_LOAD), "role1")
+        await client.execute("HDEL", client.key(keys.ROLE_ADDR), "role1")
+        r = await self.login()
+        self.assertEqual((r.code, r.port), (E.OK, 7002))
+        user = await self.state.get_user(self.userid)
+        self.assertEqual((user.node, user.state), ("role2", "LOGIN_STEP_FINISH"))
+        self.assertEqual(await self.state.online_count("role1"), 0)

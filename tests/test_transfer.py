@@ -262,6 +262,8 @@ class CrashAnywhere(unittest.TestCase):
 
         world.take = slow_take  # type: ignore[method-assign]
         first = defer.Deferred.fromCoroutine(world.pull())
+        # a second Receiver object (a caller that makes one per pull) is serialized too
+        world.receiver = Receiver("rolecity", grant_applier, step="grant")
         second = defer.Deferred.fromCoroutine(world.pull())
         gate.callback(None)
         results = await defer.gatherResults([first, second])

@@ -17,6 +17,12 @@ variable, default or helper, and leaves a half-patched class if one module of a 
 The one thing a proxy cannot reach is a bound method copied out of it
 (``cb = rolesystem.rename``): such a reference keeps the old code, so game code keeps the
 proxy and looks methods up at call time.
+
+Modules without a system can be reached through the registry too: ``track`` records a
+module (the LRU layer tracks the module of each group's ``Actor`` class) with the classes a
+new version must still define; a hotfix checks those before it swaps anything, and every
+swap bumps ``version`` so holders re-resolve what they took from the module at call time.
+What the registry reaches is what a hotfix reports as changed.
 """
 
 from __future__ import annotations
@@ -29,9 +35,10 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from rltwist.ecs.sources import GAME_CODE
 from rltwist.ecs.system import System
 
-__all__ = ["REGISTRY", "Registry", "SystemProxy", "import_system", "system_of"]
+__all__ = ["REGISTRY", "Registry", "SystemProxy", "import_system", "resolve", "system_of"]
 
 log = Logger()
 
@@ -68,23 +75,35 @@ def system_of(module: ModuleType) -> System:
     return system
 
 
-class _Entry:
-    __slots__ = ("module", "proxy", "services")
+def resolve(module: ModuleType, qualname: str) -> Any:
+    """``module.<qualname>`` (dotted for nested classes); AttributeError if missing."""
+    obj: Any = module
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
 
-    def __init__(self, module: ModuleType, proxy: SystemProxy) -> None:
+
+class _Entry:
+    __slots__ = ("module", "proxy", "requires", "services")
+
+    def __init__(self, module: ModuleType, proxy: SystemProxy | None) -> None:
         self.module = module
-        self.proxy = proxy
+        self.proxy = proxy  # None: a tracked module without a system (an actor module)
         self.services: set[str] = set()
+        self.requires: dict[str, type] = {}  # qualname -> base class it must subclass
 
 
 class Registry:
-    """Modules loaded through ``import_system`` in this process, and who uses them.
+    """Modules loaded through ``import_system`` or ``track`` in this process, and who uses
+    them.
 
     One process-wide instance (``REGISTRY``) is what game code uses; tests build their own.
+    ``version`` grows by one on every swap.
     """
 
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
+        self.version = 0
 
     def import_system(self, name: str, service: str | None = None) -> SystemProxy:
         """Load module ``name`` once and return the stable proxy to its ``system``.
@@ -93,18 +112,48 @@ class Registry:
         services a hotfix of ``name`` affects.  Import errors propagate unchanged.
         """
         entry = self._entries.get(name)
-        if entry is None:
-            module = importlib.import_module(name)
-            entry = _Entry(module, SystemProxy(name, system_of(module)))
-            self._entries[name] = entry
+        if entry is None or entry.proxy is None:
+            module = entry.module if entry is not None else importlib.import_module(name)
+            proxy = SystemProxy(name, system_of(module))
+            if entry is None:
+                entry = _Entry(module, proxy)
+                self._entries[name] = entry
+            entry.proxy = proxy
+            GAME_CODE.remember_loaded(name, module)
             log.debug("system {module} imported", module=name)
         if service is not None:
             entry.services.add(service)
+        assert entry.proxy is not None
         return entry.proxy
 
+    def track(self, name: str, service: str | None = None,
+              requires: Mapping[str, type] | None = None) -> ModuleType:
+        """Reach module ``name`` (no system needed) through the registry; return it.
+
+        ``requires`` maps class qualnames to a base class: a hotfix of ``name`` is refused
+        unless the new module still defines each as a subclass of its base (a running LRU
+        group needs its actor class).
+        """
+        entry = self._entries.get(name)
+        if entry is None:
+            module = importlib.import_module(name)
+            entry = self._entries[name] = _Entry(module, None)
+            GAME_CODE.remember_loaded(name, module)
+            log.debug("module {module} tracked", module=name)
+        if service is not None:
+            entry.services.add(service)
+        for qualname, base in (requires or {}).items():
+            entry.requires[qualname] = base
+        return entry.module
+
     def is_loaded(self, name: str) -> bool:
-        """True if ``name`` was imported through this registry."""
+        """True if ``name`` was imported through this registry (system or tracked)."""
         return name in self._entries
+
+    def has_system(self, name: str) -> bool:
+        """True if ``name`` is loaded here as a system module (it has a proxy)."""
+        entry = self._entries.get(name)
+        return entry is not None and entry.proxy is not None
 
     def module(self, name: str) -> ModuleType:
         """Return the module object currently serving ``name`` (KeyError if not loaded)."""
@@ -123,6 +172,24 @@ class Registry:
         """Modules that ``service`` imported, sorted."""
         return tuple(sorted(n for n, e in self._entries.items() if service in e.services))
 
+    def check(self, name: str, module: ModuleType) -> None:
+        """Raise unless *module* can replace ``name``: it defines ``system`` if ``name`` is a
+        system module, and every class ``track`` required (TypeError naming what is
+        missing)."""
+        entry = self._entries.get(name)
+        if entry is None:
+            raise KeyError(f"module {name} is not loaded through this registry")
+        if entry.proxy is not None:
+            system_of(module)
+        for qualname, base in entry.requires.items():
+            try:
+                obj = resolve(module, qualname)
+            except AttributeError:
+                raise TypeError(f"module {name} must still define {qualname} (a running "
+                                f"{base.__name__} uses it)") from None
+            if not (isinstance(obj, type) and issubclass(obj, base)):
+                raise TypeError(f"{name}.{qualname} must be a subclass of {base.__name__}")
+
     def swap(self, new_modules: Mapping[str, ModuleType]) -> dict[str, ModuleType]:
         """Install ``new_modules`` (name -> module) all at once; return the replaced ones.
 
@@ -130,18 +197,18 @@ class Registry:
         on their old targets.  ``sys.modules`` and the parent package attribute follow, so
         a plain import made later sees the same code as the proxies.
         """
-        targets: dict[str, System] = {}
         for name, module in new_modules.items():
-            if name not in self._entries:
-                raise KeyError(f"module {name} is not loaded through this registry")
-            targets[name] = system_of(module)
+            self.check(name, module)
         old: dict[str, ModuleType] = {}
         for name, module in new_modules.items():
             entry = self._entries[name]
             old[name] = entry.module
             entry.module = module
-            entry.proxy._target = targets[name]
+            if entry.proxy is not None:
+                entry.proxy._target = system_of(module)
             install_module(name, module)
+        if new_modules:
+            self.version += 1
         return old
 
     def forget(self, names: Iterable[str]) -> None:

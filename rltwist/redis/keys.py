@@ -9,11 +9,11 @@ from __future__ import annotations
 
 #: string, random token, PX expiry: one login at a time per openid
 LOGIN_LOCK = "login_lock:"
-#: hash per player: state, node, host, port, gen (see rltwist.redis.state)
+#: hash per player: state, node, host, port, and the pending one-time secret, the ticket
+#: of an Auth in progress or the owner's gen (see rltwist.redis.scripts)
 USER = "user:"
-#: string per player, PX expiry: the one-time secret the client shows the role gateway
-USER_SECRET = "user_secret:"
-#: counter per player, never cleared with the state: the fencing generation
+#: counter per player, never cleared with the state: each Auth's ticket is the next value;
+#: raised to the owner's final generation (which also tops the stored one)
 USER_GENERATION = "user_gen:"
 #: sorted set: role node -> online count, for the least-loaded pick
 ROLE_LOAD = "role_load"
@@ -34,10 +34,6 @@ def login_lock(openid: str) -> str:
 
 def user(userid: int) -> str:
     return f"{USER}{userid}"
-
-
-def user_secret(userid: int) -> str:
-    return f"{USER_SECRET}{userid}"
 
 
 def user_generation(userid: int) -> str:

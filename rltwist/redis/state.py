@@ -1,11 +1,16 @@
 """The login/online state of DESIGN.md kept in Redis, behind one small class.
 
-loginhandler takes the per-openid login lock, reads the player's state, picks the
-least-loaded role node and stores LOGIN_STEP_FINISH with a one-time secret; the role
-gateway consumes the secret, sets GAME_STEP_FINISH and counts the player online; logout
-clears it all. master registers role nodes, unregisters a dead one (clearing its
-players), and drives ``is_available`` around a Redis restart, after which role nodes
-re-register their online players.
+loginhandler takes the per-openid login lock (``login_begin``), reads an existing
+player's state (``get_user``), kicks a GAME_STEP_FINISH instance, then ``login_assign``:
+a compare-and-set that stores LOGIN_STEP_FINISH with a one-time secret on the
+least-loaded role node, or answers the pending one again, or refuses because the state
+moved on. The role gateway consumes the secret and takes a new generation (the ticket,
+``auth_begin``), claims the player in storage, and sets GAME_STEP_FINISH with its final
+generation and counts the player online (``auth_finish``, only with its ticket); its
+logout marks LOGOUT and clears the state, each refused when a newer login owns the player.
+master registers role nodes, unregisters a dead one (clearing its players, which lets a
+login replace a state it could not kick), and drives ``is_available`` around a Redis
+restart, after which role nodes re-register their online players.
 """
 
 from __future__ import annotations
@@ -20,12 +25,31 @@ from twisted.logger import Logger
 from rltwist.redis import keys, scripts
 from rltwist.redis.client import RedisClient
 from rltwist.redis.errors import RoleNotRegistered
-from rltwist.redis.scripts import GAME_STEP_FINISH, LOGIN_STEP_FINISH, LOGOUT
+from rltwist.redis.scripts import (
+    ASSIGNED,
+    GAME_STEP_FINISH,
+    HELD,
+    LOGIN_STEP_FINISH,
+    LOGOUT,
+    LOST_LOCK,
+    MOVED,
+    NO_ROLE,
+    PENDING,
+    UNAVAILABLE,
+)
 
 __all__ = [
+    "ASSIGNED",
     "GAME_STEP_FINISH",
+    "HELD",
     "LOGIN_STEP_FINISH",
     "LOGOUT",
+    "LOST_LOCK",
+    "MOVED",
+    "NO_ROLE",
+    "PENDING",
+    "UNAVAILABLE",
+    "Assignment",
     "OnlineState",
     "RoleEndpoint",
     "RoleLoad",
@@ -40,7 +64,12 @@ STATES = (LOGIN_STEP_FINISH, GAME_STEP_FINISH, LOGOUT)
 
 @attrs.frozen
 class UserState:
-    """What Redis knows about one player (the secret is never read back)."""
+    """What Redis knows about one player (the secret is never read back).
+
+    ``generation`` is the owning instance's (GAME_STEP_FINISH, LOGOUT), ``ticket`` the one
+    an Auth in progress took (LOGIN_STEP_FINISH after its secret was used), 0 when none;
+    ``pending`` says a LOGIN_STEP_FINISH still waits for its secret.
+    """
 
     userid: int
     state: str
@@ -48,6 +77,8 @@ class UserState:
     host: str
     port: int
     generation: int
+    ticket: int = 0
+    pending: bool = False
 
 
 class RoleEndpoint(NamedTuple):
@@ -68,6 +99,21 @@ class RoleLoad:
     online: int
 
 
+@attrs.frozen
+class Assignment:
+    """What ``login_assign`` did. ``outcome`` is ASSIGNED (a new LOGIN_STEP_FINISH) or
+    PENDING (the one the login read, answered again), both with ``role`` and ``secret``;
+    or why nothing was written: NO_ROLE, LOST_LOCK, UNAVAILABLE, MOVED, HELD."""
+
+    outcome: str
+    role: RoleEndpoint | None = None
+    secret: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in (ASSIGNED, PENDING)
+
+
 def _split_addr(addr: str) -> tuple[str, int]:
     host, _, port = addr.rpartition(":")
     return host, int(port)
@@ -79,16 +125,7 @@ class OnlineState:
     def __init__(self, client: RedisClient) -> None:
         self.client = client
 
-    # -- per-openid login lock ----------------------------------------------------------
-
-    async def acquire_login_lock(self, openid: str, ttl_ms: int) -> str | None:
-        """Take the login lock of ``openid`` for ``ttl_ms``; its token, or None if held."""
-        if ttl_ms <= 0:
-            raise ValueError(f"acquire_login_lock({openid!r}): ttl_ms must be > 0, not {ttl_ms}")
-        token = secrets.token_hex(16)
-        if await self.client.set(keys.login_lock(openid), token, px=ttl_ms, nx=True):
-            return token
-        return None
+    # -- login ----------------------------------------------------------------------------
 
     async def login_begin(self, openid: str, ttl_ms: int) -> str | bool | None:
         """Login steps in one round trip: Redis available? then the openid's lock.
@@ -96,6 +133,8 @@ class OnlineState:
         Returns the lock token, False when ``is_available`` is unset (after a Redis
         restart), None when another login of this openid holds the lock.
         """
+        if ttl_ms <= 0:
+            raise ValueError(f"login_begin({openid!r}): ttl_ms must be > 0, not {ttl_ms}")
         token = secrets.token_hex(16)
         result = await self.client.run_script(
             scripts.LOGIN_BEGIN, [keys.IS_AVAILABLE, keys.login_lock(openid)], [token, ttl_ms]
@@ -104,22 +143,47 @@ class OnlineState:
         return token if result == 1 else (False if result == 0 else None)
 
     async def login_assign(
-        self, openid: str, lock_token: str, userid: int, secret: str, ttl_ms: int
-    ) -> tuple[RoleEndpoint, int] | None:
-        """Pick the least-loaded role node, store LOGIN_STEP_FINISH there with the one-time
-        ``secret`` and a new fencing generation, and release the login lock — one round
-        trip. None (lock released too) when no role node is up."""
-        picked = await self.client.run_script(
+        self,
+        openid: str,
+        lock_token: str,
+        userid: int,
+        secret: str,
+        ttl_ms: int,
+        *,
+        expect: UserState | None,
+        evict: bool = False,
+    ) -> Assignment:
+        """Send the player to a role node, if nothing changed since the login looked.
+
+        A compare-and-set in one round trip, which also releases the login lock: it
+        writes only while ``lock_token`` still holds the lock, ``is_available`` is set and
+        the player's state is ``expect`` (what ``get_user`` gave; None for none, and a new
+        account has none) or has gone since. A pending LOGIN_STEP_FINISH is answered again
+        with its node and secret (PENDING); a state that is gone or none gets the
+        least-loaded role node and ``secret``, valid ``ttl_ms`` (ASSIGNED). ``evict``: the
+        login could not reach the node of the GAME_STEP_FINISH it read; that state is
+        replaced only if master has marked the node down, else HELD. Any other outcome
+        wrote nothing (see ``Assignment``).
+        """
+        if ttl_ms <= 0:
+            raise ValueError(f"login_assign({userid}): ttl_ms must be > 0, not {ttl_ms}")
+        if expect is None:
+            read = ["", "", "", ""]
+        else:
+            read = [expect.state, expect.node, str(expect.generation or ""),
+                    str(expect.ticket or "")]
+        answer = await self.client.run_script(
             scripts.LOGIN_ASSIGN,
-            [keys.ROLE_LOAD, keys.ROLE_ADDR, keys.user(userid), keys.user_secret(userid),
-             keys.user_generation(userid), keys.login_lock(openid)],
-            [userid, secret, ttl_ms, lock_token],
+            [keys.IS_AVAILABLE, keys.login_lock(openid), keys.user(userid), keys.ROLE_LOAD,
+             keys.ROLE_ADDR],
+            [userid, secret, ttl_ms, lock_token, *read, "1" if evict else ""],
         )
-        if not picked:
-            return None
-        node, addr, gen = picked
+        outcome = answer[0]
+        if outcome not in (ASSIGNED, PENDING):
+            return Assignment(outcome)
+        _, node, addr, given = answer
         host, port = _split_addr(addr)
-        return RoleEndpoint(node, host, port), int(gen)
+        return Assignment(outcome, RoleEndpoint(node, host, port), given)
 
     async def release_login_lock(self, openid: str, token: str) -> bool:
         """Release the lock if ``token`` still owns it; False if it expired or moved on."""
@@ -128,83 +192,65 @@ class OnlineState:
         )
         return bool(released)
 
-    # -- player state -------------------------------------------------------------------
-
-    async def set_login_finish(
-        self, userid: int, node: str, host: str, port: int, secret: str, secret_ttl: int
-    ) -> int:
-        """Store LOGIN_STEP_FINISH on ``node`` with a one-time ``secret`` (``secret_ttl`` ms).
-
-        Returns the player's new fencing generation. The state expires with the secret
-        unless the role node sets GAME_STEP_FINISH first. Raises RoleNotRegistered if
-        ``node`` was marked down since it was picked.
-        """
-        if secret_ttl <= 0:
-            raise ValueError(f"set_login_finish({userid}): secret_ttl must be > 0 ms")
-        gen = await self.client.run_script(
-            scripts.SET_LOGIN_FINISH,
-            [
-                keys.user(userid),
-                keys.user_secret(userid),
-                keys.user_generation(userid),
-                keys.ROLE_LOAD,
-            ],
-            [userid, node, host, port, secret, int(secret_ttl)],
-        )
-        if gen == -1:
-            raise RoleNotRegistered(f"set_login_finish({userid}): role node {node} is not up")
-        return int(gen)
-
-    async def consume_secret(self, userid: int, secret: str, *, node: str | None = None) -> bool:
-        """Accept ``secret`` if it is the player's, unexpired, unused and (given ``node``)
-        issued for that role node; an accepted secret is deleted, so it works once."""
-        ok = await self.client.run_script(
-            scripts.CONSUME_SECRET,
-            [keys.user_secret(userid), keys.user(userid)],
-            [secret, node or ""],
-        )
-        return bool(ok)
+    # -- Auth and logout (the role gateway) ---------------------------------------------
 
     async def auth_begin(self, userid: int, secret: str, node: str) -> int:
-        """Consume the one-time ``secret`` issued for ``node`` (one use, unexpired); the
-        login's fencing generation, or 0 when refused. One round trip."""
-        gen = await self.client.run_script(
-            scripts.AUTH_BEGIN, [keys.user_secret(userid), keys.user(userid)], [secret, node]
+        """Consume the one-time ``secret`` issued for ``node`` (one use, unexpired) and
+        take a new generation from the player's counter: the login's ticket (> 0), also
+        recorded in the state; 0 when refused. One round trip."""
+        ticket = await self.client.run_script(
+            scripts.AUTH_BEGIN, [keys.user(userid), keys.user_generation(userid)],
+            [secret, node]
         )
-        return int(gen)
+        return int(ticket)
 
-    async def auth_finish(self, userid: int, node: str, generation: int) -> bool:
-        """GAME_STEP_FINISH on ``node`` and count the player online there, atomically;
-        False when the login state moved on. Raises RoleNotRegistered when ``node`` was
-        marked down."""
+    async def auth_finish(self, userid: int, node: str, ticket: int, generation: int) -> bool:
+        """Finish the Auth that holds ``ticket``: GAME_STEP_FINISH on ``node`` under the
+        instance's final ``generation`` (>= ticket: it also tops the stored one), the
+        counter raised to it, the player counted online — atomically. False when the
+        state moved on (expired, cleared, another login). Raises RoleNotRegistered when
+        ``node`` was marked down."""
+        if generation < ticket or ticket <= 0:
+            raise ValueError(f"auth_finish({userid}): generation {generation} must be >= "
+                             f"ticket {ticket} > 0")
         count = await self.client.run_script(
-            scripts.AUTH_FINISH, [keys.user(userid), keys.ROLE_LOAD], [node, generation, userid]
+            scripts.AUTH_FINISH,
+            [keys.user(userid), keys.ROLE_LOAD, keys.user_generation(userid)],
+            [node, ticket, generation, userid],
         )
         if count == -1:
             raise RoleNotRegistered(f"auth_finish({userid}): role node {node} is not up")
         return int(count) > 0
 
-    async def set_game_finish(
-        self, userid: int, node: str, *, generation: int | None = None
-    ) -> bool:
-        """Mark the player GAME_STEP_FINISH on ``node``; False if its state names another
-        node, is gone, is logging out, or (given ``generation``) belongs to another login."""
-        ok = await self.client.run_script(
-            scripts.SET_GAME_FINISH,
-            [keys.user(userid)],
-            [node, "" if generation is None else generation],
-        )
-        return bool(ok)
+    async def set_logout(self, userid: int, node: str, generation: int | None) -> bool:
+        """Mark the GAME_STEP_FINISH instance of ``generation`` on ``node`` as LOGOUT
+        (logging out: a new login must wait); False, changing nothing, when the state is
+        something else or (given ``generation``) a newer login's."""
+        return bool(await self.client.run_script(
+            scripts.SET_LOGOUT, [keys.user(userid)],
+            [node, "" if generation is None else generation]))
 
-    async def set_logout(self, userid: int, node: str) -> bool:
-        """Mark a GAME_STEP_FINISH player on ``node`` as LOGOUT (logging out: a new login
-        must wait); False if the state is something else."""
-        return bool(await self.client.run_script(scripts.SET_LOGOUT, [keys.user(userid)], [node]))
+    async def clear_user(
+        self, userid: int, *, only_if_node: str | None = None, generation: int | None = None
+    ) -> bool:
+        """Delete the player's state and uncount them online. True when it was deleted.
+
+        With ``only_if_node`` (a role node logging a player out) the state is deleted only
+        if it names that node, with ``generation`` only if it is that login's (its
+        generation, or its ticket while Auth runs): a newer login is left alone. The named
+        node's own sets keep the player only as far as the state left standing names it.
+        """
+        cleared = await self.client.run_script(
+            scripts.CLEAR_USER,
+            [keys.user(userid), keys.ROLE_LOAD],
+            [userid, only_if_node or "", "" if generation is None else generation],
+        )
+        return bool(cleared)
 
     async def get_user(self, userid: int) -> UserState | None:
         """The player's state, or None when Redis knows nothing of them."""
         fields = await self.client.hgetall(keys.user(userid))
-        if not fields:
+        if not fields or "state" not in fields:
             return None
         return UserState(
             userid=userid,
@@ -212,26 +258,10 @@ class OnlineState:
             node=fields["node"],
             host=fields["host"],
             port=int(fields["port"]),
-            generation=int(fields.get("gen", 0)),
+            generation=int(fields.get("gen") or 0),
+            ticket=int(fields.get("ticket") or 0),
+            pending="secret" in fields,
         )
-
-    async def clear_user(self, userid: int, *, only_if_node: str | None = None) -> bool:
-        """Delete the player's state and secret and uncount them online.
-
-        With ``only_if_node`` (a role node logging a player out) that node always
-        uncounts the player, but the state is only deleted if it still names that node:
-        a newer login elsewhere is left alone. True when the state was deleted.
-        """
-        cleared = await self.client.run_script(
-            scripts.CLEAR_USER,
-            [keys.user(userid), keys.user_secret(userid), keys.ROLE_LOAD],
-            [userid, only_if_node or ""],
-        )
-        return bool(cleared)
-
-    async def next_generation(self, userid: int) -> int:
-        """Bump and return the player's fencing generation (never reset by clear_user)."""
-        return await self.client.incr(keys.user_generation(userid))
 
     # -- role nodes ---------------------------------------------------------------------
 
@@ -267,42 +297,13 @@ class OnlineState:
         log.info("role node {node} unregistered; {count} players cleared", node=node, count=cleared)
         return int(cleared)
 
-    async def incr_online(self, node: str, userid: int) -> int:
-        """Count ``userid`` online on ``node`` (idempotent); returns the node's count.
-
-        Raises RoleNotRegistered when master has marked ``node`` down.
-        """
-        count = await self.client.run_script(scripts.INCR_ONLINE, [keys.ROLE_LOAD], [node, userid])
-        if count == -1:
-            raise RoleNotRegistered(f"incr_online({userid}): role node {node} is not up")
-        return int(count)
-
-    async def decr_online(self, node: str, userid: int) -> int:
-        """Uncount ``userid`` on ``node`` (idempotent); returns the node's count."""
-        return int(
-            await self.client.run_script(scripts.DECR_ONLINE, [keys.ROLE_LOAD], [node, userid])
-        )
-
-    async def pick_least_loaded(self) -> RoleEndpoint | None:
-        """The registered role node with the fewest players, None if there is none.
-
-        One Lua script; equal counts go to the node whose name sorts first.
-        """
-        picked = await self.client.run_script(
-            scripts.PICK_LEAST_LOADED, [keys.ROLE_LOAD, keys.ROLE_ADDR]
-        )
-        if not picked:
-            return None
-        node, addr, _count = picked
-        host, port = _split_addr(addr)
-        return RoleEndpoint(node, host, port)
-
     async def online_count(self, node: str) -> int:
         """How many players ``node`` has online (0 for an unknown node)."""
         return int(await self.client.execute("SCARD", self.client.key(keys.role_online(node))))
 
     async def list_roles(self) -> list[RoleLoad]:
-        """Every registered role node with its address and count, least loaded first."""
+        """Every registered role node with its address and count, least loaded first
+        (equal counts: the name that sorts first), the order ``login_assign`` picks in."""
         load = await self.client.zrange_withscores(keys.ROLE_LOAD)
         addrs = await self.client.hgetall(keys.ROLE_ADDR)
         roles = []
@@ -311,6 +312,14 @@ class OnlineState:
                 host, port = _split_addr(addrs[node])
                 roles.append(RoleLoad(node, host, port, online))
         return roles
+
+    async def pick_least_loaded(self) -> RoleEndpoint | None:
+        """The role node the next new login would be sent to, None if there is none (for
+        operators and tests; ``login_assign`` picks inside its script)."""
+        roles = await self.list_roles()
+        if not roles:
+            return None
+        return RoleEndpoint(roles[0].node, roles[0].host, roles[0].port)
 
     async def reregister_online(
         self,
@@ -322,9 +331,10 @@ class OnlineState:
     ) -> int:
         """Write back the players ``node`` has online, after a Redis restart.
 
-        ``users`` are ``(userid, state)`` or ``(userid, state, generation)``; generations
-        are restored so fencing stays monotonic. With ``host``/``client_port`` the node
-        is (re-)registered for the pick in the same script. Returns players written.
+        ``users`` are ``(userid, state)`` or ``(userid, state, generation)``; each state
+        keeps the instance's generation and the player's counter is raised to it (never
+        lowered), so fencing stays monotonic. With ``host``/``client_port`` the node is
+        (re-)registered for the pick in the same script. Returns players written.
         """
         args: list[Any] = [node, f"{host}:{client_port}" if host is not None else ""]
         for entry in users:

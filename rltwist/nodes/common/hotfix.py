@@ -1,15 +1,26 @@
 """hotfix: the per-node service applying code fix lists and online data fixes (seed §13-14).
 
 Code (``<root>/hotfix/codefix``, see its README and ``rltwist.ecs.hotfix``): at start the
-node adopts the lists already there — it loads the fixed sources anyway — so its
-``code_version`` equals that of nodes that applied them live.  A poller applies new lists
-every ``hotreload.hotfix_interval`` seconds; master's ``POST /hotfix`` calls ``apply`` on
-every node for an immediate pass and ``POST /hotfix/rollback`` calls ``rollback``.  A list
-is applied once per process, all modules or none.  After every pass that changed something
-the node sends its status to master at once, and every heartbeat carries it:
-``code_version`` (``<version>+<fix id>…``) and ``hotfix_errors``, one entry per list file
-rejected here, with each failing module and its error.  An entry goes away when that list
-applies (after its sources were repaired) or its file is removed.
+node adopts the complete lists already there — it loads the fixed sources anyway — so its
+``code_version`` equals that of nodes that applied them live, and brings back the old code
+of lists recorded as rolled back in ``<root>/hotfix/rolledback``.  A poller applies new
+lists every ``hotreload.hotfix_interval`` seconds; master's ``POST /hotfix`` calls
+``apply`` on every node for an immediate pass and ``POST /hotfix/rollback`` calls
+``rollback``.  A list is applied once per process, all modules or none, and only game code:
+``rltwist.game``, the LRU actor modules (``ACTOR_MODULES``) and the packages of
+``[hotfix] game_packages`` in the cluster config::
+
+    [hotfix]
+    game_packages = ["mygame"]   # more packages fix lists may name (never stdlib/twisted/rltwist)
+
+After every pass that changed something the node sends its status to master at once, and
+every heartbeat carries it (``GET /nodes`` shows it per node): ``code_version``
+(``<version>+<fix id>…``); ``hotfix_errors``, one entry per list file rejected here, with
+each failing module and its error (it goes away when that list applies after a repair, or
+its file is removed); ``hotfix_lists``, the last lists handled here with their ``state``
+(``adopted``, ``applied``, ``unchanged``: nothing here reaches its modules,
+``rolled_back``) and the ``changed`` modules; ``hotfix_pending``, lists waiting for their
+files to be complete; ``hotfix_rolled_back``, the lists rolled back here or recorded so.
 
 Data (``<root>/hotfix/datafix/<kind>``, see ``rltwist.ecs.datafix``): a service holding
 entities online registers where to find them, once, process-wide::
@@ -33,7 +44,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +57,15 @@ from rltwist.cluster import ClusterError, Service, handler
 from rltwist.ecs.datafix import DataFixer, DataFixError
 from rltwist.ecs.entity import Entity
 from rltwist.ecs.errors import describe_exception
-from rltwist.ecs.hotfix import FixResult, HotFixer
+from rltwist.ecs.hotfix import (
+    APPLIED,
+    PENDING,
+    REJECTED,
+    UNCHANGED,
+    FixResult,
+    HotFixer,
+    check_game_package,
+)
 from rltwist.ecs.poller import PollingService
 from rltwist.ecs.registry import REGISTRY, Registry
 
@@ -55,9 +74,11 @@ if TYPE_CHECKING:
     from rltwist.nodes.common.node import Node
 
 __all__ = [
+    "ACTOR_MODULES",
     "ONLINE",
     "HotfixService",
     "OnlineEntities",
+    "game_packages_setting",
     "hotfix_of",
     "register_online_entities",
     "report_status",
@@ -69,6 +90,16 @@ MASTER = "master"
 KIND_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 FIX_CHUNK = 1000  # entities fixed per reactor turn, so a big node keeps serving
 FAILURES_LISTED = 20  # per kind in a datafix answer; the count is always complete
+LISTS_SHOWN = 20  # newest lists in the heartbeat's hotfix_lists (it rides every heartbeat)
+
+#: Game code outside ``rltwist.game`` that fix lists may name: the modules holding the LRU
+#: actors' business logic (reached through the registry, see ``rltwist.nodes.common.lru``).
+ACTOR_MODULES = (
+    "rltwist.nodes.guild.actor",
+    "rltwist.nodes.mail.service",
+    "rltwist.nodes.rolecity.service",
+)
+SETTINGS_SECTION = "hotfix"
 
 OnlineProvider = Callable[[], Iterable[Entity]]
 
@@ -123,6 +154,31 @@ def register_online_entities(kind: str, provider: OnlineProvider) -> Callable[[]
     return ONLINE.register(kind, provider)
 
 
+# -- configuration ------------------------------------------------------------------------
+
+
+def game_packages_setting(raw: Any, where: str = "cluster config") -> tuple[str, ...]:
+    """The packages ``[hotfix] game_packages`` adds to what fix lists may name (*raw* is the
+    config file's raw mapping); ``ValueError`` naming the key if it is wrong."""
+    section = raw.get(SETTINGS_SECTION, {}) if isinstance(raw, Mapping) else {}
+    if not isinstance(section, Mapping):
+        raise ValueError(f"{where}: {SETTINGS_SECTION} must be a table")
+    unknown = sorted(set(section) - {"game_packages"})
+    if unknown:
+        raise ValueError(f"{where}: {SETTINGS_SECTION}.{unknown[0]}: unknown key "
+                         "(game_packages)")
+    packages = section.get("game_packages", [])
+    if not isinstance(packages, list):
+        raise ValueError(f"{where}: {SETTINGS_SECTION}.game_packages must be a list of "
+                         "package names")
+    for name in packages:
+        try:
+            check_game_package(name)
+        except ValueError as e:
+            raise ValueError(f"{where}: {SETTINGS_SECTION}.game_packages: {e}") from None
+    return tuple(packages)
+
+
 # -- reporting ------------------------------------------------------------------------------
 
 
@@ -159,13 +215,17 @@ class HotfixService(Service):
     name = "hotfix"
 
     def __init__(self, node: Node, root: Path, *, registry: Registry = REGISTRY,
-                 online: OnlineEntities = ONLINE, base_version: str = __version__) -> None:
+                 online: OnlineEntities = ONLINE, base_version: str = __version__,
+                 game_packages: tuple[str, ...] = ()) -> None:
         self.node = node
         self.codefix_dir = root / "hotfix" / "codefix"
         self.datafix_dir = root / "hotfix" / "datafix"
+        self.rolledback_dir = root / "hotfix" / "rolledback"
         self.registry = registry
         self.online = online
-        self.hotfixer = HotFixer(self.codefix_dir, registry, base_version=base_version)
+        self.hotfixer = HotFixer(self.codefix_dir, registry, base_version=base_version,
+                                 game_packages=(*ACTOR_MODULES, *game_packages),
+                                 state_dir=self.rolledback_dir, node_name=node.name)
         self.adopted = self.hotfixer.adopt_existing()
         self.live: list[str] = []  # ids applied live here, oldest first: what can roll back
         self.errors: dict[str, ListError] = {}  # list file name -> its rejection here
@@ -174,8 +234,16 @@ class HotfixService(Service):
     @classmethod
     def install(cls, node: Node, root: Path, interval: float) -> HotfixService:
         """Register the service on *node*, add its heartbeat fields and, if *interval* > 0,
-        the poller of the codefix and datafix directories."""
-        svc = cls(node, root)
+        the poller of the codefix and datafix directories.  A bad ``[hotfix]`` section ends
+        the start with one line naming the key."""
+        from rltwist.nodes.common.node import fail_startup  # node.py imports this module
+
+        try:
+            packages = game_packages_setting(node.config.raw, str(node.config.path))
+        except ValueError as e:
+            fail_startup(str(e))
+            raise  # unreachable
+        svc = cls(node, root, game_packages=packages)
         node.cluster.register(svc)
         node.status_providers.append(svc.status_fields)
         if interval > 0:
@@ -186,9 +254,13 @@ class HotfixService(Service):
     # -- status ---------------------------------------------------------------------------
 
     def status_fields(self) -> dict[str, Any]:
-        """Heartbeat fields: the code version and the lists rejected here."""
+        """Heartbeat fields: the code version, the lists rejected here, the last lists
+        handled (with what each changed), the pending and the rolled-back lists."""
         return {"code_version": self.hotfixer.code_version(),
-                "hotfix_errors": self.error_list()}
+                "hotfix_errors": self.error_list(),
+                "hotfix_lists": self.hotfixer.list_states()[-LISTS_SHOWN:],
+                "hotfix_pending": self.hotfixer.pending(),
+                "hotfix_rolled_back": [r.to_dict() for r in self.hotfixer.rolled_back()]}
 
     def error_list(self) -> list[dict[str, Any]]:
         return [e.to_dict() for _, e in sorted(self.errors.items())]
@@ -201,15 +273,16 @@ class HotfixService(Service):
         changed = False
         for r in results:
             name = Path(r.path).name
-            if r.applied:
+            changed = True
+            if r.accepted:
                 self.live.append(r.fix_id)
                 self.errors.pop(name, None)
-                changed = True
+            elif r.state == PENDING:
+                self.errors.pop(name, None)  # no longer rejected: waiting for its files
             elif r.errors:
                 self.errors[name] = ListError(
                     name, r.fix_id, tuple({"module": e.module, "message": e.message}
                                           for e in r.errors), time.time())
-                changed = True
         for name in [n for n in self.errors if not (self.codefix_dir / n).exists()]:
             del self.errors[name]  # the operator removed the bad list
             changed = True
@@ -231,16 +304,23 @@ class HotfixService(Service):
     def apply(self) -> dict[str, Any]:
         """Apply every new fix list now (what the poller would do next).
 
-        ``applied``/``rejected`` are the lists handled by this pass; ``errors`` are all the
-        lists rejected here and not repaired since, whichever pass met them; ``live`` the
-        ids in force.  ``status`` lets master update ``GET /nodes`` at once.
+        ``applied`` (lists that changed code here), ``unchanged`` (accepted, but nothing
+        here reaches their modules) and ``rejected`` are the lists handled by this pass;
+        ``changes`` maps each accepted one to the modules that now run new code here
+        (empty: nothing changed).  ``pending`` are the lists waiting for their files (any
+        pass), ``errors`` all the lists rejected here and not repaired since, whichever
+        pass met them; ``live`` the ids in force.  ``status`` lets master update ``GET
+        /nodes`` at once.
         """
         results = self._pass()
         return {
             "node": self.node.name,
             "code_version": self.hotfixer.code_version(),
-            "applied": [r.to_dict() for r in results if r.applied],
-            "rejected": [r.to_dict() for r in results if not r.applied and r.errors],
+            "applied": [r.to_dict() for r in results if r.state == APPLIED],
+            "unchanged": [r.to_dict() for r in results if r.state == UNCHANGED],
+            "rejected": [r.to_dict() for r in results if r.state == REJECTED],
+            "changes": {r.fix_id: list(r.changed) for r in results if r.accepted},
+            "pending": self.hotfixer.pending(),
             "errors": self.error_list(),
             "live": list(self.hotfixer.applied_ids()),
             "status": self.node.status(),
@@ -250,9 +330,13 @@ class HotfixService(Service):
     def rollback(self, fix_id: str | None = None) -> dict[str, Any]:
         """Undo the last list applied live here — only if it is *fix_id* when given.
 
-        ``ok`` is false when the node cannot do what was asked: *fix_id* is live but not
-        last (roll back the later ones first), or it was adopted at start (this process
-        loaded the fixed sources; there is no old code to return to).  A *fix_id* never
+        The rollback is recorded on disk first (``<root>/hotfix/rolledback``) with the old
+        sources, so this node, restarted, runs the old code too; ``record`` says which
+        modules run their old code (``restored``) and which had no old code here to record
+        (``without_old_source``: not loaded when the list came).  ``ok`` is false when the
+        node cannot do what was asked: *fix_id* is live but not last (roll back the later
+        ones first), it was adopted at start (this process loaded the fixed sources; there
+        is no old code to return to), or the record cannot be written.  A *fix_id* never
         applied here (rejected, already rolled back) is ``ok`` with nothing rolled back.
         """
         answer: dict[str, Any] = {"node": self.node.name, "fix_id": fix_id}
@@ -263,11 +347,19 @@ class HotfixService(Service):
             answer.update(ok=False, rolled_back=None,
                           error="nothing to roll back: no list was applied live here")
         elif fix_id == last:
-            rolled = self.hotfixer.rollback()
-            assert rolled == fix_id, (rolled, fix_id)
-            self.live.pop()
-            answer.update(ok=True, rolled_back=rolled)
-            report_status(self.node)
+            try:
+                rolled = self.hotfixer.rollback()
+            except OSError as e:
+                # Not recorded means a restart would bring the code back: do not roll back.
+                answer.update(ok=False, rolled_back=None,
+                              error=f"cannot record the rollback in {self.rolledback_dir} "
+                                    f"({e}); nothing was rolled back")
+            else:
+                assert rolled == fix_id, (rolled, fix_id)
+                self.live.pop()
+                [record] = [r for r in self.hotfixer.rolled_back() if r.fix_id == rolled]
+                answer.update(ok=True, rolled_back=rolled, record=record.to_dict())
+                report_status(self.node)
         elif fix_id in self.live:
             answer.update(ok=False, rolled_back=None,
                           error=f"{fix_id} is not the last list applied here ({last} is); "

@@ -26,6 +26,14 @@ paused or partitioned one) can never overwrite what the current one saved; its r
 entities are dropped and reloaded. Data fixes run on load through ``fixer`` (a
 :class:`~rltwist.ecs.datafix.DataFixer` of the entity kind, or anything with
 ``apply_fixes(entity)`` and ``latest_version``); new entities start at its latest version.
+
+Hot code reload: a group reaches its actor's business methods through the import registry
+(``rltwist.ecs.registry``). It tracks the module of its ``Actor`` class there, and each
+message looks its method up when it runs, on the class the registry's current module
+defines — so a fix list naming that module changes what the next message does, in every
+running group, and a rollback changes it back. The group keeps one actor state: the new
+class's instance shares the original instance's attributes (``__init__`` is not run
+again), so a fix must not rely on attributes a new ``__init__`` would set.
 """
 
 from __future__ import annotations
@@ -47,6 +55,8 @@ from twisted.python.failure import Failure
 from rltwist.cluster import Service, handler
 from rltwist.config import Config, ConfigError
 from rltwist.ecs.entity import Entity
+from rltwist.ecs.registry import REGISTRY, resolve
+from rltwist.ecs.registry import Registry as CodeRegistry
 from rltwist.nodes.common.saver import DEFAULT_BATCH, SaveItem, Saver, SaveReport
 from rltwist.storage import Backend, Key, StaleGeneration
 
@@ -182,7 +192,9 @@ def lru_metrics(registry: CollectorRegistry | None) -> LRUMetrics:
 NEW, READY, FAILED = "new", "ready", "failed"
 
 
-_Message = tuple[Callable[..., Any], bool, bool, tuple[Any, ...], defer.Deferred[Any]]
+# (method name, args, reply): the method is looked up when the message runs, so a hot fix
+# of the actor module reaches messages already queued.
+_Message = tuple[str, tuple[Any, ...], defer.Deferred[Any]]
 
 
 class Slot:
@@ -242,10 +254,7 @@ class LRUWorker(Service):
 
     async def dispatch(self, id: Key, method: str, args: tuple[Any, ...]) -> Any:
         group = self.group
-        try:
-            fn, creates, save = group.actions[method]
-        except KeyError:
-            raise UnknownAction(f"{group.actor.kind} has no action {method!r}") from None
+        group.action(method)  # an unknown action fails before it queues behind others
         slot = self.slots.get(id)
         if slot is None:
             slot = self.slots[id] = Slot(id)
@@ -254,7 +263,7 @@ class LRUWorker(Service):
         slot.busy += 1
         slot.uses += 1
         done: defer.Deferred[Any] = defer.Deferred()
-        slot.mailbox.append((fn, creates, save, args, done))
+        slot.mailbox.append((method, args, done))
         if not slot.draining:
             defer.Deferred.fromCoroutine(self._drain(slot))
         try:
@@ -273,8 +282,9 @@ class LRUWorker(Service):
         slot.draining = True
         try:
             while slot.mailbox:
-                fn, creates, save, args, done = slot.mailbox.popleft()
+                method, args, done = slot.mailbox.popleft()
                 try:
+                    fn, creates, save = self.group.action(method)
                     if slot.state == NEW:
                         await self._load(slot)
                     if slot.state == FAILED:
@@ -445,7 +455,8 @@ class LRUGroup(service.MultiService):
     """A router, its workers and their saver; a child service of the node.
 
     ``generation``: None takes a fresh one from storage at start (fencing, see the module
-    docstring); an int fixes it (0: unfenced).
+    docstring); an int fixes it (0: unfenced). ``code_registry`` is the import registry
+    the actor's module is tracked in (hot code reload, see the module docstring).
     """
 
     def __init__(self, actor: Actor, backend: Backend, *, router: str, worker: str,
@@ -453,7 +464,8 @@ class LRUGroup(service.MultiService):
                  batch_size: int = DEFAULT_BATCH, clock: IReactorTime | None = None,
                  registry: CollectorRegistry | None = None, fixer: Fixer | None = None,
                  generation: int | None = None,
-                 router_cls: Callable[[LRUGroup], LRURouter] = LRURouter) -> None:
+                 router_cls: Callable[[LRUGroup], LRURouter] = LRURouter,
+                 code_registry: CodeRegistry = REGISTRY) -> None:
         super().__init__()
         if workers < 1 or capacity < 1:
             raise ValueError(f"{router}: workers and capacity must be >= 1")
@@ -461,6 +473,15 @@ class LRUGroup(service.MultiService):
             raise ValueError(f"{type(actor).__name__} has no collection")
         self.actor = actor
         self.actions = actor.actions()
+        self.code_registry = code_registry
+        self._base_actor = actor
+        self._actor_module = type(actor).__module__
+        self._actor_class = type(actor).__qualname__
+        self._code_version = -1
+        if "<locals>" not in self._actor_class:  # a class in a function cannot be re-found
+            code_registry.track(self._actor_module, service=router,
+                                requires={self._actor_class: Actor})
+            self._code_version = code_registry.version
         self.backend = backend
         self.router_name = router
         self.capacity = capacity
@@ -487,6 +508,40 @@ class LRUGroup(service.MultiService):
     def set_fixer(self, fixer: Fixer | None) -> None:
         """Install (or remove) the data-fix hook run on every load from now on."""
         self.fixer = fixer
+
+    # -- business methods (through the import registry) --------------------------------
+
+    def action(self, method: str) -> tuple[Callable[..., Any], bool, bool]:
+        """The bound business method *method* of the actor class in force now, with its
+        (creates, save) flags; :class:`UnknownAction` if there is none."""
+        if self._code_version != self.code_registry.version:
+            self._rebind()
+        try:
+            return self.actions[method]
+        except KeyError:
+            raise UnknownAction(f"{self.actor.kind} has no action {method!r}") from None
+
+    def _rebind(self) -> None:
+        # Called when the registry swapped some module; cheap when it was not ours.
+        self._code_version = self.code_registry.version
+        try:
+            cls = resolve(self.code_registry.module(self._actor_module), self._actor_class)
+        except (KeyError, AttributeError):
+            return  # the registry checks a fix keeps the class; nothing else removes it
+        if cls is type(self.actor):
+            return
+        base = self._base_actor
+        if cls is type(base):
+            actor = base
+        else:
+            actor = cls.__new__(cls)
+            if hasattr(base, "__dict__"):
+                # One state for old and new code: the new instance uses the same attribute
+                # dict (a rollback goes back to the original instance, same dict).
+                actor.__dict__ = base.__dict__
+        self.actor, self.actions = actor, actor.actions()
+        log.info("{router}: actor {cls} now runs the code of {module} (hot fix)",
+                 router=self.router_name, cls=self._actor_class, module=self._actor_module)
 
     # -- routing ----------------------------------------------------------------------------
 

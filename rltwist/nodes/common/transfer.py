@@ -57,6 +57,10 @@ INBOX = "inbox"
 MAX_ENTRIES = 1000
 """Entries one ledger holds at most: a source that would exceed it gets LedgerFull."""
 
+_pull_locks = KeyedLock()
+"""(ledger, destination id) -> lock: pulls of one destination from one ledger never overlap,
+however many Receiver objects the caller made (a lock is dropped once nobody holds it)."""
+
 
 class LedgerFull(Exception):
     """The source's ledger holds MAX_ENTRIES transfers that the destination has not
@@ -263,9 +267,12 @@ class Receiver:
     """The destination side of the transfers of one ledger, for many destination entities.
 
     ``pull(entity, take=..., save=..., confirm=...)`` runs the steps above; *apply* is
-    ``apply(entity, entry)``: change the entity for the entry (raise to refuse it: it then
-    stays at the source). Pulls of one entity never overlap (per-id lock): two overlapping
-    pulls could otherwise accept an entry again after the other one forgot it.
+    ``apply(entity, entry)``: change the entity for the entry, all or nothing, synchronously
+    (raise before changing anything to refuse it, e.g. a kind this code does not know yet:
+    it then stays at the source and is handed again). Pulls of one entity from one ledger
+    never overlap (a lock per ledger and entity id, shared by every Receiver of the
+    process): two overlapping pulls could otherwise accept an entry again after the other
+    one forgot it.
 
     Crash points (test-only, see :mod:`rltwist.crashpoint`), reached only when the take
     handed something: ``after_<step>_take`` right after the take answered,
@@ -278,7 +285,6 @@ class Receiver:
         self.ledger = ledger
         self.apply = apply
         self.step = step or ledger
-        self.locks = KeyedLock()
 
     async def pull(self, entity: Entity, *,
                    take: Callable[[], Awaitable[list[dict[str, Any]]]],
@@ -289,7 +295,7 @@ class Receiver:
         *take* and *confirm* are the source's two calls (errors propagate: nothing is lost,
         the next pull resumes); *save* saves *entity* and answers whether storage
         acknowledged it (a clean entity counts as saved)."""
-        async with self.locks(entity.id):
+        async with _pull_locks((self.ledger, entity.id)):
             handed = await take()
             if not isinstance(handed, list):
                 raise BadTransfer(f"take answered {type(handed).__name__}, not a list")

@@ -11,93 +11,39 @@ A guild id is ``guild_seq << 16 | sid`` (like a userid), so the guild node of an
 names are unique in the region (collection ``guild_names``). Errors come back as
 RemoteError kinds: ``GuildExists``, ``GuildFull``, ``GuildNameTaken``, ``NotAMember``,
 ``OwnerCannotLeave``, ``EntityNotFound`` (no such guild).
+
+The business methods live in ``rltwist.nodes.guild.actor`` (game code a fix list may name);
+this module only wires them up.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from rltwist.cluster import handler
-from rltwist.ecs.entity import Entity
 from rltwist.nodes.common.dbproxy import install_dbproxy, region_db
-from rltwist.nodes.common.lru import Actor, LRUGroup, LRURouter, action, install_lru
+from rltwist.nodes.common.lru import LRUGroup, LRURouter, install_lru
 from rltwist.nodes.common.node import Node
+from rltwist.nodes.guild.actor import (
+    GUILDS,
+    MAX_MEMBERS,
+    GuildActor,
+    GuildExists,
+    GuildFull,
+    NotAMember,
+    OwnerCannotLeave,
+)
 from rltwist.nodes.rolecity.service import NameIndex
 
-GUILDS = "guild"
+__all__ = ["GUILDS", "GUILD_NAMES", "GUILD_SEQ", "MAX_MEMBERS", "MAX_NAME", "GuildActor",
+           "GuildExists", "GuildFull", "GuildNameTaken", "GuildRouter", "NotAMember",
+           "OwnerCannotLeave", "build"]
+
 GUILD_NAMES = "guild_names"
 GUILD_SEQ = "guild_seq"
-MAX_MEMBERS = 50
 MAX_NAME = 32
-
-
-class GuildExists(Exception):
-    """create on an id that already has a guild."""
-
-
-class GuildFull(Exception):
-    """join on a guild with MAX_MEMBERS members."""
 
 
 class GuildNameTaken(Exception):
     """Another guild of the region has this name."""
-
-
-class NotAMember(Exception):
-    """leave by a player who is not in the guild."""
-
-
-class OwnerCannotLeave(Exception):
-    """The owner must hand the guild over first."""
-
-
-def _members(entity: Entity) -> dict[str, Any]:
-    # msgpack/BSON keys are strings: members are keyed by str(userid)
-    members: dict[str, Any] = entity.component("members")
-    return members
-
-
-class GuildActor(Actor):
-    kind = "guild"
-    collection = GUILDS
-    auto_create = False
-
-    @action(creates=True, save=True)
-    def create(self, entity: Entity, owner: int, name: str) -> dict[str, Any]:
-        if entity.get("name"):
-            raise GuildExists(f"guild {entity.id} exists")
-        entity["name"] = name
-        entity["owner"] = owner
-        _members(entity)[str(owner)] = {"role": "owner"}
-        entity.mark_dirty()
-        return self.info(entity)
-
-    @action(save=True)
-    def join(self, entity: Entity, userid: int) -> int:
-        members = _members(entity)
-        if str(userid) not in members:
-            if len(members) >= MAX_MEMBERS:
-                raise GuildFull(f"guild {entity.id} has {len(members)} members")
-            members[str(userid)] = {"role": "member"}
-            entity.mark_dirty()
-        return len(members)
-
-    @action(save=True)
-    def leave(self, entity: Entity, userid: int) -> int:
-        members = _members(entity)
-        if str(userid) not in members:
-            raise NotAMember(f"{userid} is not in guild {entity.id}")
-        if userid == entity.get("owner"):
-            raise OwnerCannotLeave(f"{userid} owns guild {entity.id}")
-        del members[str(userid)]
-        entity.mark_dirty()
-        return len(members)
-
-    @action
-    def info(self, entity: Entity) -> dict[str, Any]:
-        members = entity.components.get("members", {})
-        return {"guildid": entity.id, "name": entity.get("name"), "owner": entity.get("owner"),
-                "members": sorted(int(u) for u in members)}
 
 
 class GuildRouter(LRURouter):

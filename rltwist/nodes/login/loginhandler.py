@@ -1,10 +1,17 @@
 """loginhandler: one login, start to end (seed §8 steps 4-8, DESIGN.md "Login").
 
-verify token with the SDK -> per-openid Redis lock -> logiccenter.account gives the
-userid -> Redis user state (LOGIN_STEP_FINISH: answer with that role node;
-GAME_STEP_FINISH: kick the online instance first, or RETRY_LATER if it is logging out) ->
-least-loaded role node (one Lua script) -> fresh one-time secret, state LOGIN_STEP_FINISH
--> lock released -> reply.
+verify token with the SDK (only a JSON ``true`` is OK; the body is bounded) -> Redis
+available? and the per-openid lock (one script) -> logiccenter.account gives the userid ->
+an existing account's Redis state: LOGIN_STEP_FINISH waiting for Auth: the same role node
+and secret again; LOGIN_STEP_FINISH whose Auth runs, or LOGOUT: RETRY_LATER;
+GAME_STEP_FINISH: kick the online instance first -> ``login_assign``, a compare-and-set
+against the state read: the pending login again, or a fresh one-time secret on the
+least-loaded role node, and the lock released (one script) -> reply.
+
+Anything that moved meanwhile (the lock expired, Redis restarted, an Auth finished, a kick
+that did not clear the state, a kick that could not reach a node master still has
+registered) makes the assign write nothing; the login answers RETRY_LATER and the client
+logs in again. Retrying here instead would hold the lock longer for a rare case.
 """
 
 from __future__ import annotations
@@ -16,13 +23,17 @@ from typing import TYPE_CHECKING, Any
 
 import treq
 from prometheus_client import Counter, Histogram
-from twisted.internet import defer
+from twisted.internet import defer, protocol
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
-from twisted.web.client import HTTPConnectionPool
+from twisted.python.failure import Failure
+from twisted.web.client import HTTPConnectionPool, ResponseDone
+from twisted.web.http import PotentialDataLoss
 
 from rltwist.cluster import CallTimeout, ClusterError, NodeUnreachable, RemoteError, UnknownNode
 from rltwist.protocols import pb
-from rltwist.redis import GAME_STEP_FINISH, LOGOUT, RedisError
+from rltwist.redis import GAME_STEP_FINISH, LOGIN_STEP_FINISH, LOGOUT, RedisError
+from rltwist.redis.state import HELD, NO_ROLE, Assignment, UserState
 from rltwist.sdk import check_dev_token
 
 if TYPE_CHECKING:
@@ -30,6 +41,9 @@ if TYPE_CHECKING:
 
 log = Logger()
 E = pb.ErrorCode
+#: the most of an SDK answer a login reads ({"ok": true} is 12 bytes); past it the check
+#: answers RETRY_LATER instead of buffering whatever a broken SDK sends
+SDK_MAX_BODY = 64 * 1024
 
 
 class LoginFailed(Exception):
@@ -97,23 +111,25 @@ class LoginHandler:
             account = await self.node.cluster.call("logiccenter", "account", "get_or_create",
                                                    openid, msg.server_id, timeout=5.0)
             userid = account["userid"]
+            user: UserState | None = None
+            evict = False
             if not account["created"]:
                 user = await self.state.get_user(userid)
                 if user is not None:
                     if user.state == LOGOUT:
                         raise LoginFailed(E.RETRY_LATER, f"{userid} is logging out")
+                    if user.state == LOGIN_STEP_FINISH and not user.pending:
+                        raise LoginFailed(E.RETRY_LATER, f"Auth of {userid} on {user.node} "
+                                          "is running")
                     if user.state == GAME_STEP_FINISH:
-                        await self._kick(userid, user.node)
-                    # LOGIN_STEP_FINISH: a fresh secret below; the old one dies with it
+                        evict = not await self._kick(userid, user.node)
+                    # LOGIN_STEP_FINISH waiting for Auth: login_assign answers it again
             secret = secrets.token_hex(16)
             ttl_ms = max(1, int(self.settings.secret_ttl * 1000))
-            picked = await self.state.login_assign(openid, lock, userid, secret, ttl_ms)
-            assigned = True  # the script released the lock
-            if picked is None:
-                raise LoginFailed(E.NOT_AVAILABLE, "no role node is up")
-            role, _generation = picked
-            return pb.Login.Response(code=E.OK, userid=userid, host=role.host, port=role.port,
-                                     secret=secret)
+            done = await self.state.login_assign(openid, lock, userid, secret, ttl_ms,
+                                                 expect=user, evict=evict)
+            assigned = True  # the script released the lock (or it was no longer ours)
+            return self._answer(userid, user, done, evict)
         finally:
             if not assigned:
                 try:
@@ -122,41 +138,124 @@ class LoginHandler:
                     log.warn("could not release the login lock of {openid}: {e} (it "
                              "expires)", openid=openid, e=e)
 
-    async def _kick(self, userid: int, node: str) -> None:
-        """Log the online instance out first; give up (RETRY_LATER) if that is slow."""
+    def _answer(self, userid: int, user: UserState | None, done: Assignment,
+                evict: bool) -> Any:
+        if done.ok:
+            assert done.role is not None
+            return pb.Login.Response(code=E.OK, userid=userid, host=done.role.host,
+                                     port=done.role.port, secret=done.secret)
+        if done.outcome == NO_ROLE:
+            raise LoginFailed(E.NOT_AVAILABLE, "no role node is up")
+        if done.outcome == HELD and evict:
+            assert user is not None
+            why = f"{user.node} is unreachable but still registered (master has not marked it down)"
+        else:
+            read = "no state" if user is None else f"{user.state} on {user.node}"
+            why = f"the login state of {userid} changed since it was read ({read}): {done.outcome}"
+        raise LoginFailed(E.RETRY_LATER, why)
+
+    async def _kick(self, userid: int, node: str) -> bool:
+        """Log the online instance out first. True when ``node`` answered (its logout
+        cleared the state); False when it could not be reached: the state is then
+        replaced only if master marked the node down (``login_assign`` ``evict``). Raises
+        RETRY_LATER when the kick is slow, failed, or the player is logging out."""
         bound = max(1.0, self.settings.lock_ttl / 2)
         try:
             outcome = await self.node.cluster.call(node, "gateway", "kick", userid,
                                                    "login elsewhere", timeout=bound)
         except (UnknownNode, NodeUnreachable) as e:
-            # the node is gone: its state is stale (master clears it too); take over
-            log.warn("kick of {userid} on {node} impossible ({e}); clearing its state",
-                     userid=userid, node=node, e=e)
-            await self.state.clear_user(userid, only_if_node=node)
-            return
+            # a link blip (LinkLost) looks the same as a dead node from here: only master,
+            # which unregisters a node it marked down, may say the player is free
+            log.warn("kick of {userid} on {node} impossible ({e}); taking over only if "
+                     "master marked {node} down", userid=userid, node=node, e=e)
+            return False
         except (CallTimeout, RemoteError) as e:
             raise LoginFailed(E.RETRY_LATER, f"kick of {userid} on {node}: {e}") from None
         if outcome == "logging_out":
             raise LoginFailed(E.RETRY_LATER, f"{userid} is logging out on {node}")
+        return True
 
     async def _verify(self, openid: str, token: str) -> bool:
+        """Ask the SDK whether ``token`` is ``openid``'s: True only for a JSON object whose
+        ``ok`` is ``true``. No answer in time, not HTTP 200, not a JSON object, or more
+        than SDK_MAX_BODY bytes: LoginFailed(RETRY_LATER)."""
         if not self.settings.sdk_url:
             return check_dev_token(self.settings.dev_sdk_secret, openid, token)
-        d = treq.post(self.settings.sdk_url, data=json.dumps({"openid": openid,
-                                                             "token": token}).encode(),
+        url = self.settings.sdk_url
+        d = treq.post(url, data=json.dumps({"openid": openid, "token": token}).encode(),
                       headers={"Content-Type": ["application/json"]}, pool=self.pool)
         try:
             response = await d.addTimeout(self.settings.sdk_timeout, self.node.reactor)
-            body = await treq.content(response).addTimeout(self.settings.sdk_timeout,
-                                                           self.node.reactor)
+            body = await _read_bounded(response, SDK_MAX_BODY).addTimeout(
+                self.settings.sdk_timeout, self.node.reactor)
         except defer.TimeoutError:
-            raise LoginFailed(E.RETRY_LATER, f"SDK at {self.settings.sdk_url} did not "
-                              f"answer within {self.settings.sdk_timeout:g}s") from None
+            raise LoginFailed(E.RETRY_LATER, f"SDK at {url} did not answer within "
+                              f"{self.settings.sdk_timeout:g}s") from None
+        except _BodyTooLarge:
+            log.warn("SDK at {url} answered more than {limit} bytes; hung up and answered "
+                     "RETRY_LATER", url=url, limit=SDK_MAX_BODY)
+            raise LoginFailed(E.RETRY_LATER, f"SDK at {url} answered more than "
+                              f"{SDK_MAX_BODY} bytes") from None
         except Exception as e:
-            raise LoginFailed(E.RETRY_LATER, f"SDK at {self.settings.sdk_url}: {e}") from None
+            raise LoginFailed(E.RETRY_LATER, f"SDK at {url}: {e}") from None
         if response.code != 200:
             raise LoginFailed(E.RETRY_LATER, f"SDK answered HTTP {response.code}")
         try:
-            return bool(json.loads(body).get("ok"))
-        except (ValueError, AttributeError):
+            answer = json.loads(body)
+        except ValueError:
             raise LoginFailed(E.RETRY_LATER, "SDK answer is not JSON") from None
+        if not isinstance(answer, dict):
+            raise LoginFailed(E.RETRY_LATER, "SDK answer is not a JSON object")
+        # only a JSON true: a string "false" (or "true", or 1) from a sloppy SDK is a no
+        return answer.get("ok") is True
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class _BoundedBody(protocol.Protocol):
+    """Collects a response body up to ``limit`` bytes; past it, hangs up."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.done: defer.Deferred[bytes] = defer.Deferred(lambda _: self._abort())
+
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.stopProducing()
+
+    def refuse(self, size: int) -> None:
+        """Fail with _BodyTooLarge and stop the transfer (the connection closes)."""
+        if not self.done.called:
+            self.done.errback(_BodyTooLarge(size))
+        self._abort()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.done.called:
+            return
+        self.size += len(data)
+        if self.size > self.limit:
+            self.refuse(self.size)
+            return
+        self.parts.append(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.done.called:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(b"".join(self.parts))
+        else:
+            self.done.errback(reason)
+
+
+def _read_bounded(response: Any, limit: int) -> defer.Deferred[bytes]:
+    """The body of ``response``, or _BodyTooLarge as soon as it passes ``limit`` bytes
+    (at once when its Content-Length says so)."""
+    reader = _BoundedBody(limit)
+    response.deliverBody(reader)
+    if isinstance(response.length, int) and response.length > limit:
+        reader.refuse(response.length)
+    return reader.done
