@@ -85,7 +85,7 @@ async def rename(gw: Gateway, player: Player, name: str) -> int:
         return E.RETRY_LATER
     crashpoint("after_rename_save")
     try:
-        if old:
+        if old and role_system.name_key(old) != role_system.name_key(name):
             await gw.cluster.call(rolecity, "rolerouter", "release_name",
                                   role_system.name_key(old), userid, gen,
                                   timeout=CALL_TIMEOUT)
