@@ -495,6 +495,10 @@ class HotFixer:
             except (ImportError, OSError) as e:
                 waiting.append(ModuleError(name, f"source file not found ({e})"))
                 continue
+            except Exception as e:  # e.g. its package's __init__ is broken (half unpacked)
+                waiting.append(ModuleError(name, "cannot locate its source: "
+                                                 + describe_exception(e)))
+                continue
             digest = sha256_hex(source)
             if digest == fix.sha256[name]:
                 sources[name] = source
