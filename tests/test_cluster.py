@@ -125,7 +125,7 @@ class TwoNodes(unittest.TestCase):
         self.assertLess(elapsed, 3.0)
         self.assertIn("ghost.echo.ping", str(cm.exception))
         a2.send("ghost", "echo", "note", 1)
-        await wait_for(lambda: a2.stats.sends_dropped.get("ghost") == 1, 5,
+        await wait_for(lambda: a2.stats.dropped("ghost", "unreachable") == 1, 5,
                        "the undeliverable send to be counted as dropped")
 
     async def test_unknown_node_fails_at_once(self) -> None:

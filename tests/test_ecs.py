@@ -143,6 +143,39 @@ class RegistryTests(unittest.TestCase):
         self.assertIs(sys.modules[self.name].system, target)
 
 
+    def test_tracked_module_is_reached_without_a_system_and_checked_on_swap(self) -> None:
+        # What an LRU group does with its actor's module: no system, a required class.
+        name = "_rltwist_test_tracked"
+        module = ModuleType(name)
+        module.Thing = type("Thing", (dict,), {})  # type: ignore[attr-defined]
+        sys.modules[name] = module
+        self.addCleanup(sys.modules.pop, name, None)
+        self.assertIs(self.registry.track(name, service="guildrouter",
+                                          requires={"Thing": dict}), module)
+        self.assertTrue(self.registry.is_loaded(name))
+        self.assertFalse(self.registry.has_system(name))
+        self.assertEqual(self.registry.services(name), {"guildrouter"})
+        version = self.registry.version
+
+        without = ModuleType(name)
+        wrong = ModuleType(name)
+        wrong.Thing = 42  # type: ignore[attr-defined]
+        for bad, message in ((without, "must still define Thing"),
+                             (wrong, "must be a subclass of dict")):
+            with self.assertRaises(TypeError) as caught:
+                self.registry.swap({name: bad})
+            self.assertIn(message, str(caught.exception))
+        self.assertEqual(self.registry.version, version)
+        self.assertIs(self.registry.module(name), module)
+
+        good = ModuleType(name)
+        good.Thing = type("Thing", (dict,), {})  # type: ignore[attr-defined]
+        self.registry.swap({name: good})
+        self.assertEqual(self.registry.version, version + 1)
+        self.assertIs(self.registry.module(name), good)
+        self.assertIs(sys.modules[name], good)
+
+
 def write_tables(directory: Path, marker: int) -> None:
     """Two tables that both carry ``marker``: a reader must always see equal markers."""
     (directory / "alpha.toml").write_text(f"marker = {marker}\nitems = [1, 2, 3]\n")

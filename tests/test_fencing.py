@@ -487,6 +487,27 @@ class MasterAfterRedisLoss(MasterCase):
         self.assertNotIn("was_down", self.register("role5", proceeded=False))
         self.assertNotIn("was_down", self.register("role1"))
 
+    def test_a_cold_start_does_not_wait_when_every_role_node_is_a_new_process(
+            self) -> None:
+        self.roles.behaviour = {"role1": 0, "role2": 0}
+        self.advance(0.5)
+        self.register("role1", proceeded=False)
+        self.assertEqual(self.roles.asks, [])
+        self.register("role2", proceeded=False)  # the last configured one: go at once
+        self.assertEqual(self.roles.asked(), ["role1", "role2"])
+        self.clock.advance(0)  # their answers
+        self.assertTrue(self.redis.available)
+        self.assertLess(self.redis.times("set_available")[0], self.start + 1)
+
+    def test_one_role_node_that_had_proceeded_means_waiting_for_the_others(self) -> None:
+        self.roles.behaviour = {"role1": 0, "role2": 2}
+        self.register("role1", proceeded=False)
+        self.register("role2")
+        self.advance(REREGISTER_WAIT - 0.5)
+        self.assertEqual((self.roles.asks, self.redis.available), ([], False))
+        self.advance(INTERVAL)
+        self.assertTrue(self.redis.available)
+
     def test_with_redis_intact_nobody_is_asked_or_dropped(self) -> None:
         self.redis.available = True
         self.roles.behaviour = {"role1": 3}

@@ -10,9 +10,12 @@ from pathlib import Path
 import treq
 from twisted.trial import unittest
 
-from rltwist.cluster import Cluster, LinkLost, NodeUnreachable
+from rltwist.cluster import Cluster, LinkLost, NodeUnreachable, OutboundFull
 from rltwist.config import load_config
 from rltwist.launcher import TWISTD, LocalCluster
+from tests.util import equals, sleep, wait_for
+
+MiB = 1024 * 1024
 
 
 class NodeProcesses(unittest.TestCase):
@@ -81,6 +84,63 @@ def _reactor():
     from twisted.internet import reactor
 
     return reactor
+
+
+class FrozenPeer(unittest.TestCase):
+    """map1 runs as a twistd process and gets SIGSTOPped; the test process calls it."""
+
+    timeout = 120
+
+    async def setUp(self) -> None:
+        self.lc = LocalCluster(self.mktemp(), ["map1", "role1"])
+        self.addCleanup(self.lc.stop_all)
+        await self.lc.start("map1")
+        self.proc = self.lc.nodes["map1"]
+        self.addCleanup(self.proc.resume)  # runs before stop_all
+        config = load_config(self.lc.config_path)
+        self.me = Cluster("role1", config.cluster, {"map1": self.lc.address("map1")},
+                          max_outbound=4 * MiB, ping_interval=0.5, ping_timeout=1.5)
+        self.me.startService()
+        self.addCleanup(self.me.stopService)
+        self.assertEqual(await self.me.call("map1", "diag", "ping"), "pong")
+
+    async def answers_again(self) -> None:
+        await wait_for(lambda: equals(self.me.call("map1", "diag", "ping", timeout=2.0), "pong"),
+                       30, "map1 to answer again after SIGCONT")
+
+    async def test_a_frozen_peer_is_lost_long_before_the_call_timeout(self) -> None:
+        self.proc.pause()
+        started = time.monotonic()
+        pending = [self.me.call("map1", "diag", "echo", i, timeout=60.0) for i in range(5)]
+        for d in pending:
+            with self.assertRaises(LinkLost) as cm:
+                await d
+            self.assertIn("no answer", str(cm.exception))
+        self.assertLess(time.monotonic() - started, 6.0, "the frozen peer was noticed late")
+        self.proc.resume()
+        await self.answers_again()
+
+    async def test_outbound_to_a_frozen_peer_stays_bounded(self) -> None:
+        self.proc.pause()
+        sender = self.me.senders["map1"]
+        payload = b"p" * 10_000
+        peak = 0
+        for _ in range(150):  # 150 turns x 100 sends x 10 kB = 150 MB offered
+            for _ in range(100):
+                self.me.send("map1", "diag", "tally", "frozen", payload)
+            peak = max(peak, sender.outbound_bytes())
+            if self.me.stats.dropped("map1", "outbound_full") > 2000:
+                break
+            await sleep(0.005)  # the kernel takes what it can, the sweeper runs
+        self.assertLessEqual(peak, 4 * MiB + 10_100)
+        self.assertGreater(self.me.stats.dropped("map1", "outbound_full"), 2000)
+        # with the queue full a call fails at once instead of waiting
+        d = self.me.call("map1", "diag", "echo", payload)
+        self.assertTrue(d.called, "a call to a full link did not fail at once")
+        with self.assertRaises(OutboundFull):
+            await d
+        self.proc.resume()
+        await self.answers_again()
 
 
 class StartupErrors(unittest.TestCase):

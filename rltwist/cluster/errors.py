@@ -34,21 +34,32 @@ class UnknownNode(ClusterError):
 
 
 class NodeUnreachable(ClusterError):
-    """The node could not be reached within the configured bound."""
+    """The message was not sent: no link to the node within the bound, or the node was
+    removed or this node stopped. A call that fails with exactly this type never ran.
+    (Its subclass :class:`LinkLost` is the exception: that call was sent.)"""
 
     def _describe(self) -> str:
         return f"{self._target()}: node {self.node} unreachable: {self.detail}"
 
 
 class LinkLost(NodeUnreachable):
-    """The connection carrying the call broke before the reply came back."""
+    """The connection carrying the call broke (or the peer stopped answering) before the
+    reply came back; the call was sent and may have run."""
 
     def _describe(self) -> str:
         return f"{self._target()}: link to {self.node} lost before the reply: {self.detail}"
 
 
+class OutboundFull(NodeUnreachable):
+    """The bytes waiting for this node reached ``cluster.max_outbound`` (it is not reading
+    fast enough, or not at all): the call was refused before it was sent."""
+
+    def _describe(self) -> str:
+        return f"{self._target()}: not sent: {self.detail}"
+
+
 class CallTimeout(ClusterError):
-    """No reply within the call's timeout."""
+    """The call was sent but no reply came within its timeout; it may have run."""
 
     def __init__(self, node: str, service: str, method: str, timeout: float) -> None:
         self.timeout = timeout
@@ -76,11 +87,17 @@ class BadArguments(RemoteError):
     """Arguments could not be encoded, or did not fit the handler's signature."""
 
 
+class MessageTooLarge(BadArguments):
+    """The encoded call, send or reply is larger than ``cluster.max_message``; it was not
+    written, and the link and the other calls on it are unaffected."""
+
+
 # Error kinds with a dedicated class; any other handler exception arrives as RemoteError.
 REMOTE_KINDS: dict[str, type[RemoteError]] = {
     "UnknownService": UnknownService,
     "UnknownMethod": UnknownMethod,
     "BadArguments": BadArguments,
+    "MessageTooLarge": MessageTooLarge,
 }
 
 

@@ -3,10 +3,16 @@
 Wire: a stream of msgpack arrays (msgpack is self-delimiting, so no length prefix and no
 size cap other than ``max_message``). After the handshake a sender link carries
 
-    CALL  [0, session, service, method, args]     sender -> agent
-    SEND  [1, service, method, args]              sender -> agent
-    REPLY [2, session, result]                    agent -> sender
-    ERROR [3, session, kind, message]             agent -> sender
+    CALL    [0, session, service, method, args]   sender -> agent
+    SEND    [1, service, method, args]            sender -> agent
+    REPLY   [2, session, result]                  agent -> sender
+    ERROR   [3, session, kind, message]           agent -> sender
+    PING    [4, token]                            sender -> agent
+    PONG    [5, token]                            agent -> sender
+    REFUSED [6, service, method]                  agent -> sender (a send it has no handler for)
+
+The agent handles frames in order, so a PONG also tells the sender that every send written
+before its PING was handed to its handler (see ``Sender`` for what that is used for).
 
 Handshake (a stranger can invoke nothing; both ends prove they hold the cluster secret):
 
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import inspect
 import os
 from collections.abc import Callable, Iterator
 from types import CoroutineType
@@ -29,10 +36,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IPullProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 if TYPE_CHECKING:
     from rltwist.cluster.core import Cluster
@@ -40,9 +48,13 @@ if TYPE_CHECKING:
 
 log = Logger()
 
-CALL, SEND, REPLY, ERROR = 0, 1, 2, 3
+CALL, SEND, REPLY, ERROR, PING, PONG, REFUSED = 0, 1, 2, 3, 4, 5, 6
 HELLO, AUTH, OK = 10, 11, 12
 HANDSHAKE_MAX = 4096
+# The decoder holds at most one partial frame plus one read from the socket (Twisted reads
+# 64 KiB at a time): with this slack a frame of max_message bytes is always accepted.
+READ_SLACK = 256 * 1024
+ERROR_MESSAGE_MAX = 16 * 1024  # an error frame carries at most this much of the message
 _CONNECTION_DONE = Failure(ConnectionError("connection closed"))
 NONCE_BYTES = 16
 # Results of these types are encoded and replied at once, without checking whether they
@@ -60,6 +72,19 @@ def unpack(data: bytes) -> Any:
 
 def _unpacker(max_buffer: int) -> msgpack.Unpacker:
     return msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=max_buffer)
+
+
+def arguments_mismatch(fn: Callable[..., Any], args: Any) -> str | None:
+    """Why calling *fn* with *args* is a TypeError of the call itself (wrong number or names
+    of arguments, args not a list), or None if they fit and the TypeError came from inside.
+    Only used once a handler raised TypeError, so the signature lookup is off the hot path."""
+    try:
+        inspect.signature(fn).bind(*args)
+    except TypeError as e:
+        return str(e)
+    except ValueError:  # no signature to check against
+        return None
+    return None
 
 
 def mac(secret: bytes, role: bytes, nonce: bytes, me: str, peer: str) -> bytes:
@@ -100,7 +125,7 @@ class _Link(Protocol):
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None
-        self._unpacker = _unpacker(self.cluster.settings.max_message)
+        self._unpacker = _unpacker(self.cluster.settings.max_message + READ_SLACK)
         self.ready = True
 
     def peer_address(self) -> str:
@@ -110,11 +135,12 @@ class _Link(Protocol):
         except Exception:
             return "?"
 
-    def close_with_reason(self, reason: str) -> None:
+    def close_with_reason(self, reason: str, label: str | None = None) -> None:
+        """Abort the connection, log *reason* and count it (under *label* if given)."""
         log.warn("{node}: closing link with {peer} ({address}): {reason}",
                  node=self.cluster.name, peer=self.peer_name, address=self.peer_address(),
                  reason=reason)
-        self.cluster.stats.link_closed(reason)
+        self.cluster.stats.link_closed(reason, label)
         if self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
@@ -184,40 +210,65 @@ class AgentLink(_Link):
         cluster = self.cluster
         handlers = cluster.handlers
         calls_in = cluster.stats.calls_in
+        max_message = cluster.settings.max_message
         replies: list[bytes] = []
         try:
             for msg in msgs:
                 kind = msg[0]
                 if kind == CALL:
                     _, session, service, method, args = msg
-                    per = calls_in[service]
-                    per[method] = per.get(method, 0) + 1
                     methods = handlers.get(service)
                     fn = methods.get(method) if methods is not None else None
                     if fn is None:
+                        cluster.stats.unknown_in(calls_in, service, methods is not None)
                         self._error(session, *cluster.missing_target(service, method))
                         continue
+                    calls_in[service][method] += 1  # registered: the counter exists
                     try:
                         result = fn(*args)
                         if type(result) not in PLAIN_TYPES:
                             result = self._settle(result, session, service, method)
                             if result is _LATER:
                                 continue
+                    except TypeError as e:
+                        self._raised(e, fn, args, session, service, method)
+                        continue
                     except Exception:
                         self._error_later(Failure(), session, (service, method))
                         continue
                     try:
-                        replies.append(pack((REPLY, session, result)))
+                        frame = pack((REPLY, session, result))
                     except (TypeError, ValueError, OverflowError):
                         self._reply(session, result)
+                        continue
+                    if len(frame) > max_message:
+                        self._reply(session, result, frame)
+                        continue
+                    replies.append(frame)
                 elif kind == SEND:
                     _, service, method, args = msg
-                    cluster.dispatch_send(self.peer_name, service, method, args)
+                    if cluster.dispatch_send(self.peer_name, service, method, args):
+                        replies.append(pack((REFUSED, service, method)))
+                elif kind == PING:
+                    replies.append(pack((PONG, msg[1])))
                 else:
                     raise ProtocolViolation(f"frame kind {kind!r} not allowed towards an agent")
         finally:
             if replies and self.transport is not None:
                 self.transport.writeSequence(replies)
+
+    def _raised(self, e: TypeError, fn: Callable[..., Any], args: Any, session: int,
+                service: str, method: str) -> None:
+        """A handler raised TypeError: the caller's arguments (BadArguments, not logged as
+        a handler failure) or a bug inside the handler (logged, sent as TypeError)."""
+        why = arguments_mismatch(fn, args)
+        if why is None:
+            self._error_later(Failure(e), session, (service, method))
+            return
+        log.warn("{node}: call {service}.{method} from {caller} has bad arguments: {why}",
+                 node=self.cluster.name, service=service, method=method,
+                 caller=self.peer_name, why=why)
+        self._error(session, "BadArguments", why)
 
     def _settle(self, result: Any, session: int, service: str, method: str) -> Any:
         """The value to reply now, or _LATER if *result* is a Deferred or a coroutine that
@@ -234,12 +285,20 @@ class AgentLink(_Link):
             return _LATER
         return result
 
-    def _reply(self, session: int, result: Any) -> None:
+    def _reply(self, session: int, result: Any, frame: bytes | None = None) -> None:
+        """Write the reply of *session*, or the typed error that says why it cannot be."""
         try:
-            frame = pack([REPLY, session, result])
+            if frame is None:
+                frame = pack([REPLY, session, result])
         except (TypeError, ValueError, OverflowError) as e:
             self.cluster.stats.error("BadArguments")
             frame = pack([ERROR, session, "BadArguments", f"result not encodable: {e}"])
+        limit = self.cluster.settings.max_message
+        if len(frame) > limit:
+            # the caller's decoder would take the whole link down: the error goes instead
+            self.cluster.stats.error("MessageTooLarge")
+            frame = pack([ERROR, session, "MessageTooLarge",
+                          f"reply of {len(frame)} bytes exceeds cluster.max_message ({limit})"])
         if self.transport is not None:
             self.transport.write(frame)
 
@@ -253,12 +312,22 @@ class AgentLink(_Link):
 
     def _error(self, session: int, kind: str, message: str) -> None:
         self.cluster.stats.error(kind)
+        if len(message) > ERROR_MESSAGE_MAX:
+            message = message[:ERROR_MESSAGE_MAX] + "..."
         if self.transport is not None:
             self.transport.write(pack([ERROR, session, kind, message]))
 
 
+@implementer(IPullProducer)
 class SenderLink(_Link):
-    """Outgoing link owned by one Sender: authenticates, then carries its calls and sends."""
+    """Outgoing link owned by one Sender: authenticates, then carries its calls and sends.
+
+    Once ready it is a pull producer of its transport: the transport calls
+    ``resumeProducing`` each time it has handed everything written so far to the kernel,
+    which is how the sender learns that the peer is reading (see ``Sender.drained``).
+    """
+
+    asked = False  # the transport has asked for data at least once
 
     def __init__(self, cluster: Cluster, sender: Sender, attempt: int) -> None:
         super().__init__(cluster)
@@ -266,6 +335,13 @@ class SenderLink(_Link):
         self.attempt = attempt
         self.peer_name = sender.node
         self._nonce = os.urandom(NONCE_BYTES)
+
+    def resumeProducing(self) -> None:
+        self.asked = True
+        self.sender.drained(self)
+
+    def stopProducing(self) -> None:
+        """The connection is going away; ``connectionLost`` tells the sender."""
 
     def handshake(self, msg: Any) -> None:
         if type(msg) is not list or not msg:

@@ -8,9 +8,8 @@ bookkeeping instead of microseconds.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections import defaultdict
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -28,7 +27,7 @@ LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0
 
 # service -> method -> count. Nested rather than keyed by (service, method): the hot paths
 # then look up two strings with cached hashes instead of building and hashing a tuple.
-Counts = defaultdict[str, dict[str, int]]
+Counts = dict[str, dict[str, int]]
 
 
 class OutCalls:
@@ -53,28 +52,88 @@ class OutCalls:
         self.seconds += seconds
 
 
+UNKNOWN = "unknown"  # the label of every name that is not a registered service or method
+
+
+def count(table: Counts, service: str, method: str, n: int = 1) -> None:
+    """Add *n* to ``table[service][method]`` (the cold path; hot paths index directly)."""
+    per = table.get(service)
+    if per is None:
+        per = table[service] = {}
+    per[method] = per.get(method, 0) + n
+
+
+def merge_into(target: Counts, source: Counts) -> None:
+    for service, per in source.items():
+        for method, n in per.items():
+            count(target, service, method, n)
+
+
 class Stats:
-    """Counters of one node's cluster traffic."""
+    """Counters of one node's cluster traffic.
+
+    Label values come only from names this node can vouch for, so neither a buggy caller
+    nor a hostile peer can grow the label sets (or break the scrape with a non-string):
+    inbound counts exist for registered services and methods (others under ``unknown``);
+    outbound names a peer answered as unknown are folded into ``unknown``.
+    """
 
     def __init__(self) -> None:
-        self.calls_in: Counts = defaultdict(dict)
-        self.sends_in: Counts = defaultdict(dict)
-        self.sends_out: Counts = defaultdict(dict)
-        self.calls_out: defaultdict[str, dict[str, OutCalls]] = defaultdict(dict)
+        # inbound, pre-filled by ``serve`` so the hot paths just index and add
+        self.calls_in: Counts = {}
+        self.sends_in: Counts = {}
+        # outbound calls; a lookup that misses goes through ``out_calls``
+        self.calls_out: dict[str, dict[str, OutCalls]] = {}
+        self.unknown_out = OutCalls(UNKNOWN, UNKNOWN)
+        # outbound sends of this node to itself, to unknown nodes, and of closed senders
+        # (each live sender counts its own: it needs them to count lost sends)
+        self.sends_out: Counts = {}
         self.errors: dict[str, int] = {}
         self.links: dict[str, int] = {}
-        self.sends_dropped: dict[str, int] = {}
+        self.sends_dropped: dict[tuple[str, str], int] = {}  # (peer, reason): never written
+        self.sends_lost: dict[tuple[str, str], int] = {}  # (peer, reason): written, unconfirmed
         self.link_closes: dict[str, int] = {}
         self.late_replies = 0
         self.auth_failures = 0
 
+    def serve(self, service: str, methods: Iterable[str]) -> None:
+        """Make the inbound counters of a registered service's methods exist (at 0)."""
+        methods = list(methods)
+        for table in (self.calls_in, self.sends_in):
+            per = table.setdefault(service, {})
+            for method in methods:
+                per.setdefault(method, 0)
+
+    def unknown_in(self, table: Counts, service: Any, known_service: bool) -> None:
+        """Count an inbound message for a service or method this node does not have."""
+        count(table, service if known_service else UNKNOWN, UNKNOWN)
+
     def out_calls(self, service: str, method: str) -> OutCalls:
-        """The OutCalls of *service*.*method*, made on first use."""
-        per = self.calls_out[service]
+        """The OutCalls of *service*.*method*, made on first use (names are str)."""
+        per = self.calls_out.get(service)
+        if per is None:
+            per = self.calls_out[service] = {}
         o = per.get(method)
         if o is None:
             o = per[method] = OutCalls(service, method)
         return o
+
+    def fold_out(self, out: OutCalls) -> None:
+        """The target has no such service or method: count *out*'s calls under unknown and
+        forget the name (calls still in flight with it are folded as they are answered)."""
+        if out is self.unknown_out:
+            return
+        u = self.unknown_out
+        u.made += out.made
+        u.seconds += out.seconds
+        for i, n in enumerate(out.buckets):
+            u.buckets[i] += n
+        out.made, out.seconds, out.buckets = 0, 0.0, [0] * len(out.buckets)
+        per = self.calls_out.get(out.service)
+        if per is not None and per.get(out.method) is out:
+            del per[out.method]
+            if not per:
+                del self.calls_out[out.service]
 
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -82,8 +141,28 @@ class Stats:
     def set_link(self, peer: str, up: int) -> None:
         self.links[peer] = up
 
-    def link_closed(self, reason: str) -> None:
-        short = reason.split(":", 1)[0].split("(", 1)[0].strip()
+    def drop(self, peer: str, reason: str, n: int = 1) -> None:
+        """*n* sends to *peer* were given up before they were written."""
+        key = (peer, reason)
+        self.sends_dropped[key] = self.sends_dropped.get(key, 0) + n
+
+    def lose(self, peer: str, reason: str, n: int) -> None:
+        """*n* sends written to *peer* went down with their link unconfirmed."""
+        key = (peer, reason)
+        self.sends_lost[key] = self.sends_lost.get(key, 0) + n
+
+    def dropped(self, peer: str, reason: str | None = None) -> int:
+        """Sends to *peer* dropped for *reason* (any reason if None)."""
+        return sum(n for (p, r), n in self.sends_dropped.items()
+                   if p == peer and reason in (None, r))
+
+    def lost(self, peer: str, reason: str | None = None) -> int:
+        """Sends to *peer* lost with a link for *reason* (any reason if None)."""
+        return sum(n for (p, r), n in self.sends_lost.items()
+                   if p == peer and reason in (None, r))
+
+    def link_closed(self, reason: str, label: str | None = None) -> None:
+        short = label or reason.split(":", 1)[0].split("(", 1)[0].strip()
         self.link_closes[short] = self.link_closes.get(short, 0) + 1
 
 
@@ -96,26 +175,33 @@ class ClusterCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         s = self.stats
+        senders = self.senders()
         made = CounterMetricFamily("rl_cluster_calls_out", "Calls made, by service and method",
                                    labels=["service", "method"])
         hist = HistogramMetricFamily("rl_cluster_call_seconds",
                                      "Outgoing call latency (reply or error)",
                                      labels=["service", "method"])
-        for svc, per in list(s.calls_out.items()):
-            for method, o in list(per.items()):
-                made.add_metric([svc, method], o.made)
-                acc, buckets = 0, []
-                for bound, n in zip(LATENCY_BUCKETS, o.buckets, strict=False):
-                    acc += n
-                    buckets.append((repr(bound), acc))
-                buckets.append(("+Inf", acc + o.buckets[-1]))
-                hist.add_metric([svc, method], buckets, sum_value=o.seconds)
+        outs = [o for per in list(s.calls_out.values()) for o in list(per.values())]
+        if s.unknown_out.made:
+            outs.append(s.unknown_out)
+        for o in outs:
+            made.add_metric([o.service, o.method], o.made)
+            acc, buckets = 0, []
+            for bound, n in zip(LATENCY_BUCKETS, o.buckets, strict=False):
+                acc += n
+                buckets.append((repr(bound), acc))
+            buckets.append(("+Inf", acc + o.buckets[-1]))
+            hist.add_metric([o.service, o.method], buckets, sum_value=o.seconds)
         yield made
         yield hist
+        sends_out: Counts = {}
+        merge_into(sends_out, s.sends_out)
+        for snd in list(senders.values()):
+            merge_into(sends_out, snd.sends_out)
         for name, doc, data in (
             ("rl_cluster_calls_in", "Calls received, by service and method", s.calls_in),
             ("rl_cluster_sends_in", "Sends received, by service and method", s.sends_in),
-            ("rl_cluster_sends_out", "Sends made, by service and method", s.sends_out),
+            ("rl_cluster_sends_out", "Sends made, by service and method", sends_out),
         ):
             c = CounterMetricFamily(name, doc, labels=["service", "method"])
             for svc, counts in list(data.items()):
@@ -137,23 +223,36 @@ class ClusterCollector(Collector):
         yield CounterMetricFamily("rl_cluster_auth_failures",
                                   "Inbound links refused for a bad handshake",
                                   value=s.auth_failures)
-        senders = self.senders()
         up = GaugeMetricFamily("rl_cluster_link_up", "Outgoing link to peer is ready (1) or not",
                                labels=["peer"])
         queued = GaugeMetricFamily("rl_cluster_queued_messages",
-                                   "Messages waiting for a link to the peer", labels=["peer"])
+                                   "Messages waiting in the sender's queue (no link yet, or "
+                                   "the peer is not reading)", labels=["peer"])
+        outbound = GaugeMetricFamily("rl_cluster_outbound_bytes",
+                                     "Bytes waiting to be sent to the peer (bounded by "
+                                     "cluster.max_outbound)", labels=["peer"])
         pending = GaugeMetricFamily("rl_cluster_pending_calls",
                                     "Calls to the peer awaiting a reply", labels=["peer"])
-        dropped = CounterMetricFamily("rl_cluster_sends_dropped",
-                                      "Sends given up because the peer stayed unreachable",
-                                      labels=["peer"])
         for peer in sorted(set(s.links) | set(senders)):
             up.add_metric([peer], s.links.get(peer, 0))
             snd = senders.get(peer)
             queued.add_metric([peer], len(snd.queue) if snd else 0)
+            outbound.add_metric([peer], snd.outbound_bytes() if snd else 0)
             pending.add_metric([peer], len(snd.pending) if snd else 0)
-            dropped.add_metric([peer], s.sends_dropped.get(peer, 0))
         yield up
         yield queued
+        yield outbound
         yield pending
+        dropped = CounterMetricFamily(
+            "rl_cluster_sends_dropped", "Sends given up before they were written, by peer and "
+            "reason (unreachable, outbound_full, closed, stopped)", labels=["peer", "reason"])
+        for (peer, reason), n in sorted(s.sends_dropped.items()):
+            dropped.add_metric([peer, reason], n)
         yield dropped
+        lost = CounterMetricFamily(
+            "rl_cluster_sends_lost", "Sends written to a link that went away before the peer "
+            "confirmed them (they may or may not have run), by peer and reason (link_lost, "
+            "retargeted, closed)", labels=["peer", "reason"])
+        for (peer, reason), n in sorted(s.sends_lost.items()):
+            lost.add_metric([peer, reason], n)
+        yield lost

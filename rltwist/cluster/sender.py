@@ -1,10 +1,32 @@
-"""One Sender per remote node: queue before connect, reconnect with backoff, pending calls.
+"""One Sender per remote node: queue before connect, reconnect with backoff, pending calls,
+bounded outbound bytes and a liveness check.
 
 The sender owns the only outgoing connection to its node. Frames made while the link is
 not ready wait in an ordered queue and are flushed on connect, so send order is kept.
 A frame that waits longer than ``unreachable_after`` is given up: its call fails with
 :class:`NodeUnreachable`, a send is counted as dropped and logged. A broken link fails the
 calls already written to it at once with :class:`LinkLost`; the rest stay queued.
+
+Bounds (all per peer):
+
+* Outbound bytes. Frames go straight to the link's transport while it holds less than a
+  high-water mark (``min(4 MiB, max_outbound / 4, max_message)``) since it last drained;
+  beyond it they wait in the queue, which holds at most the rest of ``max_outbound``. A
+  call that does not fit fails at once with :class:`OutboundFull`, a send is dropped and
+  counted (reason ``outbound_full``). The link is a pull producer of its transport, so the
+  queue is written again, a high-water mark at a time, as soon as the peer reads.
+* Message size. A frame larger than ``max_message`` fails alone with
+  :class:`MessageTooLarge`; the receiver would otherwise close the link it came on.
+* Liveness. A link the peer has said nothing on for ``ping_interval`` gets a PING; if
+  nothing at all comes back within ``ping_timeout``, the link is treated as lost (calls
+  written to it fail with :class:`LinkLost`) and a new one is made.
+* Lost sends. A PONG confirms every send written before its PING (the peer handles frames
+  in order); a ping also goes out on each sweep that finds unconfirmed sends. When a link
+  breaks, is re-targeted or closed, the sends written to it since the last confirmation
+  are counted as lost (they may or may not have run).
+
+Deadlines: a call still in the queue when its timeout passes was never written and fails
+with :class:`NodeUnreachable`; only a written call can end in :class:`CallTimeout`.
 """
 
 from __future__ import annotations
@@ -12,7 +34,7 @@ from __future__ import annotations
 import random
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
@@ -25,11 +47,23 @@ from rltwist.cluster.errors import (
     CallTimeout,
     ClusterError,
     LinkLost,
+    MessageTooLarge,
     NodeUnreachable,
+    OutboundFull,
     remote_error,
 )
-from rltwist.cluster.link import CALL, ERROR, REPLY, ProtocolViolation, SenderLink, pack
-from rltwist.cluster.metrics import LATENCY_BUCKETS, OutCalls
+from rltwist.cluster.link import (
+    CALL,
+    ERROR,
+    PING,
+    PONG,
+    REFUSED,
+    REPLY,
+    ProtocolViolation,
+    SenderLink,
+    pack,
+)
+from rltwist.cluster.metrics import LATENCY_BUCKETS, UNKNOWN, Counts, OutCalls, count
 
 if TYPE_CHECKING:
     from rltwist.cluster.core import Cluster
@@ -37,7 +71,7 @@ if TYPE_CHECKING:
 log = Logger()
 
 IDLE, CONNECTING, READY, CLOSED = "idle", "connecting", "ready", "closed"
-
+HIGH_WATER_MAX = 4 * 1024 * 1024  # most bytes handed to a transport between two drains
 
 # A pending call: (deferred, OutCalls of its service method, started_at, timeout),
 # started_at from reactor.seconds(). A plain tuple: this is on the hot path of every call.
@@ -58,65 +92,177 @@ class _Factory(ClientFactory):
         self.sender.connect_failed(self.attempt, reason)
 
 
+def _not_ready(frame: bytes) -> None:
+    # ``write`` while there is no ready link; unreachable because ``limit`` is then 0
+    raise AssertionError("write without a ready link")
+
+
 class Sender:
-    """Everything this node sends to one remote node goes through here."""
+    """Everything this node sends to one remote node goes through here.
+
+    The hot paths (``Cluster.send`` and ``call``) write a frame to ``write`` when
+    ``out_bytes + len(frame) <= limit`` and take the slow path otherwise: ``limit`` is 0
+    whenever frames must wait (no ready link, or frames already queued), so one comparison
+    covers connecting, backpressure and oversized frames.
+    """
 
     def __init__(self, cluster: Cluster, node: str, address: tuple[str, int]) -> None:
         self.cluster = cluster
         self.node = node
         self.address = address
         self.state = IDLE
-        self.link: SenderLink | None = None
-        # send(frame): the ready link's transport.write, else the queue (see _use_link)
-        self.send: Callable[[bytes], None] = self._queue_send
+        self.link: SenderLink | None = None  # the ready link, also while its peer lags
+        self.write: Any = _not_ready  # the ready link's transport.write
+        self.limit = 0  # bytes the transport may hold before frames wait in the queue
+        self.out_bytes = 0  # bytes handed to the transport since it last drained
+        settings = cluster.settings
+        self.max_message = settings.max_message
+        self.high_water = max(1, min(HIGH_WATER_MAX, cluster.max_outbound // 4,
+                                     settings.max_message))
+        self.queue_limit = max(0, cluster.max_outbound - self.high_water)
         self.pending: dict[int, _Pending] = {}
         self.unwritten: set[int] = set()  # pending calls still in the queue
         self._seconds = cluster.reactor.seconds
         # queued frames: (frame, enqueued_at, session or 0 for a send)
         self.queue: deque[tuple[bytes, float, int]] = deque()
+        self.queued_bytes = 0
+        # sends made through this sender, by service and method (Cluster.send counts here)
+        self.sends_out: Counts = {}
+        self._unwritten_sends = 0  # of those, never handed to a transport
+        self._confirmed = 0  # written sends confirmed by a PONG or sent on an earlier link
+        self._ping: tuple[int, float, int] | None = None  # (token, sent_at, written sends)
+        self._ping_token = 0
+        self.last_heard = 0.0  # when the ready link last brought anything
         self._session = 0
         self._connector: IConnector | None = None
         self._attempt = 0
         self._retry: IDelayedCall | None = None
-        self._delay = cluster.settings.reconnect_initial
+        self._delay = settings.reconnect_initial
         self._failures_logged = 0
-        self.sends_dropped = 0
         self.connect_failures = 0  # since the sender was made; for diagnostics
 
     # -- the two operations -------------------------------------------------------------
 
     def call(self, out: OutCalls, args: Any, timeout: float) -> defer.Deferred[Any]:
-        """Queue or write one call of ``out.service``.``out.method``; raises TypeError or
-        ValueError if *args* cannot be encoded."""
+        """Write or queue one call of ``out.service``.``out.method``; raises TypeError or
+        ValueError if *args* cannot be encoded, MessageTooLarge or OutboundFull."""
         self._session = session = self._session + 1
         frame = pack((CALL, session, out.service, out.method, args))
         d: defer.Deferred[Any] = defer.Deferred()
-        now = self._seconds()
-        self.pending[session] = (d, out, now, timeout)
-        link = self.link
-        if link is not None:
-            link.transport.write(frame)  # type: ignore[union-attr]
-        else:
-            self.unwritten.add(session)
-            self._enqueue(frame, now, session)
+        n = self.out_bytes + len(frame)
+        if n > self.limit:
+            self._call_slow(frame, session, d, out, timeout)
+            return d
+        self.pending[session] = (d, out, self._seconds(), timeout)
+        self.out_bytes = n
+        self.write(frame)
         return d
 
-    def _queue_send(self, frame: bytes) -> None:
+    def _call_slow(self, frame: bytes, session: int, d: defer.Deferred[Any], out: OutCalls,
+                   timeout: float) -> None:
+        size = len(frame)
+        if size > self.max_message:
+            raise MessageTooLarge(self.node, out.service, out.method, "MessageTooLarge",
+                                  self._too_large(size))
+        now = self._seconds()
+        if self._writes_alone():
+            self.pending[session] = (d, out, now, timeout)
+            self.out_bytes = size
+            self.write(frame)
+            return
+        if self.queued_bytes + size > self.queue_limit:
+            raise OutboundFull(self.node, out.service, out.method, self._full())
+        self.pending[session] = (d, out, now, timeout)
+        self.unwritten.add(session)
+        self._enqueue(frame, now, session)
+
+    def send_slow(self, frame: bytes, service: str, method: str) -> None:
+        """The slow path of ``Cluster.send``: queue, write a large frame alone, or drop."""
+        size = len(frame)
+        if size > self.max_message:
+            self._unwritten_sends += 1
+            raise MessageTooLarge(self.node, service, method, "MessageTooLarge",
+                                  self._too_large(size))
+        if self._writes_alone():
+            self.out_bytes = size
+            self.write(frame)
+            return
+        self._unwritten_sends += 1
+        if self.queued_bytes + size > self.queue_limit:
+            self._count_dropped(1, "outbound_full", self._full())
+            return
         self._enqueue(frame, self._seconds(), 0)
+
+    def _writes_alone(self) -> bool:
+        """A frame above the high-water mark may go when the transport is drained and
+        nothing waits before it."""
+        return self.link is not None and not self.queue and self.out_bytes == 0
+
+    def _too_large(self, size: int) -> str:
+        return f"message of {size} bytes exceeds cluster.max_message ({self.max_message})"
+
+    def _full(self) -> str:
+        return (f"{self.outbound_bytes()} bytes already wait for {self.node} "
+                f"(cluster.max_outbound {self.cluster.max_outbound}); it is not reading")
 
     def _enqueue(self, frame: bytes, now: float, session: int) -> None:
         if self.state == CLOSED:
             raise NodeUnreachable(self.node, detail="sender closed")
         self.queue.append((frame, now, session))
+        self.queued_bytes += len(frame)
+        self.limit = 0  # everything after this frame waits behind it
         if self.state == IDLE:
             self._connect()
+
+    def outbound_bytes(self) -> int:
+        """Bytes waiting for this peer: queued, and handed to the transport since it last
+        drained (an upper bound of what it still holds)."""
+        return self.queued_bytes + self.out_bytes
+
+    def drained(self, link: SenderLink) -> None:
+        """The link's transport has written everything it was given: write more."""
+        if link is not self.link:
+            return
+        self.out_bytes = 0
+        if self.queue:
+            self._flush()
+        else:
+            self.limit = self.high_water
+
+    def _flush(self) -> None:
+        """Write queued frames, up to one high-water mark (at least one frame)."""
+        queue, pending, unwritten = self.queue, self.pending, self.unwritten
+        batch: list[bytes] = []
+        size = sends = 0
+        while queue:
+            frame, _, session = queue[0]
+            n = len(frame)
+            if session and session not in pending:  # timed out while it waited
+                queue.popleft()
+                self.queued_bytes -= n
+                continue
+            if batch and size + n > self.high_water:
+                break
+            queue.popleft()
+            self.queued_bytes -= n
+            batch.append(frame)
+            size += n
+            if session:
+                unwritten.discard(session)
+            else:
+                sends += 1
+        self._unwritten_sends -= sends
+        self.out_bytes = size
+        self.limit = 0 if queue else self.high_water
+        if batch:
+            self.link.transport.writeSequence(batch)  # type: ignore[union-attr]
 
     # -- replies -------------------------------------------------------------------------
 
     def received(self, msgs: Iterator[Any]) -> None:
         """Frames from the peer on our link: replies and errors of pending calls."""
         # One clock read per read from the socket: every reply in it arrived at that time.
-        now = self._seconds()
+        self.last_heard = now = self._seconds()
         stats = self.cluster.stats
         for msg in msgs:
             kind = msg[0]
@@ -135,6 +281,13 @@ class Sender:
             elif kind == ERROR:
                 _, session, kind, message = msg
                 self.failed(session, kind, message, now)
+            elif kind == PONG:
+                ping = self._ping
+                if ping is not None and msg[1] == ping[0]:
+                    self._confirmed = ping[2]
+                    self._ping = None
+            elif kind == REFUSED:
+                self.refused(msg[1], msg[2])
             else:
                 raise ProtocolViolation(f"frame kind {kind!r} not allowed towards a sender")
 
@@ -143,8 +296,31 @@ class Sender:
         if p is None:
             self.cluster.stats.late_replies += 1
             return
-        p[1].observe(now - p[2])
-        self._fail(p, remote_error(self.node, p[1].service, p[1].method, kind, message))
+        out = p[1]
+        if kind in ("UnknownService", "UnknownMethod"):
+            # not a name of the peer's: it must not become a label set of ours
+            self.cluster.stats.fold_out(out)
+            self.cluster.stats.unknown_out.observe(now - p[2])
+        else:
+            out.observe(now - p[2])
+        self._fail(p, remote_error(self.node, out.service, out.method, kind, message))
+
+    def refused(self, service: Any, method: Any) -> None:
+        """The peer has no handler for a send of ours: count it under unknown."""
+        try:
+            per = self.sends_out.get(service)
+            n = per.get(method) if per is not None else None
+        except TypeError:  # not a name we could have sent
+            return
+        if not n or per is None:
+            return
+        if n > 1:
+            per[method] = n - 1
+        else:
+            del per[method]
+            if not per:
+                del self.sends_out[service]
+        count(self.sends_out, UNKNOWN, UNKNOWN)
 
     def _fail(self, p: _Pending, error: ClusterError) -> None:
         self.cluster.stats.error(type(error).__name__)
@@ -176,18 +352,23 @@ class Sender:
                      port=self.address[1])
         self._failures_logged = 0
         self.cluster.stats.set_link(self.node, 1)
-        queue, self.queue = self.queue, deque()
-        pending = self.pending
-        self.unwritten.clear()
-        # calls that timed out while queued are no longer pending and are not written
-        link.transport.writeSequence([  # type: ignore[union-attr]
-            frame for frame, _, session in queue if not session or session in pending])
+        self.last_heard = self._seconds()
+        self._ping = None
+        self._confirmed = self.written_sends()
+        # A pull producer: the transport asks for data now (Twisted's TCP transport does so
+        # inside registerProducer) and each time it drains; queued frames go out then.
+        link.transport.registerProducer(link, False)  # type: ignore[union-attr]
+        if not link.asked and self.link is link:
+            self.drained(link)
 
     def _use_link(self, link: SenderLink | None) -> None:
         """Make *link* the one frames are written to (None: queue them). The only place
-        that changes ``link``, so ``send`` always matches it."""
+        that changes ``link``, so ``write`` and ``limit`` always match it; the limit opens
+        when the transport first asks for data."""
         self.link = link
-        self.send = link.transport.write if link is not None else self._queue_send  # type: ignore[union-attr]
+        self.write = link.transport.write if link is not None else _not_ready  # type: ignore[union-attr]
+        self.limit = 0
+        self.out_bytes = 0
 
     def connect_failed(self, attempt: int, reason: Failure) -> None:
         if attempt != self._attempt or self.state == CLOSED:
@@ -203,11 +384,13 @@ class Sender:
         if link is self.link:
             self._use_link(None)
             self.cluster.stats.set_link(self.node, 0)
-            lost = self._fail_written(reason.getErrorMessage())
+            why = reason.getErrorMessage()
+            lost = self._fail_written(why)
+            self._count_lost("link_lost")
             if lost or self.queue:
                 log.warn("{node}: link to {peer} lost ({why}); {n} calls failed, "
                          "{q} messages queued", node=self.cluster.name, peer=self.node,
-                         why=reason.getErrorMessage(), n=lost, q=len(self.queue))
+                         why=why, n=lost, q=len(self.queue))
             self._delay = self.cluster.settings.reconnect_initial
         else:
             self._log_failure(f"handshake failed: {reason.getErrorMessage()}")
@@ -221,6 +404,24 @@ class Sender:
             p = self.pending.pop(s)
             self._fail(p, LinkLost(self.node, p[1].service, p[1].method, why))
         return len(lost)
+
+    def written_sends(self) -> int:
+        """Sends handed to a transport so far (made minus never written)."""
+        made = sum(n for per in self.sends_out.values() for n in per.values())
+        return made - self._unwritten_sends
+
+    def _count_lost(self, reason: str) -> None:
+        """The link went away: the sends written to it since the last confirmation are
+        counted as lost."""
+        written = self.written_sends()
+        n = written - self._confirmed
+        self._confirmed = written
+        self._ping = None
+        if n > 0:
+            self.cluster.stats.lose(self.node, reason, n)
+            log.warn("{node}: {n} sends to {peer} were written but not confirmed when the "
+                     "link went away ({reason}); they may be lost", node=self.cluster.name,
+                     n=n, peer=self.node, reason=reason)
 
     def _schedule_retry(self) -> None:
         if not self.queue:
@@ -255,6 +456,19 @@ class Sender:
             connector.disconnect()
         self.cluster.stats.set_link(self.node, 0)
 
+    def _restart(self, why: str, reason: str) -> None:
+        """Drop the current link now (calls on it fail with LinkLost, unconfirmed sends
+        are counted lost for *reason*) and connect again if anything waits."""
+        had_link = self.link is not None
+        self._abandon_connection()
+        if had_link:
+            self._fail_written(why)
+            self._count_lost(reason)
+        self._delay = self.cluster.settings.reconnect_initial
+        self.state = IDLE
+        if self.queue:
+            self._connect()
+
     def retarget(self, address: tuple[str, int]) -> None:
         """The node moved: drop the old link (in-flight calls fail), reconnect to *address*."""
         if address == self.address or self.state == CLOSED:
@@ -263,58 +477,97 @@ class Sender:
                  peer=self.node, old=f"{self.address[0]}:{self.address[1]}",
                  new=f"{address[0]}:{address[1]}")
         self.address = address
-        self._abandon_connection()
-        self._fail_written("node address changed")
-        self._delay = self.cluster.settings.reconnect_initial
-        self.state = IDLE
-        if self.queue:
-            self._connect()
+        self._restart("node address changed", "retargeted")
 
     def close(self, error: ClusterError) -> None:
-        """Stop for good: fail every pending call with *error*, count queued sends dropped."""
+        """Stop for good: fail every pending call with *error*, count queued sends dropped
+        and unconfirmed written ones lost; hand the send counts to the cluster's stats."""
+        had_link = self.link is not None
         self.state = CLOSED
         self._abandon_connection()
+        if had_link:
+            self._count_lost("closed")
         pending, self.pending = self.pending, {}
         self.unwritten.clear()
         for p in pending.values():
             self._fail(p, type(error)(self.node, p[1].service, p[1].method, error.detail))
         dropped = sum(1 for _, _, s in self.queue if not s)
         self.queue.clear()
-        self._count_dropped(dropped, error.detail or str(error))
+        self.queued_bytes = 0
+        self._count_dropped(dropped, "closed", error.detail or str(error))
         self.cluster.stats.set_link(self.node, 0)
+        stats = self.cluster.stats
+        for service, per in self.sends_out.items():
+            for method, n in per.items():
+                count(stats.sends_out, service, method, n)
+        self.sends_out = {}
+        self._unwritten_sends = self._confirmed = 0
 
-    def _count_dropped(self, n: int, why: str) -> None:
+    def _count_dropped(self, n: int, reason: str, why: str) -> None:
         if n:
-            self.sends_dropped += n
-            self.cluster.stats.sends_dropped[self.node] = (
-                self.cluster.stats.sends_dropped.get(self.node, 0) + n)
-            log.warn("{node}: dropped {n} sends to {peer}: {why}", node=self.cluster.name,
-                     n=n, peer=self.node, why=why)
+            self.cluster.stats.drop(self.node, reason, n)
+            log.warn("{node}: dropped {n} sends to {peer} ({reason}): {why}",
+                     node=self.cluster.name, n=n, peer=self.node, reason=reason, why=why)
 
-    # -- deadlines -----------------------------------------------------------------------
+    # -- deadlines and liveness (every cluster.timeout_tick) ----------------------------
 
     def expire(self, now: float) -> None:
-        """Fail calls past their deadline and give up frames queued for too long."""
+        """Fail calls past their deadline, give up frames queued for too long, and check
+        that the peer still answers."""
         bound = self.cluster.settings.unreachable_after
         if self.queue and self.queue[0][1] + bound <= now:
             dropped = 0
             queue = self.queue
+            why = self._why_unsent(bound)
             while queue and queue[0][1] + bound <= now:
-                _, _, session = queue.popleft()
+                frame, _, session = queue.popleft()
+                self.queued_bytes -= len(frame)
                 if not session:
                     dropped += 1
                     continue
                 self.unwritten.discard(session)
                 p = self.pending.pop(session, None)
                 if p is not None:
-                    self._fail(p, NodeUnreachable(
-                        self.node, p[1].service, p[1].method,
-                        f"no link to {self.address[0]}:{self.address[1]} "
-                        f"within {bound:g}s"))
-            self._count_dropped(dropped, f"no link within {bound:g}s")
+                    self._fail(p, NodeUnreachable(self.node, p[1].service, p[1].method, why))
+            self._count_dropped(dropped, "unreachable", why)
+            if not queue and self.link is not None:
+                self.limit = self.high_water
         if self.pending:
             late = [s for s, p in self.pending.items() if p[2] + p[3] <= now]
             for s in late:
-                self.unwritten.discard(s)
                 p = self.pending.pop(s)
-                self._fail(p, CallTimeout(self.node, p[1].service, p[1].method, p[3]))
+                if s in self.unwritten:
+                    # never written, so it cannot have run: not a timeout
+                    self.unwritten.discard(s)
+                    self._fail(p, NodeUnreachable(self.node, p[1].service, p[1].method,
+                                                  self._why_unsent(p[3])))
+                else:
+                    self._fail(p, CallTimeout(self.node, p[1].service, p[1].method, p[3]))
+        if self.link is not None:
+            self._check_liveness(now)
+
+    def _why_unsent(self, seconds: float) -> str:
+        if self.link is not None:
+            return (f"not sent within {seconds:g}s: {self.node} is not reading fast enough "
+                    f"({self.outbound_bytes()} bytes waiting)")
+        return f"no link to {self.address[0]}:{self.address[1]} within {seconds:g}s"
+
+    def _check_liveness(self, now: float) -> None:
+        cluster = self.cluster
+        ping = self._ping
+        if ping is not None:
+            timeout = cluster.ping_timeout
+            if now - ping[1] >= timeout and now - self.last_heard >= timeout:
+                cluster.stats.link_closed("peer silent", "peer silent")
+                why = f"no answer from {self.node} for {timeout:g}s"
+                log.warn("{node}: link to {peer}: {why}; closing it", node=cluster.name,
+                         peer=self.node, why=why)
+                self._restart(why, "link_lost")
+            return
+        written = self.written_sends()
+        if written != self._confirmed or now - self.last_heard >= cluster.ping_interval:
+            self._ping_token += 1
+            self._ping = (self._ping_token, now, written)
+            # straight to the transport, past any queued frames: it confirms only what was
+            # written before it, and it must reach a peer that is merely slow
+            self.link.transport.write(pack((PING, self._ping_token)))  # type: ignore[union-attr]

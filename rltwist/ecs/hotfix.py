@@ -377,6 +377,7 @@ class RolledBack:
     old: dict[str, tuple[str, bytes | None]] = attrs.field(factory=dict)  # name -> (fixed sha, old)
 
     def to_dict(self) -> dict[str, Any]:
+        """The report form (``GET /nodes`` status, rollback answers): no sources."""
         return {"fix_id": self.fix_id, "list": self.list, "at": self.at,
                 "restored": sorted(self.restored),
                 "without_old_source": sorted(self.without_old_source)}
@@ -436,6 +437,7 @@ class HotFixer:
         return sorted(self._rolled_back.values(), key=lambda r: (r.at, r.fix_id))
 
     def rolled_back_ids(self) -> tuple[str, ...]:
+        """Ids of ``rolled_back()``."""
         return tuple(r.fix_id for r in self.rolled_back())
 
     def pending(self) -> list[dict[str, Any]]:
@@ -494,6 +496,10 @@ class HotFixer:
                 _, source = _module_source(name)
             except (ImportError, OSError) as e:
                 waiting.append(ModuleError(name, f"source file not found ({e})"))
+                continue
+            except Exception as e:  # e.g. its package's __init__ is broken (half unpacked)
+                waiting.append(ModuleError(name, "cannot locate its source: "
+                                                 + describe_exception(e)))
                 continue
             digest = sha256_hex(source)
             if digest == fix.sha256[name]:
@@ -826,7 +832,7 @@ class HotFixer:
                 GAME_CODE.record(name, old)
         self._applied_ids.remove(fix.id)
         self._rolled_back[fix.id] = record
-        self._set_state(fix.id, fix.path, ROLLED_BACK, undo.registry_names)
+        self._set_state(fix.id, fix.path, ROLLED_BACK, sorted(undo.registry_names))
         log.info(
             "hotfix {fix_id} rolled back{recorded}; code version {version}",
             fix_id=fix.id, version=self.code_version(),

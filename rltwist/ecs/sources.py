@@ -96,6 +96,7 @@ class GameCode:
         self.install()
 
     def packages(self) -> frozenset[str]:
+        """The game packages known in this process."""
         return frozenset(self._packages)
 
     def is_game(self, name: str) -> bool:
@@ -151,12 +152,15 @@ class GameCode:
         self._overrides[name] = source
 
     def clear_override(self, name: str) -> None:
+        """Import *name* from its file again (a newer fix replaced it)."""
         self._overrides.pop(name, None)
 
     def override_of(self, name: str) -> bytes | None:
+        """The source *name* is imported from instead of its file, if any."""
         return self._overrides.get(name)
 
     def overrides(self) -> tuple[str, ...]:
+        """Modules imported from an override, sorted."""
         return tuple(sorted(self._overrides))
 
 

@@ -72,7 +72,10 @@ class RoleRegistry(service.Service):
     node must write its online players back before logins resume, or the next login of an
     online player would put it online a second time. A master that has just started knows
     no role nodes yet, so it first waits ``cluster.reregister_wait`` from its start for them
-    to register again. Then it asks, all at once, every role node named in the config and
+    to register again — unless every role node named in the config, and every other one
+    that registered, is a new process (it had not proceeded): nobody can hold players then
+    (a cold start, or the whole cluster restarted), so it goes on at once. Then it asks,
+    all at once, every role node named in the config and
     every one that registered (not down or stopped), each within ``ask_timeout()``; one
     that registers meanwhile is asked in another round. A node that does not answer in time
     (or fails) is marked down: its players are cleared as after a crash, and if it turns
@@ -96,6 +99,10 @@ class RoleRegistry(service.Service):
         # role nodes that wrote their players back in the last write-back this master ran
         # (None: none ran, or one is running)
         self.restored: set[str] | None = None
+        # role nodes that registered with this master as new processes (they hold no
+        # players: logins are refused until is_available is set)
+        self.new_processes: set[str] = set()
+        self.unavailable = False  # the last check found is_available unset
         node.add_ready_hook(self._start)
         self.setServiceParent(node)
 
@@ -125,12 +132,16 @@ class RoleRegistry(service.Service):
         """Seed §11: after a Redis restart ``is_available`` is unset and logins are refused
         until every role node has written its online players back; then set it."""
         if await self.state.get_available():
-            self._wait_logged = False
+            self._wait_logged = self.unavailable = False
             return
+        self.unavailable = True
         assert self.started_at is not None
         left = self.started_at + self.node.config.cluster.reregister_wait - float(
             self.node.reactor.seconds())
-        if left > 0:
+        if left > 0 and self._nobody_holds_players():
+            log.info("master: Redis is_available is unset and every role node registered "
+                     "as a new process (a cold start): no players to wait for")
+        elif left > 0:
             if not self._wait_logged:
                 self._wait_logged = True
                 log.warn("master: Redis is_available is unset (Redis lost its keys); "
@@ -139,6 +150,12 @@ class RoleRegistry(service.Service):
                          left=left)
             return
         await self._write_back()
+
+    def _nobody_holds_players(self) -> bool:
+        configured = {n for n, c in self.node.config.nodes.items() if c.kind == "role"}
+        registered = {n for n, r in self.flow.nodes.items() if r.kind == "role"
+                      and not r.placeholder and r.state not in (DOWN, STOPPED)}
+        return configured <= registered <= self.new_processes
 
     def role_nodes(self) -> list[str]:
         """Role nodes that may hold players: those in the config and those registered,
@@ -197,11 +214,19 @@ class RoleRegistry(service.Service):
                 and record.name not in self.restored)
 
     def registered(self, record: NodeRecord) -> None:
-        if record.kind == "role" and record.client_port is not None:
+        if record.kind != "role":
+            return
+        if record.state == UP:  # it had proceeded: it may hold players
+            self.new_processes.discard(record.name)
+        else:
+            self.new_processes.add(record.name)
+        if record.client_port is not None:
             self._background(self.state.register_role(record.name, record.host,
                                                       record.client_port,
                                                       fresh=record.state != UP),
                              f"record role node {record.name} in Redis")
+        if self.unavailable and self.started_at is not None:
+            self.check_available()  # this may be the one the write-back waits for
 
     def down(self, record: NodeRecord) -> defer.Deferred[Any] | None:
         if record.kind == "role":
