@@ -46,8 +46,10 @@ def armed(environ: dict[str, str] | None = None) -> dict[str, int]:
         item = item.strip()
         if not item:
             continue
-        name, _, nth = item.partition("@")
-        points[name] = int(nth) if nth.isdigit() and int(nth) >= 1 else 1
+        name, sep, nth = item.partition("@")
+        if sep and not (nth.isdigit() and int(nth) >= 1):
+            raise ValueError(f"{ENV_POINTS}: bad occurrence in {item!r} (name or name@N, N >= 1)")
+        points[name.strip()] = int(nth) if sep else 1
     return points
 
 

@@ -15,6 +15,7 @@ from twisted.logger import Logger
 
 from rltwist.ecs.entity import Entity
 from rltwist.protocols import pb
+from rltwist.storage import StaleGeneration
 
 if TYPE_CHECKING:
     from rltwist.nodes.role.gateway import Gateway, GatewayConnection
@@ -86,16 +87,29 @@ class Agent:
         self.players: dict[int, Player] = {}
         self.db = gateway.node.database(ROLEDB)
 
-    async def load(self, userid: int, generation: int) -> Player:
-        """Load the player's entity (a new player gets the defaults) and run its pending
-        data fixes (seed §14: at login)."""
-        stored = await self.db.get_entity(PLAYERS, userid)
-        if stored is not None:
-            entity = Entity.from_doc(stored.doc)
+    async def load(self, userid: int, ticket: int) -> Player:
+        """Claim the player's data for a new generation, then load it (seed §14: data
+        fixes run at login). The generation is ``max(ticket, stored + 1)``: the ticket is
+        the Redis counter drawn at Auth, the stored one survives Redis losing its keys.
+        The claim is a compare-and-set in storage, so it is the arbiter between two
+        instances; the document it returns is the one stored at the claim, after which no
+        older instance can write any more. Raises StaleGeneration when a newer instance
+        claimed meanwhile."""
+        initial = new_player_doc(userid)
+        initial["version"] = self.gateway.datafix_version()
+        generation = ticket
+        for _ in range(3):
+            try:
+                stored = await self.db.claim_generation(PLAYERS, userid, generation, initial)
+                break
+            except StaleGeneration as e:
+                if e.stored is None or e.stored < generation:
+                    raise
+                generation = e.stored + 1  # Redis forgot: continue above what storage has
         else:
-            entity = Entity.from_doc(new_player_doc(userid))
-            entity.version = self.gateway.datafix_version()
-            entity.mark_dirty()
+            raise StaleGeneration(PLAYERS, userid, generation, None)
+        doc = stored.doc if "attrs" in stored.doc else initial  # {}: claimed, never saved
+        entity = Entity.from_doc({**doc, "_id": userid})
         self.gateway.fix_entity(entity)
         player = Player(self, userid, entity, generation, self.gateway.now())
         self.players[userid] = player

@@ -1,11 +1,15 @@
-"""gateway: the role node's client connections and player instances (seed §8 steps 9-10,
-logout; DESIGN.md "Login" 8-9).
+"""gateway: the role node's client connections and the ``gateway`` service (seed §8 steps
+9-10, logout).
 
-Auth checks the one-time secret (one use, expiry), creates the player instance exactly
-once (per-user lock) in agent ``userid mod n_agents``, sets GAME_STEP_FINISH with a fresh
-fencing generation, counts the player online, and tells the player's rolecity, mail and map
-rolecache where it is. Logout (client gone, heartbeat timeout, kick, shutdown) waits for
-the player's in-flight requests (bounded), saves, clears the Redis state and the count.
+This module is the transport (one :class:`GatewayConnection` per game client: Auth first,
+then requests, heartbeats) and the service other nodes call (kick, grants, reregister,
+player info). The flows live one per module: :mod:`~rltwist.nodes.role.auth` (secret,
+generation claim, GAME_STEP_FINISH), :mod:`~rltwist.nodes.role.logout` (final save until
+storage takes it), :mod:`~rltwist.nodes.role.rename` (crash-safe rename) and
+:mod:`~rltwist.nodes.role.transfers` (grants into the player, two steps).
+
+While the node has lost master (``node.writes_allowed`` is False) it answers RETRY_LATER to
+Auth and to every request but heartbeats; once fenced it saves and kicks everyone.
 """
 
 from __future__ import annotations
@@ -18,14 +22,14 @@ from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from rltwist.cluster import ClusterError, RemoteError, Service, handler
-from rltwist.ecs import import_system
-from rltwist.game.errcode import ErrCode
+from rltwist.cluster import ClusterError, Service, handler
 from rltwist.nodes.common.hotfix import hotfix_of, register_online_entities
 from rltwist.nodes.common.keylock import KeyedLock
 from rltwist.nodes.common.saver import Saver
-from rltwist.nodes.common.sharedatad import sharedata
-from rltwist.nodes.role.agent import GONE, LOGGING_OUT, ONLINE, PLAYERS, ROLEDB, Agent, Player
+from rltwist.nodes.role import auth, transfers
+from rltwist.nodes.role import logout as logout_flow
+from rltwist.nodes.role import rename as rename_flow
+from rltwist.nodes.role.agent import LOGGING_OUT, ONLINE, PLAYERS, ROLEDB, Agent, Player
 from rltwist.protocols import pb
 from rltwist.protocols.server import (
     CloseReason,
@@ -33,14 +37,13 @@ from rltwist.protocols.server import (
     ServerProtocol,
     ServerProtocolFactory,
 )
-from rltwist.redis import RedisError, RoleNotRegistered
+from rltwist.redis import RedisError
 
 if TYPE_CHECKING:
     from rltwist.nodes.common.node import Node
 
 log = Logger()
 E = pb.ErrorCode
-role_system = import_system("rltwist.game.rolesystem", service="gateway")
 K = pb.KickReason
 
 
@@ -119,9 +122,13 @@ class Gateway(Service, ServerProtocolFactory):
         self.logouts = Counter("rl_role_logouts", "Logouts by reason", ["reason"],
                                registry=reg)
         self.saver = Saver(
-            node.database(ROLEDB), PLAYERS, self._online_items,
+            node.database(ROLEDB), PLAYERS, self._held_items,
             interval=node.config.storage.save_interval, clock=node.reactor, registry=reg,
             name="role_players", on_stale=self._fenced)
+        self.final_save_retries = Counter(
+            "rl_role_final_save_retries",
+            "Final (logout) saves that failed and were retried; the player is kept meanwhile",
+            registry=reg)
         self.saver.setServiceParent(node)
         self.hotfix = hotfix_of(node)
         register_online_entities("role", lambda: [p.entity for p in self.players.values()
@@ -137,141 +144,54 @@ class Gateway(Service, ServerProtocolFactory):
         p.gateway = self  # type: ignore[attr-defined]
         return p
 
-    # -- Auth -----------------------------------------------------------------------------
+    # -- the flows (one module each) -------------------------------------------------------
 
     async def authenticate(self, conn: GatewayConnection, msg: Any, session: int) -> None:
-        started = time.monotonic()
-        userid = msg.userid
-        me = self.node.name
-        if not self.writes_allowed():
-            self.auths.labels("RETRY_LATER").inc()
-            conn.authenticating = False
-            conn.replyError(session, pb.Auth, E.RETRY_LATER)
-            return
-        try:
-            generation = await self.state.auth_begin(userid, msg.secret, me)
-        except RedisError as e:
-            log.warn("Auth of {userid}: Redis unavailable ({e})", userid=userid, e=e)
-            self.auths.labels("RETRY_LATER").inc()
-            conn.authenticating = False
-            conn.replyError(session, pb.Auth, E.RETRY_LATER)
-            return
-        if not generation:
-            self.auths.labels("BAD_SECRET").inc()
-            conn.replyError(session, pb.Auth, E.BAD_SECRET)
-            conn.closeWithReason("bad_secret", userid=userid)
-            return
-        async with self.user_locks(userid):
-            old = self.players.get(userid)
-            if old is not None:
-                # a second Auth with a fresh secret while the old instance lives here
-                await self.logout(old, "login elsewhere", K.KICK_LOGIN_ELSEWHERE)
-            # the fencing generation was taken atomically (INCR) when login issued the
-            # secret; this instance owns the player's data under it
-            agent = self.agents[userid % len(self.agents)]
-            player = await agent.load(userid, generation)
-            try:
-                finished = await self.state.auth_finish(userid, me, generation)
-            except RoleNotRegistered:
-                finished = False
-            if not finished:
-                agent.forget(player)
-                return self._refuse(conn, session, userid, "a newer login took over")
-            self.players[userid] = player
-            self.online.set(len(self.players))
-            player.conn = conn
-            conn.player = player
-            conn.authenticating = False
-            self._tell_rolecaches(userid, "set")
-        await self._take_grants(player)
-        self.auths.labels("OK").inc()
-        self.auth_latency.observe(time.monotonic() - started)
-        e = player.entity
-        conn.reply(session, pb.Auth.Response(
-            code=E.OK, userid=userid, name=e.get("name", ""), server_id=userid & 0xFFFF,
-            basics=player.basics(), server_time_ms=int(time.time() * 1000)))
-        if not conn.is_open:  # the client left while we were creating the instance
-            self.start_logout(player, "connection lost")
-
-    def writes_allowed(self) -> bool:
-        """False while this node has lost master (it may be fenced off any moment)."""
-        return bool(getattr(self.node, "writes_allowed", True))
-
-    def _refuse(self, conn: GatewayConnection, session: int, userid: int, why: str) -> None:
-        self.auths.labels("RETRY_LATER").inc()
-        log.info("Auth of {userid} refused: {why}", userid=userid, why=why)
-        conn.replyError(session, pb.Auth, E.RETRY_LATER)
-        conn.closeWithReason("auth_refused", userid=userid, why=why)
-
-    def _tell_rolecaches(self, userid: int, what: str) -> None:
-        sid = userid & 0xFFFF
-        for kind in ("rolecity", "mail", "map"):
-            node = f"{kind}{sid}"
-            if node not in self.cluster.addresses:
-                continue
-            try:
-                self.cluster.send(node, "rolecache", what, userid, self.node.name)
-            except ClusterError as e:
-                log.warn("cannot tell {node} rolecache about {userid}: {e}", node=node,
-                         userid=userid, e=e)
-
-    # -- logout ---------------------------------------------------------------------------
+        await auth.authenticate(self, conn, msg, session)
 
     def start_logout(self, player: Player, reason: str, kick: int | None = None) -> None:
         defer.Deferred.fromCoroutine(self.logout(player, reason, kick)).addErrback(
             lambda f: log.failure("logout of {userid} failed", f, userid=player.userid))
 
     async def logout(self, player: Player, reason: str, kick: int | None = None) -> None:
-        """Take *player* offline once; every caller waits for the same logout."""
-        if player.state != ONLINE:
-            if player.state == LOGGING_OUT:
-                done: defer.Deferred[None] = defer.Deferred()
-                player.logout_waiters.append(done)
-                await done
-            return
-        player.state = LOGGING_OUT
-        userid, me = player.userid, self.node.name
-        try:
+        """Take *player* offline once, saving it (retried until storage takes it)."""
+        await logout_flow.logout(self, player, reason, kick)
+
+    async def rename(self, player: Player, name: str) -> int:
+        return await rename_flow.rename(self, player, name)
+
+    async def reconcile_name(self, player: Player) -> None:
+        await rename_flow.reconcile(self, player)
+
+    async def take_transfers(self, player: Player) -> list[str]:
+        return await transfers.take_transfers(self, player)
+
+    def writes_allowed(self) -> bool:
+        """False while this node has lost master (it may be fenced off any moment)."""
+        return bool(self.node.writes_allowed)
+
+    def tell_rolecaches(self, player: Player, what: str) -> None:
+        """Tell the player's birth-region rolecaches where the player is (or no more)."""
+        userid = player.userid
+        sid = userid & 0xFFFF
+        for kind in ("rolecity", "mail", "map"):
+            node = f"{kind}{sid}"
+            if node not in self.cluster.addresses:
+                continue
             try:
-                await self.state.set_logout(userid, me)
-            except RedisError as e:
-                log.warn("logout of {userid}: cannot mark LOGOUT in Redis ({e})",
+                self.cluster.send(node, "rolecache", what, userid, self.node.name,
+                                  player.generation)
+            except ClusterError as e:
+                log.warn("cannot tell {node} rolecache about {userid}: {e}", node=node,
                          userid=userid, e=e)
-            conn = player.conn
-            if conn is not None and conn.is_open:
-                notify = pb.KickNotify(reason=reason, code=kick) if kick is not None else None
-                conn.closeWithReason(CloseReason.KICKED, notify=notify, userid=userid,
-                                     why=reason)
-            try:
-                await player.idle().addTimeout(self.settings.logout_wait, self.node.reactor)
-            except defer.TimeoutError:
-                log.warn("logout of {userid}: {n} requests still running after {t}s; going on",
-                         userid=userid, n=player.inflight, t=self.settings.logout_wait)
-            report = await self.saver.save([(player.entity, player.generation)])
-            if not report.ok:
-                log.warn("logout of {userid}: final save not acknowledged ({report})",
-                         userid=userid, report=report.to_dict())
-            try:
-                await self.state.clear_user(userid, only_if_node=me)
-            except RedisError as e:
-                log.warn("logout of {userid}: cannot clear Redis state ({e})", userid=userid,
-                         e=e)
-            self._tell_rolecaches(userid, "clear")
-        finally:
-            player.state = GONE
-            player.agent.forget(player)
-            if self.players.get(userid) is player:
-                del self.players[userid]
-            self.online.set(len(self.players))
-            self.logouts.labels(reason).inc()
-            waiters, player.logout_waiters = player.logout_waiters, []
-            for w in waiters:
-                w.callback(None)
 
-    # -- persistence, data fixes, game requests ------------------------------------------
+    # -- persistence, data fixes --------------------------------------------------------
 
-    def _online_items(self) -> list[tuple[Any, int]]:
-        return [(p.entity, p.generation) for p in self.players.values() if p.state == ONLINE]
+    def _held_items(self) -> list[tuple[Any, int]]:
+        """What the saver saves: online players and those logging out (their final save
+        may be failing and retried; SIGTERM's final flush must include them)."""
+        return [(p.entity, p.generation) for p in self.players.values()
+                if p.state in (ONLINE, LOGGING_OUT)]
 
     def _fenced(self, entity: Any, error: Exception) -> None:
         """A newer instance of this player owns its data: this copy must go."""
@@ -280,28 +200,6 @@ class Gateway(Service, ServerProtocolFactory):
             log.warn("{userid}: fenced off by a newer instance ({e}); logging this one out",
                      userid=player.userid, e=error)
             self.start_logout(player, "fenced off by a newer login", K.KICK_LOGIN_ELSEWHERE)
-
-    async def _take_grants(self, player: Player) -> dict[str, int]:
-        """Move the player's pending GM grants from its rolecity into the entity. A failure
-        leaves them pending there (taken at the next Auth or grant)."""
-        rolecity = f"rolecity{player.userid & 0xFFFF}"
-        if rolecity not in self.cluster.addresses:
-            return {}
-        try:
-            pending = await self.cluster.call(rolecity, "rolerouter", "call", player.userid,
-                                              "take_grants", timeout=10)
-        except RemoteError as e:
-            if e.kind != "EntityNotFound":
-                log.warn("grants of {userid}: {e}", userid=player.userid, e=e)
-            return {}
-        except ClusterError as e:
-            log.warn("grants of {userid}: {e}", userid=player.userid, e=e)
-            return {}
-        if pending:
-            code = role_system.add_resources(player.entity, pending)
-            log.info("{userid}: took GM grants {pending} ({code})", userid=player.userid,
-                     pending=pending, code=ErrCode(code).name)
-        return pending
 
     def datafix_version(self) -> int:
         """The data version a new player starts at (every fix already applies)."""
@@ -312,41 +210,6 @@ class Gateway(Service, ServerProtocolFactory):
         if report.failed is not None:
             log.warn("data fix of player {id} failed: {failure}", id=entity.id,
                      failure=report.to_dict())
-
-    async def rename(self, player: Player, name: str) -> int:
-        """Rename: name rules from the game tables, uniqueness in the player's region
-        (rolecity's name index), then the entity; answers an ErrorCode."""
-        tables = sharedata().snapshot
-        name = role_system.normalize_name(name)
-        entity = player.entity
-        if name == entity.get("name"):
-            return E.OK
-        if role_system.check_name(name, tables) != ErrCode.OK:
-            return E.NAME_INVALID
-        sid = player.userid & 0xFFFF
-        rolecity = f"rolecity{sid}"
-        if rolecity not in self.cluster.addresses:
-            return E.NOT_AVAILABLE
-        old = entity.get("name") or ""
-        try:
-            if not await self.cluster.call(rolecity, "rolerouter", "reserve_name",
-                                           role_system.name_key(name), player.userid, name,
-                                           timeout=10):
-                return E.NAME_TAKEN
-        except ClusterError as e:
-            log.warn("rename of {userid}: {e}", userid=player.userid, e=e)
-            return E.RETRY_LATER
-        if role_system.rename(entity, name, tables) != ErrCode.OK:
-            return E.NAME_INVALID
-        try:
-            if old:  # freed before the answer: whoever asks next may take it
-                await self.cluster.call(rolecity, "rolerouter", "release_name",
-                                        role_system.name_key(old), player.userid, timeout=10)
-            self.cluster.send(rolecity, "rolerouter", "call", player.userid, "set_name", name)
-        except ClusterError as e:
-            log.warn("rename of {userid}: could not update {node}: {e}", userid=player.userid,
-                     node=rolecity, e=e)
-        return E.OK
 
     def _sweep(self) -> None:
         limit = self.settings.heartbeat_timeout
@@ -373,12 +236,13 @@ class Gateway(Service, ServerProtocolFactory):
         return "kicked"
 
     @handler
-    async def apply_grants(self, userid: int) -> dict[str, int] | None:
-        """rolecity recorded a GM grant for this online player: take it now."""
+    async def apply_grants(self, userid: int) -> list[str] | None:
+        """rolecity recorded a transfer (GM grant) for this online player: take it now;
+        the ids taken, None when the player is not online here (taken at the next Auth)."""
         player = self.players.get(userid)
         if player is None or player.state != ONLINE:
-            return None  # taken at the next Auth instead
-        return await self._take_grants(player)
+            return None
+        return await self.take_transfers(player)
 
     @handler
     def player_info(self, userid: int) -> dict[str, Any] | None:

@@ -13,5 +13,4 @@ def build(node: Node) -> None:
     node.add_ready_hook(gateway.start)
     node.add_shutdown_handler("gateway", gateway.shutdown)
     node.marked_down_hooks.append(gateway.drop_all)
-    if hasattr(node, "add_fence_hook"):  # until node.py has it (one-owner work in progress)
-        node.add_fence_hook(gateway.fence)
+    node.add_fence_hook(gateway.fence)

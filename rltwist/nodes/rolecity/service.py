@@ -219,21 +219,6 @@ class RoleCityActor(Actor):
             crashpoint("before_grant_clear")
         return transfer.confirm(entity, entity.id, generation, ids)
 
-    @action(save=True)
-    def take_grants(self, entity: Entity) -> dict[str, int]:
-        """Previous version's one-step take (role nodes not yet on take_transfers): hands the
-        grants nobody took and deletes them. Remove once no role node calls it."""
-        _migrate_legacy_grants(entity)
-        book = transfer.entries(entity)
-        pending: dict[str, int] = {}
-        for tid, entry in list(book.items()):
-            if entry["kind"] == "grant" and entry.get("taken_by") is None:
-                for res, n in entry["items"].items():
-                    pending[res] = pending.get(res, 0) + n
-                del book[tid]
-                entity.mark_dirty()
-        return pending
-
 
 class RoleRouter(LRURouter):
     """``rolerouter``: routes to the agents, owns the region's name index, and fences what

@@ -1,0 +1,78 @@
+"""Transfers into an online player (GM grants today; gifts, mail attachments and march
+loot later): the role side of the two-step transfer API (rltwist/nodes/common/transfer.py).
+
+``take_transfers`` runs one pull of the player's rolecity ledger through a
+:class:`~rltwist.nodes.common.transfer.Receiver`: take (fenced by the instance's
+generation at rolecity), apply each entry once (the player's inbox remembers applied ids),
+save the player (fenced in storage), then confirm so rolecity deletes them. A crash or
+timeout anywhere leaves the entries at rolecity; the next pull (this instance's next
+grant notification, or the next Auth) resumes and the inbox prevents a double apply.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.logger import Logger
+
+from rltwist.cluster import ClusterError
+from rltwist.ecs import import_system
+from rltwist.ecs.entity import Entity
+from rltwist.game.errcode import ErrCode
+from rltwist.nodes.common.transfer import BadTransfer, Receiver
+
+if TYPE_CHECKING:
+    from rltwist.nodes.role.agent import Player
+    from rltwist.nodes.role.gateway import Gateway
+
+log = Logger()
+role_system = import_system("rltwist.game.rolesystem", service="gateway")
+
+CALL_TIMEOUT = 10.0
+LEDGER = "rolecity"
+
+
+def _apply(entity: Entity, entry: dict[str, Any]) -> None:
+    """Apply one transfer, all or nothing; raising leaves it at the source."""
+    if entry.get("kind") != "grant":
+        raise BadTransfer(f"transfer {entry.get('id')}: unknown kind {entry.get('kind')!r}")
+    code = role_system.add_resources(entity, entry.get("items") or {})
+    if code != ErrCode.OK:
+        raise BadTransfer(f"transfer {entry.get('id')}: {ErrCode(code).name}")
+
+
+receiver = Receiver(LEDGER, _apply, step="grant")
+
+
+async def take_transfers(gw: Gateway, player: Player) -> list[str]:
+    """Pull the player's pending transfers from its rolecity into the entity; the ids
+    applied now. Failures leave them pending there (taken at the next Auth or grant)."""
+    userid, gen = player.userid, player.generation
+    rolecity = f"rolecity{userid & 0xFFFF}"
+    if rolecity not in gw.cluster.addresses or not gw.writes_allowed():
+        return []
+    entity = player.entity
+
+    async def take() -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = await gw.cluster.call(
+            rolecity, "rolerouter", "take_transfers", userid, gen, timeout=CALL_TIMEOUT)
+        return entries
+
+    async def save() -> bool:
+        return (await gw.saver.save([(entity, gen)])).ok
+
+    async def confirm(ids: list[str]) -> int:
+        n: int = await gw.cluster.call(rolecity, "rolerouter", "confirm_transfers", userid,
+                                       gen, ids, timeout=CALL_TIMEOUT)
+        return n
+
+    try:
+        pulled = await receiver.pull(entity, take=take, save=save, confirm=confirm)
+    except (ClusterError, BadTransfer) as e:
+        log.warn("transfers of {userid}: {e}; they stay at {node} for the next pull",
+                 userid=userid, e=e, node=rolecity)
+        return []
+    for entry in pulled.applied:
+        log.info("{userid}: took {kind} {id} {items}", userid=userid, kind=entry["kind"],
+                 id=entry["id"], items=entry["items"])
+    return [e["id"] for e in pulled.applied]
