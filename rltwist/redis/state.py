@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import attrs
 from twisted.logger import Logger
@@ -127,7 +127,7 @@ class OnlineState:
 
     # -- login ----------------------------------------------------------------------------
 
-    async def login_begin(self, openid: str, ttl_ms: int) -> str | bool | None:
+    async def login_begin(self, openid: str, ttl_ms: int) -> str | Literal[False] | None:
         """Login steps in one round trip: Redis available? then the openid's lock.
 
         Returns the lock token, False when ``is_available`` is unset (after a Redis

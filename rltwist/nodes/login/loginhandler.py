@@ -140,6 +140,7 @@ class LoginHandler:
 
     def _answer(self, userid: int, user: UserState | None, done: Assignment,
                 evict: bool) -> Any:
+        """The Login answer for what ``login_assign`` did; raises LoginFailed if nothing."""
         if done.ok:
             assert done.role is not None
             return pb.Login.Response(code=E.OK, userid=userid, host=done.role.host,
@@ -148,10 +149,12 @@ class LoginHandler:
             raise LoginFailed(E.NOT_AVAILABLE, "no role node is up")
         if done.outcome == HELD and evict:
             assert user is not None
-            why = f"{user.node} is unreachable but still registered (master has not marked it down)"
+            why = (f"{user.node} is unreachable but still registered (master has not "
+                   "marked it down)")
         else:
             read = "no state" if user is None else f"{user.state} on {user.node}"
-            why = f"the login state of {userid} changed since it was read ({read}): {done.outcome}"
+            why = (f"the login state of {userid} changed since it was read ({read}): "
+                   f"{done.outcome}")
         raise LoginFailed(E.RETRY_LATER, why)
 
     async def _kick(self, userid: int, node: str) -> bool:
@@ -182,8 +185,9 @@ class LoginHandler:
         if not self.settings.sdk_url:
             return check_dev_token(self.settings.dev_sdk_secret, openid, token)
         url = self.settings.sdk_url
+        headers: dict[bytes | str, list[bytes | str]] = {"Content-Type": ["application/json"]}
         d = treq.post(url, data=json.dumps({"openid": openid, "token": token}).encode(),
-                      headers={"Content-Type": ["application/json"]}, pool=self.pool)
+                      headers=headers, pool=self.pool)
         try:
             response = await d.addTimeout(self.settings.sdk_timeout, self.node.reactor)
             body = await _read_bounded(response, SDK_MAX_BODY).addTimeout(
@@ -221,11 +225,17 @@ class _BoundedBody(protocol.Protocol):
         self.limit = limit
         self.parts: list[bytes] = []
         self.size = 0
+        self.producer: Any = None
         self.done: defer.Deferred[bytes] = defer.Deferred(lambda _: self._abort())
 
+    def makeConnection(self, transport: Any) -> None:
+        # a response body's transport is a producer; stopping it closes the connection
+        self.producer = transport
+        super().makeConnection(transport)
+
     def _abort(self) -> None:
-        if self.transport is not None:
-            self.transport.stopProducing()
+        if self.producer is not None:
+            self.producer.stopProducing()
 
     def refuse(self, size: int) -> None:
         """Fail with _BodyTooLarge and stop the transfer (the connection closes)."""
