@@ -16,6 +16,13 @@ gate). "The gateway accepts requests" is: ``auth_finish`` returned True and the 
 has not been kicked since; nothing else fences an instance in this model, so the Redis
 scripts alone must keep the invariant.
 
+The faults are a third actor whose steps land between any two others: the login lock
+expiring (its key deleted), Redis losing everything (FLUSHALL, then master's
+reregister-and-set-``is_available`` as a later step), role1 cut off and then marked down
+by master; and kicks that fail with LinkLost. On the scripts before issue 10 (commit
+7aa08ad, the same schedules through an adapter for the new method signatures) 2,488 of
+15,522 schedules put the player on two role nodes or two accepting gateways.
+
 The schedules are explored depth first by re-execution: each run follows a prefix of
 choices (which waiting actor goes next), then takes the first choice; the next prefix
 bumps the last choice that had an alternative. Redis is flushed and rebuilt before each
