@@ -75,13 +75,13 @@ class RoleRegistry(service.Service):
     to register again — unless every role node named in the config, and every other one
     that registered, is a new process (it had not proceeded): nobody can hold players then
     (a cold start, or the whole cluster restarted), so it goes on at once. Then it asks,
-    all at once, every role node named in the config and
-    every one that registered (not down or stopped), each within ``ask_timeout()``; one
-    that registers meanwhile is asked in another round. A node that does not answer in time
-    (or fails) is marked down: its players are cleared as after a crash, and if it turns
-    out to be alive it is told to drop them. Then ``is_available`` is set. A role node that
-    had already proceeded and registers only after that write-back was left out of it:
-    it is told to drop what it holds too.
+    all at once, every role node named in the config and every one that registered (not
+    down or stopped), each within ``ask_timeout()``; one that registers meanwhile is asked
+    in another round. A node that does not answer in time (or fails) is marked down: its
+    players are cleared as after a crash, and if it turns out to be alive it is told to
+    drop them. Then ``is_available`` is set. A role node that had already proceeded and
+    registers only after that write-back was left out of it: it is told to drop what it
+    holds too.
     """
 
     def __init__(self, node: Node, flow: Masterflow) -> None:
