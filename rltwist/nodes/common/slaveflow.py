@@ -14,8 +14,9 @@ Losing master (issue 10 item 5). Master marks a node down when it has not receiv
 heartbeat for ``heartbeat_misses`` x ``heartbeat_interval``; a role node's players are then
 cleared and may log in elsewhere. So the node refuses writes (``writes_allowed`` False,
 clients get RETRY_LATER) once the last heartbeat master answered was *sent* longer ago than
-that bound: it was received no earlier than it was sent, so the node always stops before
-master can mark it down. When master answers again, writes resume. Only after
+that bound: it was received no earlier than it was sent, so the node stops no later than
+master can mark it down (same clock rate assumed). When master answers again, writes
+resume. Only after
 ``fence_after`` without master does the node run its fence hooks (a role node saves and
 kicks its players), once; a master restarted within ``fence_after`` kicks nobody. A
 "was_down" answer (master had marked this node down while it was alive) runs the
