@@ -16,10 +16,9 @@ cleared and may log in elsewhere. So the node refuses writes (``writes_allowed``
 clients get RETRY_LATER) once the last heartbeat master answered was *sent* longer ago than
 that bound: it was received no earlier than it was sent, so the node stops no later than
 master can mark it down (same clock rate assumed). When master answers again, writes
-resume. Only after
-``fence_after`` without master does the node run its fence hooks (a role node saves and
-kicks its players), once; a master restarted within ``fence_after`` kicks nobody. A
-"was_down" answer (master had marked this node down while it was alive) runs the
+resume. Only after ``fence_after`` without master does the node run its fence hooks (a role
+node saves and kicks its players), once; a master restarted within ``fence_after`` kicks
+nobody. A "was_down" answer (master had marked this node down while it was alive) runs the
 marked-down hooks; writes stay refused until they finished. Both kinds of hooks run beside
 the heartbeat loop, never inside it, so a slow hook cannot make the node miss heartbeats.
 """
