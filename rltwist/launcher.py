@@ -8,6 +8,7 @@ stopped by PID only (SIGTERM, then SIGKILL after a bound).
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import sys
@@ -32,11 +33,27 @@ class LaunchError(Exception):
     """A node did not start or stop as expected; the message says which and why."""
 
 
+#: ports handed to nodes come from below Linux's default ephemeral range (32768-60999), so
+#: the outgoing connections of other processes cannot take a node's port while it restarts
+PORT_RANGE = (20000, 32000)
+
+
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """*count* distinct TCP ports that were free on *host* a moment ago."""
-    socks = []
+    """*count* distinct TCP ports that were free on *host* a moment ago, chosen at random
+    from PORT_RANGE (outside the ephemeral range; the OS's choice if that range is full)."""
+    socks: list[socket.socket] = []
     try:
-        for _ in range(count):
+        for port in random.sample(range(*PORT_RANGE), min(2000, PORT_RANGE[1] - PORT_RANGE[0])):
+            if len(socks) == count:
+                break
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.bind((host, port))
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
+        while len(socks) < count:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.bind((host, 0))
             socks.append(s)

@@ -70,10 +70,11 @@ def find_redis_server() -> str:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port that is free on ``host`` right now (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """Return a TCP port that is free on ``host`` right now, outside the ephemeral range
+    (see :func:`rltwist.launcher.free_ports`), so a Redis restarted on it finds it free."""
+    from rltwist.launcher import free_ports
+
+    return free_ports(1, host)[0]
 
 
 def _probe_reply(buf: bytes) -> tuple[bool, int | None]:
