@@ -52,14 +52,10 @@ from rltwist.protocols import (
 from rltwist.protocols.registry import MAX_MESSAGE_ID, declared_id
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("RLTWIST_SHARED", REPO.parent / "shared"))
-VECTORS = SHARED / "vectors" / "client_framing.json"
+VECTORS = Path(__file__).parent / "vectors" / "client_framing.json"
 
 
 def load_vectors() -> list[dict[str, Any]]:
-    if not VECTORS.exists():
-        raise AssertionError(f"test vectors not found at {VECTORS}; the shared/ folder must sit "
-                             "beside the repository or RLTWIST_SHARED must point at it")
     cases: list[dict[str, Any]] = json.loads(VECTORS.read_text())["cases"]
     return cases
 
@@ -103,7 +99,7 @@ LOGIN = pb.Login(openid="player-1", token="t", device_id="d", os="ios", server_i
 
 
 class FramingVectorTests(unittest.TestCase):
-    """Every case of shared/vectors/client_framing.json, both directions."""
+    """Every case of tests/vectors/client_framing.json, both directions."""
 
     def test_every_vector_with_a_frame_encodes_to_exactly_those_bytes(self) -> None:
         checked = 0
