@@ -255,7 +255,7 @@ class Sender:
         self.out_bytes = size
         self.limit = 0 if queue else self.high_water
         if batch:
-            self.link.transport.writeSequence(batch)  # type: ignore[union-attr]
+            self.write(b"".join(batch))  # see AgentLink.frames: cheaper than writeSequence
 
     # -- replies -------------------------------------------------------------------------
 
