@@ -29,6 +29,7 @@ from rltwist.chaos import records
 from rltwist.chaos.bots import ChaosBot, Env, probe_login
 from rltwist.chaos.harness import Harness
 from rltwist.chaos.ledger import FAILED, OK, UNKNOWN, Ledger, Loss, Observed, summarize
+from rltwist.config import parse_node_name
 
 ROLE_BOUND = 10.0  # s: players back online after a role node death
 REDIS_BOUND = 10.0  # s: logins working again after Redis is back
@@ -66,7 +67,7 @@ def kill_restart(name: str, down: float = 2.0) -> Fault:
         await h.sleep(down)
         await h.restart(name)
         ref: dict[str, Any] = {"t0": t0, "t_end": time.monotonic()}
-        if name.startswith("role"):
+        if parse_node_name(name)[0] == "role":
             ref["role"], ref["affected"] = name, affected
         return ref
     return Fault(f"kill -9 {name}", inject, f"SIGKILL {name}, restart it {down:g}s later")
@@ -104,7 +105,7 @@ def freeze(name: str, seconds: float) -> Fault:
         await h.sleep(seconds)
         h.thaw(name)
         ref: dict[str, Any] = {"t0": t0, "t_end": time.monotonic()}
-        if name.startswith("role"):
+        if parse_node_name(name)[0] == "role":
             ref["role"], ref["affected"] = name, affected
         return ref
     return Fault(f"SIGSTOP {name} {seconds:g}s", inject, f"freeze {name} for {seconds:g}s")

@@ -157,8 +157,8 @@ class _Link(Protocol):
                     return
                 # anything that came behind the handshake is frames; the old decoder holds it
             self.frames(unpacker)
-        except (ProtocolViolation, ValueError, TypeError, IndexError, msgpack.UnpackException,
-                msgpack.BufferFull) as e:
+        except (ProtocolViolation, ValueError, TypeError, IndexError, KeyError,
+                msgpack.UnpackException, msgpack.BufferFull) as e:  # KeyError: a map frame
             self.close_with_reason(f"protocol violation: {type(e).__name__}: {e}")
 
     def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
