@@ -61,10 +61,35 @@ class Harness:
                                reactor=self.reactor)
         await self.start_nodes(self.names)
 
+    async def wait_roles_in_pick(self, bound: float = 30.0) -> None:
+        """Wait until every role node is in Redis' least-loaded pick (else the first
+        players all land on the first role node that registered there)."""
+        from rltwist.redis import OnlineState, RedisClient
+
+        assert self.redis is not None
+        client = RedisClient(self.redis.url, prefix="chaos:")
+        await client.connect()
+        try:
+            state = OnlineState(client)
+            want = set(self.kind_nodes("role"))
+            deadline = time.monotonic() + bound
+            while True:
+                have = {r.node for r in await state.list_roles()}
+                if want <= have and await state.get_available():
+                    return
+                if time.monotonic() > deadline:
+                    raise LaunchError(f"role nodes not in the Redis pick within {bound:g}s: "
+                                      f"{sorted(want - have)} (logins available: "
+                                      f"{await state.get_available()})")
+                await self.sleep(0.1)
+        finally:
+            await client.disconnect()
+
     async def start_nodes(self, names: Sequence[str]) -> None:
         lc = self.cluster
         await lc.start(*names, ready_timeout=90)
         await lc.wait_up(names, timeout=60)
+        await self.wait_roles_in_pick()
 
     @property
     def cluster(self) -> LocalCluster:
@@ -127,7 +152,7 @@ class Harness:
     async def kill_redis(self) -> float:
         assert self.redis is not None and self.redis.pid is not None
         os.kill(self.redis.pid, signal.SIGKILL)
-        while self.redis.running and _alive(self.redis.pid):
+        while self.redis.running:
             await self.sleep(0.02)
         return time.monotonic()
 
@@ -189,17 +214,3 @@ class Harness:
                 "redis": self.redis.url if self.redis else None,
                 "settings": json.loads(json.dumps(self.overrides))}
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie (killed, not yet reaped) is as good as dead here
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return False
