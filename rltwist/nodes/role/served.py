@@ -49,7 +49,8 @@ def served_until(gw: Gateway) -> float:
     """The monotonic time up to which this node could act for a player it takes offline
     now: now, or when it began refusing writes for lack of master (see module doc)."""
     now = time.monotonic()
-    if gw.writes_allowed():
+    allowed = getattr(gw, "writes_allowed", None)
+    if allowed is None or allowed():
         return now
     flow = getattr(gw.node, "slaveflow", None)
     last = getattr(flow, "last_answer", None)
@@ -63,5 +64,10 @@ def served_until(gw: Gateway) -> float:
 
 def ended(gw: Gateway, player: Player) -> None:
     """Record that this node stopped serving *player* (call when it leaves online)."""
+    try:
+        until = served_until(gw)
+    except Exception:  # a record must never stop a logout
+        log.failure("served_until for {userid}", userid=player.userid)
+        until = time.monotonic()
     log.info(END_FORMAT, userid=player.userid, generation=player.generation,
-             node=gw.node.name, t=served_until(gw))
+             node=gw.node.name, t=until)
