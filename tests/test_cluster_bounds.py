@@ -311,6 +311,13 @@ class OneSender(unittest.TestCase):
         self.assertEqual(self.a.stats.late_replies, 1)
         self.assertEqual(self.successResultOf(self.a.call("a", "echo", "ping", 5)), 5)
 
+    def test_a_call_to_this_node_still_waiting_at_stop_fails(self) -> None:
+        self.make()
+        d = self.a.call("a", "echo", "hang", timeout=60.0)
+        self.a.stopService()
+        self.failureResultOf(d, NodeUnreachable)
+        self.assertEqual(self.clock.getDelayedCalls(), [], "the deadline timer was left")
+
     # -- item 6: after stopService ----------------------------------------------------------
 
     def test_calls_after_stop_fail_at_once_and_nothing_reconnects(self) -> None:
