@@ -55,7 +55,11 @@ class Soak:
         self.active = max(1, round(players * active)) if active > 0 else 0
         self.warmup = warmup if warmup is not None else max(30.0, self.seconds / 10)
         self.h = Harness(reactor, run_dir, regions=1, roles=2, logins=2, say=say,
-                         overrides={"role": {"heartbeat_timeout": 60.0}})
+                         overrides={"role": {"heartbeat_timeout": 60.0},
+                                    # etc/cluster.toml's heartbeats, not the chaos run's
+                                    # faster ones: a login storm delays them
+                                    "cluster": {"heartbeat_interval": 1.0,
+                                                "heartbeat_misses": 3}})
 
     def sleep(self, s: float) -> defer.Deferred[None]:
         return task.deferLater(self.reactor, s)
