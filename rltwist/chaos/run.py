@@ -176,7 +176,10 @@ class Run:
         self.bots = [ChaosBot(env, i, f"chaos-{token}-{i}", 1 + i % h.regions)
                      for i in range(self.n_bots)]
         for b in self.bots:
+            # staggered: logins that all land at once read the same online counts and
+            # pick the same role node (the pick counts a player only after its Auth)
             b.start()
+            await h.sleep(0.05)
         probe = defer.Deferred.fromCoroutine(self._probe_loop(token))
         gm = defer.Deferred.fromCoroutine(self._gm_loop())
         try:
