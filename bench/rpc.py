@@ -38,6 +38,7 @@ from rltwist.cli import react_main
 from rltwist.cluster import Cluster
 from rltwist.config import load_config
 from rltwist.launcher import LocalCluster, free_ports
+from rltwist.stats import percentile
 
 ROWS = [("call", 50, 1), ("call", 50, 100), ("call", 4096, 1), ("call", 4096, 100),
         ("send", 50, 100), ("send", 4096, 100)]
@@ -209,10 +210,7 @@ def fmt_load(load: tuple[float, float, float]) -> str:
 
 
 def pct(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    return values[min(len(values) - 1, int(p / 100 * len(values)))]
+    return percentile(values, p) if values else None
 
 
 async def start_floor(run_dir: str) -> tuple[Any, floor.FloorClient]:
