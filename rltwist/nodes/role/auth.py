@@ -81,6 +81,7 @@ async def authenticate(gw: Gateway, conn: GatewayConnection, msg: Any, session: 
         player.conn = conn
         conn.player = player
         conn.authenticating = False
+        conn.handshakeDone()
         gw.tell_rolecaches(player, "set")
         await gw.reconcile_name(player)
     await gw.take_transfers(player)

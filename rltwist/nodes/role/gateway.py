@@ -105,7 +105,7 @@ class Gateway(Service, ServerProtocolFactory):
     protocol = GatewayConnection
 
     def __init__(self, node: Node) -> None:
-        ServerProtocolFactory.__init__(self)
+        ServerProtocolFactory.__init__(self, limits=node.config.client, clock=node.reactor)
         self.node = node
         self.settings = node.config.role
         self.state = node.redis_state()
@@ -139,9 +139,10 @@ class Gateway(Service, ServerProtocolFactory):
     def now(self) -> float:
         return float(self.node.reactor.seconds())
 
-    def buildProtocol(self, addr: Any) -> ServerProtocol:
+    def buildProtocol(self, addr: Any) -> ServerProtocol | None:
         p = ServerProtocolFactory.buildProtocol(self, addr)
-        p.gateway = self  # type: ignore[attr-defined]
+        if p is not None:  # None: refused (connection caps)
+            p.gateway = self  # type: ignore[attr-defined]
         return p
 
     # -- the flows (one module each) -------------------------------------------------------
