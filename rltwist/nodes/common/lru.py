@@ -13,8 +13,9 @@ Dirty entities are saved by the group's :class:`~rltwist.nodes.common.saver.Save
 
 Reaching an entity from any node::
 
-    await cluster.call("rolecity1", "rolerouter", "call", userid, "add_resources", {"gold": 5})
-    await lru_call(cluster, rolecity_node(userid), "rolerouter", userid, "get")   # same
+    await cluster.call(cluster.rolecity_node(userid), "rolerouter", "call", userid,
+                       "add_resources", {"gold": 5})
+    await lru_call(cluster, cluster.rolecity_node(userid), "rolerouter", userid, "get")  # same
 
 Errors come back as ``RemoteError`` kinds: ``UnknownAction`` (no such business method),
 ``EntityNotFound`` (an action on an id that does not exist and may not be created here,

@@ -33,10 +33,6 @@ def make_userid(seq: int, server_id: int) -> int:
     return seq << 16 | server_id
 
 
-def birth_region(userid: int) -> int:
-    return userid & 0xFFFF
-
-
 class Account(Service):
     name = "account"
 

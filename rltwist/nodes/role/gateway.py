@@ -172,12 +172,13 @@ class Gateway(Service, ServerProtocolFactory):
         return bool(self.node.writes_allowed)
 
     def tell_rolecaches(self, player: Player, what: str) -> None:
-        """Tell the player's birth-region rolecaches where the player is (or no more)."""
+        """Tell the rolecaches that reach the player (its rolecity and mail, the map of its
+        city) where the player is (or no more)."""
         userid = player.userid
-        sid = userid & 0xFFFF
-        for kind in ("rolecity", "mail", "map"):
-            node = f"{kind}{sid}"
-            if node not in self.cluster.addresses:
+        cluster = self.cluster
+        for node in (cluster.rolecity_node(userid), cluster.mail_node(userid),
+                     cluster.map_node(player.mapid)):
+            if node not in cluster.addresses:
                 continue
             try:
                 self.cluster.send(node, "rolecache", what, userid, self.node.name,
