@@ -71,7 +71,9 @@ from rltwist.cli import react_main
 from rltwist.launcher import LocalCluster
 from rltwist.redis import OnlineState, RedisClient, RedisServer
 
-NODES = ("master", "logiccenter", "role1", "role2", "login1")
+# rolecity1: new players are born only in a region the cluster has (and its rolecache hears
+# of every Auth and logout, as in a real cluster)
+NODES = ("master", "logiccenter", "rolecity1", "role1", "role2", "login1")
 ROLES = ("role1", "role2")
 SDK_SECRET = "bench-dev-sdk-secret"
 PREFIX = "bench:"

@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 log = Logger()
 E = pb.ErrorCode
 K = pb.KickReason
+#: ``rl_role_logouts_total`` labels of kicks by code (the kick's text is free)
+KICK_LABELS = {K.KICK_LOGIN_ELSEWHERE: "login elsewhere", K.KICK_GM: "gm kick"}
+MAX_KICK_TEXT = 200
 
 
 class GatewayConnection(ServerProtocol):
@@ -154,9 +157,10 @@ class Gateway(Service, ServerProtocolFactory):
         defer.Deferred.fromCoroutine(self.logout(player, reason, kick)).addErrback(
             lambda f: log.failure("logout of {userid} failed", f, userid=player.userid))
 
-    async def logout(self, player: Player, reason: str, kick: int | None = None) -> None:
+    async def logout(self, player: Player, reason: str, kick: int | None = None,
+                     notice: str | None = None) -> None:
         """Take *player* offline once, saving it (retried until storage takes it)."""
-        await logout_flow.logout(self, player, reason, kick)
+        await logout_flow.logout(self, player, reason, kick, notice)
 
     async def rename(self, player: Player, name: str) -> int:
         return await rename_flow.rename(self, player, name)
@@ -225,8 +229,12 @@ class Gateway(Service, ServerProtocolFactory):
     # -- handlers other nodes call ------------------------------------------------------
 
     @handler
-    async def kick(self, userid: int, reason: str) -> str:
-        """Log *userid* out (login elsewhere, GM): "kicked", "absent" or "logging_out"."""
+    async def kick(self, userid: int, reason: str,
+                   code: int = K.KICK_LOGIN_ELSEWHERE) -> str:
+        """Log *userid* out (login elsewhere, GM), telling the client ``KickNotify{reason,
+        code}`` (a ``KickReason``): "kicked", "absent" or "logging_out"."""
+        if isinstance(code, bool) or code not in K.values():
+            raise ValueError(f"kick code {code!r} is not a KickReason")
         player = self.players.get(userid)
         if player is None:
             # not here: drop a stale Redis state that still names this node
@@ -234,7 +242,9 @@ class Gateway(Service, ServerProtocolFactory):
             return "absent"
         if player.state != ONLINE:
             return "logging_out"
-        await self.logout(player, reason, K.KICK_LOGIN_ELSEWHERE)
+        # the text goes to the client; the logout is counted under a fixed label
+        label = KICK_LABELS.get(code, "kick")
+        await self.logout(player, label, code, notice=str(reason)[:MAX_KICK_TEXT])
         return "kicked"
 
     @handler
