@@ -125,6 +125,11 @@ class Bodies(GMCase):
         self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer)
         self.assertIn(b'"error": "body_too_large"', answer)
         self.assertEqual(self.node.cluster.calls, [])
+        # as curl asks for a large body: refused, and not told to go ahead
+        answer = await self.raw(_head("/call", f"Content-Length: {MAX_BODY + 1}\r\n"
+                                      "Expect: 100-continue\r\n"))
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer)
+        self.assertNotIn(b"100 Continue", answer)
 
     async def test_a_chunked_body_is_refused_once_it_passes_the_bound(self) -> None:
         chunk = b"x" * 65536

@@ -108,6 +108,8 @@ class BoundedRequest(Request):
     def _refuse(self, size: int) -> None:
         self._refused = True
         self.content = BytesIO()
+        # curl sends "Expect: 100-continue" for large bodies: no "go ahead" after the 413
+        self.requestHeaders.removeHeader(b"Expect")
         body = json.dumps({"error": "body_too_large", "message": f"request body of "
                            f"{size} bytes or more is over {self.max_body} bytes"}).encode()
         log.warn("GM request from {peer} refused: body of {size} bytes or more (limit "
