@@ -4,8 +4,8 @@ online players.
     python bench/login.py [--quick] [--online N] [--bots K] [--storms R] [--concurrency C]
                           [--bot-procs P] [--heartbeat S] [--profile DIR] [--json PATH]
 
-Everything runs on this machine: a private redis-server, master, logiccenter, role1,
-role2 and login1 as twistd processes (``rltwist.launcher.LocalCluster``), and the bots as
+Everything runs on this machine: a private redis-server, master, logiccenter, rolecity1
+(new players are born in region 1), role1, role2 and login1 as twistd processes (``rltwist.launcher.LocalCluster``), and the bots as
 separate ``rl-bot`` processes (``python -m rltwist.bot``, split with ``--first`` when
 ``--bot-procs`` > 1), so the bots' CPU is visible and accounted for apart from the nodes'.
 
