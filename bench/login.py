@@ -5,9 +5,10 @@ online players.
                           [--bot-procs P] [--heartbeat S] [--profile DIR] [--json PATH]
 
 Everything runs on this machine: a private redis-server, master, logiccenter, rolecity1
-(new players are born in region 1), role1, role2 and login1 as twistd processes (``rltwist.launcher.LocalCluster``), and the bots as
-separate ``rl-bot`` processes (``python -m rltwist.bot``, split with ``--first`` when
-``--bot-procs`` > 1), so the bots' CPU is visible and accounted for apart from the nodes'.
+(new players are born in region 1), role1, role2 and login1 as twistd processes
+(``rltwist.launcher.LocalCluster``), and the bots as separate ``rl-bot`` processes
+(``python -m rltwist.bot``, split with ``--first`` when ``--bot-procs`` > 1), so the bots'
+CPU is visible and accounted for apart from the nodes'.
 
 Runs, in order (each bot logs in and auths, then holds its session, heartbeating, until
 the run is measured; then the bots are released and the run waits until Redis counts no

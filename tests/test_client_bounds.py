@@ -186,6 +186,24 @@ class Bounds(unittest.TestCase):
         self.assertEqual(pushes(transport), [pb.KickNotify(reason="x")])  # no notice: unread
 
 
+    def test_a_close_notice_that_overflows_the_buffer_is_one_slow_reader_close(self) -> None:
+        class Full(StringTransport):
+            """A transport whose buffer is over its bound: every write pauses."""
+
+            def write(self, data: bytes) -> None:
+                super().write(data)
+                if self.producer is not None:
+                    self.producer.pauseProducing()
+
+        factory = self.factory()
+        server = factory.buildProtocol(IPv4Address("TCP", "10.0.0.1", 1))
+        assert server is not None
+        server.makeConnection(Full())
+        server.closeWithReason(CloseReason.REQUEST_BEFORE_AUTH)
+        self.assertEqual(factory.closes, {"slow_reader": 1})
+        self.assertEqual(server.close_reason, CloseReason.SLOW_READER)
+
+
 class ConfigKeys(unittest.TestCase):
     BASE: dict[str, Any] = {
         "cluster": {"secret": "s" * 8}, "master": {"gm_token": "t" * 8},

@@ -216,11 +216,6 @@ class ServerProtocol(Protocol):
         if timer is not None and timer.active():
             timer.cancel()
 
-    @property
-    def handshake_pending(self) -> bool:
-        """True until ``handshakeDone`` (or the close)."""
-        return self._handshake_timer is not None
-
     def dataReceived(self, data: bytes) -> None:
         if not self._open:
             return
@@ -364,6 +359,8 @@ class ServerProtocol(Protocol):
             notify = self.protocolErrorNotice(reason)
         if notify is not None:
             self.push(notify)
+            if not self._open:
+                return  # the notice itself passed max_outbound: closed as slow_reader
         self._open = False
         self._cancel_timers()
         self.close_reason = str(reason)
@@ -427,10 +424,10 @@ class ServerProtocolFactory(ServerFactory):
         return protocol
 
     def _refuse(self, reason: RefuseReason, addr: IAddress | None, limit: int) -> None:
-        # Returning None makes the listening port close the socket at once.
+        """Count a refusal; returning None makes the listening port close the socket."""
         self.refused[reason] += 1
-        if self.refused[reason] & (self.refused[reason] - 1) == 0:  # 1, 2, 4, 8 ...: a
-            # flood of refusals must not become a flood of log lines
+        n = self.refused[reason]
+        if n & (n - 1) == 0:  # logged the 1st, 2nd, 4th, 8th ... time: no log flood
             self.log.warn("refusing client connection from {peer}: {reason} (limit "
                           "{limit}; {n} refused so far)", peer=addr, reason=str(reason),
                           limit=limit, n=self.refused[reason])
