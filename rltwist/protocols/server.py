@@ -179,12 +179,12 @@ class ServerProtocol(Protocol):
         self.peer = self.transport.getPeer() if self.transport is not None else None
         self._handshake_timer = self.clock.callLater(
             self.limits.handshake_timeout, self._timed_out, CloseReason.HANDSHAKE_TIMEOUT)
-        register = getattr(self.transport, "registerProducer", None)
-        if register is not None:
-            if hasattr(self.transport, "bufferSize"):  # Twisted's FileDescriptor
-                self.transport.bufferSize = self.limits.max_outbound
+        transport: Any = self.transport  # a consumer too (TCP, StringTransport)
+        if hasattr(transport, "registerProducer"):
+            if hasattr(transport, "bufferSize"):  # Twisted's FileDescriptor
+                transport.bufferSize = self.limits.max_outbound
             self._meter = _OutboundMeter(self)
-            register(self._meter, True)
+            transport.registerProducer(self._meter, True)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._open = False
@@ -372,7 +372,7 @@ class ServerProtocol(Protocol):
         if self._meter is not None:
             # a paused producer would keep the transport from ever closing
             self._meter = None
-            self.transport.unregisterProducer()
+            cast(Any, self.transport).unregisterProducer()
         if abort:
             getattr(self.transport, "abortConnection", self.transport.loseConnection)()
         else:
@@ -409,10 +409,12 @@ class ServerProtocolFactory(ServerFactory):
         limits = self.limits
         host = getattr(addr, "host", None)
         if self.open_connections >= limits.max_connections:
-            return self._refuse(RefuseReason.MAX_CONNECTIONS, addr, limits.max_connections)
+            self._refuse(RefuseReason.MAX_CONNECTIONS, addr, limits.max_connections)
+            return None
         per_ip = limits.max_connections_per_ip
         if per_ip and host is not None and self.per_host[host] >= per_ip:
-            return self._refuse(RefuseReason.MAX_CONNECTIONS_PER_IP, addr, per_ip)
+            self._refuse(RefuseReason.MAX_CONNECTIONS_PER_IP, addr, per_ip)
+            return None
         protocol = self.protocol(self.handler, registry=self.registry, closes=self.closes,
                                  limits=limits, clock=self.clock)
         protocol.factory = self
@@ -424,14 +426,14 @@ class ServerProtocolFactory(ServerFactory):
         return protocol
 
     def _refuse(self, reason: RefuseReason, addr: IAddress | None, limit: int) -> None:
-        """Count a refusal; returning None makes the listening port close the socket."""
+        """Count a refusal (``buildProtocol`` then returns None: the listening port closes
+        the socket at once)."""
         self.refused[reason] += 1
         n = self.refused[reason]
         if n & (n - 1) == 0:  # logged the 1st, 2nd, 4th, 8th ... time: no log flood
             self.log.warn("refusing client connection from {peer}: {reason} (limit "
                           "{limit}; {n} refused so far)", peer=addr, reason=str(reason),
                           limit=limit, n=self.refused[reason])
-        return None
 
     def connectionClosed(self, protocol: ServerProtocol) -> None:
         """A connection this factory built went away: it no longer counts."""

@@ -31,8 +31,8 @@ class ClientPortCollector(Collector):
         refused = CounterMetricFamily(
             "rl_client_refused", "Client connections refused at accept, by reason "
             "(client.max_connections, client.max_connections_per_ip)", labels=["reason"])
-        for reason in RefuseReason:
-            refused.add_metric([reason.value], f.refused.get(reason.value, 0))
+        for refuse in RefuseReason:
+            refused.add_metric([refuse.value], f.refused.get(refuse.value, 0))
         yield refused
         closes = CounterMetricFamily(
             "rl_client_closes", "Client connections closed by the server, by reason",

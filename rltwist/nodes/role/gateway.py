@@ -46,7 +46,8 @@ log = Logger()
 E = pb.ErrorCode
 K = pb.KickReason
 #: ``rl_role_logouts_total`` labels of kicks by code (the kick's text is free)
-KICK_LABELS = {K.KICK_LOGIN_ELSEWHERE: "login elsewhere", K.KICK_GM: "gm kick"}
+KICK_LABELS: dict[int, str] = {K.KICK_LOGIN_ELSEWHERE: "login elsewhere",
+                               K.KICK_GM: "gm kick"}
 MAX_KICK_TEXT = 200
 
 
