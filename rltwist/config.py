@@ -168,6 +168,8 @@ class LoginSettings:
     handlers: int = 4
     sdk_url: str = ""  # empty: verify dev tokens in-process
     sdk_timeout: float = 5.0
+    #: idle HTTP connections to the SDK kept per login node (a burst of logins reuses them)
+    sdk_connections: int = 256
     dev_sdk_secret: str = DEV_SDK_SECRET
     lock_ttl: float = 10.0
     secret_ttl: float = 60.0
@@ -445,6 +447,8 @@ def config_from_dict(data: Mapping[str, Any], path: str = "<config>") -> Config:
                         why='must be "" or an http(s) URL'),
         sdk_timeout=r.value(lg, "login", "sdk_timeout", float, default=5.0, check=_positive,
                             why="must be > 0"),
+        sdk_connections=r.value(lg, "login", "sdk_connections", int, default=256,
+                                check=lambda v: 1 <= v <= 10_000, why="must be 1-10000"),
         dev_sdk_secret=r.value(lg, "login", "dev_sdk_secret", str, default=DEV_SDK_SECRET),
         lock_ttl=r.value(lg, "login", "lock_ttl", float, default=10.0, check=_positive,
                          why="must be > 0"),

@@ -46,6 +46,20 @@ E = pb.ErrorCode
 SDK_MAX_BODY = 64 * 1024
 
 
+def sdk_pool(reactor: Any, connections: int) -> HTTPConnectionPool:
+    """The HTTP connection pool a login node's handlers share to ask the SDK.
+
+    It keeps up to *connections* (``login.sdk_connections``) idle connections to the SDK:
+    a login burst asks the SDK as many times at once as there are logins in flight, and
+    every connection not kept is opened again by the next burst (a new TCP handshake each,
+    and a full accept queue at the SDK turns into a 1 s SYN retransmit). Requests are not
+    retried automatically: a check that failed is answered RETRY_LATER instead."""
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = connections
+    pool.retryAutomatically = False
+    return pool
+
+
 class LoginFailed(Exception):
     def __init__(self, code: int, why: str) -> None:
         super().__init__(why)
