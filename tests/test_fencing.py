@@ -337,6 +337,10 @@ class FakeRedisState:
         self.events.append((self.clock.seconds(), "unregister_role", node))
         return 0
 
+    async def withdraw_role(self, node: str) -> bool:
+        self.events.append((self.clock.seconds(), "withdraw_role", node))
+        return True
+
     def times(self, what: str, node: str = "") -> list[float]:
         return [t for t, w, n in self.events if w == what and n == node]
 
