@@ -8,6 +8,7 @@ import itertools
 from twisted.trial import unittest
 
 from rltwist.launcher import LocalCluster
+from tests.login_util import LoginCase, offline
 from tests.util import equals, node_is, sleep, wait_for
 
 REGION1 = ["master", "logiccenter", "map1", "guild1", "mail1", "rolecity1", "role1", "login1"]
@@ -119,6 +120,61 @@ class ScaleOutAndFaults(ClusterCase):
         self.assertEqual(await self.relay(lc, "map2", "role1"), "pong")
 
 
+class CatchUpAndDecommission(ClusterCase):
+    async def test_a_node_that_missed_a_broadcast_catches_up_from_its_heartbeats(
+            self) -> None:
+        names = ["master", "map1"]
+        lc = self.cluster(names)
+        await lc.start(*names)
+        await lc.wait_up(names)
+        # map1 is frozen long enough to be marked down: master's broadcasts skip it
+        lc.nodes["map1"].pause()
+        self.addCleanup(lc.nodes["map1"].resume)
+        await wait_for(lambda: node_is(lc, "map1", "down"), 15, "map1 to be marked down")
+        await lc.start("map2")  # joins at run time: not in the config map1 started with
+        await lc.wait_up(["map2"])
+        lc.nodes["map1"].resume()
+        await wait_for(lambda: node_is(lc, "map1", "up"), 15, "map1 to be back up")
+        await wait_for(lambda: self.relay_ok(lc, "map1", "map2"), 15,
+                       "map1 to learn map2's address from master")
+
+    async def relay_ok(self, lc: LocalCluster, src: str, dst: str) -> bool:
+        status, body = await lc.gm("POST", "/call", {
+            "node": src, "service": "diag", "method": "relay",
+            "args": [dst, "diag", "ping", []]})
+        return status == 200 and body.get("result") == "pong"
+
+    async def test_a_stopped_node_is_not_down_and_can_be_decommissioned(self) -> None:
+        names = ["master", "map1", "map2"]
+        lc = self.cluster(names)
+        await lc.start(*names)
+        await lc.wait_up(names)
+        status, body = await lc.gm("DELETE", "/nodes/map2")
+        self.assertEqual((status, body["error"]), (409, "node_running"))
+        status, body = await lc.gm("DELETE", "/nodes/map9")
+        self.assertEqual((status, body["error"]), (404, "unknown_node"))
+
+        # SIGTERM: an orderly stop, reported as such; never taken for a crash
+        self.assertEqual(await lc.nodes["map2"].stop(), 0)
+        await wait_for(lambda: node_is(lc, "map2", "stopped"), 10, "map2 to be stopped")
+        # nothing to wait for: master would mark a crashed node down within
+        # heartbeat_misses x heartbeat_interval = 1.5 s; give it three times that
+        await sleep(3 * 0.5 * 3)
+        self.assertEqual((await lc.node_states())["map2"], "stopped")
+        self.assertNotIn("map2 is down", lc.nodes["master"].log_path.read_text())
+
+        status, body = await lc.gm("DELETE", "/nodes/map2")
+        self.assertEqual((status, body), (200, {"removed": "map2", "last_state": "stopped"}))
+        self.assertNotIn("map2", await lc.node_states())
+
+        async def map1_forgot() -> bool:
+            status, body = await lc.gm("POST", "/call", {"node": "map1", "service": "diag",
+                                                         "method": "addresses"})
+            return status == 200 and "map2" not in body["result"]
+
+        await wait_for(map1_forgot, 10, "map1 to remove map2 from its name table")
+
+
 class GMApi(ClusterCase):
     async def test_tokens_and_bad_input_are_refused_clearly(self) -> None:
         names = ["master", "map1", "login1"]
@@ -144,6 +200,10 @@ class GMApi(ClusterCase):
         status, body = await lc.gm("POST", "/call", {"node": "map1", "service": "diag",
                                                      "method": "echo", "args": [{"a": [1]}]})
         self.assertEqual((status, body["result"]), (200, {"a": [1]}))
+        # the diag helpers that hold a node up are for tests only (RLTWIST_TEST_FLAGS)
+        status, body = await lc.gm("POST", "/call", {"node": "map1", "service": "diag",
+                                                     "method": "sleep", "args": [30]})
+        self.assertEqual((status, body["error"]), (502, "UnknownMethod"))
 
         import treq
 
@@ -232,3 +292,25 @@ class RoleNodesInRedis(ClusterCase):
         pick = await state.pick_least_loaded()
         self.assertEqual(pick.node if pick else None, "role1")
 
+
+
+class RoleNodeStops(LoginCase):
+    names = ["master", "logiccenter", "role1", "role2", "login1"]
+
+    async def test_a_role_node_stopped_by_sigterm_is_stopped_not_down_and_frees_its_players(
+            self) -> None:
+        c = self.client("stopper")
+        await c.play(*self.login_address())
+        userid = c.login_response.userid
+        ports = {self.lc.node_config(n)["client_port"]: n for n in ("role1", "role2")}
+        holder = ports[c.login_response.port]
+        self.assertEqual(await self.lc.nodes[holder].stop(), 0)
+        await wait_for(lambda: node_is(self.lc, holder, "stopped"), 10,
+                       f"master to report {holder} stopped")
+        await wait_for(lambda: offline(self, userid), 10,
+                       f"the player's state on the stopped {holder} to be cleared")
+        self.assertNotIn(f"{holder} is down", self.lc.nodes["master"].log_path.read_text())
+        again = self.client("stopper")
+        await again.play(*self.login_address())
+        self.assertEqual(again.login_response.userid, userid)
+        self.assertNotEqual(ports[again.login_response.port], holder)
