@@ -1,5 +1,6 @@
-"""What every listening socket of rltwist shares: its accept backlog, and the kernel's
-count of connections dropped because a backlog was full.
+"""Network details rltwist's nodes and tools share: the accept backlog of every listening
+socket, the kernel's count of connections dropped because a backlog was full, and a
+bounded read of an HTTP response body.
 
 Twisted's default backlog is 50. A burst of new connections larger than that (200 bots
 logging in at once, each login asking the SDK over a new HTTP connection; a scrape of many
@@ -12,6 +13,13 @@ drops the SYN and the client retries after its 1 s retransmit timeout, which sho
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, protocol
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
 
 #: the SDK, GM, metrics and cluster listeners
 LISTEN_BACKLOG = 1024
@@ -32,3 +40,63 @@ def listen_overflows() -> int | None:
             if "ListenOverflows" in row:
                 return int(row["ListenOverflows"])
     return None
+
+
+class BodyTooLarge(Exception):
+    """A response body passed the limit of ``read_body``."""
+
+
+class _BoundedBody(protocol.Protocol):
+    """Collects a response body up to ``limit`` bytes; past it, or when the read is
+    cancelled (a timeout), hangs up."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.producer: Any = None
+        self.done: defer.Deferred[bytes] = defer.Deferred(lambda _: self._abort())
+
+    def makeConnection(self, transport: Any) -> None:
+        # a response body's transport is a producer; stopping it closes the connection
+        self.producer = transport
+        super().makeConnection(transport)
+
+    def _abort(self) -> None:
+        if self.producer is not None:
+            self.producer.stopProducing()
+
+    def refuse(self, size: int) -> None:
+        """Fail with BodyTooLarge and stop the transfer (the connection closes)."""
+        if not self.done.called:
+            self.done.errback(BodyTooLarge(size))
+        self._abort()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.done.called:
+            return
+        self.size += len(data)
+        if self.size > self.limit:
+            self.refuse(self.size)
+            return
+        self.parts.append(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.done.called:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(b"".join(self.parts))
+        else:
+            self.done.errback(reason)
+
+
+def read_body(response: Any, limit: int) -> defer.Deferred[bytes]:
+    """The body of ``response`` (an ``IResponse``), or BodyTooLarge as soon as it passes
+    *limit* bytes (at once when its Content-Length says so). Cancelling the Deferred (as
+    ``addTimeout`` does) closes the connection: a peer that stops sending half-way leaves
+    nothing open behind."""
+    reader = _BoundedBody(limit)
+    response.deliverBody(reader)
+    if isinstance(response.length, int) and response.length > limit:
+        reader.refuse(response.length)
+    return reader.done

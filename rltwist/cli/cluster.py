@@ -47,6 +47,7 @@ from rltwist.config import (
     parse_node_name,
 )
 from rltwist.launcher import ChildProcess, LaunchError, LocalCluster, free_ports, render_config
+from rltwist.net import read_body
 from rltwist.sdk import SECRET_ENV
 
 log = Logger()
@@ -54,6 +55,8 @@ log = Logger()
 STATE_FILE = "cluster.json"
 #: bound of one GM request of rl-cluster (connect, headers and body)
 GM_REQUEST_TIMEOUT = 5.0
+#: the most of a GM answer rl-cluster reads (GET /nodes of a large cluster is well below)
+GM_MAX_BODY = 16 * 1024 * 1024
 
 
 def say(msg: str) -> None:
@@ -108,33 +111,48 @@ def build_sections(base_path: str, names: list[str], run_dir: Path, redis_url: s
 
 
 def project_root(base_path: str, run_dir: Path) -> Path:
-    """The directory holding ``etc/game`` and ``hotfix/`` for the run (``hotreload.root``,
-    resolved against the base config's directory; nodes run in the run directory).
+    """The directory holding ``etc/game`` and ``hotfix/`` for the run (``hotreload.root``;
+    nodes run in the run directory, so it is made absolute).
 
-    When that is the copy shipped inside the installed package (rl-cluster run outside a
-    checkout), the run directory becomes the root instead, seeded with the shipped game
-    tables on its first run: an operator edits and hot-fixes files there, never inside
-    site-packages.
+    ``hotreload.root`` set in the base config is resolved against the config's directory.
+    Unset, it is the config's parent when that has ``etc/game`` (a checkout's
+    ``etc/cluster.toml``), else the tables shipped with rltwist. When that is the copy
+    inside the installed package (rl-cluster run outside a checkout), the run directory
+    becomes the root instead, seeded with the shipped tables on its first run: an operator
+    edits and hot-fixes files there, never inside site-packages.
     """
     base = load_config(base_path)
-    root = (Path(base_path).absolute().parent / (base.hotreload.root or "..")).resolve()
+    config_dir = Path(base_path).absolute().parent
     shipped = packaged_root()
+    if base.hotreload.root:
+        root = (config_dir / base.hotreload.root).resolve()
+    elif (config_dir.parent / "etc" / "game").is_dir():
+        root = config_dir.parent.resolve()
+    elif shipped is not None:
+        root = shipped.resolve()
+    else:
+        raise ConfigError(f"{base_path}: no game tables: {config_dir.parent} has no etc/game "
+                          "and rltwist ships none; set hotreload.root")
     if shipped is None or shipped.name != PACKAGED or root != shipped.resolve():
         return root
     tables = run_dir / "etc" / "game"
     if not tables.is_dir():
         shutil.copytree(shipped / "etc" / "game", tables)
     (run_dir / "hotfix" / "codefix").mkdir(parents=True, exist_ok=True)
-    return run_dir
+    return run_dir.absolute()
 
 
 def process_identity(pid: int) -> str | None:
     """What tells process *pid* apart from a later one given the same number: its start
     time (``/proc/<pid>/stat`` field 22, clock ticks since boot; psutil elsewhere). None
-    when the process does not exist or nothing can tell."""
+    when the process does not exist (or has exited and waits to be reaped) or nothing can
+    tell."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        return "proc:" + stat[stat.rindex(")") + 2:].split()[19]
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] in ("Z", "X"):  # exited, not yet reaped by its parent: gone
+            return None
+        return "proc:" + fields[19]
     except FileNotFoundError:
         return None
     except (OSError, ValueError, IndexError):
@@ -301,7 +319,7 @@ async def _gm_request(reactor: Any, method: str, url: str, token: str,
     async def go() -> tuple[int, Any]:
         r = await treq.request(method, url, headers={"Authorization": [f"Bearer {token}"]},
                                persistent=False)
-        body = await treq.content(r)
+        body = await read_body(r, GM_MAX_BODY)
         try:
             return r.code, json.loads(body)
         except ValueError:

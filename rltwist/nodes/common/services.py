@@ -17,8 +17,9 @@ cluster config::
 
 Without ``root`` the first of these that has ``etc/game`` is used: the directory two levels
 above the config file (``<checkout>/etc/cluster.toml`` -> ``<checkout>``), the current
-directory, the source tree the ``rltwist`` package was imported from.  None of them having
-``etc/game`` is a start-up error: a node must not run without its game tables.
+directory, the source tree the ``rltwist`` package was imported from (or, installed, the
+tables shipped inside it).  None of them having ``etc/game`` is a start-up error: a node
+must not run without its game tables.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-import rltwist
+from rltwist.config import packaged_root
 from rltwist.ecs.sharedata import ConfigError as TablesError
 from rltwist.nodes.common.dbproxy import install_dbproxy
 from rltwist.nodes.common.hotfix import HotfixService
@@ -68,7 +69,10 @@ def hotreload_settings(config: Config) -> HotReloadSettings:
     if configured:
         root = (config_dir / configured).resolve()
     else:
-        candidates = [config_dir.parent, Path.cwd(), Path(rltwist.__file__).resolve().parents[1]]
+        candidates = [config_dir.parent, Path.cwd()]
+        shipped = packaged_root()
+        if shipped is not None:  # the checkout rltwist runs from, or the installed copy
+            candidates.append(shipped)
         found = next((c for c in candidates if (c / "etc" / "game").is_dir()), None)
         if found is None:
             tried = ", ".join(str(c) for c in candidates)
