@@ -235,6 +235,12 @@ class OrderlyStopOnMaster(MasterCase):
         self.flow.status_report("map1", {"proceeded": True, "stopping": True})
         self.assertEqual(self.state("map1"), "stopping")
 
+    def test_a_node_stopping_when_master_restarted_registers_as_stopping(self) -> None:
+        self.register("role1", stopping=True)
+        self.clock.advance(0)
+        self.assertEqual(self.state("role1"), "stopping")
+        self.assertEqual(len(self.redis.times("withdraw_role", "role1")), 1)
+
     def test_a_node_that_goes_silent_while_stopping_crashed(self) -> None:
         self.register("role1")
         self.heartbeat("role1", stopping=True)

@@ -206,8 +206,6 @@ class Masterflow(Service):
             state=WAITING)
         if info.get("proceeded"):
             record.state = UP  # a node that was up before master restarted stays up
-        if info.get("stopping"):
-            record.state = STOPPING
         self.nodes[name] = record
         # a process that already proceeded may hold what the cluster has given up on
         must_drop = bool(info.get("proceeded")) and (
@@ -227,6 +225,8 @@ class Masterflow(Service):
             self._broadcast(record)
         for hook in self.register_hooks:
             await _maybe_await(hook(record))
+        if info.get("stopping"):  # it was stopping when master restarted
+            self.mark_stopping(name)
         reply = {"nodes": self._addresses(), "removed": sorted(self.removed),
                  "table_version": self.table_version, "login_open": self.login_open,
                  "login_seq": self._login_seq()}
