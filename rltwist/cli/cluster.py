@@ -158,7 +158,7 @@ def process_identity(pid: int) -> str | None:
     except (OSError, ValueError, IndexError):
         pass
     try:
-        import psutil
+        import psutil  # type: ignore[import-untyped]
 
         return f"psutil:{psutil.Process(pid).create_time()!r}"
     except Exception:
@@ -317,8 +317,9 @@ async def _gm_request(reactor: Any, method: str, url: str, token: str,
     import treq
 
     async def go() -> tuple[int, Any]:
-        r = await treq.request(method, url, headers={"Authorization": [f"Bearer {token}"]},
-                               persistent=False)
+        headers: dict[bytes | str, list[bytes | str]] = {
+            "Authorization": [f"Bearer {token}"]}
+        r = await treq.request(method, url, headers=headers, persistent=False)
         body = await read_body(r, GM_MAX_BODY)
         try:
             return r.code, json.loads(body)

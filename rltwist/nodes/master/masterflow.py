@@ -181,8 +181,9 @@ class Masterflow(Service):
                 "login_seq": self._login_seq()}
 
     def _addresses(self) -> dict[str, list[Any]]:
-        return {n: [r.host, r.port] for n, r in self.nodes.items()} | {
-            self.node.name: [self.node.me.host, self.node.me.port]}
+        table: dict[str, list[Any]] = {n: [r.host, r.port] for n, r in self.nodes.items()}
+        table[self.node.me.name] = [self.node.me.host, self.node.me.port]
+        return table
 
     def configured(self, kind: str | None = None) -> set[str]:
         """Nodes named in master's config (of *kind*), less the decommissioned ones."""
