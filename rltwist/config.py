@@ -299,7 +299,9 @@ class _Reader:
         self.errors.append(f"{key}: {message}")
 
     def table(self, data: Mapping[str, Any], key: str, required: bool = False) -> Mapping[str, Any]:
-        value = data.get(key.rsplit(".", 1)[-1])
+        name = key.rsplit(".", 1)[-1]
+        self._read.setdefault(id(data), set()).add(name)
+        value = data.get(name)
         if value is None:
             if required:
                 self.error(key, "missing section")
@@ -323,7 +325,10 @@ class _Reader:
         for prefix, table in self._tables:
             read = self._read.get(id(table), set())
             for key in sorted(set(table) - read):
-                self.error(f"{prefix}.{key}", "unknown key" + _did_you_mean(key, read))
+                if prefix:
+                    self.error(f"{prefix}.{key}", "unknown key" + _did_you_mean(key, read))
+                else:
+                    self.error(key, "unknown section" + _did_you_mean(key, read))
 
     def value(self, data: Mapping[str, Any], prefix: str, key: str, kind: type | tuple[type, ...],
               default: Any = attrs.NOTHING, check: Any = None, why: str = "") -> Any:
@@ -354,11 +359,6 @@ def _did_you_mean(key: str, known: set[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-#: every top-level section a config may have
-SECTIONS = ("cluster", "redis", "storage", "master", "login", "role", "hotreload", "hotfix",
-            "lru", "nodes")
-
-
 def _port(v: int) -> bool:
     return 0 < v < 65536
 
@@ -385,6 +385,7 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> Config:
 def config_from_dict(data: Mapping[str, Any], path: str = "<config>") -> Config:
     """Validate an already-parsed config mapping (tests build configs this way)."""
     r = _Reader(path)
+    r.track("", data)  # a section nothing below reads is unknown
     c = r.table(data, "cluster", required=True)
     secret = r.value(c, "cluster", "secret", str, check=lambda s: len(s) >= 8,
                      why="must be at least 8 characters")
@@ -537,8 +538,6 @@ def config_from_dict(data: Mapping[str, Any], path: str = "<config>") -> Config:
             other = seen.setdefault((n.host, p), f"nodes.{n.name}.{attr}")
             if other != f"nodes.{n.name}.{attr}":
                 r.error(f"nodes.{n.name}.{attr}", f"port {p} clashes with {other}")
-    for section in sorted(set(data) - set(SECTIONS)):
-        r.error(section, "unknown section" + _did_you_mean(section, set(SECTIONS)))
     r.unknown_keys()
     if r.errors:
         raise ConfigError(f"{path}: " + "; ".join(r.errors))
