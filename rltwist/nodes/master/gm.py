@@ -4,6 +4,8 @@ except ``GET /health`` and ``GET /metrics``.
     GET  /health            liveness (no token)
     GET  /metrics           master's Prometheus text (no token)
     GET  /nodes             every registered node with state and versions
+    DELETE /nodes/<name>    decommission a node that is not running: it leaves the name
+                            table of every node (409 while it runs)
     POST /login/close       refuse new logins          POST /login/open   allow them again
     POST /shutdown          start the ordered shutdown; on a stuck phase: retry, or
                             {"force": true} to go on without the nodes that did not report
@@ -57,6 +59,7 @@ from rltwist.cluster import (
     RemoteError,
     UnknownNode,
 )
+from rltwist.config import REGION_KINDS
 from rltwist.nodes.common.hotfix import hotfix_of
 from rltwist.protocols import pb
 from rltwist.redis import GAME_STEP_FINISH, RedisError
@@ -329,6 +332,19 @@ class GMApi:
                     "nodes": [me, *(r.to_json(now) for _, r in sorted(self.flow.nodes.items()))]}
         return await self._guard(request, listing)
 
+    @app.route("/nodes/<name>", methods=["DELETE"])
+    async def decommission(self, request: IRequest, name: str) -> bytes:
+        def remove() -> dict[str, Any]:
+            try:
+                record = self.flow.decommission(name)
+            except KeyError:
+                raise HTTPError(404, "unknown_node", f"no node named {name!r}",
+                                node=name) from None
+            except ValueError as e:
+                raise HTTPError(409, "node_running", str(e), node=name) from None
+            return {"removed": name, "last_state": record.state if record else None}
+        return await self._guard(request, remove)
+
     @app.route("/login/close", methods=["POST"])
     async def login_close(self, request: IRequest) -> bytes:
         def close() -> dict[str, Any]:
@@ -393,7 +409,7 @@ class GMApi:
             out = [{"targets": [f"{me.host}:{me.metrics_port}"],
                     "labels": {"node": me.name, "kind": "master", "sid": ""}}]
             for name, r in sorted(self.flow.nodes.items()):
-                sid = r.number if r.kind in ("map", "guild", "mail", "rolecity") else None
+                sid = r.number if r.kind in REGION_KINDS else None
                 out.append({"targets": [f"{r.host}:{r.metrics_port}"],
                             "labels": {"node": name, "kind": r.kind,
                                        "sid": "" if sid is None else str(sid)}})
