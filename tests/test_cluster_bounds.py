@@ -266,6 +266,27 @@ class OneSender(unittest.TestCase):
         self.assertNotIsInstance(f.value, CallTimeout)
         self.assertNotIsInstance(f.value, LinkLost)
 
+    def test_a_queue_of_timed_out_calls_does_not_block_the_link(self) -> None:
+        self.make(max_outbound=1 * MiB)
+        peer = self.connect()
+        sender = self.a.senders["b"]
+        for i in range(30):  # past the high-water mark: what follows waits in the queue
+            self.a.send("b", "echo", "note", i, b"p" * 10_000)
+        d = self.a.call("b", "echo", "ping", 1, timeout=0.5)
+        peer.transport.clear()  # the peer read everything but the queue's frames...
+        self.advance(0.6)
+        self.failureResultOf(d, NodeUnreachable)
+        while sender.queue and sender.queue[0][2] == 0:  # ...and, say, they expired
+            frame, _, _ = sender.queue.popleft()
+            sender.queued_bytes -= len(frame)
+            sender.queued_sends -= 1
+        peer.transport.drain()  # only the timed-out call was left: nothing is written
+        self.assertEqual(sender.outbound_bytes(), 0)
+        big = b"b" * (300 * 1024)  # above the high-water mark: it may only go alone
+        later = self.a.call("b", "echo", "ping", big)
+        peer.answer([f for f in peer.read() if f[0] == CALL])
+        self.assertEqual(self.successResultOf(later), big)
+
     # -- item 2: liveness -------------------------------------------------------------------
 
     def test_an_idle_link_pings_and_a_silent_peer_is_lost(self) -> None:
