@@ -270,19 +270,17 @@ class OneSender(unittest.TestCase):
         self.make(max_outbound=1 * MiB)
         peer = self.connect()
         sender = self.a.senders["b"]
-        for i in range(30):  # past the high-water mark: what follows waits in the queue
-            self.a.send("b", "echo", "note", i, b"p" * 10_000)
-        d = self.a.call("b", "echo", "ping", 1, timeout=0.5)
-        peer.transport.clear()  # the peer read everything but the queue's frames...
+        # the transport takes this send and is then just under its high-water mark ...
+        self.a.send("b", "echo", "note", b"p" * (sender.high_water - 200))
+        self.assertFalse(sender.queue)
+        # ... so this call waits in the queue, alone, until it times out there
+        d = self.a.call("b", "echo", "ping", b"c" * 300, timeout=0.5)
+        self.assertEqual(len(sender.queue), 1)
         self.advance(0.6)
         self.failureResultOf(d, NodeUnreachable)
-        while sender.queue and sender.queue[0][2] == 0:  # ...and, say, they expired
-            frame, _, _ = sender.queue.popleft()
-            sender.queued_bytes -= len(frame)
-            sender.queued_sends -= 1
-        peer.transport.drain()  # only the timed-out call was left: nothing is written
+        peer.read()  # the peer reads; the drained transport finds nothing left to write
         self.assertEqual(sender.outbound_bytes(), 0)
-        big = b"b" * (300 * 1024)  # above the high-water mark: it may only go alone
+        big = b"b" * (sender.high_water + 1000)  # may only go alone, into a drained transport
         later = self.a.call("b", "echo", "ping", big)
         peer.answer([f for f in peer.read() if f[0] == CALL])
         self.assertEqual(self.successResultOf(later), big)
