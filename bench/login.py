@@ -4,10 +4,11 @@ online players.
     python bench/login.py [--quick] [--online N] [--bots K] [--storms R] [--concurrency C]
                           [--bot-procs P] [--heartbeat S] [--profile DIR] [--json PATH]
 
-Everything runs on this machine: a private redis-server, master, logiccenter, role1,
-role2 and login1 as twistd processes (``rltwist.launcher.LocalCluster``), and the bots as
-separate ``rl-bot`` processes (``python -m rltwist.bot``, split with ``--first`` when
-``--bot-procs`` > 1), so the bots' CPU is visible and accounted for apart from the nodes'.
+Everything runs on this machine: a private redis-server, master, logiccenter, rolecity1
+(new players are born in region 1), role1, role2 and login1 as twistd processes
+(``rltwist.launcher.LocalCluster``), and the bots as separate ``rl-bot`` processes
+(``python -m rltwist.bot``, split with ``--first`` when ``--bot-procs`` > 1), so the bots'
+CPU is visible and accounted for apart from the nodes'.
 
 Runs, in order (each bot logs in and auths, then holds its session, heartbeating, until
 the run is measured; then the bots are released and the run waits until Redis counts no
@@ -69,9 +70,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from rltwist.cli import react_main
 from rltwist.launcher import LocalCluster
+from rltwist.net import listen_overflows
 from rltwist.redis import OnlineState, RedisClient, RedisServer
 
-NODES = ("master", "logiccenter", "role1", "role2", "login1")
+# rolecity1: new players are born only in a region the cluster has (and its rolecache hears
+# of every Auth and logout, as in a real cluster)
+NODES = ("master", "logiccenter", "rolecity1", "role1", "role2", "login1")
 ROLES = ("role1", "role2")
 SDK_SECRET = "bench-dev-sdk-secret"
 PREFIX = "bench:"
@@ -100,20 +104,6 @@ def cpu_model() -> str:
 def machine() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "cpu_model": cpu_model(), "python": platform.python_version(),
             "platform": platform.platform(), "loadavg_at_start": list(os.getloadavg())}
-
-
-def listen_overflows() -> int | None:
-    """The kernel's ListenOverflows counter (this network namespace), or None."""
-    try:
-        lines = Path("/proc/net/netstat").read_text().splitlines()
-    except OSError:
-        return None
-    for names, values in zip(lines[::2], lines[1::2], strict=False):
-        if names.startswith("TcpExt:"):
-            row = dict(zip(names.split()[1:], values.split()[1:], strict=False))
-            if "ListenOverflows" in row:
-                return int(row["ListenOverflows"])
-    return None
 
 
 def ephemeral_ports() -> int:
