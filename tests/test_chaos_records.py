@@ -94,8 +94,6 @@ class ServedUntil(unittest.TestCase):
 class ServedRecords(LoginCase):
     """Real role nodes write one start at Auth and one end when the player goes offline."""
 
-    names = ["master", "logiccenter", "role1", "role2", "login1"]
-
     def events(self) -> list[records.Event]:
         return records.read_logs(self.lc.run_dir / f"{n}.log" for n in ("role1", "role2"))
 
