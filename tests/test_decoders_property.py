@@ -140,7 +140,7 @@ class Recorder(Service):
 
 
 msgpack_values = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**64 - 1), st.floats(),
+    st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**64 - 1), st.floats(allow_nan=False),
               st.text(max_size=10), st.binary(max_size=10), st.sampled_from(["rec", "act"])),
     lambda inner: st.one_of(st.lists(inner, max_size=5),
                             st.dictionaries(st.text(max_size=5), inner, max_size=4)),

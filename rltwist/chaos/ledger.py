@@ -23,6 +23,8 @@ from typing import Any
 
 import attrs
 
+from rltwist.cluster.routing import birth_region
+
 OK, FAILED, UNKNOWN = "ok", "failed", "unknown"
 KINDS = ("rename", "grant", "mail")
 BASE_GOLD = 1000  # rltwist.nodes.role.agent.new_player_doc
@@ -74,7 +76,7 @@ class Ledger:
     def record(self, kind: str, userid: int, value: Any, outcome: str, fault: str,
                detail: str = "") -> Op:
         op = Op(kind, userid, value, outcome, fault, detail, time.monotonic(),
-                userid & 0xFFFF)
+                birth_region(userid))
         self.ops.append(op)
         return op
 

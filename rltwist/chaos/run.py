@@ -29,8 +29,11 @@ from rltwist.chaos import records
 from rltwist.chaos.bots import ChaosBot, Env, probe_login
 from rltwist.chaos.harness import Harness
 from rltwist.chaos.ledger import FAILED, OK, UNKNOWN, Ledger, Loss, Observed, summarize
+from rltwist.cluster.routing import Routing, birth_region
 from rltwist.config import parse_node_name
 
+#: the chaos cluster merges no regions: node names straight from the ids
+ROUTES = Routing()
 ROLE_BOUND = 10.0  # s: players back online after a role node death
 REDIS_BOUND = 10.0  # s: logins working again after Redis is back
 RECOVERY_LIMIT = 60.0  # s: a fault not recovered by then is a violation
@@ -305,7 +308,7 @@ class Run:
             self._gm_seq += 1
             region = 1 + self._gm_seq % self.h.regions
             targets = [b for b in self.bots if b.userid is not None
-                       and b.userid & 0xFFFF == region]
+                       and birth_region(b.userid) == region]
             if not targets:
                 continue
             bot = env.rng.choice(targets)
@@ -321,11 +324,11 @@ class Run:
     async def _gm_op(self, kind: str, bot: ChaosBot) -> None:
         env = self.env
         assert env is not None and bot.userid is not None
-        userid, sid = bot.userid, bot.userid & 0xFFFF
+        userid = bot.userid
         fault = env.fault
         if kind == "grant":
             amount = env.rng.randint(1, 999)
-            status, result = await self.h.call(f"rolecity{sid}", "rolerouter", "grant",
+            status, result = await self.h.call(ROUTES.rolecity_node(userid), "rolerouter", "grant",
                                                userid, {"gold": amount})
             if status == 200 and isinstance(result, dict):
                 outcome = OK if result.get("code") == 0 else FAILED
@@ -335,7 +338,8 @@ class Run:
                                "" if outcome == OK else f"{status} {str(result)[:120]}")
         else:
             title = f"chaos-{self._gm_seq}"
-            status, result = await self.h.call(f"mail{sid}", "mailrouter", "deliver", userid,
+            status, result = await self.h.call(ROUTES.mail_node(userid), "mailrouter",
+                                               "deliver", userid,
                                                {"title": title, "body": "chaos", "key": title})
             if status == 200 and isinstance(result, dict) and "mailid" in result:
                 outcome = OK
@@ -377,7 +381,7 @@ class Run:
     async def _observe(self, bot: ChaosBot, attempts: int = 20) -> Observed | None:
         h = self.h
         assert bot.userid is not None
-        userid, sid = bot.userid, bot.userid & 0xFFFF
+        userid = bot.userid
         for _ in range(attempts):
             node = bot.node
             if not bot.online or node is None:
@@ -388,7 +392,8 @@ class Run:
             if status != 200 or not isinstance(info, dict) or info.get("state") != "online":
                 await h.sleep(0.5)
                 continue
-            status, ledger = await h.call(f"rolecity{sid}", "rolerouter", "call", userid,
+            status, ledger = await h.call(ROUTES.rolecity_node(userid), "rolerouter", "call",
+                                          userid,
                                           "transfers")
             if status != 200 and not (isinstance(ledger, dict)
                                       and ledger.get("kind") == "EntityNotFound"):
@@ -400,7 +405,8 @@ class Run:
             if pending:  # taken and applied but not yet confirmed counts twice: pull again
                 await h.sleep(0.3)
                 continue
-            status, mails = await h.call(f"mail{sid}", "mailrouter", "call", userid, "list")
+            status, mails = await h.call(ROUTES.mail_node(userid), "mailrouter", "call", userid,
+                                         "list")
             if status != 200 or not isinstance(mails, list):
                 await h.sleep(0.5)
                 continue
