@@ -121,6 +121,7 @@ class Sender:
                                      settings.max_message))
         self.queue_limit = max(0, cluster.max_outbound - self.high_water)
         self.pending: dict[int, _Pending] = {}
+        self.peer_calls = cluster.stats.peer(node)  # latency per peer, any method
         self.unwritten: set[int] = set()  # pending calls still in the queue
         self._seconds = cluster.reactor.seconds
         # queued frames: (frame, enqueued_at, session or 0 for a send)
@@ -264,6 +265,7 @@ class Sender:
         # One clock read per read from the socket: every reply in it arrived at that time.
         self.last_heard = now = self._seconds()
         stats = self.cluster.stats
+        peer = self.peer_calls
         for msg in msgs:
             kind = msg[0]
             if kind == REPLY:
@@ -273,10 +275,13 @@ class Sender:
                 if p is None:
                     stats.late_replies += 1
                     continue
-                out = p[1]  # out.observe(seconds), inline
+                out = p[1]  # out.observe(seconds) and peer.observe(seconds), inline
                 seconds = now - p[2]
-                out.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+                i = bisect_left(LATENCY_BUCKETS, seconds)
+                out.buckets[i] += 1
                 out.seconds += seconds
+                peer.cur[i] += 1
+                peer.calls += 1
                 p[0].callback(result)
             elif kind == ERROR:
                 _, session, kind, message = msg
@@ -297,6 +302,7 @@ class Sender:
             self.cluster.stats.late_replies += 1
             return
         out = p[1]
+        self.peer_calls.observe(now - p[2])
         if kind in ("UnknownService", "UnknownMethod"):
             # not a name of the peer's: it must not become a label set of ours
             self.cluster.stats.fold_out(out)
@@ -542,6 +548,7 @@ class Sender:
                     self._fail(p, NodeUnreachable(self.node, p[1].service, p[1].method,
                                                   self._why_unsent(p[3])))
                 else:
+                    self.peer_calls.observe(p[3])  # took at least its timeout
                     self._fail(p, CallTimeout(self.node, p[1].service, p[1].method, p[3]))
         if self.link is not None:
             self._check_liveness(now)

@@ -1,0 +1,128 @@
+"""The metrics every node serves: bounded labels, values created at 0, per-peer latency
+without the method label, and what master exports about other nodes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from rltwist.cluster import CallTimeout, Service, handler
+from rltwist.cluster.metrics import PeerCalls
+from rltwist.launcher import free_ports
+from tests.util import make_cluster
+
+
+def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of *registry* by (name, sorted labels)."""
+    text = generate_latest(registry).decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def named(found: dict[Any, float], name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    return {labels: v for (n, labels), v in found.items() if n == name}
+
+
+class Echo(Service):
+    name = "echo"
+
+    def __init__(self) -> None:
+        self.hold: list[defer.Deferred[None]] = []
+
+    @handler
+    def ping(self, value: Any) -> Any:
+        return value
+
+    @handler
+    def other(self) -> int:
+        return 1
+
+    @handler
+    async def never(self) -> None:
+        d: defer.Deferred[None] = defer.Deferred()
+        self.hold.append(d)
+        await d
+
+
+class PeerLatency(unittest.TestCase):
+    """Outgoing call latency per peer: one p99 and one call count per peer, whatever the
+    methods called; calls that time out count as taking their timeout."""
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        pa, pb_ = free_ports(2)
+        self.echo = Echo()
+        self.a = make_cluster("a", pa, {"b": ("127.0.0.1", pb_)})
+        self.b = make_cluster("b", pb_, {"a": ("127.0.0.1", pa)})
+        self.b.register(self.echo)
+        self.a.startService()
+        self.b.startService()
+        self.addCleanup(self.a.stopService)
+        self.addCleanup(self.b.stopService)
+        self.addCleanup(lambda: [d.callback(None) for d in self.echo.hold if not d.called])
+        self.registry = CollectorRegistry()
+        self.registry.register(self.a.collector)
+
+    async def test_one_p99_and_one_count_per_peer_without_method(self) -> None:
+        for _ in range(20):
+            await self.a.call("b", "echo", "ping", 1)
+        for _ in range(10):
+            await self.a.call("b", "echo", "other")
+        with self.assertRaises(CallTimeout):
+            await self.a.call("b", "echo", "never", timeout=0.3)
+        found = samples(self.registry)
+        calls = named(found, "rl_cluster_peer_calls_total")
+        self.assertEqual(calls, {(("peer", "b"),): 31.0})
+        p99 = named(found, "rl_cluster_peer_call_p99_seconds")
+        self.assertEqual(list(p99), [(("peer", "b"),)])
+        # 1 of 31 calls took its 0.3 s timeout: that is above the 99th percentile's rank
+        # (30.69 of 31), so p99 lands in the bucket holding 0.3 s
+        self.assertGreaterEqual(p99[(("peer", "b"),)], 0.25)
+        self.assertLessEqual(p99[(("peer", "b"),)], 0.5)
+
+    async def test_idle_peer_has_link_state_but_no_queue_series(self) -> None:
+        await self.a.call("b", "echo", "ping", 1)
+        found = samples(self.registry)
+        self.assertEqual(named(found, "rl_cluster_link_up"), {(("peer", "b"),): 1.0})
+        # zero backlogs are not served per peer (420 peers at 100 regions): only totals
+        for name in ("rl_cluster_queued_messages", "rl_cluster_outbound_bytes",
+                     "rl_cluster_pending_calls"):
+            self.assertEqual(named(found, name), {}, name)
+            self.assertEqual(named(found, name + "_all_peers"), {(): 0.0}, name)
+
+
+class PeerWindow(unittest.TestCase):
+    """The p99 covers the last one to two windows: old latencies leave it."""
+
+    def test_p99_forgets_latencies_older_than_two_windows(self) -> None:
+        p = PeerCalls()
+        p.rotate(0.0)
+        for _ in range(100):
+            p.observe(2.0)
+        self.assertTrue(2.0 <= p.p99() <= 2.5, p.p99())  # in the (1, 2.5] bucket
+        p.rotate(31.0)  # the slow window is now the previous one: still counted
+        for _ in range(100):
+            p.observe(0.0004)
+        self.assertGreater(p.p99(), 1.0)
+        p.rotate(62.0)  # two windows later the slow calls are gone
+        for _ in range(100):
+            p.observe(0.0004)
+        self.assertLess(p.p99(), 0.001)
+        self.assertEqual(p.calls, 300)
+
+    def test_no_calls_in_the_window_means_no_p99(self) -> None:
+        p = PeerCalls()
+        p.rotate(0.0)
+        p.observe(0.01)
+        p.rotate(31.0)
+        p.rotate(62.0)
+        self.assertIsNone(p.p99())
+
