@@ -126,3 +126,92 @@ class PeerWindow(unittest.TestCase):
         p.rotate(62.0)
         self.assertIsNone(p.p99())
 
+
+
+class RoleNodeMetrics(unittest.TestCase):
+    """Online players per birth region, codes and reasons at 0 from the start, free-text
+    reasons folded into ``other``."""
+
+    def setUp(self) -> None:
+        from rltwist.nodes.role.metrics import RoleMetrics, regions_of
+
+        self.players: dict[int, Any] = {}
+        self.registry = CollectorRegistry()
+        names = ["master", "map1", "mail1", "rolecity2", "map3", "role1", "login1"]
+        self.metrics = RoleMetrics(self.registry, lambda: self.players,
+                                   lambda: regions_of(names))
+
+    def test_online_per_region_lists_every_configured_region(self) -> None:
+        for seq in range(5):
+            self.players[seq << 16 | 1] = object()
+        self.players[7 << 16 | 3] = object()
+        found = samples(self.registry)
+        self.assertEqual(named(found, "rl_role_online_players_by_region"),
+                         {(("region", "1"),): 5.0, (("region", "2"),): 0.0,
+                          (("region", "3"),): 1.0})
+        self.assertEqual(named(found, "rl_role_online_players"), {(): 6.0})
+
+    def test_a_region_not_in_the_name_table_counts_as_other(self) -> None:
+        self.players[1 << 16 | 9] = object()
+        region = named(samples(self.registry), "rl_role_online_players_by_region")
+        self.assertEqual(region[(("region", "other"),)], 1.0)
+
+    def test_codes_reasons_and_steps_exist_at_zero(self) -> None:
+        from rltwist.metrics import AUTH_CODES, AUTH_STEPS, kick_names
+        from rltwist.nodes.role.metrics import LOGOUT_REASONS
+
+        found = samples(self.registry)
+        self.assertEqual(set(named(found, "rl_role_auth_total")),
+                         {(("outcome", c),) for c in AUTH_CODES})
+        self.assertEqual(set(named(found, "rl_role_kicks_total")),
+                         {(("reason", k),) for k in kick_names()})
+        self.assertEqual(set(named(found, "rl_role_logouts_total")),
+                         {(("reason", r),) for r in LOGOUT_REASONS})
+        self.assertEqual({dict(labels)["step"] for labels in
+                          named(found, "rl_role_auth_step_seconds_count")}, set(AUTH_STEPS))
+        self.assertTrue(all(v == 0 for (n, _), v in found.items() if n.endswith("_total")))
+
+    def test_free_text_reasons_and_unknown_kick_codes_do_not_grow_labels(self) -> None:
+        for i in range(100):
+            self.metrics.logouts.labels(f"kicked by script #{i}").inc()
+            self.metrics.kicked(1000 + i)
+        found = samples(self.registry)
+        self.assertEqual(named(found, "rl_role_logouts_total")[(("reason", "other"),)], 100)
+        self.assertEqual(named(found, "rl_role_kicks_total")[(("reason", "other"),)], 100)
+        self.metrics.kicked(4)
+        self.assertEqual(named(samples(self.registry), "rl_role_kicks_total")
+                         [(("reason", "KICK_GM"),)], 1)
+
+
+class LoginNodeMetrics(unittest.TestCase):
+    """A login node's result codes and steps exist at 0 before the first login."""
+
+    def test_codes_and_steps_at_zero(self) -> None:
+        from rltwist.metrics import LOGIN_CODES, LOGIN_STEPS
+        from rltwist.nodes.login.service import LoginServer
+
+        registry = CollectorRegistry()
+
+        class FakeNode:
+            def __init__(self) -> None:
+                from rltwist.config import LoginSettings
+
+                self.registry = registry
+                from twisted.internet import reactor
+
+                self.reactor = reactor
+                self.config = type("C", (), {"login": LoginSettings(handlers=2)})()
+                self.handlers_added: list[Any] = []
+
+            def redis_state(self) -> None:
+                return None
+
+            def add_shutdown_handler(self, name: str, fn: Any) -> None:
+                self.handlers_added.append(name)
+
+        LoginServer(FakeNode())  # type: ignore[arg-type]
+        found = samples(registry)
+        self.assertEqual(set(named(found, "rl_login_total")),
+                         {(("outcome", c),) for c in LOGIN_CODES})
+        self.assertEqual({dict(labels)["step"] for labels in
+                          named(found, "rl_login_step_seconds_count")}, set(LOGIN_STEPS))

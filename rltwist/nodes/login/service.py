@@ -11,6 +11,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.client import HTTPConnectionPool
 
+from rltwist.metrics import LOGIN_CODES, LOGIN_STEPS, REQUEST_BUCKETS, precreate
 from rltwist.nodes.common.node import Node
 from rltwist.nodes.login.loginhandler import LoginHandler
 from rltwist.protocols import pb
@@ -56,14 +57,21 @@ class LoginServer(ServerProtocolFactory):
         pool = HTTPConnectionPool(node.reactor, persistent=True)
         pool.maxPersistentPerHost = 32
         pool.retryAutomatically = False
-        outcomes = Counter("rl_login", "Logins by outcome (ErrorCode name)", ["outcome"],
+        outcomes = Counter("rl_login", "Logins by result (ErrorCode name)", ["outcome"],
                            registry=node.registry)
+        precreate(outcomes, LOGIN_CODES)
         latency = Histogram("rl_login_seconds", "Time to answer a Login",
-                            registry=node.registry,
-                            buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
+                            registry=node.registry, buckets=REQUEST_BUCKETS)
+        steps = Histogram("rl_login_step_seconds", "Time of each step of a Login (sdk: token "
+                          "check; lock: is_available + per-openid lock; account: logiccenter; "
+                          "state: the player's Redis state; kick: logging the online instance "
+                          "out; assign: role node + secret)", ["step"],
+                          registry=node.registry, buckets=REQUEST_BUCKETS)
+        precreate(steps, LOGIN_STEPS)
         self.connections = Gauge("rl_login_connections", "Open client connections",
                                  registry=node.registry)
-        self.handlers = [LoginHandler(node, i, pool, outcomes, latency) for i in range(n)]
+        self.handlers = [LoginHandler(node, i, pool, outcomes, latency, steps)
+                         for i in range(n)]
         node.add_shutdown_handler("loginserver", self._shutdown)
         self._pool = pool
 
