@@ -215,3 +215,48 @@ class LoginNodeMetrics(unittest.TestCase):
                          {(("outcome", c),) for c in LOGIN_CODES})
         self.assertEqual({dict(labels)["step"] for labels in
                           named(found, "rl_login_step_seconds_count")}, set(LOGIN_STEPS))
+
+
+class RedisCommandLatency(unittest.TestCase):
+    """Each Redis round trip is timed under its command name, scripts under their own
+    name; failures are counted by kind; raw commands we do not know count as other."""
+
+    timeout = 30
+
+    async def setUp(self) -> None:
+        from twisted.internet import reactor
+
+        from rltwist.redis import OnlineState, RedisClient, RedisServer
+        from rltwist.redis.metrics import RedisMetrics
+
+        self.server = RedisServer(reactor=reactor)
+        self.addCleanup(lambda: defer.ensureDeferred(self.server.stop()))
+        await self.server.start()
+        self.registry = CollectorRegistry()
+        self.client = RedisClient(self.server.url, prefix="m:", reactor=reactor,
+                                  metrics=RedisMetrics(self.registry))
+        self.addCleanup(lambda: defer.ensureDeferred(self.client.disconnect()))
+        await self.client.connect()
+        self.state = OnlineState(self.client)
+
+    async def test_commands_and_scripts_are_timed_by_name(self) -> None:
+        from rltwist.redis import RedisCommandError
+
+        await self.client.set("k", "v")
+        await self.client.get("k")
+        await self.state.get_available()
+        await self.state.login_begin("openid-1", 1000)
+        await self.client.execute("DBSIZE")
+        with self.assertRaises(RedisCommandError):
+            await self.client.execute("NOSUCHCOMMAND")
+        found = samples(self.registry)
+        counts = {dict(labels)["command"]: v for labels, v in
+                  named(found, "rl_redis_command_seconds_count").items()}
+        self.assertEqual(counts.get("SET"), 1)
+        self.assertEqual(counts.get("GET"), 2)  # ours and get_available's
+        self.assertEqual(counts.get("login_begin"), 1)
+        self.assertEqual(counts.get("other"), 2)
+        self.assertNotIn("EVALSHA", counts)
+        errors = named(found, "rl_redis_errors_total")
+        self.assertEqual(errors[(("kind", "RedisCommandError"),)], 1)
+        self.assertEqual(errors[(("kind", "RedisTimeout"),)], 0)

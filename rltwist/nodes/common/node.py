@@ -33,6 +33,7 @@ from rltwist.nodes.common.diag import Diag
 from rltwist.nodes.common.services import install_common
 from rltwist.nodes.common.slaveflow import Slaveflow, SlaveflowService
 from rltwist.redis import OnlineState, RedisClient
+from rltwist.redis.metrics import RedisMetrics
 from rltwist.redis.service import RedisClientService
 from rltwist.storage import Backend, StorageSettings, open_backend
 
@@ -120,7 +121,8 @@ class Node(service.MultiService):
         if self._redis is None:
             r = self.config.redis
             client = RedisClient(r.url, prefix=r.prefix, name=f"{self.name}-redis",
-                                 command_timeout=r.timeout, reactor=self.reactor)
+                                 command_timeout=r.timeout, reactor=self.reactor,
+                                 metrics=RedisMetrics(self.registry))
             RedisClientService(client).setServiceParent(self)
             self._redis = OnlineState(client)
         return self._redis
