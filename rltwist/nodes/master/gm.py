@@ -10,6 +10,8 @@ except ``GET /health`` and ``GET /metrics``.
     GET  /shutdown          progress: phase, per-node state, reports in arrival order
     POST /call              {"node","service","method","args"[, "timeout"]} one operator call
     GET  /sd                Prometheus HTTP service discovery of every node's metrics port
+                            (down nodes and configured nodes that never registered too)
+    GET  /players/<userid>  online or not, role node, birth region, name, generation
     POST /hotfix            every node applies the new codefix lists now
     POST /hotfix/rollback   {"fix_id"?} every node undoes that list (default: the last
                             list master itself applied); it must be each node's last one
@@ -49,6 +51,8 @@ from rltwist.cluster import (
     UnknownNode,
 )
 from rltwist.nodes.common.hotfix import hotfix_of
+from rltwist.nodes.master.metrics import sid_label
+from rltwist.nodes.master.players import PlayerLookupError, player_view
 
 if TYPE_CHECKING:
     from rltwist.nodes.common.node import Node
@@ -259,16 +263,44 @@ class GMApi:
     @app.route("/sd", methods=["GET"])
     async def sd(self, request: IRequest) -> bytes:
         def targets() -> list[dict[str, Any]]:
+            # Every node master knows, down ones included, and every configured node that
+            # has not registered: Prometheus then sees up == 0 for a node that died, even
+            # one that died while master was away.
             me = self.node.me
             out = [{"targets": [f"{me.host}:{me.metrics_port}"],
                     "labels": {"node": me.name, "kind": "master", "sid": ""}}]
+            listed = {me.name}
             for name, r in sorted(self.flow.nodes.items()):
-                sid = r.number if r.kind in ("map", "guild", "mail", "rolecity") else None
+                listed.add(name)
                 out.append({"targets": [f"{r.host}:{r.metrics_port}"],
                             "labels": {"node": name, "kind": r.kind,
-                                       "sid": "" if sid is None else str(sid)}})
+                                       "sid": sid_label(r.kind, r.number)}})
+            for name, c in sorted(self.node.config.nodes.items()):
+                if name not in listed:
+                    out.append({"targets": [f"{c.host}:{c.metrics_port}"],
+                                "labels": {"node": name, "kind": c.kind,
+                                           "sid": sid_label(c.kind, c.number)}})
             return out
         return await self._guard(request, targets)
+
+    @app.route("/players/<userid>", methods=["GET"])
+    async def player(self, request: IRequest, userid: str) -> bytes:
+        async def view() -> dict[str, Any]:
+            try:
+                uid = int(userid)
+            except ValueError:
+                uid = 0
+            if uid <= 0 or uid >= 1 << 63:
+                raise HTTPError(400, "bad_userid", f"not a userid: {userid!r}")
+            try:
+                found = await player_view(self.node, uid)
+            except PlayerLookupError as e:
+                raise HTTPError(503, "unavailable", str(e), source=e.what) from None
+            if found is None:
+                raise HTTPError(404, "unknown_player", f"no player {uid}: neither Redis "
+                                "nor the role database knows it", userid=uid)
+            return found
+        return await self._guard(request, view)
 
     # -- hot reload broadcasts (seed §12-14) ------------------------------------------
 

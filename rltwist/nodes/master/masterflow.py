@@ -151,6 +151,7 @@ class Masterflow(Service):
         # write-back of online players that this node was not part of
         self.drop_checks: list[Callable[[NodeRecord], bool]] = []
         self.exit_delay = 0.5  # lets a GM poller see the finished shutdown before exit
+        self.started_at: float | None = None  # reactor time of start()
         self._monitor = LoopingCall(self._check_heartbeats)
         self._monitor.clock = node.reactor
 
@@ -296,7 +297,15 @@ class Masterflow(Service):
         return defer.DeferredList(calls).addCallback(lambda _: None)
 
     def start(self) -> None:
+        self.started_at = self._now()
         self._monitor.start(self.settings.heartbeat_interval, now=False)
+
+    def startup_grace_over(self) -> bool:
+        """True once a live node had time to (re-)register with this master: a configured
+        node still missing then is not running (or cannot reach master)."""
+        s = self.settings
+        return (self.started_at is not None
+                and self._now() - self.started_at > s.heartbeat_interval * s.heartbeat_misses)
 
     def stop(self) -> None:
         if self._monitor.running:

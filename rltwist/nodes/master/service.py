@@ -16,6 +16,7 @@ from rltwist.cluster import ClusterError
 from rltwist.nodes.common.node import Node, fail_startup
 from rltwist.nodes.master.gm import GMApi
 from rltwist.nodes.master.masterflow import DOWN, STOPPED, UP, Masterflow, NodeRecord
+from rltwist.nodes.master.metrics import MasterCollector
 
 log = Logger()
 
@@ -249,4 +250,5 @@ def build(node: Node) -> None:
     node.cluster.register(flow)
     node.role_registry = RoleRegistry(node, flow)  # type: ignore[attr-defined]
     node.masterflow = flow  # type: ignore[attr-defined]
+    node.registry.register(MasterCollector(flow, node.role_registry))  # type: ignore[attr-defined]
     GMService(node, flow).setServiceParent(node)
