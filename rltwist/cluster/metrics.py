@@ -54,6 +54,11 @@ class OutCalls:
 
 UNKNOWN = "unknown"  # the label of every name that is not a registered service or method
 
+#: call error kinds created at 0, so an error panel shows 0 rather than nothing
+ERROR_KINDS = ("CallTimeout", "NodeUnreachable", "LinkLost", "OutboundFull", "UnknownNode",
+               "UnknownService", "UnknownMethod", "BadArguments", "MessageTooLarge",
+               "RemoteError")
+
 #: the p99 of calls to a peer covers the current and the previous window of this length
 PEER_WINDOW = 30.0
 
@@ -145,7 +150,7 @@ class Stats:
         # outbound sends of this node to itself, to unknown nodes, and of closed senders
         # (each live sender counts its own: it needs them to count lost sends)
         self.sends_out: Counts = {}
-        self.errors: dict[str, int] = {}
+        self.errors: dict[str, int] = dict.fromkeys(ERROR_KINDS, 0)
         self.links: dict[str, int] = {}
         self.peers: dict[str, PeerCalls] = {}  # outgoing calls per peer (see PeerCalls)
         self.sends_dropped: dict[tuple[str, str], int] = {}  # (peer, reason): never written
