@@ -15,7 +15,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.twisted import MetricsResource
 from twisted.application import service
 from twisted.internet import defer, error
@@ -71,6 +76,9 @@ class Node(service.MultiService):
             addresses={n.name: (n.host, n.port) for n in config.nodes.values()},
             listen=(me.host, me.port), reactor=reactor)
         self.cluster.setServiceParent(self)
+        # no <counter>_created series: they would double every counter's series (the
+        # series budget, rltwist.metrics) and nothing here reads them
+        disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
