@@ -12,8 +12,8 @@ directory; it waits until master reports every node up, prints where everything 
 stays in the foreground. With ``--prometheus`` it also starts a real Prometheus
 (``rltwist.prometheus``) that finds every node through master's ``/sd`` and loads the
 shipped alert rules, and prints its URL. Ctrl-C (or ``rl-cluster down`` from another
-shell) stops the cluster through the GM ordered shutdown, so data is saved; nodes that do not exit within
-the bound get SIGTERM, then SIGKILL, by PID. It uses :mod:`rltwist.launcher`, the same
+shell) stops the cluster through the GM ordered shutdown, so data is saved; nodes that do
+not exit within the bound get SIGTERM, then SIGKILL, by PID. It uses :mod:`rltwist.launcher`, the same
 code the tests use.
 """
 
