@@ -13,8 +13,8 @@ stays in the foreground. With ``--prometheus`` it also starts a real Prometheus
 (``rltwist.prometheus``) that finds every node through master's ``/sd`` and loads the
 shipped alert rules, and prints its URL. Ctrl-C (or ``rl-cluster down`` from another
 shell) stops the cluster through the GM ordered shutdown, so data is saved; nodes that do
-not exit within the bound get SIGTERM, then SIGKILL, by PID. It uses :mod:`rltwist.launcher`, the same
-code the tests use.
+not exit within the bound get SIGTERM, then SIGKILL, by PID. It uses
+:mod:`rltwist.launcher`, the same code the tests use.
 """
 
 from __future__ import annotations
