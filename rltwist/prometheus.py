@@ -114,7 +114,8 @@ class _Output(protocol.ProcessProtocol):
 
 
 class PrometheusServer:
-    """One Prometheus process scraping a cluster through master's ``/sd``."""
+    """One Prometheus process scraping a cluster through master's ``/sd``; ``client``
+    talks to its HTTP API."""
 
     def __init__(self, directory: str | os.PathLike[str], *, sd_url: str, token: str,
                  binary: str, interval: float = 15.0, port: int | None = None,
@@ -143,6 +144,10 @@ class PrometheusServer:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def client(self) -> PrometheusAPI:
+        return PrometheusAPI(self.url, self.reactor)
 
     @property
     def config_path(self) -> Path:
@@ -181,7 +186,7 @@ class PrometheusServer:
                 raise LaunchError(f"prometheus exited with status {self.exit_code} before it "
                                   f"was ready; last output:\n{self.tail()}")
             try:
-                status, _ = await self._get("/-/ready", timeout=2.0)
+                status, _ = await self.client.get("/-/ready", timeout=2.0)
                 if status == 200:
                     return
                 last = f"/-/ready answered {status}"
@@ -230,10 +235,20 @@ class PrometheusServer:
                          pid=self.pid, t=bound, sig=sig.name)
         raise LaunchError(f"prometheus (pid {self.pid}) did not exit after SIGKILL")
 
-    # -- the HTTP API -------------------------------------------------------------------
 
-    async def _get(self, path: str, params: Mapping[str, str] | None = None,
-                   timeout: float = 10.0) -> tuple[int, bytes]:
+class PrometheusAPI:
+    """The parts of Prometheus's HTTP API that rl-cluster and the tests use."""
+
+    def __init__(self, url: str, reactor: Any = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+            reactor = default_reactor
+        self.reactor = reactor
+        self.url = url.rstrip("/")
+
+    async def get(self, path: str, params: Mapping[str, str] | None = None,
+                  timeout: float = 10.0) -> tuple[int, bytes]:
+        """One bounded GET of *path*: (HTTP status, body)."""
         import treq
 
         response = await treq.get(self.url + path, params=dict(params or {}),
@@ -243,7 +258,7 @@ class PrometheusServer:
 
     async def api(self, path: str, **params: str) -> Any:
         """``GET /api/v1/<path>``'s ``data``; LaunchError naming the call when it fails."""
-        status, body = await self._get(f"/api/v1/{path}", params)
+        status, body = await self.get(f"/api/v1/{path}", params)
         try:
             answer = json.loads(body)
         except ValueError:
