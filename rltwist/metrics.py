@@ -25,9 +25,9 @@ when the metric is made (``precreate``): a dashboard panel then shows 0, not "no
 and ``rate()`` sees the first increase.
 
 Budget: at 100 regions (about 420 nodes) no node serves more than ``SERIES_BUDGET``
-series. What grows with the cluster is per peer (``rl_cluster_link_up``,
-``rl_cluster_peer_call_p99_seconds``, ``rl_cluster_peer_calls_total`` — no method label
-beside ``peer``), per node on master (``rl_node_up``) and per region on role nodes
+series. What grows with the cluster is per peer (``rl_cluster_link_up`` and
+``rl_cluster_peer_call_p99_seconds`` — no method label beside ``peer``; backlogs only for
+peers that have one), per node on master (``rl_node_up``) and per region on role nodes
 (``rl_role_online_players_by_region``); ``bench/metrics.py`` counts them.
 
 Features that come later follow the same shape, per node and never per player, guild or

@@ -68,10 +68,11 @@ class PeerCalls:
     their latency over the last one to two windows, for a p99 per peer.
 
     A histogram per peer would cost ~20 series per peer, and a node at 100 regions has
-    about 420 peers; this costs two (a count and a p99), computed when Prometheus
-    scrapes. The windows turn at scrape time (``roll``): the p99 covers the last
-    ``PEER_WINDOW`` to 2 x ``PEER_WINDOW`` seconds, or the time since the previous scrape
-    when scrapes are further apart. The sender's reply path bumps ``cur`` and ``calls``
+    about 420 peers; this costs one (the p99), computed when Prometheus scrapes (call
+    rates are in ``rl_cluster_calls_out_total`` by service and method). The windows turn
+    at scrape time (``roll``): the p99 covers the last ``PEER_WINDOW`` to 2 x
+    ``PEER_WINDOW`` seconds, or the time since the previous scrape when scrapes are
+    further apart. The sender's reply path bumps ``cur`` and ``calls``
     inline; a call that timed out counts as taking its timeout.
     """
 
@@ -335,8 +336,6 @@ class ClusterCollector(Collector):
         ), totals, strict=True):
             yield GaugeMetricFamily(name, doc, value=value)
         now = self.clock() if self.clock is not None else None
-        calls = CounterMetricFamily("rl_cluster_peer_calls", "Calls to the peer answered or "
-                                    "timed out (any method)", labels=["peer"])
         p99 = GaugeMetricFamily("rl_cluster_peer_call_p99_seconds",
                                 "99th percentile of call latency to the peer (any method; a "
                                 "timeout counts as its timeout) over the last 30-60 s; absent "
@@ -344,11 +343,9 @@ class ClusterCollector(Collector):
         for peer, pc in sorted(s.peers.items()):
             if now is not None:
                 pc.roll(now)
-            calls.add_metric([peer], pc.calls)
             q = pc.p99()
             if q is not None:
                 p99.add_metric([peer], q)
-        yield calls
         yield p99
         dropped = CounterMetricFamily(
             "rl_cluster_sends_dropped", "Sends given up before they were written, by peer and "
