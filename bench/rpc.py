@@ -11,6 +11,15 @@ alternately, ``--runs`` times; the table shows medians with min-max, ratio = rlt
 For send rows, ``outstanding`` is the number of sends issued per reactor turn; delivery is
 confirmed by a count query travelling behind the sends on the same connection.
 
+The last row, ``paused_peer``, checks the bounds rather than speed: the node process is
+SIGSTOPped and this process keeps sending to it (``--paused-sends`` sends of
+``--paused-payload`` bytes, 100 per reactor turn, the same again after the outbound queue
+is full, then 100 per 10 ms for ``--paused-hold`` seconds); it reports how much this
+process' RSS grew against ``cluster.max_outbound``, how many sends were dropped (by
+reason), whether a call failed at once and when the silent link was closed, then SIGCONTs
+the node and counts what it received. The exit status is 1 if RSS grew past
+max_outbound + 20 MB or nothing was dropped.
+
 Both sides share a 2-core machine with whatever else runs on it, so rates move with the
 load (printed at the end). A second table gives the CPU time per operation of this process
 and of the serving process (from /proc), which moves much less and shows which side costs.
@@ -19,6 +28,7 @@ and of the serving process (from /proc), which moves much less and shows which s
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -28,7 +38,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -37,10 +47,13 @@ import floor
 from rltwist.cli import react_main
 from rltwist.cluster import Cluster
 from rltwist.config import load_config
-from rltwist.launcher import LocalCluster, free_ports
+from rltwist.launcher import LocalCluster, NodeProcess, free_ports
 
+PAUSED = "paused_peer"
 ROWS = [("call", 50, 1), ("call", 50, 100), ("call", 4096, 1), ("call", 4096, 100),
         ("send", 50, 100), ("send", 4096, 100)]
+MiB = 1024 * 1024
+RSS_SLACK_MB = 20  # the paused row passes if RSS grew less than max_outbound + this
 SYNC_EVERY = 1000      # sends between two delivery-count queries
 SYNC_IN_FLIGHT = 4     # queries allowed in flight before issuing pauses
 
@@ -215,6 +228,116 @@ def pct(values: list[float], p: float) -> float | None:
     return values[min(len(values) - 1, int(p / 100 * len(values)))]
 
 
+def rss_bytes() -> int:
+    """Resident set size of this process (from /proc/self/statm)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def call_now(me: Cluster, target: str, payload: bytes) -> str:
+    """Make one call and say how it ended before control returns to the reactor (with the
+    outbound queue full it must fail at once, not wait for its timeout)."""
+    outcome: list[str] = []
+    t0 = time.perf_counter()
+    d = me.call(target, "diag", "echo", payload)
+    d.addCallbacks(lambda _: outcome.append("answered"),
+                   lambda f: outcome.append(type(f.value).__name__))
+    took = (time.perf_counter() - t0) * 1e6
+    return f"{outcome[0]} after {took:.0f} us" if outcome else "still pending"
+
+
+async def paused_peer(me: Cluster, target: str, proc: NodeProcess, payload_size: int,
+                      sends: int, hold: float) -> dict[str, Any]:
+    """SIGSTOP the node, send to it, and measure what the bounds let this process hold."""
+    sender = me.senders[target]
+    tag = "paused"
+    payload = b"p" * payload_size
+    gc.collect()
+    rss0 = peak_rss = rss_bytes()
+    peak_outbound = offered = 0
+    call_result = "not tried"
+    silent_after: float | None = None
+    silent0 = me.stats.link_closes.get("peer silent", 0)
+
+    def offer() -> None:
+        nonlocal offered, peak_outbound, peak_rss, silent_after
+        for _ in range(100):
+            me.send(target, "diag", "tally", tag, payload)
+        offered += 100
+        peak_outbound = max(peak_outbound, sender.outbound_bytes())
+        peak_rss = max(peak_rss, rss_bytes())
+        if silent_after is None and me.stats.link_closes.get("peer silent", 0) > silent0:
+            silent_after = time.perf_counter() - started
+
+    proc.pause()
+    started = time.perf_counter()
+    try:
+        # a burst: *sends*, and as many again once drops start (the queue is then full)
+        full_at: int | None = None
+        while offered < (sends if full_at is None else full_at + sends):
+            offer()
+            if full_at is None and me.stats.dropped(target):
+                full_at = offered
+                call_result = call_now(me, target, payload)
+            await task.deferLater(reactor, 0)
+        burst = time.perf_counter() - started
+        # then a steady trickle while the node stays frozen: the bound holds over time,
+        # and the silent link is noticed (cluster.ping_interval + ping_timeout)
+        hold_until = time.perf_counter() + hold
+        while time.perf_counter() < hold_until:
+            offer()
+            await task.deferLater(reactor, 0.01)
+        paused_for = time.perf_counter() - started
+    finally:
+        proc.resume()
+    dropped = {reason: n for (peer, reason), n in me.stats.sends_dropped.items()
+               if peer == target}
+    lost = me.stats.lost(target)
+    # after SIGCONT: wait (bounded) until the node has taken everything still on its way;
+    # sends counted lost went down with a link unconfirmed, so some may still have arrived
+    at_least = offered - sum(dropped.values()) - lost
+    delivered = -1
+    deadline = time.perf_counter() + 30
+    while time.perf_counter() < deadline:
+        try:
+            delivered = await me.call(target, "diag", "tally_of", tag, timeout=5.0)
+        except Exception:
+            delivered = -1
+        if delivered >= at_least:
+            break
+        await task.deferLater(reactor, 0.05)
+    growth = (peak_rss - rss0) / MiB
+    bound = me.max_outbound / MiB
+    return {
+        "metric": PAUSED, "payload": payload_size, "sends_offered": offered,
+        "burst_s": round(burst, 2), "paused_s": round(paused_for, 2),
+        "caller_rss_growth_mb": round(growth, 1), "max_outbound_mb": round(bound, 1),
+        "rss_within_bound": growth < bound + RSS_SLACK_MB,
+        "outbound_peak_mb": round(peak_outbound / MiB, 1),
+        "sends_dropped": sum(dropped.values()), "sends_dropped_by_reason": dropped,
+        "sends_lost": lost, "call_when_full": call_result,
+        "link_silent_after_s": round(silent_after, 2) if silent_after is not None else None,
+        "delivered_after_resume": delivered,
+        "delivered_expected": [at_least, at_least + lost],
+    }
+
+
+def print_paused(r: dict[str, Any]) -> None:
+    print(f"\npaused peer (SIGSTOP) for {r['paused_s']:.1f}s: {r['sends_offered']} sends of "
+          f"{r['payload']} B offered (burst in {r['burst_s']:.2f}s, then 100 per 10 ms)")
+    print(f"  caller RSS +{r['caller_rss_growth_mb']:.1f} MB (bound: max_outbound "
+          f"{r['max_outbound_mb']:.0f} MB + {RSS_SLACK_MB} MB: "
+          f"{'ok' if r['rss_within_bound'] else 'EXCEEDED'}), outbound peak "
+          f"{r['outbound_peak_mb']:.1f} MB")
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(r["sends_dropped_by_reason"].items()))
+    print(f"  sends dropped {r['sends_dropped']} ({reasons or 'none'}), lost with a link "
+          f"{r['sends_lost']}; a call with the queue full: {r['call_when_full']}")
+    silent = r["link_silent_after_s"]
+    print(f"  silent link closed: {f'after {silent:.1f}s' if silent is not None else 'no'}; "
+          f"after SIGCONT the node received {r['delivered_after_resume']} (offered - dropped "
+          f"- lost = {r['delivered_expected'][0]}, up to {r['delivered_expected'][1]})")
+
+
 async def start_floor(run_dir: str) -> tuple[Any, floor.FloorClient]:
     port = free_ports(1)[0]
     ready: defer.Deferred[None] = defer.Deferred()
@@ -259,6 +382,8 @@ async def main(args: argparse.Namespace) -> int:
         load_before = os.getloadavg()
         rows = []
         for metric, size, outstanding in args.rows:
+            if metric == PAUSED:
+                continue  # measured last: it freezes the node
             rates: list[float] = []
             floors: list[float] = []
             lat: list[float] = []
@@ -322,6 +447,15 @@ async def main(args: argparse.Namespace) -> int:
                   f"{fmt(sv):>7} {fc:>13.2f} {fmt(fsv):>7}   {flat:>16}")
         print(f"\nload average (1, 5, 15 min) before: {fmt_load(load_before)}, "
               f"after: {fmt_load(load_after)}")
+        status = 0
+        if any(m == PAUSED for m, _, _ in args.rows):
+            paused = await paused_peer(me, "logiccenter", lc.nodes["logiccenter"],
+                                       args.paused_payload, args.paused_sends,
+                                       args.paused_hold)
+            print_paused(paused)
+            rows.append(paused)
+            if not paused["rss_within_bound"] or not paused["sends_dropped"]:
+                status = 1
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"rows": rows, "runs": args.runs, "duration_s": args.duration,
@@ -329,7 +463,7 @@ async def main(args: argparse.Namespace) -> int:
                            "load_before": load_before, "load_after": load_after}, f,
                           indent=1)
             print(f"\nwrote {args.json}")
-        return 0
+        return status
     finally:
         if me is not None:
             await me.stopService()
@@ -341,24 +475,40 @@ async def main(args: argparse.Namespace) -> int:
 def parse_rows(text: str) -> list[tuple[str, int, int]]:
     rows = []
     for item in text.split(","):
+        if item == PAUSED:
+            rows.append((PAUSED, 0, 0))
+            continue
         metric, size, outstanding = item.split(":")
         if metric not in ("call", "send"):
-            raise argparse.ArgumentTypeError(f"unknown metric {metric!r} (call or send)")
+            raise argparse.ArgumentTypeError(
+                f"unknown metric {metric!r} (call, send, or {PAUSED} alone)")
         rows.append((metric, int(size), int(outstanding)))
     return rows
 
 
 def cli() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="1 run of 1 s per row (< 50 s in all)")
+    p.add_argument("--quick", action="store_true",
+                   help="1 run of 1 s per row, 10000 paused sends (< 1 min in all)")
     p.add_argument("--runs", type=int, default=3, help="runs per row (default 3)")
     p.add_argument("--duration", type=float, default=3.0, help="seconds per run (default 3)")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
-    p.add_argument("--rows", type=parse_rows, default=ROWS, metavar="METRIC:BYTES:N,...",
-                   help="measure only these rows, e.g. call:50:100,send:50:100")
+    p.add_argument("--rows", type=parse_rows, default=[*ROWS, (PAUSED, 0, 0)],
+                   metavar="METRIC:BYTES:N,...",
+                   help=f"measure only these rows, e.g. call:50:100,send:50:100,{PAUSED}")
+    p.add_argument("--paused-sends", type=int, default=20_000, metavar="N",
+                   help="sends offered to the paused peer before drops start, and again after "
+                        "(default 20000)")
+    p.add_argument("--paused-payload", type=int, default=10_000, metavar="BYTES",
+                   help="payload of each of those sends (default 10000)")
+    p.add_argument("--paused-hold", type=float, default=8.0, metavar="S",
+                   help="then keep sending 100 per 10 ms for S seconds (default 8, which is "
+                        "past the silent-link detection)")
     args = p.parse_args()
     if args.quick:
         args.runs, args.duration = 1, 1.0
+        args.paused_sends = min(args.paused_sends, 10_000)
+        args.paused_hold = min(args.paused_hold, 1.0)
     react_main(lambda _: main(args))
 
 

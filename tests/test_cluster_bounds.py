@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from twisted.internet import defer, reactor
 from twisted.internet.error import ConnectionLost
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
@@ -209,6 +210,14 @@ class OneSender(unittest.TestCase):
         self.make(max_outbound=1 * MiB)
         peer = self.connect()
         sender = self.a.senders["b"]
+        drop_lines: list[dict[str, Any]] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            if "dropped sends" in (event.get("log_format") or ""):
+                drop_lines.append(event)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
         payload = b"p" * 10_000
         for i in range(1000):  # 10 MB offered; the peer reads nothing
             self.a.send("b", "echo", "note", i, payload)
@@ -218,6 +227,12 @@ class OneSender(unittest.TestCase):
                          + sender.queued_bytes)
         dropped = self.a.stats.dropped("b", "outbound_full")
         self.assertGreater(dropped, 800)
+        # one log line for the first drop; the rest are summed up by the next sweep
+        self.assertEqual(len(drop_lines), 1)
+        self.clock.advance(1.0)
+        self.assertEqual(len(drop_lines), 2)
+        self.assertEqual(drop_lines[0]["drops"]["outbound_full"]
+                         + drop_lines[1]["drops"]["outbound_full"], dropped)
         text = scrape(self.a)
         self.assertIn(f'rl_cluster_sends_dropped_total{{peer="b",reason="outbound_full"}} '
                       f'{float(dropped)}', text)
@@ -295,6 +310,13 @@ class OneSender(unittest.TestCase):
         echo.hanging[0].callback("too late")  # a late answer goes nowhere, and is counted
         self.assertEqual(self.a.stats.late_replies, 1)
         self.assertEqual(self.successResultOf(self.a.call("a", "echo", "ping", 5)), 5)
+
+    def test_a_call_to_this_node_still_waiting_at_stop_fails(self) -> None:
+        self.make()
+        d = self.a.call("a", "echo", "hang", timeout=60.0)
+        self.a.stopService()
+        self.failureResultOf(d, NodeUnreachable)
+        self.assertEqual(self.clock.getDelayedCalls(), [], "the deadline timer was left")
 
     # -- item 6: after stopService ----------------------------------------------------------
 

@@ -17,7 +17,7 @@ from rltwist.launcher import DEV_SECRET
 from rltwist.protocols import pb
 from rltwist.storage import EmbeddedBackend
 from tests.login_util import GameClient, LoginCase
-from tests.util import equals, wait_for
+from tests.util import equals, metrics_text, wait_for
 
 log = Logger()
 E = pb.ErrorCode
@@ -84,7 +84,7 @@ class MasterLost(LoginCase):
                        "role1 to finish logging the fenced player out")
         # the fence's logout ended with a final save storage took at once (a client
         # cannot leave unsaved changes today: Rename saves before it answers)
-        metrics = await _metrics(self, "role1")
+        metrics = await metrics_text(self.lc, "role1")
         self.assertIn('rl_role_logouts_total{reason="fenced: lost master"} 1.0', metrics)
         self.assertIn("rl_role_final_save_retries_total 0.0", metrics)
         self.assertEqual(await self._stored_name(userid), "Fencer")
@@ -204,14 +204,6 @@ class MasterAndRedisRestart(LoginCase):
         self.assertEqual((await again.request(pb.Heartbeat())).code, E.OK)
         self.assertEqual((await a.request(pb.Heartbeat())).code, E.OK)
         await self.lc.wait_up(self.names, timeout=20)
-
-
-async def _metrics(case: LoginCase, name: str) -> str:
-    import treq
-
-    port = case.lc.node_config(name)["metrics_port"]
-    response = await treq.get(f"http://127.0.0.1:{port}/metrics", persistent=False)
-    return (await treq.content(response)).decode()
 
 
 async def _bounded(d: Any, timeout: float, what: str) -> Any:

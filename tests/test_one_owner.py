@@ -1,16 +1,20 @@
 """One owner, nothing lost — real processes, real Redis, embedded storage: the generation
 claim at Auth (a frozen old instance that wakes first writes nothing; generations keep
-rising after Redis loses its keys) and crash-safe rename (a role node SIGKILLed at each
-step of a rename leaves one owner per name and no name reserved for ever)."""
+rising after Redis loses its keys), a logout whose final save fails (the player is kept,
+the save retried, nothing lost) and crash-safe rename (a role node SIGKILLed at a step of a
+rename leaves one owner per name and no name reserved for ever)."""
 
 from __future__ import annotations
 
+import re
+import sqlite3
 from typing import Any
 
 from rltwist.protocols import pb
+from rltwist.redis import LOGOUT
 from rltwist.storage import EmbeddedBackend
 from tests.login_util import LoginCase, offline
-from tests.util import node_is, wait_for
+from tests.util import metrics_text, node_is, wait_for
 
 E = pb.ErrorCode
 CRASH = {"RLTWIST_TEST_FLAGS": "crashpoints"}
@@ -93,6 +97,48 @@ class GenerationClaim(_Stored, LoginCase):
         await wait_for(lambda: offline(self, userid), 10, "gus's second logout")
         third = self.client("gus")
         self.assertEqual((await third.play(host, port)).name, "Gus2")
+
+
+class FinalSaveRetried(_Stored, LoginCase):
+    """A logout whose final save fails keeps the player until storage takes it."""
+
+    names = ["master", "logiccenter", "rolecity1", "role1", "login1"]
+    # a locked database fails a save after storage.timeout; no periodic save meanwhile
+    overrides = {"storage": {"save_interval": 300.0, "timeout": 1.0}}
+
+    async def test_a_logout_whose_save_fails_keeps_the_player_until_storage_is_back(
+            self) -> None:
+        host, port = self.login_address()
+        c = self.client("jo")
+        await c.play(host, port)
+        userid = c.login_response.userid
+        self.assertEqual((await c.request(pb.Rename(name="Jo"))).code, E.OK)
+        # the rename's clean-up (its intent cleared) is dirty: the final save must write it
+        lock = sqlite3.connect(str(self.lc.run_dir / "data" / "roledb.sqlite3"), timeout=10,
+                               isolation_level=None)
+        self.addCleanup(lock.close)
+        lock.execute("BEGIN EXCLUSIVE")  # storage "down" for the role node's writes
+        c.close()
+        await wait_for(lambda: self._retries_at_least(2), 30,
+                       "role1 to retry the failing final save twice")
+        # the player is still held: Redis keeps LOGOUT and a new login must wait
+        user = await self.state.get_user(userid)
+        self.assertEqual(user.state if user else None, LOGOUT)
+        retry = self.client("jo")
+        self.assertEqual((await retry.login(host, port)).code, E.RETRY_LATER)
+        lock.execute("ROLLBACK")  # storage is back
+        await wait_for(lambda: offline(self, userid), 60,
+                       "the logout to finish once storage is back")
+        stored = await self.stored(userid)
+        self.assertEqual(stored.doc["attrs"]["name"], "Jo")
+        self.assertFalse(stored.doc["components"].get("rename"))  # the dirty part landed
+        again = self.client("jo")
+        self.assertEqual((await again.play(host, port)).name, "Jo")
+
+    async def _retries_at_least(self, n: int) -> bool:
+        text = await metrics_text(self.lc, "role1")
+        m = re.search(r"^rl_role_final_save_retries_total ([0-9.]+)$", text, re.M)
+        return m is not None and float(m.group(1)) >= n
 
 
 class _RenameCrash(_Stored, LoginCase):

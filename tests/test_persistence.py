@@ -135,14 +135,6 @@ class Persistence(LoginCase):
         self.assertEqual(auth.basics.gold, gold + 150)
 
 
-async def _metrics(case: LoginCase, name: str) -> str:
-    import treq
-
-    port = case.lc.node_config(name)["metrics_port"]
-    response = await treq.get(f"http://127.0.0.1:{port}/metrics", persistent=False)
-    return (await treq.content(response)).decode()
-
-
 class CleanRestart(LoginCase):
     names = ["master", "logiccenter", "rolecity1", "role1", "login1"]
 

@@ -46,6 +46,16 @@ async def equals(awaitable: Any, expected: Any) -> bool:
     return (await awaitable) == expected
 
 
+async def metrics_text(lc: Any, name: str, timeout: float = 5.0) -> str:
+    """The Prometheus text a node of LocalCluster *lc* serves right now (bounded)."""
+    import treq
+
+    port = lc.node_config(name)["metrics_port"]
+    response = await treq.get(f"http://127.0.0.1:{port}/metrics", persistent=False,
+                              timeout=timeout)
+    return str((await treq.content(response)).decode())
+
+
 async def node_is(lc: Any, name: str, state: str) -> bool:
     """For wait_for: does master report node *name* in *state*?"""
     return (await lc.node_states()).get(name) == state

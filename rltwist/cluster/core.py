@@ -19,7 +19,13 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer, error
-from twisted.internet.interfaces import IListeningPort, IReactorCore, IReactorTCP, IReactorTime
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IListeningPort,
+    IReactorCore,
+    IReactorTCP,
+    IReactorTime,
+)
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel
@@ -104,6 +110,8 @@ class Cluster(service.Service):
         self.pack = pack
         self.port: IListeningPort | None = None
         self._stopped = False  # after stopService: no new links, calls fail at once
+        # local calls still running: their result Deferred -> (deadline, service, method)
+        self._local_waits: dict[defer.Deferred[Any], tuple[IDelayedCall, str, str]] = {}
         self._sweeper = LoopingCall(self._expire)
         self._sweeper.clock = reactor
 
@@ -397,16 +405,17 @@ class Cluster(service.Service):
         result: defer.Deferred[Any] = defer.Deferred()
 
         def expired() -> None:
+            del self._local_waits[result]
             self.stats.error("CallTimeout")
             result.errback(CallTimeout(self.name, service, method, timeout))
 
-        timer = self.reactor.callLater(timeout, expired)
+        self._local_waits[result] = (self.reactor.callLater(timeout, expired), service, method)
 
         def done(value: Any) -> None:
             if result.called:
                 self.stats.late_replies += 1  # a failure was logged by to_remote_error
                 return
-            timer.cancel()
+            self._local_waits.pop(result)[0].cancel()
             if isinstance(value, Failure):
                 result.errback(value)
             else:
@@ -442,6 +451,10 @@ class Cluster(service.Service):
         senders, self.senders = self.senders, {}
         for sender in senders.values():
             sender.close(NodeUnreachable(sender.node, detail=f"{self.name} is stopping"))
+        waits, self._local_waits = self._local_waits, {}
+        for result, (timer, svc, method) in waits.items():
+            timer.cancel()
+            result.errback(NodeUnreachable(self.name, svc, method, f"{self.name} is stopping"))
         for link in list(self.agent_links):
             if link.transport is not None:
                 link.transport.loseConnection()

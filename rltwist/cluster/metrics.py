@@ -269,8 +269,8 @@ class ClusterCollector(Collector):
         yield hist
         sends_out: Counts = {}
         merge_into(sends_out, s.sends_out)
-        for snd in list(senders.values()):
-            merge_into(sends_out, snd.sends_out)
+        for live in list(senders.values()):
+            merge_into(sends_out, live.sends_out)
         for name, doc, data in (
             ("rl_cluster_calls_in", "Calls received, by service and method", s.calls_in),
             ("rl_cluster_sends_in", "Sends received, by service and method", s.sends_in),

@@ -71,7 +71,12 @@ if TYPE_CHECKING:
 log = Logger()
 
 IDLE, CONNECTING, READY, CLOSED = "idle", "connecting", "ready", "closed"
-HIGH_WATER_MAX = 4 * 1024 * 1024  # most bytes handed to a transport between two drains
+# Most bytes handed to a transport between two drains. Twisted reports a drain only when
+# its buffer is empty, and writes at most 128 KiB per reactor iteration, so a caller that
+# keeps writing faster than that sees no drain until it pauses: a low mark would send a
+# well-read link through the (slower) queue. 16 MiB is max_outbound / 4 by default.
+HIGH_WATER_MAX = 16 * 1024 * 1024
+DROP_LOG_INTERVAL = 1.0  # seconds between two log lines about dropped sends to one peer
 
 # A pending call: (deferred, OutCalls of its service method, started_at, timeout),
 # started_at from reactor.seconds(). A plain tuple: this is on the hot path of every call.
@@ -106,6 +111,17 @@ class Sender:
     covers connecting, backpressure and oversized frames.
     """
 
+    # Slots: the hot paths read a dozen of these per message, and an instance dict with
+    # this many keys would lose CPython's fast attribute access.
+    __slots__ = (
+        "_attempt", "_confirmed", "_connector", "_delay", "_drops_logged_at",
+        "_drops_unlogged", "_failures_logged", "_ping", "_ping_token", "_retry", "_seconds",
+        "_session", "_unwritten_sends", "address", "cluster", "connect_failures", "high_water",
+        "last_heard", "limit", "link", "max_message", "node", "out_bytes", "pending", "queue",
+        "queue_limit", "queued_bytes", "queued_sends", "sends_out", "state", "unwritten",
+        "write",
+    )
+
     def __init__(self, cluster: Cluster, node: str, address: tuple[str, int]) -> None:
         self.cluster = cluster
         self.node = node
@@ -127,6 +143,9 @@ class Sender:
         # queued frames: (frame, enqueued_at, session or 0 for a send)
         self.queue: deque[tuple[bytes, float, int]] = deque()
         self.queued_bytes = 0
+        self.queued_sends = 0
+        self._drops_unlogged: dict[str, int] = {}  # reason -> sends dropped, not yet logged
+        self._drops_logged_at = float("-inf")
         # sends made through this sender, by service and method (Cluster.send counts here)
         self.sends_out: Counts = {}
         self._unwritten_sends = 0  # of those, never handed to a transport
@@ -166,16 +185,24 @@ class Sender:
             raise MessageTooLarge(self.node, out.service, out.method, "MessageTooLarge",
                                   self._too_large(size))
         now = self._seconds()
-        if self._writes_alone():
+        queue = self.queue
+        if not queue and not self.out_bytes and self.link is not None:
+            # the transport is drained and nothing waits: it may take one large frame
             self.pending[session] = (d, out, now, timeout)
             self.out_bytes = size
             self.write(frame)
             return
         if self.queued_bytes + size > self.queue_limit:
             raise OutboundFull(self.node, out.service, out.method, self._full())
+        if self.state == CLOSED:
+            raise NodeUnreachable(self.node, out.service, out.method, "sender closed")
         self.pending[session] = (d, out, now, timeout)
         self.unwritten.add(session)
-        self._enqueue(frame, now, session)
+        queue.append((frame, now, session))
+        self.queued_bytes += size
+        self.limit = 0  # everything after this frame waits behind it
+        if self.state == IDLE:
+            self._connect()
 
     def send_slow(self, frame: bytes, service: str, method: str) -> None:
         """The slow path of ``Cluster.send``: queue, write a large frame alone, or drop."""
@@ -184,20 +211,24 @@ class Sender:
             self._unwritten_sends += 1
             raise MessageTooLarge(self.node, service, method, "MessageTooLarge",
                                   self._too_large(size))
-        if self._writes_alone():
-            self.out_bytes = size
+        queue = self.queue
+        if not queue and not self.out_bytes and self.link is not None:
+            self.out_bytes = size  # the transport is drained: it may take one large frame
             self.write(frame)
             return
         self._unwritten_sends += 1
-        if self.queued_bytes + size > self.queue_limit:
-            self._count_dropped(1, "outbound_full", self._full())
+        queued = self.queued_bytes + size
+        if queued > self.queue_limit:
+            self._count_dropped(1, "outbound_full")
             return
-        self._enqueue(frame, self._seconds(), 0)
-
-    def _writes_alone(self) -> bool:
-        """A frame above the high-water mark may go when the transport is drained and
-        nothing waits before it."""
-        return self.link is not None and not self.queue and self.out_bytes == 0
+        if self.state == CLOSED:
+            raise NodeUnreachable(self.node, service, method, "sender closed")
+        queue.append((frame, self._seconds(), 0))
+        self.queued_bytes = queued
+        self.queued_sends += 1
+        self.limit = 0  # everything after this frame waits behind it
+        if self.state == IDLE:
+            self._connect()
 
     def _too_large(self, size: int) -> str:
         return f"message of {size} bytes exceeds cluster.max_message ({self.max_message})"
@@ -205,15 +236,6 @@ class Sender:
     def _full(self) -> str:
         return (f"{self.outbound_bytes()} bytes already wait for {self.node} "
                 f"(cluster.max_outbound {self.cluster.max_outbound}); it is not reading")
-
-    def _enqueue(self, frame: bytes, now: float, session: int) -> None:
-        if self.state == CLOSED:
-            raise NodeUnreachable(self.node, detail="sender closed")
-        self.queue.append((frame, now, session))
-        self.queued_bytes += len(frame)
-        self.limit = 0  # everything after this frame waits behind it
-        if self.state == IDLE:
-            self._connect()
 
     def outbound_bytes(self) -> int:
         """Bytes waiting for this peer: queued, and handed to the transport since it last
@@ -232,31 +254,42 @@ class Sender:
 
     def _flush(self) -> None:
         """Write queued frames, up to one high-water mark (at least one frame)."""
-        queue, pending, unwritten = self.queue, self.pending, self.unwritten
-        batch: list[bytes] = []
-        size = sends = 0
-        while queue:
-            frame, _, session = queue[0]
-            n = len(frame)
-            if session and session not in pending:  # timed out while it waited
+        queue, pending = self.queue, self.pending
+        if self.queued_bytes <= self.high_water:
+            # the usual case: everything fits; calls that timed out while queued are skipped
+            frames = [f for f, _, session in queue if not session or session in pending]
+            self.out_bytes = self.queued_bytes
+            self._unwritten_sends -= self.queued_sends
+            queue.clear()
+            self.unwritten.clear()  # only queued calls are unwritten
+            self.queued_bytes = self.queued_sends = 0
+        else:
+            frames = []
+            size = sends = 0
+            unwritten = self.unwritten
+            while queue:
+                frame, _, session = queue[0]
+                n = len(frame)
+                if session and session not in pending:  # timed out while it waited
+                    queue.popleft()
+                    self.queued_bytes -= n
+                    continue
+                if frames and size + n > self.high_water:
+                    break
                 queue.popleft()
                 self.queued_bytes -= n
-                continue
-            if batch and size + n > self.high_water:
-                break
-            queue.popleft()
-            self.queued_bytes -= n
-            batch.append(frame)
-            size += n
-            if session:
-                unwritten.discard(session)
-            else:
-                sends += 1
-        self._unwritten_sends -= sends
-        self.out_bytes = size
+                frames.append(frame)
+                size += n
+                if session:
+                    unwritten.discard(session)
+                else:
+                    sends += 1
+            self.out_bytes = size
+            self._unwritten_sends -= sends
+            self.queued_sends -= sends
         self.limit = 0 if queue else self.high_water
-        if batch:
-            self.write(b"".join(batch))  # see AgentLink.frames: cheaper than writeSequence
+        if frames:
+            self.write(b"".join(frames))  # see AgentLink.frames: cheaper than writeSequence
 
     # -- replies -------------------------------------------------------------------------
 
@@ -497,10 +530,12 @@ class Sender:
         self.unwritten.clear()
         for p in pending.values():
             self._fail(p, type(error)(self.node, p[1].service, p[1].method, error.detail))
-        dropped = sum(1 for _, _, s in self.queue if not s)
+        dropped = self.queued_sends
         self.queue.clear()
-        self.queued_bytes = 0
+        self.queued_bytes = self.queued_sends = 0
         self._count_dropped(dropped, "closed", error.detail or str(error))
+        if self._drops_unlogged:
+            self._log_drops(self._seconds(), "")
         self.cluster.stats.set_link(self.node, 0)
         stats = self.cluster.stats
         for service, per in self.sends_out.items():
@@ -509,11 +544,26 @@ class Sender:
         self.sends_out = {}
         self._unwritten_sends = self._confirmed = 0
 
-    def _count_dropped(self, n: int, reason: str, why: str) -> None:
-        if n:
-            self.cluster.stats.drop(self.node, reason, n)
-            log.warn("{node}: dropped {n} sends to {peer} ({reason}): {why}",
-                     node=self.cluster.name, n=n, peer=self.node, reason=reason, why=why)
+    def _count_dropped(self, n: int, reason: str, why: str = "") -> None:
+        """Count *n* sends dropped for *reason*; log it, at most one line per
+        DROP_LOG_INTERVAL (the sweeper logs what accumulated), so a peer that stopped
+        reading cannot flood the log."""
+        if not n:
+            return
+        self.cluster.stats.drop(self.node, reason, n)
+        self._drops_unlogged[reason] = self._drops_unlogged.get(reason, 0) + n
+        now = self._seconds()
+        if now - self._drops_logged_at >= DROP_LOG_INTERVAL:
+            self._log_drops(now, why)
+
+    def _log_drops(self, now: float, why: str) -> None:
+        drops, self._drops_unlogged = self._drops_unlogged, {}
+        self._drops_logged_at = now
+        if "outbound_full" in drops and not why:
+            why = self._full()
+        log.warn("{node}: dropped sends to {peer}: {counts}{why}", node=self.cluster.name,
+                 peer=self.node, counts=", ".join(f"{n} {r}" for r, n in sorted(drops.items())),
+                 why=f" ({why})" if why else "", drops=drops)
 
     # -- deadlines and liveness (every cluster.timeout_tick) ----------------------------
 
@@ -530,6 +580,7 @@ class Sender:
                 self.queued_bytes -= len(frame)
                 if not session:
                     dropped += 1
+                    self.queued_sends -= 1
                     continue
                 self.unwritten.discard(session)
                 p = self.pending.pop(session, None)
@@ -550,6 +601,8 @@ class Sender:
                 else:
                     self.peer_calls.observe(p[3])  # took at least its timeout
                     self._fail(p, CallTimeout(self.node, p[1].service, p[1].method, p[3]))
+        if self._drops_unlogged and now - self._drops_logged_at >= DROP_LOG_INTERVAL:
+            self._log_drops(now, "")
         if self.link is not None:
             self._check_liveness(now)
 

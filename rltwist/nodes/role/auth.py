@@ -91,9 +91,9 @@ async def authenticate(gw: Gateway, conn: GatewayConnection, msg: Any, session: 
     steps.done("transfers")
     gw.auths.labels("OK").inc()
     gw.auth_latency.observe(time.monotonic() - started)
-    e = player.entity
     conn.reply(session, pb.Auth.Response(
-        code=E.OK, userid=userid, name=e.get("name", ""), server_id=userid & 0xFFFF,
+        code=E.OK, userid=userid, name=player.entity.get("name", ""),
+        server_id=userid & 0xFFFF,
         basics=player.basics(), server_time_ms=int(time.time() * 1000)))
     if not conn.is_open and player.state == ONLINE:  # the client left during the Auth
         gw.start_logout(player, "connection lost")
