@@ -117,9 +117,9 @@ class Sender:
         "_attempt", "_confirmed", "_connector", "_delay", "_drops_logged_at",
         "_drops_unlogged", "_failures_logged", "_ping", "_ping_token", "_retry", "_seconds",
         "_session", "_unwritten_sends", "address", "cluster", "connect_failures", "high_water",
-        "last_heard", "limit", "link", "max_message", "node", "out_bytes", "pending", "queue",
-        "queue_limit", "queued_bytes", "queued_sends", "sends_out", "state", "unwritten",
-        "write",
+        "last_heard", "limit", "link", "max_message", "node", "out_bytes", "peer_calls",
+        "pending", "queue", "queue_limit", "queued_bytes", "queued_sends", "sends_out", "state",
+        "unwritten", "write",
     )
 
     def __init__(self, cluster: Cluster, node: str, address: tuple[str, int]) -> None:
