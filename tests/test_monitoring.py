@@ -77,20 +77,27 @@ class ShippedFiles(unittest.TestCase):
         self.assertIn("SUCCESS", out.stdout)
 
     def test_promtool_test_rules(self) -> None:
-        out = run(self.promtool(), "test", "rules", str(PROM / "tests" / "alerts_test.yml"))
+        files = sorted(str(p) for p in (PROM / "tests").glob("*.yml"))
+        out = run(self.promtool(), "test", "rules", *files)
         self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
-        self.assertIn("SUCCESS", out.stdout)
+        self.assertEqual(out.stdout.count("SUCCESS"), len(files), out.stdout)
 
-    def test_every_alert_rule_has_unit_tests_that_fire_it(self) -> None:
+    def test_every_alert_rule_has_a_test_file_that_fires_it_and_keeps_it_quiet(self) -> None:
         rules = set(re.findall(r"^\s+- alert: (\w+)$", (PROM / "alerts.yml").read_text(),
                                re.M))
-        text = (PROM / "tests" / "alerts_test.yml").read_text()
-        tested = set(re.findall(r"alertname: (\w+)", text))
         self.assertEqual(len(rules), 9, rules)
-        self.assertEqual(tested, rules)
-        # ... and for each rule a block that expects it to fire
-        fired = set(re.findall(r"alertname: (\w+)\n\s+exp_alerts:\n\s+- exp_labels", text))
-        self.assertEqual(fired, rules)
+        by_file = {}
+        for path in sorted((PROM / "tests").glob("*.yml")):
+            text = path.read_text()
+            tested = set(re.findall(r"alertname: (\w+)", text))
+            self.assertEqual(len(tested), 1, f"{path.name} tests {tested}: one rule per file")
+            [rule] = tested
+            by_file[rule] = path.name
+            # a block that expects the alert, and one that expects silence
+            self.assertRegex(text, r"alertname: \w+\n\s+exp_alerts:\n\s+- exp_labels",
+                             path.name)
+            self.assertIn("exp_alerts: []", text, path.name)
+        self.assertEqual(set(by_file), rules)
 
     def test_shipped_and_rendered_configs_pass_promtool(self) -> None:
         promtool = self.promtool()
