@@ -4,10 +4,11 @@ online players.
     python bench/login.py [--quick] [--online N] [--bots K] [--storms R] [--concurrency C]
                           [--bot-procs P] [--heartbeat S] [--profile DIR] [--json PATH]
 
-Everything runs on this machine: a private redis-server, master, logiccenter, role1,
-role2 and login1 as twistd processes (``rltwist.launcher.LocalCluster``), and the bots as
-separate ``rl-bot`` processes (``python -m rltwist.bot``, split with ``--first`` when
-``--bot-procs`` > 1), so the bots' CPU is visible and accounted for apart from the nodes'.
+Everything runs on this machine: a private redis-server, master, logiccenter, rolecity1
+(new players are born in region 1), role1, role2 and login1 as twistd processes
+(``rltwist.launcher.LocalCluster``), and the bots as separate ``rl-bot`` processes
+(``python -m rltwist.bot``, split with ``--first`` when ``--bot-procs`` > 1), so the bots'
+CPU is visible and accounted for apart from the nodes'.
 
 Runs, in order (each bot logs in and auths, then holds its session, heartbeating, until
 the run is measured; then the bots are released and the run waits until Redis counts no
@@ -71,7 +72,9 @@ from rltwist.cli import react_main
 from rltwist.launcher import LocalCluster
 from rltwist.redis import OnlineState, RedisClient, RedisServer
 
-NODES = ("master", "logiccenter", "role1", "role2", "login1")
+# rolecity1: new players are born only in a region the cluster has (and its rolecache hears
+# of every Auth and logout, as in a real cluster)
+NODES = ("master", "logiccenter", "rolecity1", "role1", "role2", "login1")
 ROLES = ("role1", "role2")
 SDK_SECRET = "bench-dev-sdk-secret"
 PREFIX = "bench:"

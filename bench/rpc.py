@@ -48,6 +48,7 @@ from rltwist.cli import react_main
 from rltwist.cluster import Cluster
 from rltwist.config import load_config
 from rltwist.launcher import LocalCluster, NodeProcess, free_ports
+from rltwist.stats import percentile
 
 PAUSED = "paused_peer"
 ROWS = [("call", 50, 1), ("call", 50, 100), ("call", 4096, 1), ("call", 4096, 100),
@@ -222,10 +223,7 @@ def fmt_load(load: tuple[float, float, float]) -> str:
 
 
 def pct(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    return values[min(len(values) - 1, int(p / 100 * len(values)))]
+    return percentile(values, p) if values else None
 
 
 def rss_bytes() -> int:

@@ -39,6 +39,7 @@ from twisted.internet import defer, task
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from rltwist.stats import percentile
 from rltwist.storage import Backend, EmbeddedBackend
 from tests.storage_contract import player_doc
 
@@ -68,11 +69,6 @@ class StallMeter:
     def __exit__(self, *exc: object) -> None:
         self._tick()
         self._loop.stop()
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def save_all(

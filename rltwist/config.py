@@ -26,6 +26,8 @@ POOL_KINDS = frozenset({"role", "login"})
 CLIENT_KINDS = frozenset({"role", "login"})  # kinds that accept game clients
 
 _NAME_RE = re.compile(r"^([a-z]+?)(\d*)$")
+#: a client version: dotted numbers ("1", "1.4", "1.4.0")
+_VERSION_RE = re.compile(r"^\d{1,9}(\.\d{1,9}){0,7}$")
 
 
 class ConfigError(Exception):
@@ -113,6 +115,9 @@ class LoginSettings:
     dev_sdk_secret: str = "dev-only-sdk-secret-change-me"
     lock_ttl: float = 10.0
     secret_ttl: float = 60.0
+    #: oldest client version allowed to log in (dotted numbers, e.g. "1.4.0"); older
+    #: clients get VERSION_TOO_OLD. Empty: every version
+    min_version: str = ""
 
 
 @attrs.frozen
@@ -120,6 +125,26 @@ class RoleSettings:
     agents: int = 8
     heartbeat_timeout: float = 300.0
     logout_wait: float = 300.0
+
+
+@attrs.frozen
+class ClientSettings:
+    """Bounds of a node's client port (``[client]``: login nodes and role gateways)."""
+
+    #: a connection that has not completed Login (login node) or Auth (gateway) within
+    #: this is closed (s)
+    handshake_timeout: float = 30.0
+    #: a frame that has begun must be complete within this, or the connection is closed (s)
+    frame_timeout: float = 30.0
+    #: open client connections per node; more are refused and counted
+    max_connections: int = 20_000
+    #: open client connections per source address; 0 = no per-address cap (players behind
+    #: carrier NAT share addresses)
+    max_connections_per_ip: int = 0
+    #: requests of one connection waiting for their answer; one more closes it
+    max_inflight: int = 16
+    #: bytes waiting for a client that does not read; past it the connection is dropped
+    max_outbound: int = 1024 * 1024
 
 
 @attrs.frozen
@@ -139,6 +164,7 @@ class Config:
     nodes: Mapping[str, NodeConfig]
     login: LoginSettings = LoginSettings()
     role: RoleSettings = RoleSettings()
+    client: ClientSettings = ClientSettings()
     raw: Mapping[str, Any] = attrs.field(repr=False, factory=dict)
 
     def node(self, name: str) -> NodeConfig:
@@ -289,6 +315,9 @@ def config_from_dict(data: Mapping[str, Any], path: str = "<config>") -> Config:
                          why="must be > 0"),
         secret_ttl=r.value(lg, "login", "secret_ttl", float, default=60.0, check=_positive,
                            why="must be > 0"),
+        min_version=r.value(lg, "login", "min_version", str, default="",
+                            check=lambda v: v == "" or _VERSION_RE.match(v) is not None,
+                            why='must be "" or dotted numbers such as "1.4.0"'),
     )
     ro = r.table(data, "role")
     role = RoleSettings(
@@ -298,6 +327,23 @@ def config_from_dict(data: Mapping[str, Any], path: str = "<config>") -> Config:
                                   check=_positive, why="must be > 0"),
         logout_wait=r.value(ro, "role", "logout_wait", float, default=300.0, check=_positive,
                             why="must be > 0"),
+    )
+
+    cl = r.table(data, "client")
+    client = ClientSettings(
+        handshake_timeout=r.value(cl, "client", "handshake_timeout", float, default=30.0,
+                                  check=_positive, why="must be > 0"),
+        frame_timeout=r.value(cl, "client", "frame_timeout", float, default=30.0,
+                              check=_positive, why="must be > 0"),
+        max_connections=r.value(cl, "client", "max_connections", int, default=20_000,
+                                check=lambda v: v >= 1, why="must be >= 1"),
+        max_connections_per_ip=r.value(cl, "client", "max_connections_per_ip", int,
+                                       default=0, check=lambda v: v >= 0,
+                                       why="must be >= 0 (0: no per-address cap)"),
+        max_inflight=r.value(cl, "client", "max_inflight", int, default=16,
+                             check=lambda v: v >= 1, why="must be >= 1"),
+        max_outbound=r.value(cl, "client", "max_outbound", int, default=1024 * 1024,
+                             check=lambda v: v >= 65536, why="must be >= 65536"),
     )
 
     nodes: dict[str, NodeConfig] = {}
@@ -339,4 +385,4 @@ def config_from_dict(data: Mapping[str, Any], path: str = "<config>") -> Config:
     if r.errors:
         raise ConfigError(f"{path}: " + "; ".join(r.errors))
     return Config(path=path, cluster=cluster, redis=redis, storage=storage, master=master,
-                  nodes=nodes, login=login, role=role, raw=data)
+                  nodes=nodes, login=login, role=role, client=client, raw=data)

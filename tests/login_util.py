@@ -21,9 +21,11 @@ DEV_SDK_SECRET = "dev-only-sdk-secret-change-me"
 class GameClient:
     """One simulated client: login on a login node, then play on a role node."""
 
-    def __init__(self, openid: str, server_id: int = 1, token: str | None = None) -> None:
+    def __init__(self, openid: str, server_id: int = 1, token: str | None = None,
+                 version: str = "1") -> None:
         self.openid = openid
         self.server_id = server_id
+        self.version = version
         self.token = token if token is not None else dev_token(DEV_SDK_SECRET, openid)
         self.pushes: list[Any] = []
         self.conn: ClientProtocol | None = None
@@ -48,7 +50,7 @@ class GameClient:
         try:
             self.login_response = await conn.request(pb.Login(
                 openid=self.openid, token=self.token, device_id="test", os="test",
-                server_id=self.server_id, version="1"))
+                server_id=self.server_id, version=self.version))
         finally:
             conn.transport.loseConnection()
         return self.login_response
@@ -79,10 +81,11 @@ class GameClient:
 
 
 class LoginCase(unittest.TestCase):
-    """A real redis-server plus a cluster of master, logiccenter, role and login nodes."""
+    """A real redis-server plus a cluster of master, logiccenter, role and login nodes, and
+    rolecity1 (new players are born only in a region the cluster has)."""
 
     timeout = 180
-    names = ["master", "logiccenter", "role1", "role2", "login1"]
+    names = ["master", "logiccenter", "rolecity1", "role1", "role2", "login1"]
     overrides: dict[str, dict[str, Any]] = {}
     #: extra environment per node name (crash points: RLTWIST_TEST_FLAGS/RLTWIST_CRASH_POINTS)
     node_env: dict[str, dict[str, str]] = {}

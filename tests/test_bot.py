@@ -33,11 +33,24 @@ from rltwist.game.rolesystem import RoleSystem
 from rltwist.launcher import free_ports
 from rltwist.protocols import ProtocolViolation, ServerProtocol, ServerProtocolFactory, pb
 from rltwist.sdk import check_dev_token
+from rltwist.stats import percentile as shared_percentile
 
 from .util import sleep, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 SDK_SECRET = "test-dev-sdk-secret"
+
+
+def _bench_module(name: str) -> Any:
+    """Import ``bench/<name>.py`` (a script directory, not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class FakeLoginProtocol(ServerProtocol):
@@ -489,6 +502,16 @@ class PartsTests(unittest.TestCase):
         ordered = [float(i) for i in range(1, 101)]
         self.assertEqual((percentile(ordered, 50), percentile(ordered, 99),
                           percentile(ordered, 100)), (50.0, 99.0, 100.0))
+        # rl-bot and the benches share the function: of 100 samples p99 is not the max
+        self.assertIs(percentile, shared_percentile)
+        rpc_bench = _bench_module("rpc")
+        self.assertEqual(rpc_bench.pct(list(reversed(ordered)), 99), 99.0)
+        self.assertIsNone(rpc_bench.pct([], 99))
+        self.assertIs(_bench_module("storage").percentile, shared_percentile)
+        self.assertEqual((percentile([5.0], 0), percentile([3.0, 1.0, 2.0], 50)), (5.0, 2.0))
+        self.assertEqual(percentile([float(i) for i in range(1000)], 99), 989.0)
+        self.assertRaises(ValueError, percentile, [], 50)
+        self.assertRaises(ValueError, percentile, [1.0], 101)
         stats = LatencyStats.of([0.003, 0.001, 0.002])
         self.assertEqual((stats.count, stats.p50, stats.max), (3, 0.002, 0.003))
 

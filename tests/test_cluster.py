@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from typing import Any
 
 from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
 from twisted.trial import unittest
 
 from rltwist.cluster import (
@@ -193,29 +194,29 @@ class TwoNodes(unittest.TestCase):
         # and the real cluster still works
         self.assertEqual(await self.a.call("b", "echo", "ping", 1), 1)
 
-    async def test_garbage_on_a_cluster_port_closes_only_that_link(self) -> None:
+    async def test_a_stranger_never_becomes_a_link_and_garbage_closes_only_its_own(self) -> None:
         self.assertEqual(await self.a.call("b", "echo", "ping", 1), 1)
-        links_before = len(self.b.agent_links)
+        links_before = set(self.b.agent_links)  # the objects: a's authenticated link
+        sender_link = self.a.senders["b"].link
+        self.assertEqual(len(links_before), 1)
 
-        def garbage() -> bytes:
-            s = socket.create_connection(("127.0.0.1", self.port_b), timeout=5)
-            try:
-                s.sendall(b"\xc1" * 64 + b"GET / HTTP/1.1\r\n\r\n")
-                s.settimeout(5)
-                data = b""
-                try:
-                    while chunk := s.recv(4096):
-                        data += chunk
-                except ConnectionResetError:
-                    pass  # an abort is a close too
-                return data
-            finally:
-                s.close()
+        stranger = _Stranger()
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port_b, timeout=5),
+                              stranger)
+        await wait_for(lambda: stranger.received, 5, "b to greet the stranger (HELLO)")
+        # b holds an accepted connection from the stranger now, not an agent link
+        self.assertEqual(set(self.b.agent_links), links_before)
 
-        from twisted.internet.threads import deferToThread
-        await deferToThread(garbage)  # returns once b closed the connection
-        self.assertEqual(len(self.b.agent_links), links_before)
+        stranger.transport.write(b"\xc1" * 64 + b"GET / HTTP/1.1\r\n\r\n")
+        await stranger.lost.addTimeout(5, reactor)  # b hung up on the stranger
+        self.assertEqual(self.b.stats.link_closes.get("protocol violation"), 1,
+                         self.b.stats.link_closes)
+        # a's link was not touched: the same objects on both ends, no close counted
+        self.assertEqual(set(self.b.agent_links), links_before)
+        self.assertIs(self.a.senders["b"].link, sender_link)
+        self.assertEqual(self.a.stats.link_closes, {})
         self.assertEqual(await self.a.call("b", "echo", "ping", 2), 2)
+        self.assertEqual(set(self.b.agent_links), links_before)
 
     async def test_name_table_update_retargets_a_live_sender(self) -> None:
         self.assertEqual(await self.a.call("b", "echo", "ping", 1), 1)
@@ -258,6 +259,20 @@ class TwoNodes(unittest.TestCase):
         self.assertIn('rl_cluster_calls_out_total{method="ping",service="echo"} 1.0', text)
         self.assertIn('rl_cluster_call_seconds_count{method="ping",service="echo"} 1.0', text)
         self.assertIn('rl_cluster_link_up{peer="b"} 1.0', text)
+
+
+class _Stranger(Protocol):
+    """A TCP client that does not speak the cluster protocol."""
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.lost: defer.Deferred[None] = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost.callback(None)
 
 
 class StoppedCluster(unittest.TestCase):

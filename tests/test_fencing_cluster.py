@@ -125,7 +125,7 @@ class MasterRestart(LoginCase):
 
 
 class MasterAndRedisRestart(LoginCase):
-    names = ["master", "logiccenter", "role1", "role2", "login1"]
+    names = ["master", "logiccenter", "rolecity1", "role1", "role2", "login1"]
     overrides = {"cluster": {"reregister_wait": 2.0, "reconnect_max": 0.5}}
 
     async def restart_master_and_redis(self) -> float:

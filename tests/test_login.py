@@ -3,6 +3,7 @@ a real redis-server."""
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
 from typing import Any
@@ -30,16 +31,18 @@ E = pb.ErrorCode
 class Login(LoginCase):
     async def test_new_player_gets_an_id_in_its_region_and_keeps_it(self) -> None:
         host, port = self.login_address()
-        c = self.client("alice", server_id=7)
+        c = self.client("alice", server_id=1)
         auth = await c.play(host, port)
         userid = c.login_response.userid
-        self.assertEqual(userid & 0xFFFF, 7)
-        self.assertEqual((auth.userid, auth.server_id), (userid, 7))
+        self.assertEqual(userid & 0xFFFF, 1)
+        self.assertEqual((auth.userid, auth.server_id), (userid, 1))
         hb = await c.request(pb.Heartbeat())
         self.assertEqual(hb.code, E.OK)
         c.close()
         await wait_for(lambda: offline(self, userid), 10, "alice to be logged out")
-        again = self.client("alice", server_id=3)  # relogin: same id whatever region asked
+        # relogin: the same id whatever region the client asks for (even one the cluster
+        # does not have: only a new player needs a region)
+        again = self.client("alice", server_id=3)
         await again.play(host, port)
         self.assertEqual(again.login_response.userid, userid)
 
@@ -154,7 +157,7 @@ def _one_online(case: LoginCase, clients: list) -> bool:
 
 
 class SecretExpiry(LoginCase):
-    names = ["master", "logiccenter", "role1", "login1"]
+    names = ["master", "logiccenter", "rolecity1", "role1", "login1"]
     overrides = {"login": {"secret_ttl": 0.5}}
 
     async def test_an_expired_secret_is_refused(self) -> None:
@@ -166,7 +169,7 @@ class SecretExpiry(LoginCase):
 
 
 class HeartbeatTimeout(LoginCase):
-    names = ["master", "logiccenter", "role1", "login1"]
+    names = ["master", "logiccenter", "rolecity1", "role1", "login1"]
     overrides = {"role": {"heartbeat_timeout": 1.0}}
 
     async def test_no_heartbeat_logs_the_player_out_and_uncounts_it(self) -> None:
@@ -185,7 +188,7 @@ async def _count_is(case: LoginCase, n: int) -> bool:
 
 
 class BadInput(LoginCase):
-    names = ["master", "logiccenter", "role1", "login1"]
+    names = ["master", "logiccenter", "rolecity1", "role1", "login1"]
 
     def raw(self, port: int, payload: bytes) -> defer.Deferred[bytes]:
         """Send raw bytes; return what came back before the server closed the socket."""
@@ -259,7 +262,7 @@ async def _roles_are(case: LoginCase, names: set[str]) -> bool:
 
 
 class RedisRestart(LoginCase):
-    names = ["master", "logiccenter", "role1", "login1"]
+    names = ["master", "logiccenter", "rolecity1", "role1", "login1"]
 
     async def test_logins_wait_for_role_nodes_to_reregister_after_a_redis_restart(self) -> None:
         host, port = self.login_address()
@@ -292,8 +295,11 @@ class SdkAnswer(Resource):
         self.code = 200
         self.endless = False
         self.hung_up: defer.Deferred[int] = defer.Deferred()
+        self.asked: list[tuple[list[bytes], Any]] = []  # (Content-Type, JSON body)
 
     def render_POST(self, request: Any) -> Any:
+        self.asked.append((request.requestHeaders.getRawHeaders(b"Content-Type"),
+                           json.loads(request.content.read())))
         request.setResponseCode(self.code)
         if not self.endless:
             return self.body
@@ -341,6 +347,9 @@ class SdkCheck(unittest.TestCase):
         for body, expected in answers.items():
             self.sdk.body = body
             self.assertIs(await self.verify(), expected, body)
+        content_type, asked = self.sdk.asked[0]
+        self.assertEqual(asked, {"openid": "alice", "token": "token"})
+        self.assertTrue(content_type[0].startswith(b"application/json"), content_type)
 
     async def test_an_answer_that_is_no_json_object_or_no_200_is_retried_later(self) -> None:
         for code, body in ((200, b"yes"), (200, b"[true]"), (200, b"true"),

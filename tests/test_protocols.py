@@ -269,7 +269,8 @@ class RegistryTests(unittest.TestCase):
 class ServerProtocolTests(unittest.TestCase):
     def setUp(self) -> None:
         self.handler = Recorder()
-        self.factory = ServerProtocolFactory(self.handler)
+        self.clock = task.Clock()
+        self.factory = ServerProtocolFactory(self.handler, clock=self.clock)
         self.server, self.transport = connect_server(self.factory)
 
     def test_server_hands_each_decoded_request_and_its_session_to_the_handler(self) -> None:
@@ -305,7 +306,7 @@ class ServerProtocolTests(unittest.TestCase):
         expected = [(LOGIN, 1), (pb.Heartbeat(), 2), (pb.Rename(name="x" * 300), 3)]
         for cut in range(1, len(stream)):
             handler = Recorder()
-            server, _ = connect_server(ServerProtocolFactory(handler))
+            server, _ = connect_server(ServerProtocolFactory(handler, clock=task.Clock()))
             server.dataReceived(stream[:cut])
             server.dataReceived(stream[cut:])
             self.assertEqual(handler.requests, expected, f"cut at {cut}")
@@ -323,6 +324,9 @@ class ServerProtocolTests(unittest.TestCase):
         self.assertTrue(self.transport.disconnecting, "bad connection left open")
         self.assertEqual(self.server.close_reason, reason)
         self.assertEqual(self.factory.closes[reason], 1)
+        # the client is told why before the close
+        self.assertEqual(down_frames(self.transport), [pb.KickNotify(
+            reason=reason, code=pb.KickReason.KICK_PROTOCOL_ERROR)])
         logged = [e for e in events if e.get("reason") == reason]
         self.assertEqual(len(logged), 1, events)
         # The bad connection ignores whatever else it sends; others keep working.
@@ -370,7 +374,7 @@ class ServerProtocolTests(unittest.TestCase):
             self.handler(protocol, message, session)
             protocol.closeWithReason(CloseReason.KICKED)
 
-        server, transport = connect_server(ServerProtocolFactory(kick_first))
+        server, transport = connect_server(ServerProtocolFactory(kick_first, clock=task.Clock()))
         server.dataReceived(encode_request(LOGIN, 1) + encode_request(pb.Heartbeat(), 2))
         self.assertEqual(self.handler.requests, [(LOGIN, 1)])
         self.assertTrue(transport.disconnecting)
@@ -396,6 +400,10 @@ class ServerProtocolTests(unittest.TestCase):
         twice.dataReceived(auth + auth)
         self.assertEqual((early.close_reason, twice.close_reason),
                          ("request_before_auth", "auth_twice"))
+        for transport, reason in ((early_transport, "request_before_auth"),
+                                  (twice_transport, "auth_twice")):
+            self.assertEqual(down_frames(transport), [pb.KickNotify(
+                reason=reason, code=pb.KickReason.KICK_PROTOCOL_ERROR)])
         self.assertTrue(early_transport.disconnecting and twice_transport.disconnecting)
         self.assertEqual(self.factory.closes,
                          {"request_before_auth": 1, "auth_twice": 1})
@@ -404,10 +412,11 @@ class ServerProtocolTests(unittest.TestCase):
         def crash(protocol: ServerProtocol, message: Message, session: int) -> None:
             raise RuntimeError("handler bug")
 
-        server, transport = connect_server(ServerProtocolFactory(crash))
+        server, transport = connect_server(ServerProtocolFactory(crash, clock=task.Clock()))
         server.dataReceived(encode_request(LOGIN, 1))
         self.assertEqual(server.close_reason, CloseReason.HANDLER_ERROR)
         self.assertTrue(transport.disconnecting)
+        self.assertEqual(transport.value(), b"")  # our fault, not a protocol error
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
     def test_close_with_notify_pushes_the_kick_before_closing(self) -> None:
@@ -431,7 +440,7 @@ def connected_pair(
     **client_kw: Any,
 ) -> tuple[ClientProtocol, ServerProtocol, iosim.IOPump]:
     clock = clock or task.Clock()
-    factory = ServerProtocolFactory(handler)
+    factory = ServerProtocolFactory(handler, clock=clock)
     client, server, pump = iosim.connectedServerAndClient(
         lambda: factory.buildProtocol(None),  # type: ignore[arg-type]
         lambda: ClientProtocol(clock=clock, **client_kw),
@@ -442,6 +451,7 @@ def connected_pair(
 
 def answer_login(protocol: ServerProtocol, message: Message, session: int) -> None:
     assert isinstance(message, pb.Login)
+    protocol.handshakeDone()  # as a login node does once Login is answered OK
     protocol.reply(session, pb.Login.Response(code=pb.ErrorCode.OK, userid=3 << 16 | 3,
                                               host="10.0.0.1", port=7001,
                                               secret=message.openid[::-1]))
@@ -512,9 +522,10 @@ class ClientServerTests(unittest.TestCase):
 
     def test_server_side_sets_no_timer_per_frame(self) -> None:
         clock = task.Clock()
-        client, _, pump = connected_pair(Recorder(), clock=clock)
+        client, server, pump = connected_pair(answer_login, clock=clock)
         client.transport.write(encode_request(LOGIN, 1) * 50)  # type: ignore[union-attr]
         pump.flush()
+        self.assertTrue(server.is_open)
         self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_pending_requests_fail_when_the_connection_is_lost(self) -> None:

@@ -13,6 +13,8 @@ from typing import Any
 
 import attrs
 
+from rltwist.stats import percentile
+
 #: Steps shown first, in the order a bot runs them; scripted steps follow in script order.
 STEP_ORDER = ("connect", "login", "gateway", "auth", "total")
 STEP_HELP = {
@@ -24,14 +26,6 @@ STEP_HELP = {
 }
 #: Example messages kept per failure reason.
 EXAMPLES_PER_REASON = 3
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending list (``q`` in 0..100)."""
-    if not ordered:
-        return math.nan
-    rank = max(1, math.ceil(q / 100.0 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 @attrs.frozen
@@ -50,8 +44,9 @@ class LatencyStats:
         ordered = sorted(samples)
         if not ordered:
             return cls(0, math.nan, math.nan, math.nan, math.nan, math.nan)
-        return cls(count=len(ordered), p50=percentile(ordered, 50), p95=percentile(ordered, 95),
-                   p99=percentile(ordered, 99), max=ordered[-1],
+        return cls(count=len(ordered), p50=percentile(ordered, 50, ordered=True),
+                   p95=percentile(ordered, 95, ordered=True),
+                   p99=percentile(ordered, 99, ordered=True), max=ordered[-1],
                    mean=sum(ordered) / len(ordered))
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """rltwist's cluster layer: the one way any code reaches any service on any node.
 
-    d = cluster.call("map1", "world", "march", userid, target)   # -> Deferred
-    cluster.send("mail2", "mailrouter", "deliver", userid, mail)  # fire and forget
+    d = cluster.call(cluster.map_node(mapid), "world", "march", userid, target)  # Deferred
+    cluster.send(cluster.mail_node(userid), "mailrouter", "deliver", userid, mail)
 
-The same API serves local and remote targets. See :mod:`rltwist.cluster.core`.
+The same API serves local and remote targets. See :mod:`rltwist.cluster.core`; region
+services are found with the routing helpers (:mod:`rltwist.cluster.routing`).
 """
 
 from rltwist.cluster.core import Cluster, ListenError
@@ -20,6 +21,7 @@ from rltwist.cluster.errors import (
     UnknownNode,
     UnknownService,
 )
+from rltwist.cluster.routing import Routing, birth_region
 from rltwist.cluster.service import Service, handler
 
 __all__ = [
@@ -33,9 +35,11 @@ __all__ = [
     "NodeUnreachable",
     "OutboundFull",
     "RemoteError",
+    "Routing",
     "Service",
     "UnknownMethod",
     "UnknownNode",
     "UnknownService",
+    "birth_region",
     "handler",
 ]

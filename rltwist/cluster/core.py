@@ -50,6 +50,7 @@ from rltwist.cluster.link import (
     unpack,
 )
 from rltwist.cluster.metrics import UNKNOWN, ClusterCollector, OutCalls, Stats, count
+from rltwist.cluster.routing import Routing
 from rltwist.cluster.sender import Sender
 from rltwist.cluster.service import Service
 from rltwist.config import ClusterSettings
@@ -103,6 +104,8 @@ class Cluster(service.Service):
                                      getattr(settings, "ping_interval", DEFAULT_PING_INTERVAL))
         self.ping_timeout: float = (ping_timeout if ping_timeout is not None else
                                     getattr(settings, "ping_timeout", DEFAULT_PING_TIMEOUT))
+        #: region routing (map_node, rolecity_node, ...) through the region alias table
+        self.routing = Routing()
         self.stats = Stats()
         self._calls_out = self.stats.calls_out  # the hot paths skip one attribute lookup
         self._call_timeout = settings.call_timeout
@@ -116,6 +119,23 @@ class Cluster(service.Service):
         self._sweeper.clock = reactor
 
     # -- the public API ------------------------------------------------------------------
+
+    def map_node(self, mapid: int) -> str:
+        """The node holding map *mapid*, through the region aliases (see
+        :mod:`rltwist.cluster.routing`)."""
+        return self.routing.map_node(mapid)
+
+    def rolecity_node(self, userid: int) -> str:
+        """The rolecity node of player *userid* (its birth region, after aliases)."""
+        return self.routing.rolecity_node(userid)
+
+    def mail_node(self, userid: int) -> str:
+        """The mail node of player *userid* (its birth region, after aliases)."""
+        return self.routing.mail_node(userid)
+
+    def guild_node(self, guildid: int) -> str:
+        """The guild node of guild *guildid* (its region, after aliases)."""
+        return self.routing.guild_node(guildid)
 
     def call(self, node: str, service: str, method: str, *args: Any,
              timeout: float | None = None) -> defer.Deferred[Any]:

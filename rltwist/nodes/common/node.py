@@ -34,6 +34,7 @@ from twisted.web.server import Site
 from rltwist import __version__, crashpoint
 from rltwist.cluster import Cluster, ListenError
 from rltwist.config import DEFAULT_CONFIG, Config, ConfigError, NodeConfig, load_config, node_name
+from rltwist.nodes.common.clientmetrics import ClientPortCollector
 from rltwist.nodes.common.diag import Diag
 from rltwist.nodes.common.services import install_common
 from rltwist.nodes.common.slaveflow import Slaveflow, SlaveflowService
@@ -142,6 +143,7 @@ class Node(service.MultiService):
             raise StartupError(f"{self.name}: nodes.{self.name}.client_port is missing in "
                                f"{self.config.path}")
         self._client_factory = factory
+        self.registry.register(ClientPortCollector(factory))
 
     def _listen_clients_now(self) -> None:
         try:

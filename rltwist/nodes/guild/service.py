@@ -7,7 +7,7 @@
     guildrouter.call(guildid, "leave", userid)    -> member count
 
 A guild id is ``guild_seq << 16 | sid`` (like a userid), so the guild node of any guild is
-``guild<guildid & 0xFFFF>``. Guilds live in collection ``guild`` of ``region<sid>``; their
+``cluster.guild_node(guildid)``. Guilds live in collection ``guild`` of ``region<sid>``; their
 names are unique in the region (collection ``guild_names``). Errors come back as
 RemoteError kinds: ``GuildExists``, ``GuildFull``, ``GuildNameTaken``, ``NotAMember``,
 ``OwnerCannotLeave``, ``EntityNotFound`` (no such guild).

@@ -46,6 +46,21 @@ E = pb.ErrorCode
 SDK_MAX_BODY = 64 * 1024
 
 
+def version_allowed(version: str, minimum: str) -> bool:
+    """May a client of *version* log in when ``login.min_version`` is *minimum*? Versions
+    are dotted numbers compared number by number ("1.10" is newer than "1.9", "1.2" equals
+    "1.2.0"); with a minimum set, a version that is not dotted numbers is too old."""
+    if not minimum:
+        return True
+    try:
+        have = [int(part) for part in version.split(".")]
+    except ValueError:
+        return False
+    need = [int(part) for part in minimum.split(".")]
+    width = max(len(have), len(need))
+    return have + [0] * (width - len(have)) >= need + [0] * (width - len(need))
+
+
 class LoginFailed(Exception):
     def __init__(self, code: int, why: str) -> None:
         super().__init__(why)
@@ -106,8 +121,9 @@ class LoginHandler:
             raise LoginFailed(E.NOT_AVAILABLE, "logins are closed")
         if not openid or len(openid) > 128:
             raise LoginFailed(E.BAD_REQUEST, "openid must be 1-128 characters")
-        if not 0 < msg.server_id <= 0xFFFF:
-            raise LoginFailed(E.BAD_SERVER_ID, f"server_id {msg.server_id} out of range")
+        if not version_allowed(msg.version, self.settings.min_version):
+            raise LoginFailed(E.VERSION_TOO_OLD, f"client version {msg.version!r} is older "
+                              f"than login.min_version {self.settings.min_version}")
         t = time.monotonic()
         verified = await self._verify(openid, msg.token)
         t = self._step("sdk", t)
@@ -124,6 +140,8 @@ class LoginHandler:
             account = await self.node.cluster.call("logiccenter", "account", "get_or_create",
                                                    openid, msg.server_id, timeout=5.0)
             t = self._step("account", t)
+            if account.get("refused") == "BadServerId":  # logiccenter decides the regions
+                raise LoginFailed(E.BAD_SERVER_ID, str(account.get("why")))
             userid = account["userid"]
             user: UserState | None = None
             evict = False
@@ -202,9 +220,7 @@ class LoginHandler:
         if not self.settings.sdk_url:
             return check_dev_token(self.settings.dev_sdk_secret, openid, token)
         url = self.settings.sdk_url
-        headers: dict[bytes | str, list[bytes | str]] = {"Content-Type": ["application/json"]}
-        d = treq.post(url, data=json.dumps({"openid": openid, "token": token}).encode(),
-                      headers=headers, pool=self.pool)
+        d = treq.post(url, json={"openid": openid, "token": token}, pool=self.pool)
         try:
             response = await d.addTimeout(self.settings.sdk_timeout, self.node.reactor)
             body = await _read_bounded(response, SDK_MAX_BODY).addTimeout(
@@ -222,6 +238,7 @@ class LoginHandler:
         if response.code != 200:
             raise LoginFailed(E.RETRY_LATER, f"SDK answered HTTP {response.code}")
         try:
+            # parsed here rather than by treq.json_content, which would read any size
             answer = json.loads(body)
         except ValueError:
             raise LoginFailed(E.RETRY_LATER, "SDK answer is not JSON") from None

@@ -44,14 +44,19 @@ class LoginConnection(ServerProtocol):
                                     detail=f"{type(message).__name__} sent to a login node")
         handler = self.server.handler_for(message.openid)
         d = defer.Deferred.fromCoroutine(handler.login(message))
-        d.addCallback(lambda response: self.reply(session, response))
+        d.addCallback(self._answer, session)
+
+    def _answer(self, response: Any, session: int) -> None:
+        if response.code == pb.ErrorCode.OK:
+            self.handshakeDone()  # the client goes on to its role node now
+        self.reply(session, response)
 
 
 class LoginServer(ServerProtocolFactory):
     protocol = LoginConnection
 
     def __init__(self, node: Node) -> None:
-        super().__init__()
+        super().__init__(limits=node.config.client, clock=node.reactor)
         self.node = node
         n = node.config.login.handlers
         pool = HTTPConnectionPool(node.reactor, persistent=True)
@@ -78,9 +83,10 @@ class LoginServer(ServerProtocolFactory):
     def handler_for(self, openid: str) -> LoginHandler:
         return self.handlers[zlib.crc32(openid.encode()) % len(self.handlers)]
 
-    def buildProtocol(self, addr: Any) -> ServerProtocol:
+    def buildProtocol(self, addr: Any) -> ServerProtocol | None:
         p = super().buildProtocol(addr)
-        p.server = self  # type: ignore[attr-defined]
+        if p is not None:  # None: refused (connection caps)
+            p.server = self  # type: ignore[attr-defined]
         return p
 
     async def _shutdown(self) -> None:

@@ -12,6 +12,8 @@ except ``GET /health`` and ``GET /metrics``.
     GET  /sd                Prometheus HTTP service discovery of every node's metrics port
                             (down nodes and configured nodes that never registered too)
     GET  /players/<userid>  online or not, role node, birth region, name, generation
+    POST /players/<userid>/kick   {"reason"?} log an online player out; the client gets
+                            KickNotify{KICK_GM, reason}
     POST /hotfix            every node applies the new codefix lists now
     POST /hotfix/rollback   {"fix_id"?} every node undoes that list (default: the last
                             list master itself applied); it must be each node's last one
@@ -22,6 +24,10 @@ except ``GET /health`` and ``GET /metrics``.
 ``GET /nodes`` shows per node ``code_version`` (``<version>+<fix id>…``), ``config_version``
 (``<n>-<digest>``), ``hotfix_errors`` (lists rejected there: file, id, module, error) and
 ``config_errors`` (problems of its last rejected table reload).
+
+Request bodies are JSON objects of at most ``MAX_BODY`` bytes, refused (413) while they
+arrive — by their Content-Length, or as soon as a chunked body passes the bound — so an
+oversized body is never buffered; JSON nested deeper than ``MAX_DEPTH`` is a 400.
 
 The four broadcasts call master and every registered node at once (nodes marked down or
 stopped are listed under ``skipped``, not waited for), each call bounded by ``"timeout"``
@@ -36,12 +42,15 @@ import base64
 import hmac
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from io import BytesIO
+from typing import TYPE_CHECKING, Any, cast
 
 from klein import Klein
-from prometheus_client import generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.twisted import MetricsResource
+from twisted.logger import Logger
 from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
+from twisted.web.server import Request
 
 from rltwist.cluster import (
     CallTimeout,
@@ -53,13 +62,85 @@ from rltwist.cluster import (
 from rltwist.nodes.common.hotfix import hotfix_of
 from rltwist.nodes.master.metrics import sid_label
 from rltwist.nodes.master.players import PlayerLookupError, player_view
+from rltwist.protocols import pb
+from rltwist.redis import GAME_STEP_FINISH, RedisError
 
 if TYPE_CHECKING:
     from rltwist.nodes.common.node import Node
     from rltwist.nodes.master.masterflow import Answer, Masterflow
 
+log = Logger()
+
 MAX_BODY = 1024 * 1024
+#: deepest nesting of arrays and objects a GM body may have (no endpoint needs more; the
+#: JSON parser, msgpack and the JSON writer all recurse)
+MAX_DEPTH = 32
 BROADCAST_TIMEOUT = 10.0
+KICK_TIMEOUT = 10.0
+MAX_KICK_REASON = 200
+
+
+class BoundedRequest(Request):
+    """A GM request whose body may not exceed ``MAX_BODY`` bytes: refused with 413 and a
+    closed connection as soon as its headers or its chunks say it is larger, before the
+    body is buffered (twisted.web would buffer any size, then hand it over)."""
+
+    max_body = MAX_BODY
+    _received = 0
+    _refused = False
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > self.max_body:
+            self._refuse(length)
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._refused:
+            return
+        self._received += len(data)
+        if self._received > self.max_body:
+            self._refuse(self._received)
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self._refused:
+            return  # answered already; the connection is closing
+        super().requestReceived(command, path, version)
+
+    def _refuse(self, size: int) -> None:
+        self._refused = True
+        self.content = cast(Any, BytesIO())  # nothing of the body is kept
+        # curl sends "Expect: 100-continue" for large bodies: no "go ahead" after the 413
+        self.requestHeaders.removeHeader(b"Expect")
+        body = json.dumps({"error": "body_too_large", "message": f"request body of "
+                           f"{size} bytes or more is over {self.max_body} bytes"}).encode()
+        log.warn("GM request from {peer} refused: body of {size} bytes or more (limit "
+                 "{limit})", peer=self.getClientAddress(), size=size, limit=self.max_body)
+        transport: Any = self.channel.transport
+        transport.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json"
+                        b"\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+                        % (len(body), body))
+        transport.loseConnection()
+
+
+def _too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Does *value* nest lists and dicts deeper than *limit*? (Iterative: the point is
+    not to recurse on hostile input.)"""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 class HTTPError(Exception):
@@ -74,6 +155,28 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)
     return repr(value)
+
+
+def _parse_userid(text: str) -> int:
+    try:
+        userid = int(text)
+    except ValueError:
+        userid = -1
+    if not 0 < userid < 2**63 or not text.isdigit():
+        raise HTTPError(400, "bad_userid", f"{text!r} is not a userid")
+    return userid
+
+
+def _cluster_error(e: ClusterError) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and body of a failed cluster call, naming node, service, method."""
+    status = (404 if isinstance(e, UnknownNode) else
+              504 if isinstance(e, CallTimeout) else
+              503 if isinstance(e, NodeUnreachable) else 502)
+    payload: dict[str, Any] = {"error": type(e).__name__, "message": str(e), "node": e.node,
+                               "service": e.service, "method": e.method}
+    if isinstance(e, RemoteError):
+        payload["kind"] = e.kind
+    return status, payload
 
 
 def _respond(request: IRequest, status: int, payload: Any) -> bytes:
@@ -91,6 +194,7 @@ class GMApi:
         self.node = node
         self.flow = flow
         self.token = node.config.master.gm_token.encode()
+        self._metrics = MetricsResource(registry=node.registry)
 
     def resource(self) -> Any:
         return self.app.resource()
@@ -113,6 +217,11 @@ class GMApi:
                 data = json.loads(raw)
             except (ValueError, UnicodeDecodeError) as e:
                 raise HTTPError(400, "bad_json", f"body is not valid JSON: {e}") from None
+            except RecursionError:
+                raise HTTPError(400, "bad_json", f"body nests deeper than {MAX_DEPTH} "
+                                "levels") from None
+            if _too_deep(data):
+                raise HTTPError(400, "bad_json", f"body nests deeper than {MAX_DEPTH} levels")
         if not isinstance(data, dict):
             raise HTTPError(400, "bad_json", "body must be a JSON object")
         for field in required:
@@ -175,11 +284,39 @@ class GMApi:
                                  auth=False)
 
     @app.route("/metrics", methods=["GET"])
-    def metrics(self, request: IRequest) -> bytes:
-        body = generate_latest(self.node.registry)
-        request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode())
-        request.setHeader(b"Content-Length", str(len(body)).encode())
-        return body
+    def metrics(self, request: IRequest) -> IResource:
+        return self._metrics
+
+    @app.route("/players/<userid>/kick", methods=["POST"])
+    async def kick_player(self, request: IRequest, userid: str) -> bytes:
+        async def kick() -> dict[str, Any]:
+            uid = _parse_userid(userid)
+            body = self._body(request)
+            timeout = self._timeout(body, default=KICK_TIMEOUT)
+            reason = body.get("reason", "kicked by an operator")
+            if not isinstance(reason, str) or not 0 < len(reason) <= MAX_KICK_REASON:
+                raise HTTPError(400, "bad_field", f"field 'reason' must be a string of 1-"
+                                f"{MAX_KICK_REASON} characters", field="reason")
+            try:
+                user = await self.node.redis_state().get_user(uid)
+            except RedisError as e:
+                raise HTTPError(503, "redis_unavailable", f"cannot read the player's "
+                                f"state: {e}") from None
+            if user is None or user.state != GAME_STEP_FINISH:
+                raise HTTPError(404, "not_online", f"player {uid} is not online",
+                                userid=uid, state=None if user is None else user.state)
+            try:
+                outcome = await self.node.cluster.call(
+                    user.node, "gateway", "kick", uid, reason, pb.KickReason.KICK_GM,
+                    timeout=timeout)
+            except ClusterError as e:
+                status, payload = _cluster_error(e)
+                raise HTTPError(status, payload.pop("error"), payload.pop("message"),
+                                **payload) from None
+            log.info("GM kick of {userid} on {node}: {outcome} ({reason})", userid=uid,
+                     node=user.node, outcome=outcome, reason=reason)
+            return {"userid": uid, "node": user.node, "result": outcome}
+        return await self._guard(request, kick)
 
     @app.route("/nodes", methods=["GET"])
     async def nodes(self, request: IRequest) -> bytes:
@@ -249,14 +386,7 @@ class GMApi:
                 result = await self.node.cluster.call(node, service, method, *args,
                                                       timeout=float(timeout))
             except ClusterError as e:
-                status = (404 if isinstance(e, UnknownNode) else
-                          504 if isinstance(e, CallTimeout) else
-                          503 if isinstance(e, NodeUnreachable) else 502)
-                payload = {"error": type(e).__name__, "message": str(e), "node": e.node,
-                           "service": e.service, "method": e.method}
-                if isinstance(e, RemoteError):
-                    payload["kind"] = e.kind
-                return status, payload
+                return _cluster_error(e)
             return 200, {"result": result}
         return await self._guard(request, do_call)
 
@@ -286,12 +416,7 @@ class GMApi:
     @app.route("/players/<userid>", methods=["GET"])
     async def player(self, request: IRequest, userid: str) -> bytes:
         async def view() -> dict[str, Any]:
-            try:
-                uid = int(userid)
-            except ValueError:
-                uid = 0
-            if uid <= 0 or uid >= 1 << 63:
-                raise HTTPError(400, "bad_userid", f"not a userid: {userid!r}")
+            uid = _parse_userid(userid)
             try:
                 found = await player_view(self.node, uid)
             except PlayerLookupError as e:

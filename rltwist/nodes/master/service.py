@@ -14,7 +14,7 @@ from twisted.web.server import Site
 
 from rltwist.cluster import ClusterError
 from rltwist.nodes.common.node import Node, fail_startup
-from rltwist.nodes.master.gm import GMApi
+from rltwist.nodes.master.gm import BoundedRequest, GMApi
 from rltwist.nodes.master.masterflow import DOWN, STOPPED, UP, Masterflow, NodeRecord
 from rltwist.nodes.master.metrics import MasterCollector
 
@@ -23,7 +23,10 @@ log = Logger()
 
 class GMSite(Site):
     """Access log of GM actions only: every POST is logged (who changed what), the GETs
-    that dashboards and scripts poll many times a second are not."""
+    that dashboards and scripts poll many times a second are not. Request bodies are
+    bounded before they are buffered (``BoundedRequest``)."""
+
+    requestFactory = BoundedRequest
 
     def log(self, request: Any) -> None:
         if request.method != b"GET":

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from rltwist.cluster import birth_region
 from rltwist.ecs.entity import Entity
 from rltwist.protocols import pb
 from rltwist.storage import StaleGeneration
@@ -33,7 +34,7 @@ def new_player_doc(userid: int) -> dict[str, Any]:
     """The data of a player who never played before."""
     return {"_id": userid, "version": 0, "components": {}, "attrs": {
         "name": "", "level": 1, "exp": 0, "gold": 1000, "food": 1000, "oil": 500,
-        "server_id": userid & 0xFFFF, "create_time_ms": int(time.time() * 1000)}}
+        "server_id": birth_region(userid), "create_time_ms": int(time.time() * 1000)}}
 
 
 class Player:
@@ -54,6 +55,12 @@ class Player:
         self.last_heartbeat = now
         self.state = ONLINE
         self.logout_waiters: list[defer.Deferred[None]] = []
+
+    @property
+    def mapid(self) -> int:
+        """The map holding the player's city: its birth region's (cities do not move
+        yet)."""
+        return birth_region(self.userid)
 
     def request_done(self) -> None:
         self.inflight -= 1

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
 
+from rltwist.cluster import birth_region
 from rltwist.nodes.role.agent import ONLINE
 from rltwist.protocols import pb
 from rltwist.redis import RedisError, RoleNotRegistered
@@ -83,6 +84,7 @@ async def authenticate(gw: Gateway, conn: GatewayConnection, msg: Any, session: 
         player.conn = conn
         conn.player = player
         conn.authenticating = False
+        conn.handshakeDone()
         gw.tell_rolecaches(player, "set")
         steps.restart()
         await gw.reconcile_name(player)
@@ -93,7 +95,7 @@ async def authenticate(gw: Gateway, conn: GatewayConnection, msg: Any, session: 
     gw.auth_latency.observe(time.monotonic() - started)
     conn.reply(session, pb.Auth.Response(
         code=E.OK, userid=userid, name=player.entity.get("name", ""),
-        server_id=userid & 0xFFFF,
+        server_id=birth_region(userid),
         basics=player.basics(), server_time_ms=int(time.time() * 1000)))
     if not conn.is_open and player.state == ONLINE:  # the client left during the Auth
         gw.start_logout(player, "connection lost")

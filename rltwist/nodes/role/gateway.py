@@ -45,6 +45,10 @@ if TYPE_CHECKING:
 log = Logger()
 E = pb.ErrorCode
 K = pb.KickReason
+#: ``rl_role_logouts_total`` labels of kicks by code (the kick's text is free)
+KICK_LABELS: dict[int, str] = {K.KICK_LOGIN_ELSEWHERE: "login elsewhere",
+                               K.KICK_GM: "gm kick"}
+MAX_KICK_TEXT = 200
 
 
 class GatewayConnection(ServerProtocol):
@@ -105,7 +109,7 @@ class Gateway(Service, ServerProtocolFactory):
     protocol = GatewayConnection
 
     def __init__(self, node: Node) -> None:
-        ServerProtocolFactory.__init__(self)
+        ServerProtocolFactory.__init__(self, limits=node.config.client, clock=node.reactor)
         self.node = node
         self.settings = node.config.role
         self.state = node.redis_state()
@@ -136,9 +140,10 @@ class Gateway(Service, ServerProtocolFactory):
     def now(self) -> float:
         return float(self.node.reactor.seconds())
 
-    def buildProtocol(self, addr: Any) -> ServerProtocol:
+    def buildProtocol(self, addr: Any) -> ServerProtocol | None:
         p = ServerProtocolFactory.buildProtocol(self, addr)
-        p.gateway = self  # type: ignore[attr-defined]
+        if p is not None:  # None: refused (connection caps)
+            p.gateway = self  # type: ignore[attr-defined]
         return p
 
     # -- the flows (one module each) -------------------------------------------------------
@@ -150,9 +155,10 @@ class Gateway(Service, ServerProtocolFactory):
         defer.Deferred.fromCoroutine(self.logout(player, reason, kick)).addErrback(
             lambda f: log.failure("logout of {userid} failed", f, userid=player.userid))
 
-    async def logout(self, player: Player, reason: str, kick: int | None = None) -> None:
+    async def logout(self, player: Player, reason: str, kick: int | None = None,
+                     notice: str | None = None) -> None:
         """Take *player* offline once, saving it (retried until storage takes it)."""
-        await logout_flow.logout(self, player, reason, kick)
+        await logout_flow.logout(self, player, reason, kick, notice)
 
     async def rename(self, player: Player, name: str) -> int:
         return await rename_flow.rename(self, player, name)
@@ -168,12 +174,13 @@ class Gateway(Service, ServerProtocolFactory):
         return bool(self.node.writes_allowed)
 
     def tell_rolecaches(self, player: Player, what: str) -> None:
-        """Tell the player's birth-region rolecaches where the player is (or no more)."""
+        """Tell the rolecaches that reach the player (its rolecity and mail, the map of its
+        city) where the player is (or no more)."""
         userid = player.userid
-        sid = userid & 0xFFFF
-        for kind in ("rolecity", "mail", "map"):
-            node = f"{kind}{sid}"
-            if node not in self.cluster.addresses:
+        cluster = self.cluster
+        for node in (cluster.rolecity_node(userid), cluster.mail_node(userid),
+                     cluster.map_node(player.mapid)):
+            if node not in cluster.addresses:
                 continue
             try:
                 self.cluster.send(node, "rolecache", what, userid, self.node.name,
@@ -220,8 +227,12 @@ class Gateway(Service, ServerProtocolFactory):
     # -- handlers other nodes call ------------------------------------------------------
 
     @handler
-    async def kick(self, userid: int, reason: str) -> str:
-        """Log *userid* out (login elsewhere, GM): "kicked", "absent" or "logging_out"."""
+    async def kick(self, userid: int, reason: str,
+                   code: int = K.KICK_LOGIN_ELSEWHERE) -> str:
+        """Log *userid* out (login elsewhere, GM), telling the client ``KickNotify{reason,
+        code}`` (a ``KickReason``): "kicked", "absent" or "logging_out"."""
+        if isinstance(code, bool) or code not in K.values():
+            raise ValueError(f"kick code {code!r} is not a KickReason")
         player = self.players.get(userid)
         if player is None:
             # not here: drop a stale Redis state that still names this node
@@ -229,7 +240,9 @@ class Gateway(Service, ServerProtocolFactory):
             return "absent"
         if player.state != ONLINE:
             return "logging_out"
-        await self.logout(player, reason, K.KICK_LOGIN_ELSEWHERE)
+        # the text goes to the client; the logout is counted under a fixed label
+        label = KICK_LABELS.get(code, "kick")
+        await self.logout(player, label, code, notice=str(reason)[:MAX_KICK_TEXT])
         return "kicked"
 
     @handler

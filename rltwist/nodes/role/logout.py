@@ -32,8 +32,12 @@ RETRY_FIRST = 0.5
 RETRY_MAX = 30.0
 
 
-async def logout(gw: Gateway, player: Player, reason: str, kick: int | None = None) -> None:
-    """Take *player* offline once; every caller waits for the same logout."""
+async def logout(gw: Gateway, player: Player, reason: str, kick: int | None = None,
+                 notice: str | None = None) -> None:
+    """Take *player* offline once; every caller waits for the same logout.
+
+    *reason* is a fixed phrase (it labels ``rl_role_logouts_total``); a kick (*kick*, a
+    ``KickReason``) pushes ``KickNotify{notice or reason, kick}`` before the close."""
     if player.state != ONLINE:
         if player.state == LOGGING_OUT:
             done: defer.Deferred[None] = defer.Deferred()
@@ -52,8 +56,9 @@ async def logout(gw: Gateway, player: Player, reason: str, kick: int | None = No
                      userid=userid, e=e)
         conn = player.conn
         if conn is not None and conn.is_open:
-            notify = pb.KickNotify(reason=reason, code=kick) if kick is not None else None
-            conn.closeWithReason(CloseReason.KICKED, notify=notify, userid=userid, why=reason)
+            text = notice if notice is not None else reason
+            notify = pb.KickNotify(reason=text, code=kick) if kick is not None else None
+            conn.closeWithReason(CloseReason.KICKED, notify=notify, userid=userid, why=text)
         try:
             await player.idle().addTimeout(gw.settings.logout_wait, gw.node.reactor)
         except defer.TimeoutError:

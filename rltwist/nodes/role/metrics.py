@@ -30,7 +30,7 @@ from rltwist.metrics import (
 
 #: why a player left a role node (the ``reason`` of ``rl_role_logouts_total``); anything
 #: else, e.g. the free text of a ``gateway.kick`` call, is counted as ``other``
-LOGOUT_REASONS = ("connection lost", "login elsewhere", "heartbeat timeout",
+LOGOUT_REASONS = ("connection lost", "login elsewhere", "gm kick", "kick", "heartbeat timeout",
                   "fenced off by a newer login", "server shutdown", "fenced: lost master",
                   "node was marked down", OTHER)
 

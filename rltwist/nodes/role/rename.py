@@ -40,10 +40,6 @@ INTENT = "rename"
 CALL_TIMEOUT = 10.0
 
 
-def _rolecity(player: Player) -> str:
-    return f"rolecity{player.userid & 0xFFFF}"
-
-
 async def rename(gw: Gateway, player: Player, name: str) -> int:
     """Rename *player*: name rules from the game tables, uniqueness in the birth region;
     answers an ErrorCode. OK means the new name is saved and reserved."""
@@ -55,7 +51,7 @@ async def rename(gw: Gateway, player: Player, name: str) -> int:
         return E.OK
     if role_system.check_name(name, tables) != ErrCode.OK:
         return E.NAME_INVALID
-    rolecity = _rolecity(player)
+    rolecity = gw.cluster.rolecity_node(player.userid)
     if rolecity not in gw.cluster.addresses:
         return E.NOT_AVAILABLE
     userid, gen = player.userid, player.generation
@@ -105,7 +101,7 @@ async def reconcile(gw: Gateway, player: Player) -> None:
     entity = player.entity
     if not entity.components.get(INTENT):
         return
-    rolecity = _rolecity(player)
+    rolecity = gw.cluster.rolecity_node(player.userid)
     if rolecity not in gw.cluster.addresses:
         return
     name = entity.get("name") or ""

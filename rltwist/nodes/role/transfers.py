@@ -48,7 +48,7 @@ async def take_transfers(gw: Gateway, player: Player) -> list[str]:
     """Pull the player's pending transfers from its rolecity into the entity; the ids
     applied now. Failures leave them pending there (taken at the next Auth or grant)."""
     userid, gen = player.userid, player.generation
-    rolecity = f"rolecity{userid & 0xFFFF}"
+    rolecity = gw.cluster.rolecity_node(userid)
     if rolecity not in gw.cluster.addresses or not gw.writes_allowed():
         return []
     entity = player.entity

@@ -34,7 +34,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from rltwist.cluster import ClusterError, handler
+from rltwist.cluster import ClusterError, birth_region, handler
 from rltwist.crashpoint import crashpoint
 from rltwist.ecs import import_system
 from rltwist.ecs.entity import Entity
@@ -141,7 +141,7 @@ class RoleCityActor(Actor):
             await self.fence.check(userid, generation, what)
 
     def new_entity(self, id: Key) -> Entity:
-        sid = id & 0xFFFF if isinstance(id, int) else 0
+        sid = birth_region(id) if isinstance(id, int) else 0
         return Entity(id, attrs={"userid": id, "name": "", "server_id": sid})
 
     def _view(self, entity: Entity) -> dict[str, Any]:
