@@ -188,30 +188,21 @@ class LoginNodeMetrics(unittest.TestCase):
     """A login node's result codes and steps exist at 0 before the first login."""
 
     def test_codes_and_steps_at_zero(self) -> None:
+        from pathlib import Path
+
+        from rltwist.config import load_config
+        from rltwist.launcher import local_config, render_config
         from rltwist.metrics import LOGIN_CODES, LOGIN_STEPS
-        from rltwist.nodes.login.service import LoginServer
+        from rltwist.nodes.common.node import Node
+        from rltwist.nodes.login.service import build
 
-        registry = CollectorRegistry()
-
-        class FakeNode:
-            def __init__(self) -> None:
-                from rltwist.config import LoginSettings
-
-                self.registry = registry
-                from twisted.internet import reactor
-
-                self.reactor = reactor
-                self.config = type("C", (), {"login": LoginSettings(handlers=2)})()
-                self.handlers_added: list[Any] = []
-
-            def redis_state(self) -> None:
-                return None
-
-            def add_shutdown_handler(self, name: str, fn: Any) -> None:
-                self.handlers_added.append(name)
-
-        LoginServer(FakeNode())  # type: ignore[arg-type]
-        found = samples(registry)
+        path = Path(self.mktemp() + ".toml").absolute()
+        path.write_text(render_config(local_config(["login1"], overrides={
+            "hotreload": {"hotfix_interval": 0, "config_interval": 0}})))
+        config = load_config(str(path))
+        node = Node(config, config.node("login1"))  # built, never started
+        build(node)
+        found = samples(node.registry)
         self.assertEqual(set(named(found, "rl_login_total")),
                          {(("outcome", c),) for c in LOGIN_CODES})
         self.assertEqual({dict(labels)["step"] for labels in
