@@ -73,6 +73,12 @@ OVERVIEW: list[Panel] = [
      f"sum by (reason) (rate(rl_role_kicks_total[{RATE}]))", "{{reason}}", "ops"),
     ("Logouts/s by reason", "timeseries",
      f"sum by (reason) (rate(rl_role_logouts_total[{RATE}]))", "{{reason}}", "ops"),
+    ("Client connections by node", "timeseries",
+     'sum by (node) (rl_client_connections{node=~"$node"})', "{{node}}", "none"),
+    ("Client connections refused or closed by the server/s", "timeseries",
+     f'sum by (reason) (rate(rl_client_refused_total{{node=~"$node"}}[{RATE}])) or '
+     f'sum by (reason) (rate(rl_client_closes_total{{node=~"$node"}}[{RATE}]))',
+     "{{reason}}", "ops"),
     ("Cluster call errors/s by kind", "timeseries",
      f'sum by (kind) (rate(rl_cluster_errors_total{{node=~"$node"}}[{RATE}]))', "{{kind}}",
      "ops"),
