@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from rltwist.cluster import ClusterError
+from rltwist.cluster import ClusterError, birth_region
 from rltwist.nodes.role.agent import PLAYERS, ROLEDB
 from rltwist.redis import GAME_STEP_FINISH, LOGIN_STEP_FINISH, LOGOUT, RedisError
 from rltwist.storage import StorageError
@@ -77,7 +77,7 @@ async def player_view(node: Node, userid: int) -> dict[str, Any] | None:
         generation = max(generation, user.generation)
     view.update({
         "userid": userid, "online": isinstance(live, dict) and live.get("state") == "online",
-        "state": state, "role_node": role_node, "birth_region": userid & 0xFFFF,
+        "state": state, "role_node": role_node, "birth_region": birth_region(userid),
         "name": str(attrs.get("name", "")), "generation": generation,
     })
     if "mapid" in attrs:  # the world map puts it there; absent until it exists

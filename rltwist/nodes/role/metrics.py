@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from rltwist.cluster import birth_region
 from rltwist.config import REGION_KINDS, parse_node_name
 from rltwist.metrics import (
     AUTH_CODES,
@@ -61,7 +62,7 @@ def regions_of(names: Iterable[str]) -> list[str]:
 
 class OnlineByRegion(Collector):
     """``rl_role_online_players_by_region{region}``: the players held here per birth region
-    (``userid & 0xFFFF``), counted when Prometheus scrapes; every configured region is
+    (``birth_region(userid)``), counted when Prometheus scrapes; every configured region is
     listed, at 0 when nobody of it is here. Players of a region this node does not know
     (one opened after it started and not broadcast yet) count under ``other``."""
 
@@ -73,9 +74,9 @@ class OnlineByRegion(Collector):
     def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(
             "rl_role_online_players_by_region",
-            "Players online on this role node by birth region (userid & 0xFFFF)",
+            "Players online on this role node by birth region (the region in the userid)",
             labels=["region"])
-        tally = Tally(userid & 0xFFFF for userid in self.players())
+        tally = Tally(birth_region(userid) for userid in self.players())
         known = list(self.regions())
         for region in known:
             family.add_metric([region], tally.pop(int(region), 0))
