@@ -1,6 +1,24 @@
 """rltwist: a Twisted server suite for a global single-server SLG game backend."""
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+
+class BuildWithDefaults(build_py):
+    """Ship etc/cluster.toml, the game tables of etc/game and the Prometheus config and
+    rules inside the package (as rltwist/defaults/etc/...), so rl-cluster (also with
+    --prometheus) and the nodes work outside a checkout."""
+
+    def run(self) -> None:
+        super().run()
+        for source in [Path("etc/cluster.toml"), *sorted(Path("etc/game").glob("*.toml")),
+                       Path("etc/prometheus/prometheus.yml"), Path("etc/prometheus/alerts.yml")]:
+            target = Path(self.build_lib) / "rltwist" / "defaults" / source
+            self.mkpath(str(target.parent))
+            self.copy_file(str(source), str(target))
+
 
 setup(
     name="rltwist",
@@ -11,6 +29,7 @@ setup(
     packages=[*find_packages(include=["rltwist", "rltwist.*"]), "twisted.plugins"],
     package_data={"twisted.plugins": ["rltwist_nodes.py"], "rltwist.protocols.pb": ["*.pyi"]},
     include_package_data=True,
+    cmdclass={"build_py": BuildWithDefaults},
     install_requires=[
         "twisted>=24.7",
         "klein>=24.8",
@@ -20,6 +39,7 @@ setup(
         "attrs>=23.1",
         "treq>=23.11",
         "msgpack>=1.0.8",
+        "tomli-w>=1.0",
         "protobuf>=7.35.1,<8",  # the committed gencode is 7.35.1; see README
     ],
     extras_require={

@@ -70,6 +70,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from rltwist.cli import react_main
 from rltwist.launcher import LocalCluster
+from rltwist.net import listen_overflows
 from rltwist.redis import OnlineState, RedisClient, RedisServer
 
 # rolecity1: new players are born only in a region the cluster has (and its rolecache hears
@@ -103,20 +104,6 @@ def cpu_model() -> str:
 def machine() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "cpu_model": cpu_model(), "python": platform.python_version(),
             "platform": platform.platform(), "loadavg_at_start": list(os.getloadavg())}
-
-
-def listen_overflows() -> int | None:
-    """The kernel's ListenOverflows counter (this network namespace), or None."""
-    try:
-        lines = Path("/proc/net/netstat").read_text().splitlines()
-    except OSError:
-        return None
-    for names, values in zip(lines[::2], lines[1::2], strict=False):
-        if names.startswith("TcpExt:"):
-            row = dict(zip(names.split()[1:], values.split()[1:], strict=False))
-            if "ListenOverflows" in row:
-                return int(row["ListenOverflows"])
-    return None
 
 
 def ephemeral_ports() -> int:

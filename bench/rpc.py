@@ -360,7 +360,7 @@ async def start_floor(run_dir: str) -> tuple[Any, floor.FloorClient]:
 
 async def main(args: argparse.Namespace) -> int:
     run_dir = tempfile.mkdtemp(prefix="rl-bench-rpc-")
-    lc = LocalCluster(run_dir, ["logiccenter", "login1"])
+    lc = LocalCluster(run_dir, ["logiccenter", "login1"], test_flags=["diag"])  # tally
     floor_proc = None
     me: Cluster | None = None
     try:

@@ -7,6 +7,8 @@ from a single line of output.
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
@@ -16,18 +18,56 @@ from typing import Any
 import attrs
 
 DEFAULT_CONFIG = "etc/cluster.toml"
+#: where an installed package keeps its copy of etc/cluster.toml and etc/game (setup.py)
+PACKAGED = "defaults"
 
-#: node kinds in start order (seed §7); shutdown runs the slave kinds in the order below.
+#: node kinds in start order; shutdown runs the slave kinds in the order below.
 START_ORDER = ("master", "logiccenter", "map", "guild", "mail", "rolecity", "role", "login")
 SHUTDOWN_ORDER = ("role", "rolecity", "mail", "guild", "map", "logiccenter", "master")
-GLOBAL_KINDS = frozenset({"master", "logiccenter"})
-REGION_KINDS = frozenset({"map", "guild", "mail", "rolecity"})
-POOL_KINDS = frozenset({"role", "login"})
-CLIENT_KINDS = frozenset({"role", "login"})  # kinds that accept game clients
+#: one node each for the whole cluster
+GLOBAL_KINDS = ("master", "logiccenter")
+#: one node each per region (``map<sid>`` ...), in start order
+REGION_KINDS = ("map", "guild", "mail", "rolecity")
+#: pools shared by every region (``role<n>``, ``login<n>``)
+POOL_KINDS = ("role", "login")
+CLIENT_KINDS = ("role", "login")  # kinds that accept game clients
+
+#: The development defaults shipped in etc/cluster.toml and used by the launcher. A node
+#: that listens on a non-loopback address refuses to start with any of them (see
+#: ``insecure_defaults``).
+DEV_CLUSTER_SECRET = "dev-only-cluster-secret-change-me"
+DEV_GM_TOKEN = "dev-only-gm-token-change-me"
+DEV_SDK_SECRET = "dev-only-sdk-secret-change-me"
+
+#: the LRU services a config may size with ``[lru.<worker>]``
+LRU_WORKERS = ("agent", "mail", "guildhandler")
 
 _NAME_RE = re.compile(r"^([a-z]+?)(\d*)$")
 #: a client version: dotted numbers ("1", "1.4", "1.4.0")
 _VERSION_RE = re.compile(r"^\d{1,9}(\.\d{1,9}){0,7}$")
+
+
+def packaged_root() -> Path | None:
+    """The directory holding the shipped ``etc/cluster.toml`` and ``etc/game``: inside an
+    installed package ``rltwist/defaults``, in a source tree the checkout; None if
+    neither has them."""
+    import rltwist
+
+    here = Path(rltwist.__file__).resolve().parent
+    for candidate in (here / PACKAGED, here.parent):
+        if (candidate / DEFAULT_CONFIG).is_file() and (candidate / "etc" / "game").is_dir():
+            return candidate
+    return None
+
+
+def default_config_path() -> str:
+    """The config used without ``--config``: ``etc/cluster.toml`` under the current
+    directory if there is one, else the one shipped with the package (so ``rl-cluster
+    up`` and the nodes work outside a checkout)."""
+    if Path(DEFAULT_CONFIG).is_file():
+        return DEFAULT_CONFIG
+    root = packaged_root()
+    return str(root / DEFAULT_CONFIG) if root is not None else DEFAULT_CONFIG
 
 
 class ConfigError(Exception):
@@ -52,6 +92,24 @@ def parse_node_name(name: str) -> tuple[str, int | None]:
 def node_name(kind: str, number: int | None = None) -> str:
     """The node name for a kind and its sid/index (``("map", 2)`` -> ``"map2"``)."""
     return kind if kind in GLOBAL_KINDS else f"{kind}{number}"
+
+
+def starts_after(name: str, other: str) -> bool:
+    """Whether node *name* waits for node *other* to be up before it proceeds.
+
+    Every node waits for the global nodes before its kind (master counts as up once it
+    answers). A region node also waits for the earlier kinds of its own region only
+    (``guild2`` for ``map2``, never for ``map1``), so one region that is down blocks no
+    other. Pool nodes (role, login) wait for the global nodes only: they serve every
+    region, and a region that is down must not stop logins to the others.
+    """
+    kind, number = parse_node_name(name)
+    other_kind, other_number = parse_node_name(other)
+    if START_ORDER.index(other_kind) >= START_ORDER.index(kind):
+        return False
+    if other_kind in GLOBAL_KINDS:
+        return other_kind != "master"
+    return kind in REGION_KINDS and other_kind in REGION_KINDS and number == other_number
 
 
 @attrs.frozen
@@ -112,7 +170,9 @@ class LoginSettings:
     handlers: int = 4
     sdk_url: str = ""  # empty: verify dev tokens in-process
     sdk_timeout: float = 5.0
-    dev_sdk_secret: str = "dev-only-sdk-secret-change-me"
+    #: idle HTTP connections to the SDK kept per login node (a burst of logins reuses them)
+    sdk_connections: int = 256
+    dev_sdk_secret: str = DEV_SDK_SECRET
     lock_ttl: float = 10.0
     secret_ttl: float = 60.0
     #: oldest client version allowed to log in (dotted numbers, e.g. "1.4.0"); older
@@ -155,6 +215,38 @@ class MasterSettings:
 
 
 @attrs.frozen
+class HotReloadSettings:
+    """``[hotreload]``: where ``etc/game`` and ``hotfix/`` are and how often they are
+    scanned (``rltwist.nodes.common.services`` resolves the root)."""
+
+    #: relative to the config file's directory; "" = search (see services.py)
+    root: str = ""
+    hotfix_interval: float = 2.0  # 0 = only on GM request
+    config_interval: float = 10.0  # 0 = only on GM request
+
+
+@attrs.frozen
+class HotfixSettings:
+    """``[hotfix]``: packages besides ``rltwist.game`` that code fix lists may name (the
+    hotfix service checks each name when it starts)."""
+
+    game_packages: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class LruSettings:
+    """``[lru.<worker>]``: how many workers an LRU service runs and how many entities each
+    keeps resident."""
+
+    workers: int
+    capacity: int = 1000
+
+
+#: ``[lru.<worker>]`` defaults: rolecity's agents, mail, guild handlers
+LRU_DEFAULTS = {"agent": LruSettings(8), "mail": LruSettings(4), "guildhandler": LruSettings(2)}
+
+
+@attrs.frozen
 class Config:
     path: str
     cluster: ClusterSettings
@@ -165,6 +257,9 @@ class Config:
     login: LoginSettings = LoginSettings()
     role: RoleSettings = RoleSettings()
     client: ClientSettings = ClientSettings()
+    hotreload: HotReloadSettings = HotReloadSettings()
+    hotfix: HotfixSettings = HotfixSettings()
+    lru: Mapping[str, LruSettings] = attrs.field(factory=lambda: dict(LRU_DEFAULTS))
     raw: Mapping[str, Any] = attrs.field(repr=False, factory=dict)
 
     def node(self, name: str) -> NodeConfig:
@@ -177,18 +272,62 @@ class Config:
             ) from None
 
 
+def is_loopback(host: str) -> bool:
+    """True for a loopback address (127.0.0.0/8, ::1) or ``localhost``; any other name
+    counts as reachable from elsewhere."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def insecure_defaults(config: Config, name: str) -> tuple[list[str], list[str]]:
+    """``(keys, hosts)``: the development defaults node *name* would serve with, and the
+    non-loopback addresses it would listen on; no keys when every address is loopback.
+
+    Only the secrets that node uses count: the cluster secret for every node, the GM token
+    for master, the dev SDK secret for a login node that checks tokens itself (no
+    ``login.sdk_url``).
+    """
+    me = config.node(name)
+    hosts = [me.host] + ([config.master.gm_host] if me.kind == "master" else [])
+    exposed = sorted({h for h in hosts if not is_loopback(h)})
+    if not exposed:
+        return [], []
+    keys = []
+    if config.cluster.secret == DEV_CLUSTER_SECRET.encode():
+        keys.append("cluster.secret")
+    if me.kind == "master" and config.master.gm_token == DEV_GM_TOKEN:
+        keys.append("master.gm_token")
+    if me.kind == "login" and not config.login.sdk_url \
+            and config.login.dev_sdk_secret == DEV_SDK_SECRET:
+        keys.append("login.dev_sdk_secret")
+    return keys, exposed
+
+
 class _Reader:
-    """Reads typed values out of a TOML table, collecting every error with its key."""
+    """Reads typed values out of a TOML table, collecting every error with its key.
+
+    It remembers which keys of each table it read: whatever is left over is a typo or a
+    setting this version does not have, and ``unknown_keys`` reports it (a silently
+    ignored ``heartbeat_intreval`` would leave the default in force unnoticed).
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.errors: list[str] = []
+        self._tables: list[tuple[str, Mapping[str, Any]]] = []
+        self._read: dict[int, set[str]] = {}
 
     def error(self, key: str, message: str) -> None:
         self.errors.append(f"{key}: {message}")
 
     def table(self, data: Mapping[str, Any], key: str, required: bool = False) -> Mapping[str, Any]:
-        value = data.get(key.rsplit(".", 1)[-1])
+        name = key.rsplit(".", 1)[-1]
+        self._read.setdefault(id(data), set()).add(name)
+        value = data.get(name)
         if value is None:
             if required:
                 self.error(key, "missing section")
@@ -196,10 +335,30 @@ class _Reader:
         if not isinstance(value, dict):
             self.error(key, "must be a table")
             return {}
+        self.track(key, value)
         return value
+
+    def track(self, key: str, table: Mapping[str, Any]) -> None:
+        """Report the keys of *table* that are never read (``unknown_keys``)."""
+        self._tables.append((key, table))
+        self._read.setdefault(id(table), set())
+
+    def mark_read(self, table: Mapping[str, Any]) -> None:
+        """Every key of *table* is accounted for (its sub-tables are read one by one)."""
+        self._read.setdefault(id(table), set()).update(table)
+
+    def unknown_keys(self) -> None:
+        for prefix, table in self._tables:
+            read = self._read.get(id(table), set())
+            for key in sorted(set(table) - read):
+                if prefix:
+                    self.error(f"{prefix}.{key}", "unknown key" + _did_you_mean(key, read))
+                else:
+                    self.error(key, "unknown section" + _did_you_mean(key, read))
 
     def value(self, data: Mapping[str, Any], prefix: str, key: str, kind: type | tuple[type, ...],
               default: Any = attrs.NOTHING, check: Any = None, why: str = "") -> Any:
+        self._read.setdefault(id(data), set()).add(key)
         full = f"{prefix}.{key}"
         if key not in data:
             if default is attrs.NOTHING:
@@ -219,6 +378,11 @@ class _Reader:
             self.error(full, f"{why}, got {v!r}")
             return default if default is not attrs.NOTHING else None
         return v
+
+
+def _did_you_mean(key: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _port(v: int) -> bool:
@@ -247,6 +411,7 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> Config:
 def config_from_dict(data: Mapping[str, Any], path: str = "<config>") -> Config:
     """Validate an already-parsed config mapping (tests build configs this way)."""
     r = _Reader(path)
+    r.track("", data)  # a section nothing below reads is unknown
     c = r.table(data, "cluster", required=True)
     secret = r.value(c, "cluster", "secret", str, check=lambda s: len(s) >= 8,
                      why="must be at least 8 characters")
@@ -309,8 +474,9 @@ def config_from_dict(data: Mapping[str, Any], path: str = "<config>") -> Config:
                         why='must be "" or an http(s) URL'),
         sdk_timeout=r.value(lg, "login", "sdk_timeout", float, default=5.0, check=_positive,
                             why="must be > 0"),
-        dev_sdk_secret=r.value(lg, "login", "dev_sdk_secret", str,
-                               default="dev-only-sdk-secret-change-me"),
+        sdk_connections=r.value(lg, "login", "sdk_connections", int, default=256,
+                                check=lambda v: 1 <= v <= 10_000, why="must be 1-10000"),
+        dev_sdk_secret=r.value(lg, "login", "dev_sdk_secret", str, default=DEV_SDK_SECRET),
         lock_ttl=r.value(lg, "login", "lock_ttl", float, default=10.0, check=_positive,
                          why="must be > 0"),
         secret_ttl=r.value(lg, "login", "secret_ttl", float, default=60.0, check=_positive,
@@ -345,9 +511,43 @@ def config_from_dict(data: Mapping[str, Any], path: str = "<config>") -> Config:
         max_outbound=r.value(cl, "client", "max_outbound", int, default=1024 * 1024,
                              check=lambda v: v >= 65536, why="must be >= 65536"),
     )
+    hr = r.table(data, "hotreload")
+    hotreload = HotReloadSettings(
+        root=r.value(hr, "hotreload", "root", str, default=""),
+        hotfix_interval=r.value(hr, "hotreload", "hotfix_interval", float, default=2.0,
+                                check=lambda v: v >= 0, why="must be >= 0 (0 = GM only)"),
+        config_interval=r.value(hr, "hotreload", "config_interval", float, default=10.0,
+                                check=lambda v: v >= 0, why="must be >= 0 (0 = GM only)"),
+    )
+    hf = r.table(data, "hotfix")
+    packages = r.value(hf, "hotfix", "game_packages", list, default=[],
+                       check=lambda v: all(isinstance(p, str) and p for p in v),
+                       why="must be a list of package names")
+    hotfix = HotfixSettings(game_packages=tuple(packages or ()))
+    lru = dict(LRU_DEFAULTS)
+    lru_tables = r.table(data, "lru")
+    r.mark_read(lru_tables)
+    for worker, table in lru_tables.items():
+        key = f"lru.{worker}"
+        if worker not in LRU_WORKERS:
+            r.error(key, f"unknown LRU service (one of {', '.join(LRU_WORKERS)})"
+                    + _did_you_mean(worker, set(LRU_WORKERS)))
+            continue
+        if not isinstance(table, dict):
+            r.error(key, "must be a table")
+            continue
+        r.track(key, table)
+        default = LRU_DEFAULTS[worker]
+        lru[worker] = LruSettings(
+            workers=r.value(table, key, "workers", int, default=default.workers,
+                            check=lambda v: 1 <= v <= 1_000_000, why="must be 1-1000000"),
+            capacity=r.value(table, key, "capacity", int, default=default.capacity,
+                             check=lambda v: 1 <= v <= 1_000_000, why="must be 1-1000000"))
 
     nodes: dict[str, NodeConfig] = {}
-    for name, table in r.table(data, "nodes", required=True).items():
+    node_tables = r.table(data, "nodes", required=True)
+    r.mark_read(node_tables)
+    for name, table in node_tables.items():
         key = f"nodes.{name}"
         try:
             kind, number = parse_node_name(name)
@@ -357,6 +557,7 @@ def config_from_dict(data: Mapping[str, Any], path: str = "<config>") -> Config:
         if not isinstance(table, dict):
             r.error(key, "must be a table")
             continue
+        r.track(key, table)
         client_port = None
         if kind in CLIENT_KINDS:
             client_port = r.value(table, key, "client_port", int, check=_port,
@@ -382,7 +583,9 @@ def config_from_dict(data: Mapping[str, Any], path: str = "<config>") -> Config:
             other = seen.setdefault((n.host, p), f"nodes.{n.name}.{attr}")
             if other != f"nodes.{n.name}.{attr}":
                 r.error(f"nodes.{n.name}.{attr}", f"port {p} clashes with {other}")
+    r.unknown_keys()
     if r.errors:
         raise ConfigError(f"{path}: " + "; ".join(r.errors))
     return Config(path=path, cluster=cluster, redis=redis, storage=storage, master=master,
-                  nodes=nodes, login=login, role=role, client=client, raw=data)
+                  nodes=nodes, login=login, role=role, client=client, hotreload=hotreload,
+                  hotfix=hotfix, lru=lru, raw=data)

@@ -7,6 +7,7 @@ stopped by PID only (SIGTERM, then SIGKILL after a bound).
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -16,17 +17,28 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import tomli_w
 from twisted.internet import defer, error, protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from rltwist.config import CLIENT_KINDS, parse_node_name
+from rltwist.config import (
+    CLIENT_KINDS,
+    DEV_CLUSTER_SECRET,
+    DEV_GM_TOKEN,
+    REGION_KINDS,
+    packaged_root,
+    parse_node_name,
+)
+from rltwist.crashpoint import ENV_FLAGS
+from rltwist.readiness import READY_FD, READY_FD_ENV
 
 log = Logger()
 
 TWISTD = ("-c", "from twisted.scripts.twistd import run; run()")
-DEV_SECRET = "dev-only-cluster-secret-change-me"
-DEV_GM_TOKEN = "dev-only-gm-token-change-me"
+DEV_SECRET = DEV_CLUSTER_SECRET
+__all__ = ["DEV_GM_TOKEN", "DEV_SECRET", "ChildProcess", "LaunchError", "LocalCluster",
+           "NodeProcess", "free_ports", "local_config", "render_config"]
 
 
 class LaunchError(Exception):
@@ -38,14 +50,20 @@ class LaunchError(Exception):
 PORT_RANGE = (20000, 32000)
 
 
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+def free_ports(count: int, host: str = "127.0.0.1", exclude: Iterable[int] = ()) -> list[int]:
     """*count* distinct TCP ports that were free on *host* a moment ago, chosen at random
-    from PORT_RANGE (outside the ephemeral range; the OS's choice if that range is full)."""
+    from PORT_RANGE (outside the ephemeral range; the OS's choice if that range is full),
+    none of them in *exclude* (ports already handed to processes that have not bound them
+    yet). The one place rltwist picks ports: launcher, rl-cluster and tests."""
+    excluded = set(exclude)
     socks: list[socket.socket] = []
+    held: list[socket.socket] = []  # excluded ports the OS offered: held so it moves on
     try:
         for port in random.sample(range(*PORT_RANGE), min(2000, PORT_RANGE[1] - PORT_RANGE[0])):
             if len(socks) == count:
                 break
+            if port in excluded:
+                continue
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
                 s.bind((host, port))
@@ -56,45 +74,33 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
         while len(socks) < count:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.bind((host, 0))
-            socks.append(s)
+            (held if s.getsockname()[1] in excluded else socks).append(s)
         return [s.getsockname()[1] for s in socks]
     finally:
-        for s in socks:
+        for s in socks + held:
             s.close()
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {v!r} as TOML")
-
-
 def render_config(sections: Mapping[str, Mapping[str, Any]]) -> str:
-    """Write nested ``{"section": {"key": value}}`` as TOML (dotted section names kept)."""
-    out = []
+    """Write ``{"section": {"key": value}}`` as TOML; a dotted section name
+    (``"nodes.map1"``) becomes a nested table (``[nodes.map1]``)."""
+    nested: dict[str, Any] = {}
     for section, values in sections.items():
-        out.append(f"[{section}]")
-        out.extend(f"{k} = {_toml_value(v)}" for k, v in values.items())
-        out.append("")
-    return "\n".join(out)
+        table = nested
+        for part in section.split("."):
+            table = table.setdefault(part, {})
+        table.update(values)
+    return tomli_w.dumps(nested)
 
 
 def find_root(start: str | os.PathLike[str] | None = None) -> Path | None:
     """The project directory holding ``etc/game`` and ``hotfix/``: *start* (default the
-    current directory) or one of its parents, else the source tree rltwist came from."""
-    import rltwist
-
+    current directory) or one of its parents, else the tables rltwist ships with."""
     here = Path(start or os.getcwd()).absolute()
-    for candidate in (here, *here.parents, Path(rltwist.__file__).resolve().parents[1]):
+    for candidate in (here, *here.parents):
         if (candidate / "etc" / "game").is_dir():
             return candidate
-    return None
+    return packaged_root()
 
 
 def local_config(names: Iterable[str], *, host: str = "127.0.0.1",
@@ -124,50 +130,54 @@ def local_config(names: Iterable[str], *, host: str = "127.0.0.1",
     return sections
 
 
-class _NodeProtocol(protocol.ProcessProtocol):
-    def __init__(self, proc: NodeProcess) -> None:
+class _ChildProtocol(protocol.ProcessProtocol):
+    def __init__(self, proc: ChildProcess) -> None:
         self.proc = proc
 
-    def outReceived(self, data: bytes) -> None:
-        self.proc.output(data)
-
-    errReceived = outReceived
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD == READY_FD:
+            self.proc.ready_data(data)
+        else:
+            self.proc.output(data)
 
     def processEnded(self, reason: Failure) -> None:
         self.proc.ended(reason)
 
 
-class NodeProcess:
-    """One ``twistd -n rl-<kind>`` process with its output in ``<run_dir>/<name>.log``."""
+class ChildProcess:
+    """A child process this code starts, watches and stops by PID, with its output in
+    ``<run_dir>/<name>.log``.
 
-    def __init__(self, name: str, config_path: str | os.PathLike[str],
-                 run_dir: str | os.PathLike[str], reactor: Any = None,
-                 env: Mapping[str, str] | None = None) -> None:
+    Readiness comes from the child itself, never from its log: it gets the write end of a
+    pipe as descriptor 3 (``RLTWIST_READY_FD=3``) and writes one JSON line there once it
+    serves (``rltwist.readiness``).
+    """
+
+    def __init__(self, name: str, argv: Sequence[str], run_dir: str | os.PathLike[str],
+                 reactor: Any = None, env: Mapping[str, str] | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
             reactor = default_reactor
         self.reactor = reactor
         self.name = name
-        self.kind, self.number = parse_node_name(name)
-        self.config_path = str(config_path)
+        self._argv = list(argv)
         self.run_dir = Path(run_dir)
         self.log_path = self.run_dir / f"{name}.log"
         self.env = dict(env) if env is not None else dict(os.environ)
         self.transport: Any = None
         self.pid: int | None = None
         self.exit_code: int | None = None
+        #: what the child wrote on the readiness pipe (decoded JSON), once ready
+        self.ready_info: Any = None
         self._tail = b""
+        self._ready_buffer = b""
         self._ready_waiters: list[defer.Deferred[None]] = []
         self._ended: list[defer.Deferred[int | None]] = []
         self._logfile: Any = None
         self._is_ready = False
 
     def argv(self) -> list[str]:
-        args = [sys.executable, *TWISTD, "-n", "--pidfile=", f"rl-{self.kind}"]
-        if self.number is not None:
-            args += ["--sid" if self.kind in ("map", "guild", "mail", "rolecity") else "--index",
-                     str(self.number)]
-        return [*args, "--config", self.config_path]
+        return list(self._argv)
 
     @property
     def running(self) -> bool:
@@ -176,12 +186,15 @@ class NodeProcess:
     def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._logfile = open(self.log_path, "ab")
-        self._tail = b""
+        self._tail = self._ready_buffer = b""
         self._is_ready = False
+        self.ready_info = None
         self.exit_code = None
+        argv = self.argv()
         self.transport = self.reactor.spawnProcess(
-            _NodeProtocol(self), sys.executable, self.argv(), env=self.env,
-            path=str(self.run_dir))
+            _ChildProtocol(self), argv[0], argv,
+            env={**self.env, READY_FD_ENV: str(READY_FD)}, path=str(self.run_dir),
+            childFDs={0: "w", 1: "r", 2: "r", READY_FD: "r"})
         self.pid = self.transport.pid
 
     def output(self, data: bytes) -> None:
@@ -189,12 +202,20 @@ class NodeProcess:
             self._logfile.write(data)
             self._logfile.flush()
         self._tail = (self._tail + data)[-8192:]
-        if not self._is_ready and f"rltwist node {self.name} (".encode() in self._tail \
-                and b") ready:" in self._tail:
-            self._is_ready = True
-            waiters, self._ready_waiters = self._ready_waiters, []
-            for d in waiters:
-                d.callback(None)
+
+    def ready_data(self, data: bytes) -> None:
+        self._ready_buffer += data
+        if self._is_ready or b"\n" not in self._ready_buffer:
+            return
+        line = self._ready_buffer.split(b"\n", 1)[0]
+        try:
+            self.ready_info = json.loads(line)
+        except ValueError:
+            self.ready_info = line.decode(errors="replace")
+        self._is_ready = True
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for d in waiters:
+            d.callback(None)
 
     def tail(self, lines: int = 15) -> str:
         return "\n".join(self._tail.decode(errors="replace").splitlines()[-lines:])
@@ -214,7 +235,7 @@ class NodeProcess:
             d.callback(self.exit_code)
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
-        """Wait for the node's "ready" line; fail naming the node and showing its output."""
+        """Wait until the child reports ready; fail naming it and showing its output."""
         if self._is_ready:
             return
         if self.exit_code is not None or self.transport is None:
@@ -274,12 +295,32 @@ class NodeProcess:
         self.signal(signal.SIGCONT)
 
 
+class NodeProcess(ChildProcess):
+    """One ``twistd -n rl-<kind>`` process."""
+
+    def __init__(self, name: str, config_path: str | os.PathLike[str],
+                 run_dir: str | os.PathLike[str], reactor: Any = None,
+                 env: Mapping[str, str] | None = None) -> None:
+        super().__init__(name, (), run_dir, reactor=reactor, env=env)
+        self.kind, self.number = parse_node_name(name)
+        self.config_path = str(config_path)
+
+    def argv(self) -> list[str]:
+        args = [sys.executable, *TWISTD, "-n", "--pidfile=", f"rl-{self.kind}"]
+        if self.number is not None:
+            args += ["--sid" if self.kind in REGION_KINDS else "--index", str(self.number)]
+        return [*args, "--config", self.config_path]
+
+
 class LocalCluster:
     """A set of node processes sharing one generated config and run directory."""
 
     def __init__(self, run_dir: str | os.PathLike[str], names: Sequence[str] = (),
                  overrides: Mapping[str, Mapping[str, Any]] | None = None,
-                 reactor: Any = None, config: Mapping[str, Any] | None = None) -> None:
+                 reactor: Any = None, config: Mapping[str, Any] | None = None,
+                 test_flags: Iterable[str] = ()) -> None:
+        """*test_flags* are put in every node's ``RLTWIST_TEST_FLAGS`` (``diag``: the
+        test helpers of the diag service; see rltwist.crashpoint)."""
         if reactor is None:
             from twisted.internet import reactor as default_reactor
             reactor = default_reactor
@@ -292,6 +333,7 @@ class LocalCluster:
         self.config_path = self.run_dir / "cluster.toml"
         self.write_config()
         self.nodes: dict[str, NodeProcess] = {}
+        self.test_flags = tuple(test_flags)
 
     def write_config(self) -> None:
         self.config_path.write_text(render_config(self.sections))
@@ -301,23 +343,15 @@ class LocalCluster:
         if f"nodes.{name}" in self.sections:
             return
         kind, _ = parse_node_name(name)
-        ports = self._unused_ports(3 if kind in CLIENT_KINDS else 2)
+        # nodes added before they start have not bound their ports: never hand them out
+        taken = {v for section in self.sections.values() for k, v in section.items()
+                 if k.endswith("port") and isinstance(v, int)}
+        ports = free_ports(3 if kind in CLIENT_KINDS else 2, exclude=taken)
         node = {"host": "127.0.0.1", "port": ports[0], "metrics_port": ports[1]}
         if kind in CLIENT_KINDS:
             node["client_port"] = ports[2]
         self.sections[f"nodes.{name}"] = node
         self.write_config()
-
-    def _unused_ports(self, count: int) -> list[int]:
-        """Free ports that no node of the config has been given yet (nodes added before
-        they start have not bound theirs, so the OS could hand them out again)."""
-        taken = {v for section in self.sections.values() for k, v in section.items()
-                 if k.endswith("port") and isinstance(v, int)}
-        for _ in range(20):
-            ports = free_ports(count)
-            if not taken & set(ports):
-                return ports
-        raise LaunchError(f"could not find {count} unused ports")
 
     def node_config(self, name: str) -> Mapping[str, Any]:
         return self.sections[f"nodes.{name}"]
@@ -332,6 +366,9 @@ class LocalCluster:
             self.add_node(name)
             proc = self.nodes[name] = NodeProcess(name, self.config_path, self.run_dir,
                                                   reactor=self.reactor)
+            if self.test_flags:
+                flags = [f for f in proc.env.get(ENV_FLAGS, "").split(",") if f]
+                proc.env[ENV_FLAGS] = ",".join(dict.fromkeys([*flags, *self.test_flags]))
         return proc
 
     async def start(self, *names: str, ready_timeout: float = 30.0) -> None:

@@ -66,13 +66,15 @@ def _executable(path: str) -> bool:
 
 
 def etc_dir(start: str | os.PathLike[str] | None = None) -> Path:
-    """``etc/prometheus`` of the checkout (see ``launcher.find_root``)."""
-    root = find_root(start)
-    path = root / "etc" / "prometheus" if root is not None else None
-    if path is None or not (path / "prometheus.yml").is_file():
-        raise LaunchError("etc/prometheus/prometheus.yml not found: run from a checkout of "
-                          "rltwist (the files ship in its etc/ directory)")
-    return path
+    """``etc/prometheus`` of the checkout (see ``launcher.find_root``), else the copy
+    shipped inside the installed package."""
+    from rltwist.config import packaged_root
+
+    for root in (find_root(start), packaged_root()):
+        if root is not None and (root / "etc" / "prometheus" / "prometheus.yml").is_file():
+            return root / "etc" / "prometheus"
+    raise LaunchError("etc/prometheus/prometheus.yml not found in the checkout or the "
+                      "installed package")
 
 
 def _duration(seconds: float) -> str:

@@ -63,21 +63,59 @@ class DevSDK:
                                          "token": dev_token(self.secret, openid)})
 
 
+#: the dev SDK reads its secret from here (or from ``--secret-file``), never from its
+#: command line, which every user of the machine can read in ``ps``
+SECRET_ENV = "RLTWIST_DEV_SDK_SECRET"
+
+
+def read_secret(secret_file: str | None, environ: dict[str, str] | None = None) -> str:
+    """The dev SDK secret: the first line of *secret_file*, else ``RLTWIST_DEV_SDK_SECRET``;
+    ValueError when there is neither."""
+    import os
+
+    if secret_file:
+        with open(secret_file) as f:
+            secret = f.readline().strip()
+    else:
+        secret = (os.environ if environ is None else environ).get(SECRET_ENV, "")
+    if not secret:
+        raise ValueError(f"no dev SDK secret: pass --secret-file PATH or set {SECRET_ENV}")
+    return secret
+
+
+def listen(reactor: Any, port: int, secret: str, host: str = "127.0.0.1") -> Any:
+    """Serve the dev SDK on host:port; returns the listening port."""
+    from twisted.web.server import Site
+
+    from rltwist.net import LISTEN_BACKLOG
+
+    site = Site(DevSDK(secret).app.resource())
+    site.noisy = False
+    # every login asks the SDK; a burst of them must not overflow the accept queue
+    return reactor.listenTCP(port, site, backlog=LISTEN_BACKLOG, interface=host)
+
+
 def main(argv: list[str] | None = None) -> None:
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
-    from twisted.web.server import Site
+
+    from rltwist.readiness import notify_ready
 
     p = argparse.ArgumentParser(description="rltwist dev SDK server (tokens are "
                                 "hex(HMAC-SHA256(secret, openid)))")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8090)
-    p.add_argument("--secret", required=True, help="dev_sdk_secret from the cluster config")
+    p.add_argument("--secret-file", help=f"file whose first line is dev_sdk_secret from the "
+                   f"cluster config (default: the {SECRET_ENV} environment variable)")
     args = p.parse_args(argv)
+    try:
+        secret = read_secret(args.secret_file)
+    except (OSError, ValueError) as e:
+        p.error(str(e))
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
-    reactor.listenTCP(args.port, Site(DevSDK(args.secret).app.resource()),  # type: ignore[attr-defined]
-                      interface=args.host)
+    listen(reactor, args.port, secret, args.host)
     print(f"dev SDK ready on http://{args.host}:{args.port}/verify", flush=True)
+    notify_ready({"url": f"http://{args.host}:{args.port}/verify"})
     reactor.run()  # type: ignore[attr-defined]
 
 

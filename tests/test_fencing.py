@@ -337,6 +337,10 @@ class FakeRedisState:
         self.events.append((self.clock.seconds(), "unregister_role", node))
         return 0
 
+    async def withdraw_role(self, node: str) -> bool:
+        self.events.append((self.clock.seconds(), "withdraw_role", node))
+        return True
+
     def times(self, what: str, node: str = "") -> list[float]:
         return [t for t, w, n in self.events if w == what and n == node]
 
@@ -411,7 +415,9 @@ class MasterCase(unittest.TestCase):
         return self.successResultOf(defer.Deferred.fromCoroutine(self.flow.register(info)))
 
     def heartbeat(self, name: str) -> dict[str, Any]:
-        return self.flow.heartbeat(name, {"proceeded": True})
+        """The parts of master's heartbeat reply these tests are about."""
+        reply = self.flow.heartbeat(name, {"proceeded": True})
+        return {k: reply[k] for k in ("known", "was_down") if k in reply}
 
 
 class MasterAfterRedisLoss(MasterCase):

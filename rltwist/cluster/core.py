@@ -54,6 +54,7 @@ from rltwist.cluster.routing import Routing
 from rltwist.cluster.sender import Sender
 from rltwist.cluster.service import Service
 from rltwist.config import ClusterSettings
+from rltwist.net import LISTEN_BACKLOG
 
 log = Logger()
 
@@ -452,7 +453,9 @@ class Cluster(service.Service):
             return
         host, port = self.listen_address
         try:
-            self.port = self.reactor.listenTCP(port, _AgentFactory(self), interface=host)
+            # a region's nodes all connect at once at start; see rltwist.net
+            self.port = self.reactor.listenTCP(port, _AgentFactory(self),
+                                               backlog=LISTEN_BACKLOG, interface=host)
         except error.CannotListenError as e:
             raise ListenError(f"{self.name}: cannot listen on {host}:{port}: "
                               f"{e.socketError}") from None

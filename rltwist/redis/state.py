@@ -297,6 +297,14 @@ class OnlineState:
         log.info("role node {node} unregistered; {count} players cleared", node=node, count=cleared)
         return int(cleared)
 
+    async def withdraw_role(self, node: str) -> bool:
+        """Take ``node`` out of the pick but leave its players: it is stopping in order and
+        logs them out itself (new Auths on it then fail; ``unregister_role`` clears what is
+        left once it stopped). True if it was in the pick."""
+        removed = await self.client.execute("ZREM", self.client.key(keys.ROLE_LOAD), node)
+        log.info("role node {node} left the pick (stopping)", node=node)
+        return bool(removed)
+
     async def online_count(self, node: str) -> int:
         """How many players ``node`` has online (0 for an unknown node)."""
         return int(await self.client.execute("SCARD", self.client.key(keys.role_online(node))))

@@ -33,11 +33,22 @@ from twisted.web.server import Site
 
 from rltwist import __version__, crashpoint
 from rltwist.cluster import Cluster, ListenError
-from rltwist.config import DEFAULT_CONFIG, Config, ConfigError, NodeConfig, load_config, node_name
+from rltwist.config import (
+    DEFAULT_CONFIG,
+    Config,
+    ConfigError,
+    NodeConfig,
+    default_config_path,
+    insecure_defaults,
+    load_config,
+    node_name,
+)
+from rltwist.net import CLIENT_BACKLOG, LISTEN_BACKLOG
 from rltwist.nodes.common.clientmetrics import ClientPortCollector
-from rltwist.nodes.common.diag import Diag
+from rltwist.nodes.common.diag import diag_service
 from rltwist.nodes.common.services import install_common
 from rltwist.nodes.common.slaveflow import Slaveflow, SlaveflowService
+from rltwist.readiness import notify_ready
 from rltwist.redis import OnlineState, RedisClient
 from rltwist.redis.metrics import RedisMetrics
 from rltwist.redis.service import RedisClientService
@@ -45,7 +56,6 @@ from rltwist.storage import Backend, StorageSettings, open_backend
 
 log = Logger()
 
-CLIENT_BACKLOG = 4096
 
 
 class StartupError(Exception):
@@ -84,7 +94,7 @@ class Node(service.MultiService):
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self.registry.register(self.cluster.collector)
-        self.cluster.register(Diag(self))
+        self.cluster.register(diag_service(self))
         self.metrics_port: IListeningPort | None = None
         self.login_open = True
         self.proceeded = False
@@ -147,8 +157,7 @@ class Node(service.MultiService):
 
     def _listen_clients_now(self) -> None:
         try:
-            # a login storm opens thousands of connections at once: with Twisted's default
-            # backlog of 50 the kernel drops SYNs and clients wait 1 s to retry
+            # a login storm opens thousands of connections at once (rltwist.net)
             self.client_listener = self.reactor.listenTCP(
                 self.me.client_port, self._client_factory, backlog=CLIENT_BACKLOG,
                 interface=self.me.host)
@@ -263,7 +272,8 @@ class Node(service.MultiService):
     def status(self) -> dict[str, Any]:
         """What every heartbeat carries to master."""
         status = {"code_version": __version__, "config_version": self.config_version,
-                  "proceeded": self.proceeded, "login_open": self.login_open}
+                  "proceeded": self.proceeded, "login_open": self.login_open,
+                  "stopping": self.slaveflow is not None and self.slaveflow.stopping}
         for provider in self.status_providers:
             status.update(provider())
         return status
@@ -289,7 +299,8 @@ class Node(service.MultiService):
         root.putChild(b"metrics", MetricsResource(registry=self.registry))
         try:
             self.metrics_port = self.reactor.listenTCP(
-                self.me.metrics_port, Site(root), interface=self.me.host)
+                self.me.metrics_port, Site(root), backlog=LISTEN_BACKLOG,
+                interface=self.me.host)
         except error.CannotListenError as e:
             raise ListenError(f"{self.me.name}: cannot listen on {self.me.host}:"
                               f"{self.me.metrics_port} (nodes.{self.me.name}.metrics_port in "
@@ -310,16 +321,34 @@ class Node(service.MultiService):
 
     def startService(self) -> None:
         super().startService()
-        # twistd re-raises the signal that stopped it once the reactor is done, so a clean
-        # SIGTERM stop would end with status -15. An orderly stop after SIGTERM is a
-        # success for supervisors and operators: exit 0 instead.
-        self.reactor.addSystemEventTrigger("after", "shutdown", self._clean_sigterm_exit)
-        # twistd starts services before it installs its signal handlers; announce
-        # readiness only once the reactor runs, so a SIGTERM sent on seeing the "ready"
-        # line always meets twistd's handler (and a clean stop).
+        # Both run once the reactor has installed its own signal handlers ("during
+        # startup"): callWhenRunning is an "after startup" trigger before the reactor
+        # runs (twistd starts services first), and runs at once after.
+        self.reactor.callWhenRunning(self._handle_sigterm)
         self.reactor.callWhenRunning(self._announce_ready)
 
+    def _handle_sigterm(self) -> None:
+        """Stop on SIGTERM with status 0.
+
+        The reactor's own handler records the signal, and twistd then ends the process by
+        re-raising it (status -15) even after a clean stop. For supervisors and operators
+        an orderly stop after SIGTERM is a success, so this handler just stops the reactor
+        (the service tree stops as for any other stop).
+        """
+        def on_sigterm(signum: int, frame: Any) -> None:
+            self.reactor.callFromThread(self._stop_on_signal)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+    def _stop_on_signal(self) -> None:
+        log.info("{node}: SIGTERM received; stopping", node=self.name)
+        if self.reactor.running:
+            self.reactor.stop()
+
     def _announce_ready(self) -> None:
+        if crashpoint.test_flag("diag"):
+            log.warn("{node}: TEST diag helpers served (sleep, note, tally): "
+                     "RLTWIST_TEST_FLAGS has diag", node=self.name)
         points = crashpoint.armed()
         if points:
             log.warn("{node}: TEST crash points armed (process dies at them): {points}",
@@ -331,16 +360,27 @@ class Node(service.MultiService):
                  "metrics http://{host}:{metrics}/metrics, pid {pid}",
                  node=self.me.name, kind=self.me.kind, host=self.me.host, port=self.me.port,
                  metrics=self.me.metrics_port, pid=os.getpid())
-
-    def _clean_sigterm_exit(self) -> None:
-        if getattr(self.reactor, "_exitSignal", None) == signal.SIGTERM:
-            self.reactor._exitSignal = None
+        notify_ready({"node": self.name, "pid": os.getpid()})
 
     async def _stop(self) -> None:
+        """Stop the node's services; the cluster layer and the heartbeats last.
+
+        While the services stop (a role node logs its players out and saves them, which may
+        take minutes) the node goes on heartbeating as "stopping", so master does not take
+        the orderly stop for a crash; once they are done it tells master it stopped, then
+        closes its links.
+        """
         listener, self.client_listener = self.client_listener, None
         if listener is not None:
             await defer.maybeDeferred(listener.stopListening)
-        await super().stopService()
+        if self.slaveflow is not None:
+            self.slaveflow.begin_stopping()
+        service.Service.stopService(self)
+        others = [s for s in reversed(list(self)) if s is not self.cluster]
+        await defer.DeferredList([defer.maybeDeferred(s.stopService) for s in others])
+        if self.slaveflow is not None:
+            await self.slaveflow.report_stopped()
+        await defer.maybeDeferred(self.cluster.stopService)
         port, self.metrics_port = self.metrics_port, None
         if port is not None:
             await defer.maybeDeferred(port.stopListening)
@@ -370,7 +410,13 @@ class NodeOptions(usage.Options):
     """Options every node kind takes; kinds add --sid or --index."""
 
     optParameters: list[list[Any]] = [
-        ["config", "c", DEFAULT_CONFIG, "Cluster config file (TOML)."],
+        ["config", "c", None, f"Cluster config file (TOML); default {DEFAULT_CONFIG}, or "
+         "the one shipped with rltwist when there is none."],
+    ]
+    optFlags: list[list[Any]] = [
+        ["insecure-dev", None, "Start even though this node listens on a non-loopback "
+         "address with a development default secret (cluster secret, GM token, dev SDK "
+         "secret): for a test network only."],
     ]
 
 
@@ -402,6 +448,22 @@ def options_for(kind: str) -> type[usage.Options]:
     return Options
 
 
+def check_secrets(config: Config, name: str, *, insecure_dev: bool = False) -> None:
+    """End the start (one line, status 1) when node *name* would listen on a non-loopback
+    address with a development default secret, naming the keys; with *insecure_dev* only
+    warn. The shipped defaults are public: on a reachable address anyone could join the
+    cluster, drive the GM API or mint login tokens."""
+    keys, hosts = insecure_defaults(config, name)
+    if not keys:
+        return
+    what = (f"{name} listens on {', '.join(hosts)} (not loopback) with the development "
+            f"default {', '.join(keys)} in {config.path}")
+    if not insecure_dev:
+        fail_startup(f"{what}: set your own secret (or start with --insecure-dev on a "
+                     f"test network)")
+    log.warn("{what}: started anyway (--insecure-dev)", what=what)
+
+
 def make_node(kind: str, options: usage.Options,
               build: Callable[[Node], None] | None = None) -> Node:
     """Load the config, create the Node for *kind* and let *build* add its services.
@@ -411,11 +473,12 @@ def make_node(kind: str, options: usage.Options,
     number = options.get("sid") or options.get("index")
     name = node_name(kind, number)
     try:
-        config = load_config(options["config"])
+        config = load_config(options["config"] or default_config_path())
         me = config.node(name)
     except ConfigError as e:
         fail_startup(str(e))
         raise  # unreachable; keeps type checkers happy
+    check_secrets(config, name, insecure_dev=bool(options.get("insecure-dev")))
     node = Node(config, me)
     install_common(node)
     if build is not None:

@@ -17,20 +17,20 @@ cluster config::
 
 Without ``root`` the first of these that has ``etc/game`` is used: the directory two levels
 above the config file (``<checkout>/etc/cluster.toml`` -> ``<checkout>``), the current
-directory, the source tree the ``rltwist`` package was imported from.  None of them having
-``etc/game`` is a start-up error: a node must not run without its game tables.
+directory, the source tree the ``rltwist`` package was imported from (or, installed, the
+tables shipped inside it).  None of them having ``etc/game`` is a start-up error: a node
+must not run without its game tables.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 
-import rltwist
+from rltwist.config import packaged_root
 from rltwist.ecs.sharedata import ConfigError as TablesError
 from rltwist.nodes.common.dbproxy import install_dbproxy
 from rltwist.nodes.common.hotfix import HotfixService
@@ -61,43 +61,19 @@ class HotReloadSettings:
         return self.root / "etc" / "game"
 
 
-def _raw_section(config: Config) -> Mapping[str, Any]:
-    # Typed settings win once rltwist.config grows them; until then read the raw table.
-    typed = getattr(config, SECTION, None)
-    if typed is not None:
-        return {k: getattr(typed, k) for k in ("root", "hotfix_interval", "config_interval")
-                if getattr(typed, k, None) is not None}
-    section = config.raw.get(SECTION, {})
-    if not isinstance(section, Mapping):
-        raise HotReloadConfigError(f"{config.path}: {SECTION}: must be a table")
-    return section
-
-
 def hotreload_settings(config: Config) -> HotReloadSettings:
-    """Read ``[hotreload]`` from *config* and resolve the root (see the module docstring)."""
-    section = _raw_section(config)
-    problems = [f"{SECTION}.{key}: unknown key" for key in sorted(section)
-                if key not in ("root", "hotfix_interval", "config_interval")]
-    intervals: dict[str, float] = {}
-    for key in ("hotfix_interval", "config_interval"):
-        if key in section:
-            value = section[key]
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                problems.append(f"{SECTION}.{key}: must be a number >= 0 (0 = GM only), "
-                                f"got {value!r}")
-            else:
-                intervals[key] = float(value)
-    configured = section.get("root", "")
-    if not isinstance(configured, str | Path):
-        problems.append(f"{SECTION}.root: must be a path string, got {configured!r}")
-        configured = ""
-    if problems:
-        raise HotReloadConfigError(f"{config.path}: " + "; ".join(problems))
+    """Resolve ``[hotreload]`` of *config* (typed and checked by rltwist.config): the root
+    per the module docstring, and the scan intervals."""
+    section = config.hotreload
+    configured = section.root
     config_dir = Path(config.path).absolute().parent
     if configured:
         root = (config_dir / configured).resolve()
     else:
-        candidates = [config_dir.parent, Path.cwd(), Path(rltwist.__file__).resolve().parents[1]]
+        candidates = [config_dir.parent, Path.cwd()]
+        shipped = packaged_root()
+        if shipped is not None:  # the checkout rltwist runs from, or the installed copy
+            candidates.append(shipped)
         found = next((c for c in candidates if (c / "etc" / "game").is_dir()), None)
         if found is None:
             tried = ", ".join(str(c) for c in candidates)
@@ -105,7 +81,8 @@ def hotreload_settings(config: Config) -> HotReloadSettings:
                 f"{config.path}: no game tables found: none of {tried} has etc/game; set "
                 f"{SECTION}.root to the directory holding etc/game and hotfix/")
         root = found.resolve()
-    return HotReloadSettings(root, **intervals)
+    return HotReloadSettings(root, hotfix_interval=section.hotfix_interval,
+                             config_interval=section.config_interval)
 
 
 def install_common(node: Node) -> None:

@@ -10,6 +10,17 @@ At shutdown master calls ``slaveflow.shutdown``: every registered shutdown handl
 (kick players, save everything), slaveflow answers when all finished, then the process
 stops by itself.
 
+An orderly stop is not a crash. From the moment a node begins to stop (master's shutdown,
+or SIGTERM) until its services have stopped, it goes on heartbeating with ``stopping`` in
+its status, so master does not mark it down (a role node saving its players would
+otherwise see them cleared and logged in elsewhere meanwhile); at the end it tells master
+``stopped``. A node that goes silent while stopping did crash, and is marked down.
+
+Catch-up. Master's broadcasts (a node registered or moved, a node was decommissioned,
+logins opened or closed) are sends: a node that was down, frozen or cut off misses them.
+So every heartbeat reply also carries master's name-table version and ``login_open``; a
+node whose table is older fetches the table (``masterflow.table``) and applies it.
+
 Losing master (issue 10 item 5). Master marks a node down when it has not received a
 heartbeat for ``heartbeat_misses`` x ``heartbeat_interval``; a role node's players are then
 cleared and may log in elsewhere. So the node refuses writes (``writes_allowed`` False,
@@ -65,6 +76,10 @@ class Slaveflow(Service):
         self._master_lost_logged = False
         self._busy = False
         self._shutting_down = False
+        self.stopping = False  # the node is stopping: heartbeats say so
+        # master's name-table version this node has applied (None: none yet)
+        self.table_version: str | None = None
+        self._login_seq: tuple[str, int] | None = None  # of the login_open taken last
         self._shutdown_waiters: list[defer.Deferred[dict[str, Any]]] = []
         self._shutdown_result: dict[str, Any] | None = None
         self.loop = LoopingCall(self._tick)
@@ -91,9 +106,38 @@ class Slaveflow(Service):
         s = self.node.config.cluster
         return s.heartbeat_interval * s.heartbeat_misses
 
-    def _tick(self) -> None:
-        if self._shutting_down:
+    def begin_stopping(self) -> None:
+        """The node begins an orderly stop: heartbeats go on, saying "stopping", until
+        ``report_stopped``; master is told at once."""
+        if self.stopping:
             return
+        self.stopping = True
+        log.info("{node}: stopping; heartbeats go on until the services have stopped",
+                 node=self.node.name)
+        if self.registered:
+            try:
+                self.cluster.send(MASTER, "masterflow", "status_report", self.node.name,
+                                  self.node.status())
+            except ClusterError as e:
+                log.warn("{node}: cannot tell master it is stopping: {error}",
+                         node=self.node.name, error=e)
+
+    async def report_stopped(self) -> None:
+        """The node's services have stopped: end the heartbeats and tell master (bounded;
+        a master that does not hear it sees the heartbeats end and marks the node down)."""
+        self.stop()
+        if not self.registered:
+            return
+        timeout = max(self.node.config.cluster.heartbeat_interval * 2, 1.0)
+        try:
+            await self.cluster.call(MASTER, "masterflow", "stopped", self.node.name,
+                                    timeout=timeout)
+        except ClusterError as e:
+            log.warn("{node}: could not tell master it stopped ({error}); it will mark this "
+                     "node down when the heartbeats are missing", node=self.node.name,
+                     error=e)
+
+    def _tick(self) -> None:
         self._watch_master()
         if self._busy:
             return
@@ -173,8 +217,10 @@ class Slaveflow(Service):
                 reply = await self.cluster.call(MASTER, "masterflow", "register",
                                                 self.node.info() | self.node.status(),
                                                 timeout=timeout)
-                self._apply_table(reply["nodes"])
-                self.node.login_open = reply.get("login_open", True)
+                self._apply_table(reply["nodes"], reply.get("removed", ()))
+                self.table_version = reply.get("table_version")
+                self._login_seq = None  # a restarted master starts a new sequence
+                self._take_login_open(reply.get("login_open", True), reply.get("login_seq"))
                 self.registered = True
                 log.info("{node}: registered with master", node=self.node.name)
                 if reply.get("was_down"):
@@ -200,7 +246,8 @@ class Slaveflow(Service):
             # master restarted (or marked us gone): register again on the next tick
             self.registered = False
             return
-        if not self.node.proceeded:
+        await self._catch_up(reply, timeout)
+        if not self.node.proceeded and not self.stopping:
             waiting = tuple(reply.get("waiting_for", ()))
             if waiting:
                 if waiting != self._waiting_logged:
@@ -210,15 +257,40 @@ class Slaveflow(Service):
                 return
             await self._proceed()
 
+    async def _catch_up(self, reply: dict[str, Any], timeout: float) -> None:
+        """Apply what a missed broadcast would have told: logins open or closed, and the
+        name table when master's version differs from the one applied here."""
+        if "login_open" in reply:
+            self._take_login_open(reply["login_open"], reply.get("login_seq"),
+                                  "caught up from a heartbeat")
+        version = reply.get("table_version")
+        if version is None or version == self.table_version:
+            return
+        table = await self.cluster.call(MASTER, "masterflow", "table", timeout=timeout)
+        if self._apply_table(table["nodes"], table.get("removed", ())):
+            log.info("{node}: name table caught up to master's version {version} (a "
+                     "broadcast was missed)", node=self.node.name, version=table["version"])
+        self.table_version = table["version"]
+
     async def _proceed(self) -> None:
         await self.node.run_ready_hooks()
         await self.cluster.call(MASTER, "masterflow", "ready", self.node.name)
         log.info("{node}: up (start-order predecessors are up)", node=self.node.name)
 
-    def _apply_table(self, nodes: dict[str, list[Any]]) -> None:
+    def _apply_table(self, nodes: dict[str, list[Any]], removed: Any = ()) -> int:
+        """Take master's addresses and removals; returns how many entries changed."""
+        changed = 0
         for name, (host, port) in nodes.items():
-            if name != self.node.name:
+            if name != self.node.name and self.cluster.addresses.get(name) != (host, port):
                 self.cluster.set_address(name, host, port)
+                changed += 1
+        for name in removed:
+            if name != self.node.name and name in self.cluster.addresses:
+                self.cluster.remove_node(name)
+                changed += 1
+                log.info("{node}: {name} was decommissioned; removed from the name table",
+                         node=self.node.name, name=name)
+        return changed
 
     # -- handlers master calls -----------------------------------------------------------
 
@@ -229,10 +301,29 @@ class Slaveflow(Service):
             self.cluster.set_address(name, host, port)
 
     @handler
-    def set_login_open(self, is_open: bool) -> None:
+    def node_removed(self, name: str) -> None:
+        """Master's broadcast: *name* was decommissioned (``DELETE /nodes/<name>``)."""
+        self._apply_table({}, [name])
+
+    @handler
+    def set_login_open(self, is_open: bool, seq: Any = None) -> None:
+        """Master's broadcast: GM opened or closed logins."""
+        self._take_login_open(is_open, seq, "by GM")
+
+    def _take_login_open(self, is_open: Any, seq: Any, how: str = "") -> None:
+        """Take master's ``login_open`` unless this node already has a newer one: the
+        broadcast and a heartbeat reply travel on different links, so an older value can
+        arrive last. *seq* is master's ``[epoch, counter]``; another epoch (a restarted
+        master) always wins."""
+        if isinstance(seq, list) and len(seq) == 2:
+            have = self._login_seq
+            if have is not None and have[0] == seq[0] and seq[1] <= have[1]:
+                return
+            self._login_seq = (seq[0], seq[1])
+        if bool(is_open) != self.node.login_open and how:
+            log.info("{node}: logins {state} {how}", node=self.node.name,
+                     state="opened" if is_open else "closed", how=how)
         self.node.login_open = bool(is_open)
-        log.info("{node}: logins {state} by GM", node=self.node.name,
-                 state="opened" if is_open else "closed")
 
     @handler
     async def shutdown(self) -> dict[str, Any]:
@@ -247,7 +338,7 @@ class Slaveflow(Service):
             self._shutdown_waiters.append(waiter)
             return await waiter
         self._shutting_down = True
-        self.stop()
+        self.begin_stopping()  # heartbeats go on while the handlers run
         started = time.time()
         log.info("{node}: shutdown requested by master; running {n} handlers",
                  node=self.node.name, n=len(self.node.shutdown_handlers))
@@ -263,7 +354,10 @@ class Slaveflow(Service):
 
 
 class SlaveflowService(service.Service):
-    """Starts the register/heartbeat loop once every other service of the node is up."""
+    """Starts the register/heartbeat loop once every other service of the node is up.
+
+    Its end is the node's business (``Node._stop``): the heartbeats go on while the other
+    services stop, then ``report_stopped`` ends them."""
 
     def __init__(self, flow: Slaveflow) -> None:
         self.flow = flow
@@ -274,4 +368,4 @@ class SlaveflowService(service.Service):
 
     def stopService(self) -> None:
         super().stopService()
-        self.flow.stop()
+        self.flow.begin_stopping()

@@ -23,14 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import treq
 from prometheus_client import Counter, Histogram
-from twisted.internet import defer, protocol
-from twisted.internet.protocol import connectionDone
+from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.python.failure import Failure
-from twisted.web.client import HTTPConnectionPool, ResponseDone
-from twisted.web.http import PotentialDataLoss
+from twisted.web.client import HTTPConnectionPool
 
 from rltwist.cluster import CallTimeout, ClusterError, NodeUnreachable, RemoteError, UnknownNode
+from rltwist.net import BodyTooLarge, read_body
 from rltwist.protocols import pb
 from rltwist.redis import GAME_STEP_FINISH, LOGIN_STEP_FINISH, LOGOUT, RedisError
 from rltwist.redis.state import HELD, NO_ROLE, Assignment, UserState
@@ -59,6 +57,20 @@ def version_allowed(version: str, minimum: str) -> bool:
     need = [int(part) for part in minimum.split(".")]
     width = max(len(have), len(need))
     return have + [0] * (width - len(have)) >= need + [0] * (width - len(need))
+
+
+def sdk_pool(reactor: Any, connections: int) -> HTTPConnectionPool:
+    """The HTTP connection pool a login node's handlers share to ask the SDK.
+
+    It keeps up to *connections* (``login.sdk_connections``) idle connections to the SDK:
+    a login burst asks the SDK as many times at once as there are logins in flight, and
+    every connection not kept is opened again by the next burst (a new TCP handshake each,
+    and a full accept queue at the SDK turns into a 1 s SYN retransmit). Requests are not
+    retried automatically: a check that failed is answered RETRY_LATER instead."""
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = connections
+    pool.retryAutomatically = False
+    return pool
 
 
 class LoginFailed(Exception):
@@ -223,12 +235,12 @@ class LoginHandler:
         d = treq.post(url, json={"openid": openid, "token": token}, pool=self.pool)
         try:
             response = await d.addTimeout(self.settings.sdk_timeout, self.node.reactor)
-            body = await _read_bounded(response, SDK_MAX_BODY).addTimeout(
+            body = await read_body(response, SDK_MAX_BODY).addTimeout(
                 self.settings.sdk_timeout, self.node.reactor)
         except defer.TimeoutError:
             raise LoginFailed(E.RETRY_LATER, f"SDK at {url} did not answer within "
                               f"{self.settings.sdk_timeout:g}s") from None
-        except _BodyTooLarge:
+        except BodyTooLarge:
             log.warn("SDK at {url} answered more than {limit} bytes; hung up and answered "
                      "RETRY_LATER", url=url, limit=SDK_MAX_BODY)
             raise LoginFailed(E.RETRY_LATER, f"SDK at {url} answered more than "
@@ -246,60 +258,3 @@ class LoginHandler:
             raise LoginFailed(E.RETRY_LATER, "SDK answer is not a JSON object")
         # only a JSON true: a string "false" (or "true", or 1) from a sloppy SDK is a no
         return answer.get("ok") is True
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-class _BoundedBody(protocol.Protocol):
-    """Collects a response body up to ``limit`` bytes; past it, hangs up."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.parts: list[bytes] = []
-        self.size = 0
-        self.producer: Any = None
-        self.done: defer.Deferred[bytes] = defer.Deferred(lambda _: self._abort())
-
-    def makeConnection(self, transport: Any) -> None:
-        # a response body's transport is a producer; stopping it closes the connection
-        self.producer = transport
-        super().makeConnection(transport)
-
-    def _abort(self) -> None:
-        if self.producer is not None:
-            self.producer.stopProducing()
-
-    def refuse(self, size: int) -> None:
-        """Fail with _BodyTooLarge and stop the transfer (the connection closes)."""
-        if not self.done.called:
-            self.done.errback(_BodyTooLarge(size))
-        self._abort()
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.done.called:
-            return
-        self.size += len(data)
-        if self.size > self.limit:
-            self.refuse(self.size)
-            return
-        self.parts.append(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self.done.called:
-            return
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self.done.callback(b"".join(self.parts))
-        else:
-            self.done.errback(reason)
-
-
-def _read_bounded(response: Any, limit: int) -> defer.Deferred[bytes]:
-    """The body of ``response``, or _BodyTooLarge as soon as it passes ``limit`` bytes
-    (at once when its Content-Length says so)."""
-    reader = _BoundedBody(limit)
-    response.deliverBody(reader)
-    if isinstance(response.length, int) and response.length > limit:
-        reader.refuse(response.length)
-    return reader.done

@@ -9,11 +9,10 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.web.client import HTTPConnectionPool
 
 from rltwist.metrics import LOGIN_CODES, LOGIN_STEPS, REQUEST_BUCKETS, precreate
 from rltwist.nodes.common.node import Node
-from rltwist.nodes.login.loginhandler import LoginHandler
+from rltwist.nodes.login.loginhandler import LoginHandler, sdk_pool
 from rltwist.protocols import pb
 from rltwist.protocols.server import (
     CloseReason,
@@ -59,9 +58,7 @@ class LoginServer(ServerProtocolFactory):
         super().__init__(limits=node.config.client, clock=node.reactor)
         self.node = node
         n = node.config.login.handlers
-        pool = HTTPConnectionPool(node.reactor, persistent=True)
-        pool.maxPersistentPerHost = 32
-        pool.retryAutomatically = False
+        pool = sdk_pool(node.reactor, node.config.login.sdk_connections)
         outcomes = Counter("rl_login", "Logins by result (ErrorCode name)", ["outcome"],
                            registry=node.registry)
         precreate(outcomes, LOGIN_CODES)

@@ -4,6 +4,8 @@ except ``GET /health`` and ``GET /metrics``.
     GET  /health            liveness (no token)
     GET  /metrics           master's Prometheus text (no token)
     GET  /nodes             every registered node with state and versions
+    DELETE /nodes/<name>    decommission a node that is not running: it leaves the name
+                            table of every node (409 while it runs)
     POST /login/close       refuse new logins          POST /login/open   allow them again
     POST /shutdown          start the ordered shutdown; on a stuck phase: retry, or
                             {"force": true} to go on without the nodes that did not report
@@ -333,6 +335,19 @@ class GMApi:
                     "nodes": [me, *(r.to_json(now) for _, r in sorted(self.flow.nodes.items()))]}
         return await self._guard(request, listing)
 
+    @app.route("/nodes/<name>", methods=["DELETE"])
+    async def decommission(self, request: IRequest, name: str) -> bytes:
+        def remove() -> dict[str, Any]:
+            try:
+                record = self.flow.decommission(name)
+            except KeyError:
+                raise HTTPError(404, "unknown_node", f"no node named {name!r}",
+                                node=name) from None
+            except ValueError as e:
+                raise HTTPError(409, "node_running", str(e), node=name) from None
+            return {"removed": name, "last_state": record.state if record else None}
+        return await self._guard(request, remove)
+
     @app.route("/login/close", methods=["POST"])
     async def login_close(self, request: IRequest) -> bytes:
         def close() -> dict[str, Any]:
@@ -405,11 +420,11 @@ class GMApi:
                 out.append({"targets": [f"{r.host}:{r.metrics_port}"],
                             "labels": {"node": name, "kind": r.kind,
                                        "sid": sid_label(r.kind, r.number)}})
-            for name, c in sorted(self.node.config.nodes.items()):
-                if name not in listed:
-                    out.append({"targets": [f"{c.host}:{c.metrics_port}"],
-                                "labels": {"node": name, "kind": c.kind,
-                                           "sid": sid_label(c.kind, c.number)}})
+            for name in sorted(self.flow.configured() - listed):  # not decommissioned ones
+                c = self.node.config.nodes[name]
+                out.append({"targets": [f"{c.host}:{c.metrics_port}"],
+                            "labels": {"node": name, "kind": c.kind,
+                                       "sid": sid_label(c.kind, c.number)}})
             return out
         return await self._guard(request, targets)
 

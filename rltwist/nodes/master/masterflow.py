@@ -1,4 +1,4 @@
-"""masterflow: the cluster's registry, health monitor and start/stop conductor (seed §7, §11).
+"""masterflow: the cluster's registry, health monitor and start conductor.
 
 * Registration: every slave's slaveflow registers (name, kind, number, addresses, pid,
   versions, start time) and then heartbeats. A node that misses ``heartbeat_misses``
@@ -11,24 +11,30 @@
   configured node master has never heard from can be marked down too (a *placeholder*
   record, e.g. a role node that did not answer the write-back after a Redis loss); its
   heartbeats get ``known: False`` until it registers.
-* Start order: master -> logiccenter -> map -> guild -> mail -> rolecity -> role -> login.
-  A node proceeds once every node of an earlier kind (those in master's config, and those
-  that registered at run time) is up.
-* Scale-out: a node that registers is broadcast to every registered node.
-* Shutdown: logins close, then phases login -> role -> rolecity -> mail -> guild -> map ->
-  logiccenter -> master; a phase ends when every node of its kind reported done. A node
-  that does not report within ``phase_timeout`` is named; the operator retries or forces.
+* Orderly stops: a node that stops (master's shutdown, SIGTERM) heartbeats as
+  "stopping" until its services have stopped, then reports "stopped". Neither runs the
+  down hooks; the stopping and stopped hooks run instead (a stopping role node leaves the
+  login pick at once, its players are cleared from Redis once it stopped). A node that
+  goes silent while stopping crashed: it is marked down.
+* Start order (``rltwist.config.starts_after``): a node proceeds once the global nodes,
+  and for a region node the earlier kinds of its own region, are up. Pool nodes (role,
+  login) wait for the global nodes only.
+* Scale-out and catch-up: a node that registers is broadcast to every registered node;
+  every change of the name table (a node registered or moved, a node decommissioned with
+  ``DELETE /nodes/<name>``) bumps its version, which every heartbeat reply carries with
+  ``login_open``, so a node that missed a broadcast fetches the table (``table``).
 * Versions: every heartbeat carries the node's status (``code_version``,
   ``config_version``, ``hotfix_errors``, ``config_errors`` …); a node also sends it at once
   through ``status_report`` after a hotfix or config reload.  The status with the highest
   ``status_seq`` wins, so a heartbeat built before a hotfix never hides the hotfix's report.
 * Broadcasts: ``broadcast`` calls one handler on master and every live node at once, each
   call bounded (the GM API's hotfix, rollback, config reload and data fix).
+* Shutdown of the whole cluster: ``rltwist.nodes.master.shutdown``.
 """
 
 from __future__ import annotations
 
-import time
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -39,16 +45,20 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rltwist.cluster import ClusterError, Service, handler
-from rltwist.config import SHUTDOWN_ORDER, START_ORDER, parse_node_name
+from rltwist.config import REGION_KINDS, parse_node_name, starts_after
+from rltwist.nodes.master.shutdown import PHASES, Shutdown, ShutdownRunner
 
 if TYPE_CHECKING:
     from rltwist.nodes.common.node import Node
 
 log = Logger()
 
-WAITING, UP, DOWN, STOPPED = "waiting", "up", "down", "stopped"
-# Login nodes are closed first and stop before the seed's phases (they hold no data).
-PHASES = ("login", *SHUTDOWN_ORDER)
+WAITING, UP, DOWN, STOPPING, STOPPED = "waiting", "up", "down", "stopping", "stopped"
+#: states in which a node is expected to heartbeat
+HEARTBEATING = (WAITING, UP, STOPPING)
+
+__all__ = ["DOWN", "PHASES", "STOPPED", "STOPPING", "UP", "WAITING", "Answer", "Masterflow",
+           "NodeRecord", "Shutdown"]
 
 
 @attrs.define
@@ -75,7 +85,7 @@ class NodeRecord:
     def to_json(self, now: float) -> dict[str, Any]:
         return {
             "name": self.name, "kind": self.kind, "number": self.number,
-            "sid": self.number if self.kind in ("map", "guild", "mail", "rolecity") else None,
+            "sid": self.number if self.kind in REGION_KINDS else None,
             "host": self.host, "port": self.port, "metrics_port": self.metrics_port,
             "client_port": self.client_port, "pid": self.pid, "state": self.state,
             "code_version": self.code_version, "config_version": self.config_version,
@@ -105,34 +115,7 @@ class Answer:
     error: str = ""
 
 
-@attrs.define
-class Phase:
-    kind: str
-    state: str = "pending"  # pending | running | stuck | done
-    nodes: dict[str, str] = attrs.Factory(dict)  # name -> pending|running|done|timeout|...
-    started_at: float | None = None
-    finished_at: float | None = None
-
-
-@attrs.define
-class Shutdown:
-    state: str = "running"  # running | stuck | done
-    phases: list[Phase] = attrs.Factory(list)
-    reports: list[dict[str, Any]] = attrs.Factory(list)  # in arrival order
-    started_at: float = attrs.Factory(time.time)
-    finished_at: float | None = None
-    resume: defer.Deferred[bool] | None = None  # fired by retry (False) or force (True)
-
-    def to_json(self) -> dict[str, Any]:
-        current = next((p.kind for p in self.phases if p.state in ("running", "stuck")), None)
-        return {
-            "state": self.state, "phase": current, "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "phases": [{"kind": p.kind, "state": p.state, "nodes": p.nodes,
-                        "started_at": p.started_at, "finished_at": p.finished_at}
-                       for p in self.phases],
-            "reports": self.reports,
-        }
+Hook = Callable[["NodeRecord"], Awaitable[None] | None]
 
 
 class Masterflow(Service):
@@ -143,20 +126,70 @@ class Masterflow(Service):
         self.settings = node.config.cluster
         self.nodes: dict[str, NodeRecord] = {}
         self.login_open = True
-        self.shutdown: Shutdown | None = None
-        self.down_hooks: list[Callable[[NodeRecord], Awaitable[None] | None]] = []
-        self.register_hooks: list[Callable[[NodeRecord], Awaitable[None] | None]] = []
+        # orders login_open changes: a node takes a value only if it is newer than the one
+        # it has (the broadcast and a heartbeat reply travel on different links)
+        self.login_seq = 0
+        # run when a node is marked down (it crashed, froze or was cut off)
+        self.down_hooks: list[Hook] = []
+        # run when a node registers, or comes back after it was marked down
+        self.register_hooks: list[Hook] = []
+        # run when a node begins an orderly stop, and when it has stopped
+        self.stopping_hooks: list[Hook] = []
+        self.stopped_hooks: list[Hook] = []
         # asked about a registering node that had already proceeded: True if the cluster
         # moved on without it (it must drop what it holds), e.g. RoleRegistry after a
         # write-back of online players that this node was not part of
         self.drop_checks: list[Callable[[NodeRecord], bool]] = []
-        self.exit_delay = 0.5  # lets a GM poller see the finished shutdown before exit
         self.started_at: float | None = None  # reactor time of start()
+        # the name table's version: this master's epoch (a restarted master never repeats
+        # an older one's versions) and a counter bumped by every change
+        self._epoch = secrets.token_hex(4)
+        self._table_changes = 0
+        # decommissioned nodes: left out of start order and role lists, removed from
+        # every node's name table, until such a node registers again
+        self.removed: set[str] = set()
+        self.runner = ShutdownRunner(self)
         self._monitor = LoopingCall(self._check_heartbeats)
         self._monitor.clock = node.reactor
 
     def _now(self) -> float:
         return float(self.node.reactor.seconds())
+
+    @property
+    def shutdown(self) -> Shutdown | None:
+        """The cluster shutdown, once started (``rltwist.nodes.master.shutdown``)."""
+        return self.runner.shutdown
+
+    def start_shutdown(self, force: bool = False) -> Shutdown:
+        """Start the ordered shutdown, or act on a stuck one (retry, or force past it)."""
+        return self.runner.start(force)
+
+    # -- the name table -------------------------------------------------------------------
+
+    @property
+    def table_version(self) -> str:
+        return f"{self._epoch}-{self._table_changes}"
+
+    def _table_changed(self) -> None:
+        self._table_changes += 1
+
+    @handler
+    def table(self) -> dict[str, Any]:
+        """The name table as master knows it, with its version and ``login_open``: what a
+        node that missed broadcasts fetches (slaveflow's catch-up)."""
+        return {"version": self.table_version, "nodes": self._addresses(),
+                "removed": sorted(self.removed), "login_open": self.login_open,
+                "login_seq": self._login_seq()}
+
+    def _addresses(self) -> dict[str, list[Any]]:
+        table: dict[str, list[Any]] = {n: [r.host, r.port] for n, r in self.nodes.items()}
+        table[self.node.me.name] = [self.node.me.host, self.node.me.port]
+        return table
+
+    def configured(self, kind: str | None = None) -> set[str]:
+        """Nodes named in master's config (of *kind*), less the decommissioned ones."""
+        return {n for n, c in self.node.config.nodes.items()
+                if (kind is None or c.kind == kind) and n not in self.removed}
 
     # -- registration and heartbeats ------------------------------------------------------
 
@@ -181,17 +214,24 @@ class Masterflow(Service):
             (old is not None and old.state == DOWN)
             or any(check(record) for check in self.drop_checks))
         moved = old is None or (old.host, old.port) != (record.host, record.port)
+        if name in self.removed:
+            self.removed.discard(name)
+            moved = True
+            log.info("{name} registered again after it was decommissioned", name=name)
         self.node.cluster.set_address(name, record.host, record.port)
         log.info("{name} registered ({kind}, pid {pid}, {host}:{port}){how}", name=name,
                  kind=kind, pid=record.pid, host=record.host, port=record.port,
                  how=" again" if old is not None else "")
         if moved or (old is not None and old.pid != record.pid):
+            self._table_changed()
             self._broadcast(record)
         for hook in self.register_hooks:
             await _maybe_await(hook(record))
-        reply = {"nodes": {n: [r.host, r.port] for n, r in self.nodes.items()} | {
-            self.node.name: [self.node.me.host, self.node.me.port]},
-            "login_open": self.login_open}
+        if info.get("stopping"):  # it was stopping when master restarted
+            self.mark_stopping(name)
+        reply = {"nodes": self._addresses(), "removed": sorted(self.removed),
+                 "table_version": self.table_version, "login_open": self.login_open,
+                 "login_seq": self._login_seq()}
         if must_drop:
             reply["was_down"] = True
             log.warn("{name} registered while master counts it as gone (marked down, or left "
@@ -215,7 +255,8 @@ class Masterflow(Service):
             return {"known": False}  # register first (a placeholder learns "was_down" then)
         record.last_seen = self._now()
         record.take_status(status)
-        reply: dict[str, Any] = {"known": True}
+        reply: dict[str, Any] = {"known": True, "table_version": self.table_version,
+                                 "login_open": self.login_open, "login_seq": self._login_seq()}
         if record.state == DOWN:
             # The same process, alive again (it was frozen, or its network was cut): the
             # cluster moved on without it (a role node's players were cleared), so it
@@ -224,25 +265,58 @@ class Masterflow(Service):
             reply["was_down"] = True
             log.warn("{name} is back ({state}) after being marked down; it drops what it "
                      "held", name=name, state=record.state)
-
-            def failed(f: Failure) -> None:
-                log.failure("register hook for {name} failed", f, name=name)
-
-            for hook in self.register_hooks:
-                defer.maybeDeferred(hook, record).addErrback(failed)
+            self._run_hooks("register", self.register_hooks, record)
         elif record.state == WAITING and status.get("proceeded"):
             record.state = UP
+        self._follow_stopping(record, status)
         if record.state == WAITING:
-            reply["waiting_for"] = self.waiting_for(record.kind)
+            reply["waiting_for"] = self.waiting_for(name)
         return reply
 
     @handler
     def status_report(self, name: str, status: dict[str, Any]) -> None:
-        """A node's status sent at once after a hotfix or config reload (not a heartbeat:
-        liveness and start order are left alone)."""
+        """A node's status sent at once after a hotfix, a config reload or the start of
+        an orderly stop (not a heartbeat: liveness and start order are left alone)."""
         record = self.nodes.get(name)
-        if record is not None and isinstance(status, dict):
-            record.take_status(status)
+        if record is not None and isinstance(status, dict) and record.take_status(status):
+            self._follow_stopping(record, status)
+
+    def _follow_stopping(self, record: NodeRecord, status: dict[str, Any]) -> None:
+        if status.get("stopping") and record.state in (WAITING, UP):
+            self.mark_stopping(record.name)
+
+    def mark_stopping(self, name: str) -> None:
+        """*name* began an orderly stop: it keeps heartbeating until ``stopped``."""
+        record = self.nodes.get(name)
+        if record is None or record.state not in (WAITING, UP):
+            return
+        record.state = STOPPING
+        log.info("{name} is stopping (pid {pid})", name=name, pid=record.pid)
+        self._run_hooks("stopping", self.stopping_hooks, record)
+
+    @handler
+    def stopped(self, name: str) -> None:
+        """*name* finished an orderly stop (its last message before it exits)."""
+        self.mark_stopped(name)
+
+    def mark_stopped(self, name: str) -> None:
+        """*name* stopped in order: no down hooks, the stopped hooks instead."""
+        record = self.nodes.get(name)
+        if record is None or record.state in (DOWN, STOPPED):
+            return
+        record.state = STOPPED
+        log.info("{name} stopped (pid {pid})", name=name, pid=record.pid)
+        self._run_hooks("stopped", self.stopped_hooks, record)
+
+    def _run_hooks(self, what: str, hooks: list[Hook],
+                   record: NodeRecord) -> defer.Deferred[None]:
+        """Start *hooks* for *record* beside the caller (a heartbeat handler or the
+        heartbeat monitor never waits for one); the Deferred fires when all finished."""
+        def failed(f: Failure) -> None:
+            log.failure("{what} hook for {name} failed", f, what=what, name=record.name)
+
+        calls = [defer.maybeDeferred(hook, record).addErrback(failed) for hook in hooks]
+        return defer.DeferredList(calls).addCallback(lambda _: None)
 
     @handler
     def ready(self, name: str) -> None:
@@ -251,23 +325,25 @@ class Masterflow(Service):
             record.state = UP
             log.info("{name} is up", name=name)
 
-    def waiting_for(self, kind: str) -> list[str]:
-        """Nodes of earlier start-order kinds that are not up (master counts as up)."""
-        earlier = set(START_ORDER[1:START_ORDER.index(kind)])
-        expected = {n for n, c in self.node.config.nodes.items() if c.kind in earlier}
-        expected |= {n for n, r in self.nodes.items() if r.kind in earlier}
-        return sorted(n for n in expected
-                      if n not in self.nodes or self.nodes[n].state != UP)
+    def waiting_for(self, name: str) -> list[str]:
+        """The nodes *name* waits for that are not up (``rltwist.config.starts_after``):
+        those in master's config and those registered at run time, less the
+        decommissioned ones (master itself counts as up)."""
+        expected = self.configured() | set(self.nodes)
+        return sorted(n for n in expected if starts_after(name, n)
+                      and (n not in self.nodes or self.nodes[n].state != UP))
 
     def _check_heartbeats(self) -> None:
         limit = self.settings.heartbeat_interval * self.settings.heartbeat_misses
         now = self._now()
         for record in list(self.nodes.values()):
-            if record.state in (WAITING, UP) and now - record.last_seen > limit:
-                self.mark_down(record.name, f"no heartbeat for {now - record.last_seen:.1f}s")
+            if record.state in HEARTBEATING and now - record.last_seen > limit:
+                what = " while stopping" if record.state == STOPPING else ""
+                self.mark_down(record.name,
+                               f"no heartbeat for {now - record.last_seen:.1f}s{what}")
 
     def mark_down(self, name: str, why: str) -> defer.Deferred[None]:
-        """Mark *name* down and run the down hooks (a role node's players are cleared);
+        """Mark *name* down and start the down hooks (a role node's players are cleared);
         the Deferred fires when the hooks have finished (their failures are logged).
 
         A node named in the config that never registered with this master gets a
@@ -288,13 +364,36 @@ class Masterflow(Service):
             return defer.succeed(None)
         record.state = DOWN
         log.warn("{name} is down: {why} (pid {pid})", name=name, why=why, pid=record.pid)
+        return self._run_hooks("down", self.down_hooks, record)
 
-        def failed(f: Failure) -> None:
-            log.failure("down hook for {name} failed", f, name=name)
-
-        calls = [defer.maybeDeferred(hook, record).addErrback(failed)
-                 for hook in self.down_hooks]
-        return defer.DeferredList(calls).addCallback(lambda _: None)
+    def decommission(self, name: str) -> NodeRecord | None:
+        """Remove *name* from the cluster: from master's table and, by a broadcast and
+        the heartbeats' catch-up, from every node's. Only a node that is not running
+        (down, stopped, or never seen) can go; ``ValueError`` says why not. Returns its
+        last record, if master had one."""
+        if name == self.node.name:
+            raise ValueError("master cannot decommission itself")
+        record = self.nodes.get(name)
+        if record is not None and record.state in HEARTBEATING:
+            raise ValueError(f"{name} is {record.state}: stop it first (SIGTERM), then "
+                             "decommission it")
+        if record is None and name not in self.node.config.nodes \
+                and name not in self.node.cluster.addresses:
+            raise KeyError(name)
+        self.nodes.pop(name, None)
+        self.removed.add(name)
+        self._table_changed()
+        self.node.cluster.remove_node(name)
+        log.warn("{name} decommissioned: removed from the name table of every node",
+                 name=name)
+        for other in self.nodes.values():
+            if other.state in HEARTBEATING:
+                try:
+                    self.node.cluster.send(other.name, "slaveflow", "node_removed", name)
+                except ClusterError as e:
+                    log.warn("cannot tell {other} that {name} was removed: {e} (it catches "
+                             "up at its next heartbeat)", other=other.name, name=name, e=e)
+        return record
 
     def start(self) -> None:
         self.started_at = self._now()
@@ -318,14 +417,14 @@ class Masterflow(Service):
         """Call *service*.*method* on master and every registered node at once.
 
         Each call is bounded by *timeout*.  Returns the answers by node name, and the nodes
-        skipped with the reason (down or stopped: they are not waited for).  A result that
-        is a dict with a ``status`` entry updates that node's record at once (the entry is
-        taken out of the answer).
+        skipped with the reason (down, stopping or stopped: they are not waited for).  A
+        result that is a dict with a ``status`` entry updates that node's record at once
+        (the entry is taken out of the answer).
         """
         targets: list[str] = [self.node.me.name]
         skipped: dict[str, str] = {}
         for name, record in sorted(self.nodes.items()):
-            if record.state in (DOWN, STOPPED):
+            if record.state in (DOWN, STOPPING, STOPPED):
                 skipped[name] = record.state
             else:
                 targets.append(name)
@@ -351,94 +450,22 @@ class Masterflow(Service):
 
     # -- logins ---------------------------------------------------------------------------
 
+    def _login_seq(self) -> list[Any]:
+        return [self._epoch, self.login_seq]
+
     def set_login_open(self, is_open: bool) -> None:
         self.login_open = is_open
+        self.login_seq += 1
         for record in self.nodes.values():
-            if record.kind == "login" and record.state != DOWN:
-                self.node.cluster.send(record.name, "slaveflow", "set_login_open", is_open)
+            if record.kind == "login" and record.state in HEARTBEATING:
+                try:
+                    self.node.cluster.send(record.name, "slaveflow", "set_login_open",
+                                           is_open, self._login_seq())
+                except ClusterError as e:
+                    log.warn("cannot tell {name} that logins are {state}: {e} (it catches "
+                             "up at its next heartbeat)", name=record.name,
+                             state="open" if is_open else "closed", e=e)
         log.info("logins {state} by GM", state="opened" if is_open else "closed")
-
-    # -- shutdown -------------------------------------------------------------------------
-
-    def start_shutdown(self, force: bool = False) -> Shutdown:
-        """Start the ordered shutdown, or act on a stuck one (retry, or force past it)."""
-        if self.shutdown is None:
-            self.shutdown = Shutdown(phases=[Phase(kind=k) for k in PHASES])
-            defer.Deferred.fromCoroutine(self._run_shutdown()).addErrback(
-                lambda f: log.failure("shutdown flow failed", f))
-        elif self.shutdown.state == "stuck" and self.shutdown.resume is not None:
-            resume, self.shutdown.resume = self.shutdown.resume, None
-            resume.callback(force)
-        return self.shutdown
-
-    async def _run_shutdown(self) -> None:
-        assert self.shutdown is not None
-        sd = self.shutdown
-        log.info("shutdown started: closing logins, then phases {phases}",
-                 phases=" -> ".join(PHASES))
-        self.set_login_open(False)
-        for phase in sd.phases:
-            phase.state, phase.started_at = "running", time.time()
-            if phase.kind == "master":
-                phase.nodes = {self.node.me.name: "running"}
-                await self.node.run_shutdown_handlers()
-                phase.nodes[self.node.me.name] = "done"
-                sd.reports.append({"node": self.node.me.name, "kind": "master",
-                                   "finished_at": time.time(), "failed": []})
-            else:
-                await self._run_phase(phase)
-            phase.state, phase.finished_at = "done", time.time()
-            log.info("shutdown phase {kind} done", kind=phase.kind)
-        sd.state, sd.finished_at = "done", time.time()
-        log.info("shutdown complete; master exits")
-        self.node.reactor.callLater(self.exit_delay, self.node.exit_process)
-
-    async def _run_phase(self, phase: Phase) -> None:
-        assert self.shutdown is not None
-        for record in self.nodes.values():
-            if record.kind == phase.kind:
-                phase.nodes.setdefault(record.name,
-                                       "skipped (down)" if record.state == DOWN else "pending")
-        log.info("shutdown phase {kind}: {nodes}", kind=phase.kind,
-                 nodes=", ".join(phase.nodes) or "no nodes")
-        while True:
-            todo = [n for n, s in phase.nodes.items() if s not in ("done", "forced")
-                    and not s.startswith("skipped")]
-            if not todo:
-                return
-            for n in todo:
-                phase.nodes[n] = "running"
-            await defer.DeferredList([defer.Deferred.fromCoroutine(self._stop_node(phase, n))
-                                      for n in todo])
-            stuck = [n for n in todo if phase.nodes[n] != "done"]
-            if not stuck:
-                return
-            phase.state = self.shutdown.state = "stuck"
-            log.warn("shutdown phase {kind} stuck: {nodes} did not report; POST /shutdown "
-                     "to retry, or with {{\"force\": true}} to go on without them",
-                     kind=phase.kind, nodes=", ".join(f"{n} ({phase.nodes[n]})" for n in stuck))
-            self.shutdown.resume = defer.Deferred()
-            force = await self.shutdown.resume
-            phase.state = self.shutdown.state = "running"
-            if force:
-                for n in stuck:
-                    phase.nodes[n] = "forced"
-                log.warn("shutdown phase {kind}: forced past {nodes}", kind=phase.kind,
-                         nodes=", ".join(stuck))
-
-    async def _stop_node(self, phase: Phase, name: str) -> None:
-        assert self.shutdown is not None
-        try:
-            report = await self.node.cluster.call(name, "slaveflow", "shutdown",
-                                                  timeout=self.settings.phase_timeout)
-        except ClusterError as e:
-            phase.nodes[name] = f"{type(e).__name__}: {e.detail or e}"
-            return
-        phase.nodes[name] = "done"
-        record = self.nodes.get(name)
-        if record is not None:
-            record.state = STOPPED
-        self.shutdown.reports.append(report)
 
 
 async def _maybe_await(value: Any) -> Any:

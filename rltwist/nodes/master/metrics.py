@@ -2,10 +2,10 @@
 whether Redis' ``is_available`` is set, and whether logins are open.
 
 ``rl_node_up`` is the node-down signal that survives the node: 1 for a node that
-heartbeats (up, or waiting for its start-order predecessors), 0 for one master marked down,
-and 0 for a node named in master's config that has not registered within
-``heartbeat_misses x heartbeat_interval`` of master's start — what a node that died while
-master was away looks like to a restarted master. Nodes that left in an ordered shutdown
+heartbeats (up, waiting for its start-order predecessors, stopping), 0 for one master
+marked down, and 0 for a node named in master's config (and not decommissioned) that has
+not registered within ``heartbeat_misses x heartbeat_interval`` of master's start — what
+a node that died while master was away looks like to a restarted master. Nodes that left in an ordered shutdown
 (``stopped``) are not listed. The series carry their own ``node``, ``kind`` and ``sid``
 labels (the scrape config keeps them: ``honor_labels``).
 """
@@ -52,7 +52,7 @@ class MasterCollector(Collector):
             up.add_metric([name, record.kind, sid_label(record.kind, record.number)],
                           0 if record.state == DOWN else 1)
         if flow.startup_grace_over():
-            for name in sorted(flow.node.config.nodes):
+            for name in sorted(flow.configured()):  # decommissioned nodes are not missing
                 if name != me.name and name not in flow.nodes:
                     kind, number = parse_node_name(name)
                     up.add_metric([name, kind, sid_label(kind, number)], 0)

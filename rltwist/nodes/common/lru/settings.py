@@ -1,16 +1,16 @@
-"""``[lru.<worker>]`` in the cluster config: workers and capacity of one LRU service."""
+"""``[lru.<worker>]`` in the cluster config: workers and capacity of one LRU service.
+
+The section is parsed and checked with the rest of the config (rltwist/config.py, where a
+typo fails the node's start with one line naming the key); this is the LRU side's view.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from rltwist.config import LRU_DEFAULTS, Config, LruSettings
 
-from rltwist.config import Config, ConfigError
-
+#: ``{worker: {"workers": n, "capacity": n}}`` when the config says nothing
 DEFAULTS: dict[str, dict[str, int]] = {
-    "agent": {"workers": 8, "capacity": 1000},
-    "mail": {"workers": 4, "capacity": 1000},
-    "guildhandler": {"workers": 2, "capacity": 1000},
-}
+    worker: {"workers": s.workers, "capacity": s.capacity} for worker, s in LRU_DEFAULTS.items()}
 
 
 def lru_settings(config: Config, worker: str) -> tuple[int, int]:
@@ -22,20 +22,5 @@ def lru_settings(config: Config, worker: str) -> tuple[int, int]:
         workers = 8
         capacity = 1000      # entities per worker
     """
-    section = config.raw.get("lru", {})
-    table = section.get(worker, {}) if isinstance(section, Mapping) else {}
-    if not isinstance(table, Mapping):
-        raise ConfigError(f"{config.path}: lru.{worker} must be a table")
-    unknown = sorted(set(table) - {"workers", "capacity"})
-    if unknown:
-        raise ConfigError(f"{config.path}: lru.{worker}.{unknown[0]}: unknown key "
-                          f"(workers, capacity)")
-    values = dict(DEFAULTS.get(worker, {"workers": 4, "capacity": 1000}))
-    for key in ("workers", "capacity"):
-        if key in table:
-            v = table[key]
-            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1_000_000:
-                raise ConfigError(f"{config.path}: lru.{worker}.{key} must be an integer "
-                                  f"1-1000000, got {v!r}")
-            values[key] = v
-    return values["workers"], values["capacity"]
+    s = config.lru.get(worker) or LRU_DEFAULTS.get(worker) or LruSettings(4)
+    return s.workers, s.capacity
