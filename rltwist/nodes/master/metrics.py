@@ -5,9 +5,9 @@ whether Redis' ``is_available`` is set, and whether logins are open.
 heartbeats (up, waiting for its start-order predecessors, stopping), 0 for one master
 marked down, and 0 for a node named in master's config (and not decommissioned) that has
 not registered within ``heartbeat_misses x heartbeat_interval`` of master's start — what
-a node that died while master was away looks like to a restarted master. Nodes that left in an ordered shutdown
-(``stopped``) are not listed. The series carry their own ``node``, ``kind`` and ``sid``
-labels (the scrape config keeps them: ``honor_labels``).
+a node that died while master was away looks like to a restarted master. Nodes that left
+in an ordered shutdown (``stopped``) are not listed. The series carry their own ``node``,
+``kind`` and ``sid`` labels (the scrape config keeps them: ``honor_labels``).
 """
 
 from __future__ import annotations
