@@ -298,7 +298,8 @@ class RoleNodesInRedis(ClusterCase):
 
 
 class RoleNodeStops(LoginCase):
-    names = ["master", "logiccenter", "role1", "role2", "login1"]
+    # rolecity1: new players are born only in a region the cluster has nodes of
+    names = ["master", "logiccenter", "rolecity1", "role1", "role2", "login1"]
 
     async def test_a_role_node_stopped_by_sigterm_is_stopped_not_down_and_frees_its_players(
             self) -> None:

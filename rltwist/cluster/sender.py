@@ -258,7 +258,9 @@ class Sender:
         if self.queued_bytes <= self.high_water:
             # the usual case: everything fits; calls that timed out while queued are skipped
             frames = [f for f, _, session in queue if not session or session in pending]
-            self.out_bytes = self.queued_bytes
+            # only what is written counts: the transport reports a drain only if it had data
+            self.out_bytes = (self.queued_bytes if len(frames) == len(queue)
+                              else sum(len(f) for f in frames))
             self._unwritten_sends -= self.queued_sends
             queue.clear()
             self.unwritten.clear()  # only queued calls are unwritten
