@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import attrs
-import txredisapi  # type: ignore[import-untyped]
+import txredisapi
 from twisted.internet import defer, error
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.logger import Logger
