@@ -81,6 +81,10 @@ class _AgentFactory(Factory):
 class Cluster(service.Service):
     """call/send for one node, plus the machinery behind them."""
 
+    # twisted's Service declares ``name = None`` untyped, so mypy infers the type None; the
+    # cluster always has its node's name from __init__ on.
+    name: str  # type: ignore[assignment]
+
     def __init__(self, name: str, settings: ClusterSettings,
                  addresses: Mapping[str, tuple[str, int]] | None = None,
                  listen: tuple[str, int] | None = None, reactor: Any = None, *,
