@@ -483,7 +483,9 @@ class Cluster(service.Service):
                 link.transport.loseConnection()
         port, self.port = self.port, None
         if port is not None:
-            return defer.maybeDeferred(port.stopListening)
+            # maybeDeferred flattens the Deferred stopListening may return, but its overloads
+            # cannot express "Deferred[None] | None": mypy sees Deferred[Deferred[None] | None]
+            return defer.maybeDeferred(port.stopListening)  # type: ignore[call-overload]
         return None
 
     def _expire(self) -> None:
