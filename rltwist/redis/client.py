@@ -96,7 +96,7 @@ class Script:
         return hashlib.sha1(self.source.encode()).hexdigest()
 
 
-class _Factory(txredisapi.RedisFactory):  # type: ignore[misc]
+class _Factory(txredisapi.RedisFactory):
     """txredisapi's pool factory plus hooks for our waiters and our backoff."""
 
     def __init__(self, client: RedisClient, url: RedisURL, poolsize: int, reply_timeout: float):
