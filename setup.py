@@ -7,12 +7,14 @@ from setuptools.command.build_py import build_py
 
 
 class BuildWithDefaults(build_py):
-    """Ship etc/cluster.toml and the game tables of etc/game inside the package (as
-    rltwist/defaults/etc/...), so rl-cluster and the nodes work outside a checkout."""
+    """Ship etc/cluster.toml, the game tables of etc/game and the Prometheus config and
+    rules inside the package (as rltwist/defaults/etc/...), so rl-cluster (also with
+    --prometheus) and the nodes work outside a checkout."""
 
     def run(self) -> None:
         super().run()
-        for source in [Path("etc/cluster.toml"), *sorted(Path("etc/game").glob("*.toml"))]:
+        for source in [Path("etc/cluster.toml"), *sorted(Path("etc/game").glob("*.toml")),
+                       Path("etc/prometheus/prometheus.yml"), Path("etc/prometheus/alerts.yml")]:
             target = Path(self.build_lib) / "rltwist" / "defaults" / source
             self.mkpath(str(target.parent))
             self.copy_file(str(source), str(target))

@@ -266,6 +266,25 @@ class OneSender(unittest.TestCase):
         self.assertNotIsInstance(f.value, CallTimeout)
         self.assertNotIsInstance(f.value, LinkLost)
 
+    def test_a_queue_of_timed_out_calls_does_not_block_the_link(self) -> None:
+        self.make(max_outbound=1 * MiB)
+        peer = self.connect()
+        sender = self.a.senders["b"]
+        # the transport takes this send and is then just under its high-water mark ...
+        self.a.send("b", "echo", "note", b"p" * (sender.high_water - 200))
+        self.assertFalse(sender.queue)
+        # ... so this call waits in the queue, alone, until it times out there
+        d = self.a.call("b", "echo", "ping", b"c" * 300, timeout=0.5)
+        self.assertEqual(len(sender.queue), 1)
+        self.advance(0.6)
+        self.failureResultOf(d, NodeUnreachable)
+        peer.read()  # the peer reads; the drained transport finds nothing left to write
+        self.assertEqual(sender.outbound_bytes(), 0)
+        big = b"b" * (sender.high_water + 1000)  # may only go alone, into a drained transport
+        later = self.a.call("b", "echo", "ping", big)
+        peer.answer([f for f in peer.read() if f[0] == CALL])
+        self.assertEqual(self.successResultOf(later), big)
+
     # -- item 2: liveness -------------------------------------------------------------------
 
     def test_an_idle_link_pings_and_a_silent_peer_is_lost(self) -> None:

@@ -114,7 +114,7 @@ class Cluster(service.Service):
         self.stats = Stats()
         self._calls_out = self.stats.calls_out  # the hot paths skip one attribute lookup
         self._call_timeout = settings.call_timeout
-        self.collector = ClusterCollector(self.stats, lambda: self.senders)
+        self.collector = ClusterCollector(self.stats, lambda: self.senders, reactor.seconds)
         self.pack = pack
         self.port: IListeningPort | None = None
         self._stopped = False  # after stopService: no new links, calls fail at once
@@ -309,6 +309,10 @@ class Cluster(service.Service):
         sender = self.senders.pop(node, None)
         if sender is not None:  # it hands its send counts to self.stats
             sender.close(UnknownNode(node, detail="removed from the name table"))
+        # a decommissioned node's per-peer series go with it (label sets stay bounded by
+        # the name table)
+        self.stats.peers.pop(node, None)
+        self.stats.links.pop(node, None)
 
     def _sender(self, node: str) -> Sender | None:
         address = self.addresses.get(node)

@@ -46,6 +46,8 @@ async def logout(gw: Gateway, player: Player, reason: str, kick: pb.KickReason |
         return
     player.state = LOGGING_OUT
     userid, me = player.userid, gw.node.name
+    if kick is not None:
+        gw.metrics.kicked(kick)
     try:
         try:
             await gw.state.set_logout(userid, me, player.generation)
