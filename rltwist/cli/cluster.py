@@ -165,7 +165,7 @@ def process_identity(pid: int) -> str | None:
     except (OSError, ValueError, IndexError):
         pass
     try:
-        import psutil  # type: ignore[import-untyped]
+        import psutil
 
         return f"psutil:{psutil.Process(pid).create_time()!r}"
     except Exception:

@@ -81,6 +81,10 @@ class _AgentFactory(Factory):
 class Cluster(service.Service):
     """call/send for one node, plus the machinery behind them."""
 
+    # twisted's Service declares ``name = None`` untyped, so mypy infers the type None; the
+    # cluster always has its node's name from __init__ on.
+    name: str  # type: ignore[assignment]
+
     def __init__(self, name: str, settings: ClusterSettings,
                  addresses: Mapping[str, tuple[str, int]] | None = None,
                  listen: tuple[str, int] | None = None, reactor: Any = None, *,
@@ -483,7 +487,9 @@ class Cluster(service.Service):
                 link.transport.loseConnection()
         port, self.port = self.port, None
         if port is not None:
-            return defer.maybeDeferred(port.stopListening)
+            # maybeDeferred flattens the Deferred stopListening may return, but its overloads
+            # cannot express "Deferred[None] | None": mypy sees Deferred[Deferred[None] | None]
+            return defer.maybeDeferred(port.stopListening)  # type: ignore[call-overload]
         return None
 
     def _expire(self) -> None:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import attrs
-import txredisapi  # type: ignore[import-untyped]
+import txredisapi
 from twisted.internet import defer, error
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.logger import Logger
@@ -97,7 +97,7 @@ class Script:
         return hashlib.sha1(self.source.encode()).hexdigest()
 
 
-class _Factory(txredisapi.RedisFactory):  # type: ignore[misc]
+class _Factory(txredisapi.RedisFactory):
     """txredisapi's pool factory plus hooks for our waiters and our backoff."""
 
     def __init__(self, client: RedisClient, url: RedisURL, poolsize: int, reply_timeout: float):

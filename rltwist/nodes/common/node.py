@@ -72,6 +72,10 @@ def fail_startup(message: str) -> None:
 class Node(service.MultiService):
     """One rltwist node process: cluster + metrics + the kind's services."""
 
+    # twisted's Service declares ``name = None`` untyped, so mypy infers the type None; a
+    # node always has its configured name from __init__ on.
+    name: str  # type: ignore[assignment]
+
     def __init__(self, config: Config, me: NodeConfig, reactor: Any = None) -> None:
         super().__init__()
         if reactor is None:

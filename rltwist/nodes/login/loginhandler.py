@@ -74,7 +74,7 @@ def sdk_pool(reactor: Any, connections: int) -> HTTPConnectionPool:
 
 
 class LoginFailed(Exception):
-    def __init__(self, code: int, why: str) -> None:
+    def __init__(self, code: pb.ErrorCode, why: str) -> None:
         super().__init__(why)
         self.code = code
 

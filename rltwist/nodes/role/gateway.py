@@ -15,7 +15,7 @@ Auth and to every request but heartbeats; once fenced it saves and kicks everyon
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
@@ -151,16 +151,17 @@ class Gateway(Service, ServerProtocolFactory):
     async def authenticate(self, conn: GatewayConnection, msg: Any, session: int) -> None:
         await auth.authenticate(self, conn, msg, session)
 
-    def start_logout(self, player: Player, reason: str, kick: int | None = None) -> None:
+    def start_logout(self, player: Player, reason: str,
+                     kick: pb.KickReason | None = None) -> None:
         defer.Deferred.fromCoroutine(self.logout(player, reason, kick)).addErrback(
             lambda f: log.failure("logout of {userid} failed", f, userid=player.userid))
 
-    async def logout(self, player: Player, reason: str, kick: int | None = None,
+    async def logout(self, player: Player, reason: str, kick: pb.KickReason | None = None,
                      notice: str | None = None) -> None:
         """Take *player* offline once, saving it (retried until storage takes it)."""
         await logout_flow.logout(self, player, reason, kick, notice)
 
-    async def rename(self, player: Player, name: str) -> int:
+    async def rename(self, player: Player, name: str) -> pb.ErrorCode:
         return await rename_flow.rename(self, player, name)
 
     async def reconcile_name(self, player: Player) -> None:
@@ -242,7 +243,9 @@ class Gateway(Service, ServerProtocolFactory):
             return "logging_out"
         # the text goes to the client; the logout is counted under a fixed label
         label = KICK_LABELS.get(code, "kick")
-        await self.logout(player, label, code, notice=str(reason)[:MAX_KICK_TEXT])
+        # code came over the wire as an int; checked against K.values() above
+        kick = cast("pb.KickReason", code)
+        await self.logout(player, label, kick, notice=str(reason)[:MAX_KICK_TEXT])
         return "kicked"
 
     @handler
@@ -294,7 +297,7 @@ class Gateway(Service, ServerProtocolFactory):
         are refused by fencing if a newer instance saved meanwhile)."""
         await self._logout_everyone("node was marked down", K.KICK_LOGIN_ELSEWHERE)
 
-    async def _logout_everyone(self, reason: str, kick: int) -> None:
+    async def _logout_everyone(self, reason: str, kick: pb.KickReason) -> None:
         await defer.DeferredList([
             defer.Deferred.fromCoroutine(self.logout(p, reason, kick))
             for p in list(self.players.values())])

@@ -32,7 +32,7 @@ RETRY_FIRST = 0.5
 RETRY_MAX = 30.0
 
 
-async def logout(gw: Gateway, player: Player, reason: str, kick: int | None = None,
+async def logout(gw: Gateway, player: Player, reason: str, kick: pb.KickReason | None = None,
                  notice: str | None = None) -> None:
     """Take *player* offline once; every caller waits for the same logout.
 
