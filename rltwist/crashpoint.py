@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 from collections import Counter
+from collections.abc import Mapping
 
 ENV_POINTS = "RLTWIST_CRASH_POINTS"
 ENV_FLAGS = "RLTWIST_TEST_FLAGS"
@@ -30,13 +31,13 @@ ENV_FLAGS = "RLTWIST_TEST_FLAGS"
 _seen: Counter[str] = Counter()
 
 
-def test_flag(flag: str, environ: dict[str, str] | None = None) -> bool:
+def test_flag(flag: str, environ: Mapping[str, str] | None = None) -> bool:
     """True when the test flag *flag* is set in ``RLTWIST_TEST_FLAGS`` (comma-separated)."""
     env = os.environ if environ is None else environ
     return flag in {f.strip() for f in env.get(ENV_FLAGS, "").split(",") if f.strip()}
 
 
-def armed(environ: dict[str, str] | None = None) -> dict[str, int]:
+def armed(environ: Mapping[str, str] | None = None) -> dict[str, int]:
     """The armed crash points ``{name: occurrence}`` (empty unless test flags enable them)."""
     env = os.environ if environ is None else environ
     if not test_flag("crashpoints", env):
@@ -56,7 +57,7 @@ def armed(environ: dict[str, str] | None = None) -> dict[str, int]:
 _armed = armed()
 
 
-def rearm(environ: dict[str, str] | None = None) -> dict[str, int]:
+def rearm(environ: Mapping[str, str] | None = None) -> dict[str, int]:
     """Read the environment again (unit tests); returns the armed points."""
     global _armed
     _armed = armed(environ)

@@ -393,7 +393,8 @@ class LocalCluster:
 
         import treq
 
-        headers = {"Authorization": [f"Bearer {token or self.sections['master']['gm_token']}"]}
+        headers: dict[bytes | str, list[bytes | str]] = {
+            "Authorization": [f"Bearer {token or self.sections['master']['gm_token']}"]}
         data = json.dumps(body).encode() if body is not None else None
         if data is not None:
             headers["Content-Type"] = ["application/json"]

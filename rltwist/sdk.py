@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     listen(reactor, args.port, secret, args.host)
     print(f"dev SDK ready on http://{args.host}:{args.port}/verify", flush=True)
     notify_ready({"url": f"http://{args.host}:{args.port}/verify"})
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
 
 
 if __name__ == "__main__":

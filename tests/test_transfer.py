@@ -404,10 +404,18 @@ class RoleCityTransfers(RoleCityCase):
 
     async def test_a_rolecache_set_teaches_the_fence_a_newer_generation(self) -> None:
         await self.claim(UID, 3)
+        await self.router.grant(UID, {"food": 1})
         self.cache.set(UID, "role2", 6)
         reads = self.roledb.reads
         with self.assertRaises(StaleGeneration):
             await self.router.take_transfers(UID, 3)
+        self.assertEqual(self.roledb.reads, reads)
+
+    async def test_an_empty_ledger_answers_every_auth_without_a_fence_read(self) -> None:
+        await self.claim(UID, 3)
+        reads = self.roledb.reads
+        self.assertEqual(await self.router.take_transfers(UID, 3), [])
+        self.assertEqual(await self.router.take_transfers(UID, 2), [])  # stale: nothing either
         self.assertEqual(self.roledb.reads, reads)
 
     async def test_grants_stored_by_the_previous_version_are_taken_as_one_transfer(

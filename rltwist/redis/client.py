@@ -13,12 +13,12 @@ from __future__ import annotations
 import builtins
 import hashlib
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import attrs
-import txredisapi  # type: ignore[import-untyped]
+import txredisapi
 from twisted.internet import defer, error
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.logger import Logger
@@ -31,6 +31,7 @@ from rltwist.redis.errors import (
     RedisUnavailable,
     ScriptMissing,
 )
+from rltwist.redis.metrics import RedisMetrics
 
 log = Logger()
 
@@ -96,7 +97,7 @@ class Script:
         return hashlib.sha1(self.source.encode()).hexdigest()
 
 
-class _Factory(txredisapi.RedisFactory):  # type: ignore[misc]
+class _Factory(txredisapi.RedisFactory):
     """txredisapi's pool factory plus hooks for our waiters and our backoff."""
 
     def __init__(self, client: RedisClient, url: RedisURL, poolsize: int, reply_timeout: float):
@@ -153,6 +154,7 @@ class RedisClient:
         retry_initial: float = 0.1,
         retry_max: float = 5.0,
         reactor: Any = None,
+        metrics: RedisMetrics | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -167,6 +169,7 @@ class RedisClient:
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         self._reactor = reactor
+        self.metrics = metrics
         self._factory: _Factory | None = None
         self._waiters: list[defer.Deferred[None]] = []
         self._fatal: str | None = None
@@ -279,6 +282,24 @@ class RedisClient:
 
     async def execute(self, *args: Any) -> Any:
         """Run one raw command; keys in ``args`` must already be full (see ``key()``)."""
+        if self.metrics is None:
+            return await self._execute(args)
+        return await self._timed(str(args[0]).upper(), self._execute(args))
+
+    async def _timed(self, label: str, work: Awaitable[T]) -> T:
+        """*work*, timed and its failure counted under *label* (the client has metrics)."""
+        metrics = self.metrics
+        assert metrics is not None
+        started = self._reactor.seconds()
+        try:
+            return await work
+        except RedisError as e:
+            metrics.error(type(e).__name__)
+            raise
+        finally:
+            metrics.observe(label, self._reactor.seconds() - started)
+
+    async def _execute(self, args: tuple[Any, ...]) -> Any:
         command = str(args[0]).upper()
         if not self.connected:
             try:
@@ -314,11 +335,19 @@ class RedisClient:
     async def run_script(
         self, script: Script, keys: Sequence[str] = (), args: Iterable[Any] = ()
     ) -> Any:
-        """Run ``script`` with relative ``keys``: EVALSHA, and EVAL if Redis lost it."""
+        """Run ``script`` with relative ``keys``: EVALSHA, and EVAL if Redis lost it
+        (timed as one round trip under the script's name, the EVAL retry included)."""
+        if self.metrics is None:
+            return await self._run_script(script, keys, args)
+        return await self._timed(script.name, self._run_script(script, keys, args))
+
+    async def _run_script(self, script: Script, keys: Sequence[str],
+                          args: Iterable[Any]) -> Any:
         full_keys = [self.key(k) for k in keys]
         argv = ([self.prefix] if script.wants_prefix else []) + list(args)
         try:
-            return await self.execute("EVALSHA", script.sha, len(full_keys), *full_keys, *argv)
+            return await self._execute(("EVALSHA", script.sha, len(full_keys), *full_keys,
+                                        *argv))
         except ScriptMissing:
             log.debug(
                 "redis {name}: script {script} not cached; sending it with EVAL",
@@ -329,7 +358,8 @@ class RedisClient:
             raise RedisCommandError(f"script {script.name}: {e}") from e
         try:
             # EVAL caches the script too, so the next call's EVALSHA finds it
-            return await self.execute("EVAL", script.source, len(full_keys), *full_keys, *argv)
+            return await self._execute(("EVAL", script.source, len(full_keys), *full_keys,
+                                        *argv))
         except RedisCommandError as e:
             raise RedisCommandError(f"script {script.name}: {e}") from e
 

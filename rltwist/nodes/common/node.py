@@ -15,7 +15,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.twisted import MetricsResource
 from twisted.application import service
 from twisted.internet import defer, error
@@ -45,6 +50,7 @@ from rltwist.nodes.common.services import install_common
 from rltwist.nodes.common.slaveflow import Slaveflow, SlaveflowService
 from rltwist.readiness import notify_ready
 from rltwist.redis import OnlineState, RedisClient
+from rltwist.redis.metrics import RedisMetrics
 from rltwist.redis.service import RedisClientService
 from rltwist.storage import Backend, StorageSettings, open_backend
 
@@ -66,6 +72,10 @@ def fail_startup(message: str) -> None:
 class Node(service.MultiService):
     """One rltwist node process: cluster + metrics + the kind's services."""
 
+    # twisted's Service declares ``name = None`` untyped, so mypy infers the type None; a
+    # node always has its configured name from __init__ on.
+    name: str  # type: ignore[assignment]
+
     def __init__(self, config: Config, me: NodeConfig, reactor: Any = None) -> None:
         super().__init__()
         if reactor is None:
@@ -81,6 +91,9 @@ class Node(service.MultiService):
             addresses={n.name: (n.host, n.port) for n in config.nodes.values()},
             listen=(me.host, me.port), reactor=reactor)
         self.cluster.setServiceParent(self)
+        # no <counter>_created series: they would double every counter's series (the
+        # series budget, rltwist.metrics) and nothing here reads them
+        disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
@@ -131,7 +144,8 @@ class Node(service.MultiService):
         if self._redis is None:
             r = self.config.redis
             client = RedisClient(r.url, prefix=r.prefix, name=f"{self.name}-redis",
-                                 command_timeout=r.timeout, reactor=self.reactor)
+                                 command_timeout=r.timeout, reactor=self.reactor,
+                                 metrics=RedisMetrics(self.registry))
             RedisClientService(client).setServiceParent(self)
             self._redis = OnlineState(client)
         return self._redis

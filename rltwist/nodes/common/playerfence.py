@@ -31,6 +31,11 @@ log = Logger()
 
 DEFAULT_CAPACITY = 100_000
 
+#: the fenced writes of today's services (the ``what`` of rl_fence_refused_total, created
+#: at 0); a service that fences another write passes its own name
+FENCED_WRITES = ("set_name", "take_transfers", "confirm_transfers", "reserve_name",
+                 "release_name", "reconcile_names")
+
 _refused: weakref.WeakKeyDictionary[CollectorRegistry, Counter] = weakref.WeakKeyDictionary()
 
 
@@ -42,6 +47,8 @@ def _refused_counter(registry: CollectorRegistry | None) -> Counter:
         counter = _refused[registry] = Counter(
             "rl_fence_refused", "Writes for a player refused because a newer instance owns "
             "it", ["what"], registry=registry)
+        for what in FENCED_WRITES:
+            counter.labels(what)
     return counter
 
 

@@ -117,7 +117,7 @@ class Saver(service.Service):
             raise ValueError(f"batch size must be >= 1, got {batch_size!r}")
         if clock is None:
             from twisted.internet import reactor as default_reactor
-            clock = default_reactor  # type: ignore[assignment]
+            clock = default_reactor
         self.backend = backend
         self.collection = collection
         self.provider = provider

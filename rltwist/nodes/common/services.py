@@ -34,6 +34,7 @@ from rltwist.config import packaged_root
 from rltwist.ecs.sharedata import ConfigError as TablesError
 from rltwist.nodes.common.dbproxy import install_dbproxy
 from rltwist.nodes.common.hotfix import HotfixService
+from rltwist.nodes.common.nodemetrics import NodeCollector
 from rltwist.nodes.common.sharedatad import Sharedatad
 
 if TYPE_CHECKING:
@@ -94,7 +95,7 @@ def install_common(node: Node) -> None:
 
     try:
         settings = hotreload_settings(node.config)
-        Sharedatad.install(node, settings.tables_dir, settings.config_interval)
+        tables = Sharedatad.install(node, settings.tables_dir, settings.config_interval)
     except HotReloadConfigError as e:
         fail_startup(str(e))
         raise  # unreachable; keeps type checkers happy
@@ -103,7 +104,8 @@ def install_common(node: Node) -> None:
                      f"{SECTION}.root in {node.config.path}) rejected: "
                      + "; ".join(map(str, e.problems)))
         raise
-    HotfixService.install(node, settings.root, settings.hotfix_interval)
+    hotfix = HotfixService.install(node, settings.root, settings.hotfix_interval)
+    node.registry.register(NodeCollector(node, hotfix, tables))
     install_dbproxy(node)
     # Orders the status a node sends: master keeps the newest when a heartbeat built before
     # a hotfix arrives after the hotfix's own report (they travel on different links).

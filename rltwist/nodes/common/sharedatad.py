@@ -60,6 +60,8 @@ class Sharedatad(Service):
         self.sd = sd
         self.problems: tuple[str, ...] = ()  # of the last failed reload, until one succeeds
         node.config_version = sd.snapshot.label
+        # table reloads here by result (rl_config_reloads_total)
+        self.outcomes: dict[str, int] = {"ok": 0, "rejected": 0}
 
     @classmethod
     def install(cls, node: Node, directory: Path, interval: float) -> Sharedatad:
@@ -81,12 +83,14 @@ class Sharedatad(Service):
         return {"config_errors": list(self.problems)}
 
     def _loaded(self, snapshot: ConfigSnapshot) -> None:
+        self.outcomes["ok"] += 1
         self.node.config_version = snapshot.label
         self.problems = ()
         log.info("{node}: config tables now {label}", node=self.node.name,
                  label=snapshot.label)
 
     def _failed(self, error: ConfigError) -> None:
+        self.outcomes["rejected"] += 1
         self.problems = tuple(map(str, error.problems))
         log.error("{node}: config reload rejected, {label} keeps serving: {problems}",
                   node=self.node.name, label=self.sd.snapshot.label,

@@ -74,7 +74,7 @@ def sdk_pool(reactor: Any, connections: int) -> HTTPConnectionPool:
 
 
 class LoginFailed(Exception):
-    def __init__(self, code: int, why: str) -> None:
+    def __init__(self, code: pb.ErrorCode, why: str) -> None:
         super().__init__(why)
         self.code = code
 
@@ -83,7 +83,8 @@ class LoginHandler:
     """Runs logins for the openids that hash to it."""
 
     def __init__(self, node: Node, index: int, pool: HTTPConnectionPool | None,
-                 outcomes: Counter, latency: Histogram) -> None:
+                 outcomes: Counter, latency: Histogram,
+                 steps: Histogram | None = None) -> None:
         self.node = node
         self.index = index
         self.settings = node.config.login
@@ -91,16 +92,24 @@ class LoginHandler:
         self.pool = pool
         self.outcomes = outcomes
         self.latency = latency
+        self.steps = steps
 
     def _count(self, outcome: str) -> None:
         self.outcomes.labels(outcome).inc()
+
+    def _step(self, step: str, started: float) -> float:
+        """Record that *step* took since *started*; return now (the next step's start)."""
+        now = time.monotonic()
+        if self.steps is not None:
+            self.steps.labels(step).observe(now - started)
+        return now
 
     async def login(self, msg: Any) -> Any:
         """Answer one ``Login``; never raises (errors become codes and log lines)."""
         started = time.monotonic()
         try:
             response = await self._login(msg)
-            self._count("ok")
+            self._count("OK")
             return response
         except LoginFailed as e:
             self._count(E.Name(e.code))
@@ -127,9 +136,13 @@ class LoginHandler:
         if not version_allowed(msg.version, self.settings.min_version):
             raise LoginFailed(E.VERSION_TOO_OLD, f"client version {msg.version!r} is older "
                               f"than login.min_version {self.settings.min_version}")
-        if not await self._verify(openid, msg.token):
+        t = time.monotonic()
+        verified = await self._verify(openid, msg.token)
+        t = self._step("sdk", t)
+        if not verified:
             raise LoginFailed(E.BAD_TOKEN, "SDK refused the token")
         lock = await self.state.login_begin(openid, int(self.settings.lock_ttl * 1000))
+        t = self._step("lock", t)
         if lock is False:
             raise LoginFailed(E.NOT_AVAILABLE, "Redis is being rebuilt (is_available unset)")
         if lock is None:
@@ -138,6 +151,7 @@ class LoginHandler:
         try:
             account = await self.node.cluster.call("logiccenter", "account", "get_or_create",
                                                    openid, msg.server_id, timeout=5.0)
+            t = self._step("account", t)
             if account.get("refused") == "BadServerId":  # logiccenter decides the regions
                 raise LoginFailed(E.BAD_SERVER_ID, str(account.get("why")))
             userid = account["userid"]
@@ -145,6 +159,7 @@ class LoginHandler:
             evict = False
             if not account["created"]:
                 user = await self.state.get_user(userid)
+                t = self._step("state", t)
                 if user is not None:
                     if user.state == LOGOUT:
                         raise LoginFailed(E.RETRY_LATER, f"{userid} is logging out")
@@ -153,11 +168,13 @@ class LoginHandler:
                                           "is running")
                     if user.state == GAME_STEP_FINISH:
                         evict = not await self._kick(userid, user.node)
+                        t = self._step("kick", t)
                     # LOGIN_STEP_FINISH waiting for Auth: login_assign answers it again
             secret = secrets.token_hex(16)
             ttl_ms = max(1, int(self.settings.secret_ttl * 1000))
             done = await self.state.login_assign(openid, lock, userid, secret, ttl_ms,
                                                  expect=user, evict=evict)
+            self._step("assign", t)
             assigned = True  # the script released the lock (or it was no longer ours)
             return self._answer(userid, user, done, evict)
         finally:

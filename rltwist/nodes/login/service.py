@@ -10,6 +10,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from rltwist.metrics import LOGIN_CODES, LOGIN_STEPS, REQUEST_BUCKETS, precreate
 from rltwist.nodes.common.node import Node
 from rltwist.nodes.login.loginhandler import LoginHandler, sdk_pool
 from rltwist.protocols import pb
@@ -58,14 +59,21 @@ class LoginServer(ServerProtocolFactory):
         self.node = node
         n = node.config.login.handlers
         pool = sdk_pool(node.reactor, node.config.login.sdk_connections)
-        outcomes = Counter("rl_login", "Logins by outcome (ErrorCode name)", ["outcome"],
+        outcomes = Counter("rl_login", "Logins by result (ErrorCode name)", ["outcome"],
                            registry=node.registry)
+        precreate(outcomes, LOGIN_CODES)
         latency = Histogram("rl_login_seconds", "Time to answer a Login",
-                            registry=node.registry,
-                            buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
+                            registry=node.registry, buckets=REQUEST_BUCKETS)
+        steps = Histogram("rl_login_step_seconds", "Time of each step of a Login (sdk: token "
+                          "check; lock: is_available + per-openid lock; account: logiccenter; "
+                          "state: the player's Redis state; kick: logging the online instance "
+                          "out; assign: role node + secret)", ["step"],
+                          registry=node.registry, buckets=REQUEST_BUCKETS)
+        precreate(steps, LOGIN_STEPS)
         self.connections = Gauge("rl_login_connections", "Open client connections",
                                  registry=node.registry)
-        self.handlers = [LoginHandler(node, i, pool, outcomes, latency) for i in range(n)]
+        self.handlers = [LoginHandler(node, i, pool, outcomes, latency, steps)
+                         for i in range(n)]
         node.add_shutdown_handler("loginserver", self._shutdown)
         self._pool = pool
 

@@ -12,6 +12,8 @@ except ``GET /health`` and ``GET /metrics``.
     GET  /shutdown          progress: phase, per-node state, reports in arrival order
     POST /call              {"node","service","method","args"[, "timeout"]} one operator call
     GET  /sd                Prometheus HTTP service discovery of every node's metrics port
+                            (down nodes and configured nodes that never registered too)
+    GET  /players/<userid>  online or not, role node, birth region, name, generation
     POST /players/<userid>/kick   {"reason"?} log an online player out; the client gets
                             KickNotify{KICK_GM, reason}
     POST /hotfix            every node applies the new codefix lists now
@@ -59,8 +61,9 @@ from rltwist.cluster import (
     RemoteError,
     UnknownNode,
 )
-from rltwist.config import REGION_KINDS
 from rltwist.nodes.common.hotfix import hotfix_of
+from rltwist.nodes.master.metrics import sid_label
+from rltwist.nodes.master.players import PlayerLookupError, player_view
 from rltwist.protocols import pb
 from rltwist.redis import GAME_STEP_FINISH, RedisError
 
@@ -405,16 +408,39 @@ class GMApi:
     @app.route("/sd", methods=["GET"])
     async def sd(self, request: IRequest) -> bytes:
         def targets() -> list[dict[str, Any]]:
+            # Every node master knows, down ones included, and every configured node that
+            # has not registered: Prometheus then sees up == 0 for a node that died, even
+            # one that died while master was away.
             me = self.node.me
             out = [{"targets": [f"{me.host}:{me.metrics_port}"],
                     "labels": {"node": me.name, "kind": "master", "sid": ""}}]
+            listed = {me.name}
             for name, r in sorted(self.flow.nodes.items()):
-                sid = r.number if r.kind in REGION_KINDS else None
+                listed.add(name)
                 out.append({"targets": [f"{r.host}:{r.metrics_port}"],
                             "labels": {"node": name, "kind": r.kind,
-                                       "sid": "" if sid is None else str(sid)}})
+                                       "sid": sid_label(r.kind, r.number)}})
+            for name in sorted(self.flow.configured() - listed):  # not decommissioned ones
+                c = self.node.config.nodes[name]
+                out.append({"targets": [f"{c.host}:{c.metrics_port}"],
+                            "labels": {"node": name, "kind": c.kind,
+                                       "sid": sid_label(c.kind, c.number)}})
             return out
         return await self._guard(request, targets)
+
+    @app.route("/players/<userid>", methods=["GET"])
+    async def player(self, request: IRequest, userid: str) -> bytes:
+        async def view() -> dict[str, Any]:
+            uid = _parse_userid(userid)
+            try:
+                found = await player_view(self.node, uid)
+            except PlayerLookupError as e:
+                raise HTTPError(503, "unavailable", str(e), source=e.what) from None
+            if found is None:
+                raise HTTPError(404, "unknown_player", f"no player {uid}: neither Redis "
+                                "nor the role database knows it", userid=uid)
+            return found
+        return await self._guard(request, view)
 
     # -- hot reload broadcasts (seed §12-14) ------------------------------------------
 

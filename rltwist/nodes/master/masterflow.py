@@ -140,6 +140,7 @@ class Masterflow(Service):
         # moved on without it (it must drop what it holds), e.g. RoleRegistry after a
         # write-back of online players that this node was not part of
         self.drop_checks: list[Callable[[NodeRecord], bool]] = []
+        self.started_at: float | None = None  # reactor time of start()
         # the name table's version: this master's epoch (a restarted master never repeats
         # an older one's versions) and a counter bumped by every change
         self._epoch = secrets.token_hex(4)
@@ -395,7 +396,15 @@ class Masterflow(Service):
         return record
 
     def start(self) -> None:
+        self.started_at = self._now()
         self._monitor.start(self.settings.heartbeat_interval, now=False)
+
+    def startup_grace_over(self) -> bool:
+        """True once a live node had time to (re-)register with this master: a configured
+        node still missing then is not running (or cannot reach master)."""
+        s = self.settings
+        return (self.started_at is not None
+                and self._now() - self.started_at > s.heartbeat_interval * s.heartbeat_misses)
 
     def stop(self) -> None:
         if self._monitor.running:

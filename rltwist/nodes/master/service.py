@@ -15,6 +15,7 @@ from rltwist.net import LISTEN_BACKLOG
 from rltwist.nodes.common.node import Node, fail_startup
 from rltwist.nodes.master.gm import BoundedRequest, GMApi
 from rltwist.nodes.master.masterflow import Masterflow
+from rltwist.nodes.master.metrics import MasterCollector
 from rltwist.nodes.role.registry import RoleRegistry
 
 log = Logger()
@@ -69,4 +70,5 @@ def build(node: Node) -> None:
     node.cluster.register(flow)
     node.role_registry = RoleRegistry(node, flow)  # type: ignore[attr-defined]
     node.masterflow = flow  # type: ignore[attr-defined]
+    node.registry.register(MasterCollector(flow, node.role_registry))  # type: ignore[attr-defined]
     GMService(node, flow).setServiceParent(node)

@@ -57,8 +57,10 @@ async def authenticate(gw: Gateway, conn: GatewayConnection, msg: Any, session: 
     if not gw.writes_allowed():
         return _refuse(gw, conn, session, userid, E.RETRY_LATER,
                        "this role node has lost master; it accepts no new players")
+    steps = _Steps(gw)
     try:
         ticket = await gw.state.auth_begin(userid, msg.secret, me)
+        steps.done("begin")
     except RedisError as e:
         # nothing was consumed: the client may send the same Auth again on this connection
         return _refuse(gw, conn, session, userid, E.RETRY_LATER, f"Redis unavailable ({e})",
@@ -74,7 +76,7 @@ async def authenticate(gw: Gateway, conn: GatewayConnection, msg: Any, session: 
             # a second Auth with a fresh secret while the old instance lives here
             await gw.logout(old, "login elsewhere", K.KICK_LOGIN_ELSEWHERE)
         try:
-            player = await _create_instance(gw, userid, ticket)
+            player = await _create_instance(gw, userid, ticket, steps)
         except AuthRefused as e:
             await _undo(gw, userid, ticket)
             return _refuse(gw, conn, session, userid, e.code, str(e))
@@ -86,8 +88,11 @@ async def authenticate(gw: Gateway, conn: GatewayConnection, msg: Any, session: 
         conn.authenticating = False
         conn.handshakeDone()
         gw.tell_rolecaches(player, "set")
+        steps.restart()
         await gw.reconcile_name(player)
+        steps.done("reconcile")
     await gw.take_transfers(player)
+    steps.done("transfers")
     gw.auths.labels("OK").inc()
     gw.auth_latency.observe(time.monotonic() - started)
     conn.reply(session, pb.Auth.Response(
@@ -98,17 +103,22 @@ async def authenticate(gw: Gateway, conn: GatewayConnection, msg: Any, session: 
         gw.start_logout(player, "connection lost")
 
 
-async def _create_instance(gw: Gateway, userid: int, ticket: int) -> Player:
+async def _create_instance(gw: Gateway, userid: int, ticket: int,
+                           steps: _Steps | None = None) -> Player:
     """Claim the player's data for a new generation, load it, make it GAME_STEP_FINISH."""
     agent = gw.agents[userid % len(gw.agents)]
+    steps = steps or _Steps(gw)
     try:
+        steps.restart()  # not the wait for the per-user lock
         player = await agent.load(userid, ticket)
+        steps.done("claim")
     except StaleGeneration as e:
         raise AuthRefused(E.RETRY_LATER, f"a newer login took over ({e})") from None
     except StorageError as e:
         raise AuthRefused(E.RETRY_LATER, f"storage unavailable ({e})") from None
     try:
         finished = await gw.state.auth_finish(userid, gw.node.name, ticket, player.generation)
+        steps.done("finish")
     except RoleNotRegistered:
         finished = False
     except RedisError as e:
@@ -121,6 +131,27 @@ async def _create_instance(gw: Gateway, userid: int, ticket: int) -> Player:
         agent.forget(player)
         raise AuthRefused(E.RETRY_LATER, "the login state moved on (a newer login)")
     return player
+
+
+class _Steps:
+    """Times the steps of one Auth into ``rl_role_auth_step_seconds`` as each completes
+    (a step that fails is not recorded)."""
+
+    __slots__ = ("histogram", "last")
+
+    def __init__(self, gw: Gateway) -> None:
+        # a gateway stand-in of a flow test may have no metrics
+        self.histogram = getattr(gw, "auth_steps", None)
+        self.last = time.monotonic()
+
+    def restart(self) -> None:
+        self.last = time.monotonic()
+
+    def done(self, step: str) -> None:
+        now = time.monotonic()
+        if self.histogram is not None:
+            self.histogram.labels(step).observe(now - self.last)
+        self.last = now
 
 
 async def _undo(gw: Gateway, userid: int, ticket: int) -> None:

@@ -15,9 +15,8 @@ Auth and to every request but heartbeats; once fenced it saves and kicks everyon
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from prometheus_client import Counter, Gauge, Histogram
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -30,6 +29,7 @@ from rltwist.nodes.role import auth, transfers
 from rltwist.nodes.role import logout as logout_flow
 from rltwist.nodes.role import rename as rename_flow
 from rltwist.nodes.role.agent import LOGGING_OUT, ONLINE, PLAYERS, ROLEDB, Agent, Player
+from rltwist.nodes.role.metrics import RoleMetrics, regions_of
 from rltwist.protocols import pb
 from rltwist.protocols.server import (
     CloseReason,
@@ -119,26 +119,23 @@ class Gateway(Service, ServerProtocolFactory):
         self.sweeper = LoopingCall(self._sweep)
         self.sweeper.clock = node.reactor
         reg = node.registry
-        self.online = Gauge("rl_role_online_players", "Players online on this role node",
-                            registry=reg)
-        self.auths = Counter("rl_role_auth", "Auth requests by outcome", ["outcome"],
-                             registry=reg)
-        self.logouts = Counter("rl_role_logouts", "Logouts by reason", ["reason"],
-                               registry=reg)
+        self.metrics = RoleMetrics(
+            reg, lambda: self.players,
+            lambda: regions_of([*node.cluster.addresses, *node.config.nodes]))
+        self.online = self.metrics.online
+        self.auths = self.metrics.auths
+        self.logouts = self.metrics.logouts
         self.saver = Saver(
             node.database(ROLEDB), PLAYERS, self._held_items,
             interval=node.config.storage.save_interval, clock=node.reactor, registry=reg,
             name="role_players", on_stale=self._fenced)
-        self.final_save_retries = Counter(
-            "rl_role_final_save_retries",
-            "Final (logout) saves that failed and were retried; the player is kept meanwhile",
-            registry=reg)
+        self.final_save_retries = self.metrics.final_save_retries
         self.saver.setServiceParent(node)
         self.hotfix = hotfix_of(node)
         register_online_entities("role", lambda: [p.entity for p in self.players.values()
                                                   if p.state == ONLINE])
-        self.auth_latency = Histogram("rl_role_auth_seconds", "Time to answer an Auth",
-                                      registry=reg)
+        self.auth_latency = self.metrics.auth_latency
+        self.auth_steps = self.metrics.auth_steps
 
     def now(self) -> float:
         return float(self.node.reactor.seconds())
@@ -154,16 +151,17 @@ class Gateway(Service, ServerProtocolFactory):
     async def authenticate(self, conn: GatewayConnection, msg: Any, session: int) -> None:
         await auth.authenticate(self, conn, msg, session)
 
-    def start_logout(self, player: Player, reason: str, kick: int | None = None) -> None:
+    def start_logout(self, player: Player, reason: str,
+                     kick: pb.KickReason | None = None) -> None:
         defer.Deferred.fromCoroutine(self.logout(player, reason, kick)).addErrback(
             lambda f: log.failure("logout of {userid} failed", f, userid=player.userid))
 
-    async def logout(self, player: Player, reason: str, kick: int | None = None,
+    async def logout(self, player: Player, reason: str, kick: pb.KickReason | None = None,
                      notice: str | None = None) -> None:
         """Take *player* offline once, saving it (retried until storage takes it)."""
         await logout_flow.logout(self, player, reason, kick, notice)
 
-    async def rename(self, player: Player, name: str) -> int:
+    async def rename(self, player: Player, name: str) -> pb.ErrorCode:
         return await rename_flow.rename(self, player, name)
 
     async def reconcile_name(self, player: Player) -> None:
@@ -245,7 +243,9 @@ class Gateway(Service, ServerProtocolFactory):
             return "logging_out"
         # the text goes to the client; the logout is counted under a fixed label
         label = KICK_LABELS.get(code, "kick")
-        await self.logout(player, label, code, notice=str(reason)[:MAX_KICK_TEXT])
+        # code came over the wire as an int; checked against K.values() above
+        kick = cast("pb.KickReason", code)
+        await self.logout(player, label, kick, notice=str(reason)[:MAX_KICK_TEXT])
         return "kicked"
 
     @handler
@@ -297,7 +297,7 @@ class Gateway(Service, ServerProtocolFactory):
         are refused by fencing if a newer instance saved meanwhile)."""
         await self._logout_everyone("node was marked down", K.KICK_LOGIN_ELSEWHERE)
 
-    async def _logout_everyone(self, reason: str, kick: int) -> None:
+    async def _logout_everyone(self, reason: str, kick: pb.KickReason) -> None:
         await defer.DeferredList([
             defer.Deferred.fromCoroutine(self.logout(p, reason, kick))
             for p in list(self.players.values())])

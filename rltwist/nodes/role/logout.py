@@ -33,7 +33,7 @@ RETRY_FIRST = 0.5
 RETRY_MAX = 30.0
 
 
-async def logout(gw: Gateway, player: Player, reason: str, kick: int | None = None,
+async def logout(gw: Gateway, player: Player, reason: str, kick: pb.KickReason | None = None,
                  notice: str | None = None) -> None:
     """Take *player* offline once; every caller waits for the same logout.
 
@@ -48,6 +48,8 @@ async def logout(gw: Gateway, player: Player, reason: str, kick: int | None = No
     player.state = LOGGING_OUT
     served.ended(gw, player)  # it takes no more requests: the served interval ends
     userid, me = player.userid, gw.node.name
+    if kick is not None:
+        gw.metrics.kicked(kick)
     try:
         try:
             await gw.state.set_logout(userid, me, player.generation)

@@ -40,7 +40,7 @@ INTENT = "rename"
 CALL_TIMEOUT = 10.0
 
 
-async def rename(gw: Gateway, player: Player, name: str) -> int:
+async def rename(gw: Gateway, player: Player, name: str) -> pb.ErrorCode:
     """Rename *player*: name rules from the game tables, uniqueness in the birth region;
     answers an ErrorCode. OK means the new name is saved and reserved."""
     tables = sharedata().snapshot

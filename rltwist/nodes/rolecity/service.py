@@ -203,9 +203,12 @@ class RoleCityActor(Actor):
     @action(save=True)
     async def take_transfers(self, entity: Entity, generation: int) -> list[dict[str, Any]]:
         """Step 1 of the transfers to the online instance *generation* (fenced): mark and
-        hand them; the marks are saved before the answer."""
-        await self._fence(entity.id, generation, "take_transfers")
+        hand them; the marks are saved before the answer. With nothing waiting (every
+        Auth asks) the answer is [] without the fence's read: nothing is marked or handed."""
         _migrate_legacy_grants(entity)
+        if not transfer.entries(entity):
+            return []
+        await self._fence(entity.id, generation, "take_transfers")
         return transfer.take(entity, entity.id, generation)
 
     @action(save=True)
