@@ -142,7 +142,7 @@ async def probe_login(env: Env, openid: str, server_id: int = 1) -> str:
             return code_name(r.code)
         conn = await connect(env, r.host, r.port)
         try:
-            a = await conn.request(pb.Auth(userid=r.userid, secret=r.secret))
+            a: Any = await conn.request(pb.Auth(userid=r.userid, secret=r.secret))
             return code_name(a.code)
         finally:
             conn.close()
@@ -208,7 +208,7 @@ class ChaosBot:
             raise SessionEnd(f"login {code_name(r.code)}")
         self.userid = r.userid
         conn = self.conn = await connect(env, r.host, r.port, on_push=self._on_push)
-        a = await conn.request(pb.Auth(userid=r.userid, secret=r.secret))
+        a: Any = await conn.request(pb.Auth(userid=r.userid, secret=r.secret))
         if a.code != E.OK:
             raise SessionEnd(f"auth {code_name(a.code)}")
         self.online = True
@@ -219,7 +219,7 @@ class ChaosBot:
             await env.sleep(env.tick)
             if conn.closed.called:
                 raise SessionEnd(f"kicked {conn.kick}" if conn.kick else "connection lost")
-            h = await conn.request(pb.Heartbeat())
+            h: Any = await conn.request(pb.Heartbeat())
             if h.code != E.OK:
                 raise SessionEnd(f"heartbeat {code_name(h.code)}")
             self.last_heartbeat = time.monotonic()
@@ -234,7 +234,7 @@ class ChaosBot:
         env.inflight += 1
         try:
             try:
-                r = await conn.request(pb.Rename(name=name))
+                r: Any = await conn.request(pb.Rename(name=name))
             except Exception as e:
                 env.ledger.record("rename", self.userid, name, UNKNOWN, env.fault, reason_of(e))
                 raise

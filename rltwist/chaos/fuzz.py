@@ -234,9 +234,13 @@ class Counting(protocol.Protocol):
         if not self.closed.called:
             self.closed.callback(None)
 
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
     def close(self) -> None:
         if self.transport is not None and not self.closed.called:
-            self.transport.abortConnection()
+            getattr(self.transport, "abortConnection", self.transport.loseConnection)()
 
 
 @attrs.define
@@ -348,7 +352,7 @@ class Fuzz:
             while done < want and not conn.closed.called:
                 batch, benign = self._client_batch(rng, name, protos)
                 before = conn.answers
-                conn.transport.write(b"".join(batch))
+                conn.write(b"".join(batch))
                 tally.written += len(batch)
                 hostile = len(batch) - benign
                 expect = before + benign
@@ -426,7 +430,7 @@ class Fuzz:
             if r.code != E.OK:
                 await self.sleep(0.2)
                 continue
-            conn.transport.write(frame(REGISTRY.id_of(pb.Auth), 1, pb.Auth(
+            conn.write(frame(REGISTRY.id_of(pb.Auth), 1, pb.Auth(
                 userid=r.userid, secret=r.secret).SerializeToString()))
             deadline = time.monotonic() + 10
             while conn.answers < 1 and not conn.closed.called and time.monotonic() < deadline:
@@ -488,7 +492,7 @@ class Fuzz:
                 data = rng.randbytes(rng.randint(1, 300))
             else:
                 data = mutate(rng, msgpack.packb([AUTH, "x", b"n" * 16, b"m" * 32]))
-            conn.transport.write(data)
+            conn.write(data)
             tally.written += 1
             end = time.monotonic() + 1.0
             while not conn.closed.called and time.monotonic() < end:
@@ -515,7 +519,7 @@ class Fuzz:
             tally.connections += 1
             _, agent, nonce = hello
             my_nonce = os.urandom(16)
-            conn.transport.write(msgpack.packb(
+            conn.write(msgpack.packb(
                 [AUTH, me, my_nonce, mac(self.secret(), b"S", nonce, me, agent)],
                 use_bin_type=True))
             deadline = time.monotonic() + 5
@@ -541,7 +545,7 @@ class Fuzz:
                 if not batch:
                     continue
                 before = conn.answers
-                conn.transport.write(b"".join(batch))
+                conn.write(b"".join(batch))
                 tally.written += len(batch)
                 end = time.monotonic() + (1.0 if hostile else 10.0)
                 while conn.answers < before + expect and not conn.closed.called \

@@ -374,8 +374,10 @@ class Run:
             if seen is not None:
                 observed[seen.userid] = seen
 
-        await defer.DeferredList([sem.run(lambda b=b: defer.Deferred.fromCoroutine(one(b)))
-                                  for b in bots])
+        def start(bot: ChaosBot) -> defer.Deferred[None]:
+            return defer.Deferred.fromCoroutine(one(bot))
+
+        await defer.DeferredList([sem.run(start, b) for b in bots])
         return self.ledger.check(observed)
 
     async def _observe(self, bot: ChaosBot, attempts: int = 20) -> Observed | None:

@@ -111,7 +111,8 @@ class Soak:
             for b in active:
                 b.stop()
             release = defer.Deferred.fromCoroutine(swarm.release())
-            await defer.DeferredList([release, *(b.done for b in active if b.done)])
+            waits: list[defer.Deferred[Any]] = [release, *(b.done for b in active if b.done)]
+            await defer.DeferredList(waits)
             await h.stop()
         growth = {n: round(final[n] / baseline[n] - 1, 4) if baseline[n] > 0 else None
                   for n in baseline}
