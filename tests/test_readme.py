@@ -37,6 +37,10 @@ ELSEWHERE = {
     "rl-cluster down": "tests/test_rl_cluster.py",
     "rl-bot": "tests/test_bot_e2e.py",
     "python bench/": ".ci/run runs every benchmark with --quick",
+    "rl-chaos run --quick": ".ci/run runs this line's command",
+    "rl-chaos run --json": "the full schedule of the same code as --quick; docs/RELIABILITY.md",
+    "rl-chaos fuzz": "tests/test_chaos_cli.py (smaller targets)",
+    "rl-chaos soak": "tests/test_chaos_cli.py (fewer players, shorter)",
 }
 
 

@@ -160,8 +160,8 @@ class _Link(Protocol):
                     return
                 # anything that came behind the handshake is frames; the old decoder holds it
             self.frames(unpacker)
-        except (ProtocolViolation, ValueError, TypeError, IndexError, msgpack.UnpackException,
-                msgpack.BufferFull) as e:
+        except (ProtocolViolation, ValueError, TypeError, IndexError, KeyError,
+                msgpack.UnpackException, msgpack.BufferFull) as e:  # KeyError: a map frame
             self.close_with_reason(f"protocol violation: {type(e).__name__}: {e}")
 
     def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
@@ -211,6 +211,9 @@ class AgentLink(_Link):
         # peer gets them in the same segments, and the per-write cost of the transport is
         # paid once per read instead of once per call.
         cluster = self.cluster
+        if not self.ready:  # the handshake guarantees this never happens: prove it
+            self._unauthenticated(msgs)
+            return
         handlers = cluster.handlers
         calls_in = cluster.stats.calls_in
         max_message = cluster.settings.max_message
@@ -260,6 +263,16 @@ class AgentLink(_Link):
                 if len(data) > max_message:
                     data = b"".join([self._fit(frame) for frame in replies])
                 self.transport.write(data)
+
+    def _unauthenticated(self, msgs: Iterator[Any]) -> None:
+        """Frames reached dispatch on a link that never authenticated: run none of them,
+        count the calls and sends (``rl_cluster_unauthenticated_dispatches``), close."""
+        n = sum(1 for msg in msgs if type(msg) is list and msg and msg[0] in (CALL, SEND))
+        self.cluster.stats.unauthenticated_dispatches += n
+        log.critical("{node}: {n} calls/sends from unauthenticated peer {address} reached "
+                     "dispatch; refused", node=self.cluster.name, n=n,
+                     address=self.peer_address())
+        self.close_with_reason("dispatch before authentication", "unauthenticated")
 
     def _fit(self, frame: bytes) -> bytes:
         """*frame*, or if it is larger than ``max_message`` the error frame saying so (the

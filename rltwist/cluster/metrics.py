@@ -159,6 +159,9 @@ class Stats:
         self.link_closes: dict[str, int] = {}
         self.late_replies = 0
         self.auth_failures = 0
+        # calls/sends that reached dispatch on an inbound link without a handshake: never run,
+        # and a bug if ever non-zero (rl-chaos fuzz checks it stays 0)
+        self.unauthenticated_dispatches = 0
 
     def serve(self, service: str, methods: Iterable[str]) -> None:
         """Make the inbound counters of a registered service's methods exist (at 0)."""
@@ -296,6 +299,10 @@ class ClusterCollector(Collector):
         yield CounterMetricFamily("rl_cluster_auth_failures",
                                   "Inbound links refused for a bad handshake",
                                   value=s.auth_failures)
+        yield CounterMetricFamily("rl_cluster_unauthenticated_dispatches",
+                                  "Calls and sends from peers that did not complete the "
+                                  "handshake that reached dispatch (refused; must stay 0)",
+                                  value=s.unauthenticated_dispatches)
         up = GaugeMetricFamily("rl_cluster_link_up", "Outgoing link to peer is ready (1) or not",
                                labels=["peer"])
         # Backlogs per peer only where there is one: at 100 regions a node has ~420 peers,

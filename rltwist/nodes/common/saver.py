@@ -145,9 +145,15 @@ class Saver(service.Service):
 
     async def save(self, items: Iterable[SaveItem]) -> SaveReport:
         """Save these entities now (those not dirty are skipped) and report the outcome."""
-        items = list(items)
+        dirty = self._dirty(items)
+        if not dirty:
+            # Nothing to write: do not queue on the lock. A save that finishes without
+            # waiting would hand the lock to the next waiter inside its own release, and a
+            # long queue of such saves (a mass logout behind one slow save) recursed until
+            # Python's recursion limit left the lock held for ever.
+            return SaveReport()
         async with self._lock:
-            return await self._save(self._dirty(items))
+            return await self._save(self._dirty(dirty))
 
     # -- the loop ------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.logger import Logger
 
 from rltwist.cluster import birth_region
+from rltwist.nodes.role import served
 from rltwist.nodes.role.agent import ONLINE
 from rltwist.protocols import pb
 from rltwist.redis import RedisError, RoleNotRegistered
@@ -80,6 +81,7 @@ async def authenticate(gw: Gateway, conn: GatewayConnection, msg: Any, session: 
             await _undo(gw, userid, ticket)
             return _refuse(gw, conn, session, userid, e.code, str(e))
         gw.players[userid] = player
+        served.started(gw, player)  # rl-chaos's double-online proof reads these records
         gw.online.set(len(gw.players))
         player.conn = conn
         conn.player = player

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from rltwist.nodes.role import served
 from rltwist.nodes.role.agent import GONE, LOGGING_OUT, ONLINE
 from rltwist.protocols import pb
 from rltwist.protocols.server import CloseReason
@@ -45,6 +46,7 @@ async def logout(gw: Gateway, player: Player, reason: str, kick: pb.KickReason |
             await done
         return
     player.state = LOGGING_OUT
+    served.ended(gw, player)  # it takes no more requests: the served interval ends
     userid, me = player.userid, gw.node.name
     if kick is not None:
         gw.metrics.kicked(kick)

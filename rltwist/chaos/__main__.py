@@ -1,0 +1,3 @@
+from rltwist.chaos.cli import main
+
+main()

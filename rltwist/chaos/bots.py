@@ -1,0 +1,250 @@
+"""The players of ``rl-chaos run``: in-process clients that stay online through faults.
+
+``rl-bot``'s swarm measures logins and gives a bot up at its first failure; a chaos bot
+instead logs in again after every kick, lost connection or refused answer (with a short
+jittered backoff), because what is measured is how fast players get back and whether what
+they were told is true. Each bot heartbeats every ``tick`` seconds and, unless the run is
+quiet, renames itself now and then; every rename goes into the :class:`Ledger` with its
+outcome. Errors are counted by code (``RETRY_LATER``, ``timeout``, ``kicked:...``) per
+fault window.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.internet import defer, error, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+from rltwist.chaos.ledger import FAILED, OK, UNKNOWN, Ledger
+from rltwist.protocols import ClientProtocol, pb
+from rltwist.sdk import dev_token
+
+E = pb.ErrorCode
+DEV_SDK_SECRET = "dev-only-sdk-secret-change-me"
+#: rename answers that say for sure nothing changed
+DEFINITE_RENAME_FAILURES = frozenset({E.NAME_TAKEN, E.NAME_INVALID})
+
+
+def code_name(code: int) -> str:
+    try:
+        return str(E.Name(code))
+    except ValueError:
+        return f"code {code}"
+
+
+class SessionEnd(Exception):
+    """The bot's session is over; ``reason`` is what the error table counts."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def reason_of(exc: BaseException) -> str:
+    if isinstance(exc, SessionEnd):
+        return exc.reason
+    if isinstance(exc, defer.TimeoutError):
+        return "timeout"
+    if isinstance(exc, error.ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, (error.ConnectionLost, error.ConnectionDone)):
+        return "connection lost"
+    if isinstance(exc, error.ConnectError):
+        return "connect failed"
+    return type(exc).__name__
+
+
+class Env:
+    """What every bot of a run shares: addresses, the ledger, the current fault window."""
+
+    def __init__(self, reactor: Any, logins: Sequence[tuple[str, int]],
+                 role_by_port: dict[int, str], ledger: Ledger, *, tick: float = 1.0,
+                 timeout: float = 3.0, rename_p: float = 0.2, seed: int | None = None,
+                 dev_sdk_secret: str = DEV_SDK_SECRET) -> None:
+        self.reactor = reactor
+        self.logins = list(logins)
+        self.role_by_port = role_by_port
+        self.ledger = ledger
+        self.tick = tick
+        self.timeout = timeout
+        self.rename_p = rename_p
+        self.rng = random.Random(seed)
+        self.secret = dev_sdk_secret
+        self.token = secrets.token_hex(4)  # names unique across runs on one database
+        self.fault = "start"
+        self.quiet = False
+        self.stopping = False
+        self.inflight = 0  # ledger operations waiting for their answer
+        self.errors: Counter[str] = Counter()
+
+    def error(self, reason: str) -> None:
+        self.errors[reason] += 1
+
+    def sleep(self, seconds: float) -> defer.Deferred[None]:
+        return task.deferLater(self.reactor, seconds)
+
+
+class Conn(ClientProtocol):
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.closed: defer.Deferred[None] = defer.Deferred()
+        self.kick: str | None = None
+
+    def connectionLost(self, reason: Any = None) -> None:
+        super().connectionLost(reason)
+        if not self.closed.called:
+            self.closed.callback(None)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed.called:
+            self.transport.loseConnection()
+
+
+async def connect(env: Env, host: str, port: int, on_push: Any = None) -> Conn:
+    conn = Conn(clock=env.reactor, timeout=env.timeout, on_push=on_push)
+    d = connectProtocol(TCP4ClientEndpoint(env.reactor, host, port, timeout=env.timeout),
+                        conn)
+    await d.addTimeout(env.timeout + 1, env.reactor)
+    return conn
+
+
+async def login(env: Env, openid: str, server_id: int, first: int = 0) -> Any:
+    """One Login on a login node (the next one after a connection failure); its answer."""
+    last: BaseException | None = None
+    for i in range(len(env.logins)):
+        host, port = env.logins[(first + i) % len(env.logins)]
+        try:
+            conn = await connect(env, host, port)
+        except Exception as e:
+            last = e
+            continue
+        try:
+            return await conn.request(pb.Login(
+                openid=openid, token=dev_token(env.secret, openid), device_id="chaos",
+                os="chaos", server_id=server_id, version="chaos"))
+        finally:
+            conn.close()
+    assert last is not None
+    raise last
+
+
+async def probe_login(env: Env, openid: str, server_id: int = 1) -> str:
+    """A fresh player logs in and authenticates, then leaves: "OK" or why not."""
+    try:
+        r = await login(env, openid, server_id)
+        if r.code != E.OK:
+            return code_name(r.code)
+        conn = await connect(env, r.host, r.port)
+        try:
+            a: Any = await conn.request(pb.Auth(userid=r.userid, secret=r.secret))
+            return code_name(a.code)
+        finally:
+            conn.close()
+    except Exception as e:
+        return reason_of(e)
+
+
+class ChaosBot:
+    """One player that keeps itself online and renames itself now and then."""
+
+    def __init__(self, env: Env, index: int, openid: str, server_id: int) -> None:
+        self.env = env
+        self.index = index
+        self.openid = openid
+        self.server_id = server_id
+        self.userid: int | None = None
+        self.online = False
+        self.node: str | None = None
+        self.online_at = 0.0  # monotonic time of the last Auth OK
+        self.last_heartbeat = 0.0  # monotonic time of the last answered heartbeat
+        self.name = ""
+        self.conn: Conn | None = None
+        self.renames = 0
+        self.sessions = 0
+        self.done: defer.Deferred[None] | None = None
+
+    def start(self) -> None:
+        self.done = defer.Deferred.fromCoroutine(self.run())
+
+    async def run(self) -> None:
+        env = self.env
+        while not env.stopping:
+            try:
+                await self.session()
+            except Exception as e:
+                if not env.stopping:
+                    env.error(reason_of(e))
+            finally:
+                self.online = False
+                self.node = None
+                if self.conn is not None:
+                    self.conn.close()
+                    self.conn = None
+            if not env.stopping:
+                await env.sleep(0.2 + env.rng.random() * 0.5)
+
+    def stop(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+    def _on_push(self, message: Any) -> None:
+        if isinstance(message, pb.KickNotify) and self.conn is not None:
+            try:
+                self.conn.kick = pb.KickReason.Name(message.code)
+            except ValueError:
+                self.conn.kick = str(message.code)
+
+    async def session(self) -> None:
+        env = self.env
+        r = await login(env, self.openid, self.server_id, first=self.index + self.sessions)
+        self.sessions += 1
+        if r.code != E.OK:
+            raise SessionEnd(f"login {code_name(r.code)}")
+        self.userid = r.userid
+        conn = self.conn = await connect(env, r.host, r.port, on_push=self._on_push)
+        a: Any = await conn.request(pb.Auth(userid=r.userid, secret=r.secret))
+        if a.code != E.OK:
+            raise SessionEnd(f"auth {code_name(a.code)}")
+        self.online = True
+        self.node = env.role_by_port.get(r.port, f"?:{r.port}")
+        self.online_at = self.last_heartbeat = time.monotonic()
+        self.name = a.name
+        while not env.stopping:
+            await env.sleep(env.tick)
+            if conn.closed.called:
+                raise SessionEnd(f"kicked {conn.kick}" if conn.kick else "connection lost")
+            h: Any = await conn.request(pb.Heartbeat())
+            if h.code != E.OK:
+                raise SessionEnd(f"heartbeat {code_name(h.code)}")
+            self.last_heartbeat = time.monotonic()
+            if not env.quiet and env.rng.random() < env.rename_p:
+                await self.rename(conn)
+
+    async def rename(self, conn: Conn) -> None:
+        env = self.env
+        assert self.userid is not None
+        self.renames += 1
+        name = f"c{self.index:x}x{self.renames:x}{env.token}"[:14]
+        env.inflight += 1
+        try:
+            try:
+                r: Any = await conn.request(pb.Rename(name=name))
+            except Exception as e:
+                env.ledger.record("rename", self.userid, name, UNKNOWN, env.fault, reason_of(e))
+                raise
+            if r.code == E.OK:
+                env.ledger.record("rename", self.userid, name, OK, env.fault)
+                self.name = name
+                return
+            outcome = FAILED if r.code in DEFINITE_RENAME_FAILURES else UNKNOWN
+            env.ledger.record("rename", self.userid, name, outcome, env.fault,
+                              code_name(r.code))
+            env.error(f"rename {code_name(r.code)}")
+        finally:
+            env.inflight -= 1
