@@ -12,7 +12,6 @@ import treq
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol
 from twisted.trial import unittest
 
 from rltwist.config import LoginSettings
@@ -20,25 +19,14 @@ from rltwist.nodes.login.loginhandler import version_allowed
 from rltwist.protocols import FrameDecoder, decode_downstream, encode_request, pb
 from rltwist.sdk import dev_token
 from tests.login_util import FakeLoginNode, LoginCase, login_handler, offline
-from tests.util import wait_for
+from tests.util import RawClient, wait_for
 
 E = pb.ErrorCode
 K = pb.KickReason
 
 
-class Raw(Protocol):
-    """A client speaking raw bytes; collects what the server sends until it closes."""
-
-    def __init__(self) -> None:
-        self.received = b""
-        self.lost: defer.Deferred[None] = defer.Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: Any = None) -> None:
-        if not self.lost.called:
-            self.lost.callback(None)
+class Raw(RawClient):
+    """A raw client of a game port that can decode the pushes it received."""
 
     def pushes(self) -> list[Any]:
         frames = FrameDecoder(downstream=True).feed(self.received)

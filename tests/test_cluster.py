@@ -7,7 +7,6 @@ from typing import Any
 
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol
 from twisted.trial import unittest
 
 from rltwist.cluster import (
@@ -24,7 +23,7 @@ from rltwist.cluster import (
     handler,
 )
 from rltwist.launcher import free_ports
-from tests.util import make_cluster, wait_for
+from tests.util import RawClient, make_cluster, wait_for
 
 
 class Echo(Service):
@@ -200,7 +199,7 @@ class TwoNodes(unittest.TestCase):
         sender_link = self.a.senders["b"].link
         self.assertEqual(len(links_before), 1)
 
-        stranger = _Stranger()
+        stranger = RawClient()
         await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port_b, timeout=5),
                               stranger)
         await wait_for(lambda: stranger.received, 5, "b to greet the stranger (HELLO)")
@@ -259,20 +258,6 @@ class TwoNodes(unittest.TestCase):
         self.assertIn('rl_cluster_calls_out_total{method="ping",service="echo"} 1.0', text)
         self.assertIn('rl_cluster_call_seconds_count{method="ping",service="echo"} 1.0', text)
         self.assertIn('rl_cluster_link_up{peer="b"} 1.0', text)
-
-
-class _Stranger(Protocol):
-    """A TCP client that does not speak the cluster protocol."""
-
-    def __init__(self) -> None:
-        self.received = b""
-        self.lost: defer.Deferred[None] = defer.Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.lost.callback(None)
 
 
 class StoppedCluster(unittest.TestCase):

@@ -11,7 +11,6 @@ import treq
 from prometheus_client import CollectorRegistry, Counter
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol
 from twisted.trial import unittest
 
 from rltwist.cluster import NodeUnreachable
@@ -21,6 +20,7 @@ from rltwist.nodes.master.service import GMSite
 from rltwist.protocols import pb
 from rltwist.redis import GAME_STEP_FINISH, LOGOUT
 from rltwist.redis.state import UserState
+from tests.util import RawClient
 
 TOKEN = "test-gm-token"
 AUTH = {"Authorization": [f"Bearer {TOKEN}"]}
@@ -87,7 +87,7 @@ class GMCase(unittest.TestCase):
     async def raw(self, data: bytes) -> bytes:
         """Send *data* on a fresh connection; what came back before the server closed
         it (bounded: the test fails if the server waits for more)."""
-        client = _Raw()
+        client = RawClient()
         await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1",
                                                  self.port.getHost().port), client)
         client.transport.write(data)  # type: ignore[union-attr]
@@ -98,18 +98,6 @@ class GMCase(unittest.TestCase):
             self.fail(f"the GM kept the connection open after {data[:80]!r}...; "
                       f"answered {client.received[:200]!r}")
         return client.received
-
-
-class _Raw(Protocol):
-    def __init__(self) -> None:
-        self.received = b""
-        self.lost: defer.Deferred[None] = defer.Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.lost.callback(None)
 
 
 def _head(path: str, extra: str) -> bytes:

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from twisted.internet import defer, reactor, task
+from twisted.internet.protocol import Protocol
 
 from rltwist.cluster import Cluster
 from rltwist.config import ClusterSettings
@@ -44,6 +45,22 @@ async def wait_for(check: Callable[[], Any], timeout: float, what: str,
 async def equals(awaitable: Any, expected: Any) -> bool:
     """For wait_for: does *awaitable* give *expected*?"""
     return (await awaitable) == expected
+
+
+class RawClient(Protocol):
+    """A TCP client that speaks raw bytes: collects what the server sends until it closes
+    (``lost`` fires once)."""
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.lost: defer.Deferred[None] = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if not self.lost.called:
+            self.lost.callback(None)
 
 
 async def metrics_text(lc: Any, name: str, timeout: float = 5.0) -> str:
