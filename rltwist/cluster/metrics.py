@@ -72,24 +72,30 @@ class PeerCalls:
     rates are in ``rl_cluster_calls_out_total`` by service and method). The windows turn
     at scrape time (``roll``): the p99 covers the last ``PEER_WINDOW`` to 2 x
     ``PEER_WINDOW`` seconds, or the time since the previous scrape when scrapes are
-    further apart. The sender's reply path bumps ``cur`` and ``calls``
-    inline; a call that timed out counts as taking its timeout.
+    further apart. The sender's reply path bumps ``cur`` inline; a call that timed out
+    counts as taking its timeout.
     """
 
-    __slots__ = ("calls", "cur", "prev", "started")
+    __slots__ = ("_rotated", "cur", "prev", "started")
 
     def __init__(self) -> None:
-        self.calls = 0
+        self._rotated = 0  # calls counted in windows that are no longer current
         self.cur = [0] * (len(LATENCY_BUCKETS) + 1)
         self.prev = [0] * (len(LATENCY_BUCKETS) + 1)
         self.started: float | None = None
 
+    @property
+    def calls(self) -> int:
+        """Calls answered (or timed out) so far. Derived from the windows, so the reply
+        path bumps one counter per call, not two."""
+        return self._rotated + sum(self.cur)
+
     def observe(self, seconds: float) -> None:
         self.cur[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        self.calls += 1
 
     def rotate(self, now: float) -> None:
         """Start a new window at *now*; the current one becomes the previous one."""
+        self._rotated += sum(self.cur)
         self.prev, self.cur = self.cur, [0] * len(self.cur)
         self.started = now
 

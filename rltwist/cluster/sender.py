@@ -342,7 +342,6 @@ class Sender:
                 out.buckets[i] += 1
                 out.seconds += seconds
                 peer.cur[i] += 1
-                peer.calls += 1
                 p[0].callback(result)
             elif kind == ERROR:
                 _, session, kind, message = msg
