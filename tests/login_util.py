@@ -9,8 +9,9 @@ from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.trial import unittest
 
-from rltwist.config import parse_node_name
-from rltwist.launcher import LocalCluster
+from rltwist.cluster import Cluster
+from rltwist.config import ClusterSettings, parse_node_name
+from rltwist.launcher import DEV_SECRET, LocalCluster
 from rltwist.protocols import ClientProtocol, pb
 from rltwist.redis import OnlineState, RedisClient, RedisServer
 from rltwist.sdk import dev_token
@@ -31,6 +32,9 @@ class GameClient:
         self.conn: ClientProtocol | None = None
         self.login_response: Any = None
         self.closed: defer.Deferred[None] = defer.Deferred()
+        #: set by tests.social_util.SocialCase: the userid and the role node serving it
+        self.userid = 0
+        self.role = ""
 
     async def connect(self, host: str, port: int) -> ClientProtocol:
         client = self
@@ -168,3 +172,18 @@ def login_handler(node: FakeLoginNode, pool: Any = None) -> Any:
     return LoginHandler(node, 0, pool,  # type: ignore[arg-type]
                         Counter("rl_login", "", ["outcome"], registry=registry),
                         Histogram("rl_login_seconds", "", registry=registry))
+
+
+class ClusterProbe:
+    """The test as one more cluster member, to ask nodes directly (master may be dead)."""
+
+    def __init__(self, case: LoginCase) -> None:
+        names = [n for n in case.names if n != "master"]
+        self.cluster = Cluster("tester", ClusterSettings(secret=DEV_SECRET.encode(),
+                                                         call_timeout=10.0),
+                               {n: case.lc.address(n) for n in names})
+        self.cluster.startService()
+        case.addCleanup(self.cluster.stopService)
+
+    async def online(self, role: str) -> list[int]:
+        return list(await self.cluster.call(role, "gateway", "online_players", timeout=5))

@@ -11,12 +11,9 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from rltwist.cluster import Cluster
-from rltwist.config import ClusterSettings
-from rltwist.launcher import DEV_SECRET
 from rltwist.protocols import pb
 from rltwist.storage import EmbeddedBackend
-from tests.login_util import GameClient, LoginCase
+from tests.login_util import ClusterProbe, GameClient, LoginCase
 from tests.util import equals, metrics_text, wait_for
 
 log = Logger()
@@ -24,21 +21,6 @@ E = pb.ErrorCode
 K = pb.KickReason
 
 INTERVAL, MISSES = 0.5, 3  # launcher.local_config's heartbeat settings
-
-
-class ClusterProbe:
-    """The test as one more cluster member, to ask nodes directly (master may be dead)."""
-
-    def __init__(self, case: LoginCase) -> None:
-        names = [n for n in case.names if n != "master"]
-        self.cluster = Cluster("tester", ClusterSettings(secret=DEV_SECRET.encode(),
-                                                         call_timeout=10.0),
-                               {n: case.lc.address(n) for n in names})
-        self.cluster.startService()
-        case.addCleanup(self.cluster.stopService)
-
-    async def online(self, role: str) -> list[int]:
-        return list(await self.cluster.call(role, "gateway", "online_players", timeout=5))
 
 
 async def probe_rename(client: GameClient, name: str) -> int:

@@ -9,7 +9,7 @@ request kind is one ``@action`` function here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import attrs
 from google.protobuf.message import Message
@@ -31,6 +31,17 @@ class BotIdentity:
     userid: int
     #: Random hex chosen once per run; makes names unique across runs.
     run_token: str
+    #: userids of the bots of this run that are logged in (this one included), in login
+    #: order: social actions pick their partners here
+    online: Sequence[int] = ()
+
+    def peer(self, step: int = 1) -> int:
+        """Another logged-in bot's userid (the one *step* places after this bot in login
+        order, wrapping); this bot's own userid when it is alone."""
+        others = [u for u in self.online if u != self.userid]
+        if not others:
+            return self.userid
+        return others[(self.index + step - 1) % len(others)]
 
     def unique_name(self) -> str:
         """A valid role name unique to this bot in this run: ``b<index>x<hex>``.

@@ -239,6 +239,8 @@ class BotSwarm:
         self.recorder = Recorder(options.count, options.openid_prefix, options.expect_kicks)
         #: Random hex of this run, for unique role names.
         self.run_token = secrets.token_hex(7)
+        #: userids of this run's bots that passed Auth, in order (social actions' partners)
+        self.online_userids: list[int] = []
         self._slots = defer.DeferredSemaphore(options.concurrency)
         self._sessions = _SessionClock(self.clock, options.heartbeat, self._heartbeat)
         self._held: set[_Bot] = set()
@@ -365,8 +367,9 @@ class BotSwarm:
                 rec.last_login = now
             bot.ended = defer.Deferred()
             self._sessions.add_heartbeats(bot)
+            self.online_userids.append(userid)
             identity = BotIdentity(index=index, openid=bot.openid, userid=userid,
-                                   run_token=self.run_token)
+                                   run_token=self.run_token, online=self.online_userids)
             for step in o.script:
                 act = ACTIONS[step]
                 await self._call(bot, gateway, act.build(identity), step, act.ok_codes)

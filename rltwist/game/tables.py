@@ -105,4 +105,13 @@ def validate_building_costs(table: Any) -> Iterator[tuple[str, str]]:
 VALIDATORS: dict[str, Validator] = {
     "name_rules": validate_name_rules,
     "building_costs": validate_building_costs,
+    # -- chat --
+
+    # -- mail and gifts --
+
+    # -- friends --
+
+    # -- guilds --
+
+    # -- activities --
 }

@@ -326,6 +326,19 @@ class ServerProtocol(Protocol):
             raise UnknownMessage(f"{type(message).__qualname__} is not a registered push")
         return self._send(proto, 0, message)
 
+    def push_encoded(self, proto: int, body: bytes) -> bool:
+        """Send a push already encoded (one encoding written to many players); *proto*
+        must be a registered push id. False if the connection is closed."""
+        if proto not in self.registry.pushes:
+            raise UnknownMessage(f"message id {proto} is not a registered push")
+        if not self._open or self.transport is None:
+            return False
+        if len(body) > MAX_DOWN_BODY:
+            raise ValueError(f"push {proto}: body of {len(body)} bytes exceeds the "
+                             "downstream frame limit")
+        self.transport.write(DOWN_HEADER.pack(MIN_LENGTH + len(body), proto, 0) + body)
+        return self._open
+
     def _send(self, proto: int, session: int, message: Message) -> bool:
         if not self._open or self.transport is None:
             return False

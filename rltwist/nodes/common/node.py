@@ -31,7 +31,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from rltwist import __version__, crashpoint
+from rltwist import __version__, crashpoint, features
 from rltwist.cluster import Cluster, ListenError
 from rltwist.config import (
     DEFAULT_CONFIG,
@@ -488,6 +488,7 @@ def make_node(kind: str, options: usage.Options,
     if build is not None:
         try:
             build(node)
+            features.install(node)
         except (ConfigError, StartupError) as e:
             fail_startup(str(e))
     node.finish()

@@ -18,12 +18,15 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from rltwist.cluster import ClusterError, Service, handler
 
 log = Logger()
 
+REFILL_TIMEOUT = 10.0
+"""How long each role node has to answer a refill."""
 MAX_REMEMBERED = 100_000
 """Players whose highest generation is remembered after they went offline (oldest dropped)."""
 
@@ -46,6 +49,9 @@ class RoleCache(Service):
         """userid -> generation of the instance ``where`` names (None: an unfenced set)."""
         self.highest: OrderedDict[int, int] = OrderedDict()
         """userid -> highest generation seen (kept after a clear, bounded)."""
+        self.ended: OrderedDict[int, int] = OrderedDict()
+        """userid -> generation of its last instance cleared here (bounded): a late set of
+        that instance (a refill answer written before its logout) is ignored."""
         self.ignored = 0
         self.on_generation = on_generation
 
@@ -55,6 +61,10 @@ class RoleCache(Service):
         newer instance was seen already."""
         gen = _generation(generation)
         if gen is not None:
+            ended = self.ended.get(userid)
+            if ended is not None and gen <= ended:
+                self.ignored += 1  # that instance logged out already (a late refill)
+                return False
             known = self._known(userid)
             if known is not None and gen < known:
                 self.ignored += 1
@@ -81,6 +91,11 @@ class RoleCache(Service):
                 return False
         del self.where[userid]
         self.owner.pop(userid, None)
+        if gen is not None:
+            self.ended[userid] = gen
+            self.ended.move_to_end(userid)
+            while len(self.ended) > MAX_REMEMBERED:
+                self.ended.popitem(last=False)
         return True
 
     def _remember(self, userid: int, gen: int) -> None:
@@ -127,6 +142,35 @@ class RoleCache(Service):
         return True
 
     @handler
+    def locate(self, userids: list[int]) -> list[list[Any]]:
+        """``[[userid, role node], ...]`` for those of *userids* online."""
+        where = self.where
+        return [[u, where[u]] for u in userids if u in where]
+
+    async def refill(self, node: Any) -> int:
+        """After this node (re)started: ask every role node which of its online players
+        this rolecache covers, and record them (fenced like any set). How many."""
+        from rltwist.nodes.common.reach import role_nodes
+
+        cluster = self.cluster
+
+        async def ask(role: str) -> int:
+            try:
+                found = await cluster.call(role, "gateway", "whereabouts", node.name,
+                                           timeout=REFILL_TIMEOUT)
+            except ClusterError as e:
+                log.info("rolecache refill: {role} did not answer ({e})", role=role, e=e)
+                return 0
+            return sum(1 for userid, generation in found
+                       if self.set(int(userid), role, int(generation)))
+
+        counts = await defer.gatherResults([defer.Deferred.fromCoroutine(ask(role))
+                                            for role in role_nodes(cluster)])
+        total = sum(counts)
+        log.info("rolecache refilled: {n} online players", n=total)
+        return total
+
+    @handler
     def node_down(self, node: str) -> int:
         """Drop every player recorded on *node* (master saw it crash)."""
         gone = [u for u, n in self.where.items() if n == node]
@@ -134,3 +178,18 @@ class RoleCache(Service):
             del self.where[u]
             self.owner.pop(u, None)
         return len(gone)
+
+
+def install_rolecache(node: Any, rolecache: RoleCache | None = None) -> RoleCache:
+    """Register *rolecache* (a new one by default) on *node* and refill it from the role
+    nodes once the node is ready (a restarted rolecity, mail or map node knows at once who
+    is online); master tells it ``node_down`` for a role node it marks down or stopped."""
+    cache = rolecache if rolecache is not None else RoleCache()
+    node.cluster.register(cache)
+
+    def refill() -> None:  # in the background: role nodes may still be starting
+        defer.Deferred.fromCoroutine(cache.refill(node)).addErrback(
+            lambda f: log.failure("rolecache refill failed", f))
+
+    node.add_ready_hook(refill)
+    return cache

@@ -28,7 +28,7 @@ from rltwist.ecs.entity import Entity
 from rltwist.nodes.common.dbproxy import install_dbproxy, region_db
 from rltwist.nodes.common.lru import Actor, LRUGroup, LRURouter, action, install_lru
 from rltwist.nodes.common.node import Node
-from rltwist.nodes.common.rolecache import RoleCache
+from rltwist.nodes.common.rolecache import RoleCache, install_rolecache
 
 MAILBOX = "mailbox"
 MAX_MAILS = 200
@@ -179,7 +179,6 @@ class MailRouter(LRURouter):
 
 def build(node: Node) -> None:
     install_dbproxy(node)
-    rolecache = RoleCache()
-    node.cluster.register(rolecache)
+    rolecache = install_rolecache(node)
     install_lru(node, MailActor(rolecache), router="mailrouter", worker="mail",
                 db=region_db(node.me.number or 0), router_cls=MailRouter)

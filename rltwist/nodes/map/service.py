@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from rltwist.nodes.common.node import Node
-from rltwist.nodes.common.rolecache import RoleCache
+from rltwist.nodes.common.rolecache import install_rolecache
 
 
 def build(node: Node) -> None:
-    node.cluster.register(RoleCache())
+    install_rolecache(node)

@@ -15,6 +15,7 @@ from twisted.logger import Logger
 
 from rltwist.cluster import birth_region
 from rltwist.ecs.entity import Entity
+from rltwist.nodes.role.requests import REQUESTS
 from rltwist.protocols import pb
 from rltwist.storage import StaleGeneration
 
@@ -40,8 +41,8 @@ def new_player_doc(userid: int) -> dict[str, Any]:
 class Player:
     """One online instance: entity + connection + in-flight requests."""
 
-    __slots__ = ("agent", "conn", "entity", "generation", "inflight", "last_heartbeat",
-                 "logout_waiters", "state", "userid", "waiters")
+    __slots__ = ("agent", "blocked", "conn", "entity", "generation", "inflight",
+                 "last_heartbeat", "logout_waiters", "state", "userid", "waiters")
 
     def __init__(self, agent: Agent, userid: int, entity: Entity, generation: int,
                  now: float) -> None:
@@ -55,6 +56,9 @@ class Player:
         self.last_heartbeat = now
         self.state = ONLINE
         self.logout_waiters: list[defer.Deferred[None]] = []
+        #: userids this player blocks (the friends feature fills it): pushes sent on
+        #: their behalf (chat) are not written to this player
+        self.blocked: set[int | None] = set()
 
     @property
     def mapid(self) -> int:
@@ -128,7 +132,7 @@ class Agent:
 
     async def handle(self, player: Player, message: Any) -> Any:
         """Answer one request of an authenticated player."""
-        if isinstance(message, pb.Rename):
-            return pb.Rename.Response(code=await self.gateway.rename(player, message.name))
-        response_cls = type(message).Response
-        return response_cls(code=E.BAD_REQUEST)
+        handle = REQUESTS.get(type(message))
+        if handle is None:
+            return type(message).Response(code=E.BAD_REQUEST)
+        return await handle(self.gateway, player, message)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.logger import Logger
 
 from rltwist.cluster import birth_region
-from rltwist.nodes.role import served
+from rltwist.nodes.role import requests, served
 from rltwist.nodes.role.agent import ONLINE
 from rltwist.protocols import pb
 from rltwist.redis import RedisError, RoleNotRegistered
@@ -101,6 +101,8 @@ async def authenticate(gw: Gateway, conn: GatewayConnection, msg: Any, session: 
         basics=player.basics(), server_time_ms=int(time.time() * 1000)))
     if not conn.is_open and player.state == ONLINE:  # the client left during the Auth
         gw.start_logout(player, "connection lost")
+        return
+    await requests.run_after_auth(gw, player)
 
 
 async def _create_instance(gw: Gateway, userid: int, ticket: int,

@@ -21,7 +21,7 @@ from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from rltwist.cluster import ClusterError, Service, handler
+from rltwist.cluster import ClusterError, Service, birth_region, handler
 from rltwist.nodes.common.hotfix import hotfix_of, register_online_entities
 from rltwist.nodes.common.keylock import KeyedLock
 from rltwist.nodes.common.saver import Saver
@@ -265,6 +265,59 @@ class Gateway(Service, ServerProtocolFactory):
             return None
         return {"userid": userid, "generation": player.generation, "state": player.state,
                 "inflight": player.inflight, "attrs": dict(player.entity.attrs)}
+
+    # -- pushes to online players (rltwist.nodes.common.reach sends these) ---------------
+
+    @handler
+    def push(self, userids: list[int], msgid: int, body: bytes,
+             sender: int | None = None) -> int:
+        """Write the push *msgid* (encoded *body*) to each of *userids* online here but
+        those who block *sender*; one cluster message per role node however many
+        recipients. How many got it."""
+        sent = 0
+        for userid in userids:
+            player = self.players.get(userid)
+            if player is not None and player.state == ONLINE and player.conn is not None \
+                    and sender not in player.blocked \
+                    and player.conn.push_encoded(msgid, body):
+                sent += 1
+        return sent
+
+    @handler
+    def broadcast(self, msgid: int, body: bytes, mapid: int | None = None,
+                  exclude: list[int] | None = None, sender: int | None = None,
+                  regions: list[int] | None = None) -> int:
+        """Write the push to every player online here — those whose city is on map
+        *mapid*, or who were born in one of *regions*, when given — but *exclude* and
+        those who block *sender*; how many got it."""
+        skip = set(exclude or ())
+        born = set(regions) if regions is not None else None
+        sent = 0
+        for userid, player in list(self.players.items()):
+            if player.state != ONLINE or player.conn is None or userid in skip:
+                continue
+            if mapid is not None and player.mapid != mapid:
+                continue
+            if born is not None and birth_region(userid) not in born:
+                continue
+            if sender in player.blocked:
+                continue
+            if player.conn.push_encoded(msgid, body):
+                sent += 1
+        return sent
+
+    @handler
+    def whereabouts(self, node: str) -> list[list[int]]:
+        """``[[userid, generation], ...]`` of the players online here whose rolecache is
+        on *node* (their rolecity, mail or map node): how a restarted rolecache refills."""
+        cluster = self.cluster
+        found = []
+        for userid, player in list(self.players.items()):
+            if player.state == ONLINE and node in (
+                    cluster.rolecity_node(userid), cluster.mail_node(userid),
+                    cluster.map_node(player.mapid)):
+                found.append([userid, player.generation])
+        return found
 
     @handler
     def online_players(self) -> list[int]:

@@ -12,12 +12,16 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rltwist.cluster import ClusterError
+from rltwist.config import parse_node_name
 from rltwist.nodes.master.masterflow import DOWN, STOPPED, UP, Masterflow, NodeRecord
 
 if TYPE_CHECKING:
     from rltwist.nodes.common.node import Node
 
 log = Logger()
+
+ROLECACHE_KINDS = frozenset({"rolecity", "mail", "map"})
+"""Node kinds that run a rolecache (told ``node_down`` when a role node goes)."""
 
 
 class RoleRegistry(service.Service):
@@ -200,9 +204,26 @@ class RoleRegistry(service.Service):
 
     def down(self, record: NodeRecord) -> defer.Deferred[Any] | None:
         if record.kind == "role":
+            self._forget_in_rolecaches(record.name)
             return self._background(self.state.unregister_role(record.name),
                                     f"clear role node {record.name} from Redis")
         return None
+
+    def _forget_in_rolecaches(self, role: str) -> None:
+        """Tell every rolecache (rolecity, mail and map nodes) that *role*'s players are
+        gone, so no push or forward goes to a dead node."""
+        cluster = self.node.cluster
+        for name in sorted(cluster.addresses):
+            try:
+                kind, _ = parse_node_name(name)
+            except ValueError:
+                continue
+            if kind in ROLECACHE_KINDS:
+                try:
+                    cluster.send(name, "rolecache", "node_down", role)
+                except ClusterError as e:
+                    log.warn("master: cannot tell {node} that {role} is down: {e}",
+                             node=name, role=role, e=e)
 
     def _background(self, work: Any, what: str) -> defer.Deferred[Any]:
         def failed(f: Failure) -> None:

@@ -26,6 +26,7 @@ from rltwist.crashpoint import crashpoint
 from rltwist.ecs import import_system
 from rltwist.game.errcode import ErrCode
 from rltwist.nodes.common.sharedatad import sharedata
+from rltwist.nodes.role.requests import request
 from rltwist.protocols import pb
 
 if TYPE_CHECKING:
@@ -116,3 +117,8 @@ async def reconcile(gw: Gateway, player: Player) -> None:
     log.info("{userid}: names reconciled after an unfinished rename: {result}",
              userid=player.userid, result=result)
     entity.set_component(INTENT, {})
+
+
+@request(pb.Rename)
+async def rename_request(gw: Gateway, player: Player, msg: pb.Rename) -> pb.Rename.Response:
+    return pb.Rename.Response(code=await gw.rename(player, msg.name))

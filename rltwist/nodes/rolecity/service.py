@@ -46,7 +46,7 @@ from rltwist.nodes.common.keylock import KeyedLock
 from rltwist.nodes.common.lru import Actor, LRUGroup, LRURouter, action, install_lru
 from rltwist.nodes.common.node import Node
 from rltwist.nodes.common.playerfence import PlayerFence
-from rltwist.nodes.common.rolecache import RoleCache
+from rltwist.nodes.common.rolecache import RoleCache, install_rolecache
 from rltwist.nodes.role.agent import ROLEDB
 from rltwist.storage import Backend, DuplicateKey, Key
 
@@ -340,7 +340,7 @@ class RoleRouter(LRURouter):
 def build(node: Node) -> None:
     install_dbproxy(node)
     fence = PlayerFence(node.database(ROLEDB), registry=node.registry)
-    node.cluster.register(RoleCache(on_generation=fence.observe))
+    install_rolecache(node, RoleCache(on_generation=fence.observe))
     install_lru(node, RoleCityActor(fence), router="rolerouter", worker="agent",
                 db=region_db(node.me.number or 0),
                 router_cls=lambda group: RoleRouter(group, fence))

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0c\x65rrors.proto\x12\x02rl*\xe3\x01\n\tErrorCode\x12\x06\n\x02OK\x10\x00\x12\r\n\tBAD_TOKEN\x10\x01\x12\x15\n\x11LOGIN_IN_PROGRESS\x10\x02\x12\x0f\n\x0bRETRY_LATER\x10\x03\x12\x11\n\rNOT_AVAILABLE\x10\x04\x12\x0e\n\nBAD_SECRET\x10\x05\x12\x0f\n\x0b\x42\x41\x44_REQUEST\x10\x06\x12\x10\n\x0cNAME_INVALID\x10\x07\x12\x0e\n\nNAME_TAKEN\x10\x08\x12\x0c\n\x08INTERNAL\x10\t\x12\x11\n\rBAD_SERVER_ID\x10\n\x12\x13\n\x0fVERSION_TOO_OLD\x10\x0b\x12\x0b\n\x07TIMEOUT\x10\x0c\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0c\x65rrors.proto\x12\x02rl*\xdd\x02\n\tErrorCode\x12\x06\n\x02OK\x10\x00\x12\r\n\tBAD_TOKEN\x10\x01\x12\x15\n\x11LOGIN_IN_PROGRESS\x10\x02\x12\x0f\n\x0bRETRY_LATER\x10\x03\x12\x11\n\rNOT_AVAILABLE\x10\x04\x12\x0e\n\nBAD_SECRET\x10\x05\x12\x0f\n\x0b\x42\x41\x44_REQUEST\x10\x06\x12\x10\n\x0cNAME_INVALID\x10\x07\x12\x0e\n\nNAME_TAKEN\x10\x08\x12\x0c\n\x08INTERNAL\x10\t\x12\x11\n\rBAD_SERVER_ID\x10\n\x12\x13\n\x0fVERSION_TOO_OLD\x10\x0b\x12\x0b\n\x07TIMEOUT\x10\x0c\x12\x10\n\x0cRATE_LIMITED\x10\r\x12\x12\n\x0eNO_SUCH_PLAYER\x10\x0e\x12\x16\n\x11\x43HAT_TEXT_INVALID\x10\xf4\x03\x12\x0f\n\nCHAT_MUTED\x10\xf5\x03\x12\x16\n\x11\x43HAT_NOT_IN_GUILD\x10\xf6\x03\x12\x11\n\x0c\x43HAT_BLOCKED\x10\xf7\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,5 +32,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rltwist.protocols.pb.errors
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ERRORCODE']._serialized_start=21
-  _globals['_ERRORCODE']._serialized_end=248
+  _globals['_ERRORCODE']._serialized_end=370
 # @@protoc_insertion_point(module_scope)

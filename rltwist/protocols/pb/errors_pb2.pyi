@@ -19,6 +19,12 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BAD_SERVER_ID: _ClassVar[ErrorCode]
     VERSION_TOO_OLD: _ClassVar[ErrorCode]
     TIMEOUT: _ClassVar[ErrorCode]
+    RATE_LIMITED: _ClassVar[ErrorCode]
+    NO_SUCH_PLAYER: _ClassVar[ErrorCode]
+    CHAT_TEXT_INVALID: _ClassVar[ErrorCode]
+    CHAT_MUTED: _ClassVar[ErrorCode]
+    CHAT_NOT_IN_GUILD: _ClassVar[ErrorCode]
+    CHAT_BLOCKED: _ClassVar[ErrorCode]
 OK: ErrorCode
 BAD_TOKEN: ErrorCode
 LOGIN_IN_PROGRESS: ErrorCode
@@ -32,3 +38,9 @@ INTERNAL: ErrorCode
 BAD_SERVER_ID: ErrorCode
 VERSION_TOO_OLD: ErrorCode
 TIMEOUT: ErrorCode
+RATE_LIMITED: ErrorCode
+NO_SUCH_PLAYER: ErrorCode
+CHAT_TEXT_INVALID: ErrorCode
+CHAT_MUTED: ErrorCode
+CHAT_NOT_IN_GUILD: ErrorCode
+CHAT_BLOCKED: ErrorCode
