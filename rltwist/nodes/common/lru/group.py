@@ -78,6 +78,8 @@ class LRUGroup(service.MultiService):
             raise ValueError(f"{type(actor).__name__} has no collection")
         self.actor = actor
         self.actions = actor.actions()
+        #: business methods a feature added from outside the actor class (add_action)
+        self.extra_actions: dict[str, tuple[Callable[..., Any], bool, bool]] = {}
         self.code_registry = code_registry
         self._base_actor = actor
         self._actor_module = type(actor).__module__
@@ -110,6 +112,17 @@ class LRUGroup(service.MultiService):
         for w in self.workers:
             cluster.register(w)
 
+    def add_action(self, name: str, fn: Callable[..., Any], *, creates: bool = False,
+                   save: bool = False) -> None:
+        """Add business method *name* from outside the actor class: a feature that keeps
+        a component on another feature's entity (chat's mute on the rolecity entity)
+        registers ``fn(entity, *args)`` here when it is installed on the node. It runs in
+        the entity's mailbox like an :func:`action` with the same flags; *fn* should reach
+        its rules through the import registry so a hot fix changes them."""
+        if name in self.actions or name in self.extra_actions:
+            raise ValueError(f"{self.router_name}: action {name!r} exists already")
+        self.extra_actions[name] = (fn, creates, save)
+
     def set_fixer(self, fixer: Fixer | None) -> None:
         """Install (or remove) the data-fix hook run on every load from now on."""
         self.fixer = fixer
@@ -123,6 +136,10 @@ class LRUGroup(service.MultiService):
             self._rebind()
         try:
             return self.actions[method]
+        except KeyError:
+            pass
+        try:
+            return self.extra_actions[method]
         except KeyError:
             raise UnknownAction(f"{self.actor.kind} has no action {method!r}") from None
 
