@@ -96,11 +96,21 @@ async def chat_send(gw: Gateway, player: Player, msg: pb.ChatSend) -> pb.ChatSen
     code = chat.check_text(msg.text, tables)
     if code != E.OK:
         return R(code=code)
+    userid = player.userid
+    cluster = gw.cluster
+    # refusals that need no other node come before the rate limit takes a token
+    to = guildid = 0
+    if msg.channel == C.CHAT_PRIVATE:
+        to = int(msg.to_userid)
+        if to <= 0 or to == userid or cluster.rolecity_node(to) not in cluster.addresses:
+            return R(code=E.NO_SUCH_PLAYER)  # nobody, oneself, or a region we do not have
+    elif msg.channel == C.CHAT_GUILD:
+        guildid = int(player.entity.get("guildid", 0) or 0)
+        if not guildid:
+            return R(code=E.CHAT_NOT_IN_GUILD)
     allowed, st.bucket = chat.take_token(st.bucket, gw.now(), tables)
     if not allowed:
         return R(code=E.RATE_LIMITED)
-    userid = player.userid
-    cluster = gw.cluster
     name = player.entity.get("name") or ""
     region = birth_region(userid)
     try:
@@ -115,20 +125,11 @@ async def chat_send(gw: Gateway, player: Player, msg: pb.ChatSend) -> pb.ChatSen
             code = await cluster.call(cluster.map_node(mapid), "chat", "send",
                                       region_key(mapid), message, mapid, timeout=CALL_TIMEOUT)
         elif msg.channel == C.CHAT_PRIVATE:
-            to = int(msg.to_userid)
-            if to <= 0 or to == userid:
-                return R(code=E.NO_SUCH_PLAYER)
-            node = cluster.rolecity_node(to)
-            if node not in cluster.addresses:
-                return R(code=E.NO_SUCH_PLAYER)  # no such region
             message = chat.message(msg.channel, userid, name, region, msg.text, t,
                                    to_userid=to)
-            code = await cluster.call(node, "privatechat", "send", to, message,
-                                      timeout=CALL_TIMEOUT)
-        else:  # CHAT_GUILD
-            guildid = int(player.entity.get("guildid", 0) or 0)
-            if not guildid:
-                return R(code=E.CHAT_NOT_IN_GUILD)
+            code = await cluster.call(cluster.rolecity_node(to), "privatechat", "send", to,
+                                      message, timeout=CALL_TIMEOUT)
+        else:  # CHAT_GUILD: the guild feature's service answers an ErrorCode
             message = chat.message(msg.channel, userid, name, region, msg.text, t,
                                    guild_id=guildid)
             code = await cluster.call(cluster.guild_node(guildid), "guildchat", "send",
