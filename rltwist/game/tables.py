@@ -117,7 +117,8 @@ def validate_chat(table: Any) -> Iterator[tuple[str, str]]:
     for key in sorted(known - set(table)):
         yield key, "missing"
     max_length = table.get("max_length")
-    if not _is_int(max_length, 1) or max_length > CHAT_MAX_TEXT:
+    if not isinstance(max_length, int) or not _is_int(max_length, 1) \
+            or max_length > CHAT_MAX_TEXT:
         yield "max_length", f"must be an integer 1..{CHAT_MAX_TEXT}"
     rate = table.get("rate")
     if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 1000:
@@ -126,7 +127,7 @@ def validate_chat(table: Any) -> Iterator[tuple[str, str]]:
         yield "burst", "must be an integer >= 1"
     for key in ("history", "offline_backlog"):
         value = table.get(key)
-        if not _is_int(value, 1) or value > 1000:
+        if not isinstance(value, int) or not _is_int(value, 1) or value > 1000:
             yield key, "must be an integer 1..1000"
 
 

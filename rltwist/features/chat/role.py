@@ -136,7 +136,8 @@ async def chat_send(gw: Gateway, player: Player, msg: pb.ChatSend) -> pb.ChatSen
                                       guildid, userid, message, timeout=CALL_TIMEOUT)
     except ClusterError as e:
         return R(code=_rpc_failed("send", player, e))
-    return R(code=int(code), time_ms=t if code == E.OK else 0)
+    answer = pb.ErrorCode.Name(int(code)) if int(code) in E.values() else E.INTERNAL
+    return R(code=answer, time_ms=t if code == E.OK else 0)
 
 
 @request(pb.ChatHistory)

@@ -1,0 +1,207 @@
+"""Chat rules and storage without processes (issue 12): the chat system's text, rate,
+mute and block rules, the chat table's validator, the channel and private-chat actors'
+bounds, business methods a feature adds to another LRU group, and the bot actions.
+End-to-end flows are in tests/test_chat_e2e.py."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from twisted.internet import defer, task
+from twisted.trial import unittest
+
+from rltwist.bot.actions import ACTIONS, BotIdentity
+from rltwist.ecs.entity import Entity
+from rltwist.ecs.sharedata import ShareData
+from rltwist.features.chat.services import (
+    ChannelActor,
+    PrivateActor,
+    rolecity_blocks,
+    rolecity_mute,
+    rolecity_set_mute,
+)
+from rltwist.game.chatsystem import system as chat
+from rltwist.game.tables import VALIDATORS, validate_chat
+from rltwist.nodes.common.lru import LRUGroup, UnknownAction
+from rltwist.protocols import pb
+from rltwist.storage import EmbeddedBackend
+from tests.test_lru import Counter
+
+E = pb.ErrorCode
+C = pb.ChatChannel
+REPO = Path(__file__).resolve().parents[1]
+TABLES: dict[str, Any] = {"chat": {"max_length": 256, "rate": 1.0, "burst": 5,
+                                   "history": 50, "offline_backlog": 100}}
+
+
+class TextRules(unittest.TestCase):
+    def test_text_length_and_characters(self) -> None:
+        ok = ["hi", "x" * 256, "你好世界", "emoji 🙂 ok"]
+        for text in ok:
+            self.assertEqual(chat.check_text(text, TABLES), E.OK, repr(text))
+        bad = ["", "   ", "x" * 257, "bell\x07", "line\nbreak", "tab\tx", "rtl\u202eoverride",
+               "zero\u200bwidth", "nul\x00"]
+        for text in bad:
+            self.assertEqual(chat.check_text(text, TABLES), E.CHAT_TEXT_INVALID, repr(text))
+
+    def test_the_table_may_lower_the_length_limit(self) -> None:
+        tables = {"chat": {**TABLES["chat"], "max_length": 10}}
+        self.assertEqual(chat.check_text("x" * 10, tables), E.OK)
+        self.assertEqual(chat.check_text("x" * 11, tables), E.CHAT_TEXT_INVALID)
+
+
+class RateLimit(unittest.TestCase):
+    def test_a_burst_then_the_rate(self) -> None:
+        bucket = None
+        answers = []
+        for _ in range(7):  # all at t=100
+            allowed, bucket = chat.take_token(bucket, 100.0, TABLES)
+            answers.append(allowed)
+        self.assertEqual(answers, [True] * 5 + [False] * 2)
+        allowed, bucket = chat.take_token(bucket, 100.5, TABLES)
+        self.assertFalse(allowed)  # half a token
+        allowed, bucket = chat.take_token(bucket, 101.0, TABLES)
+        self.assertTrue(allowed)  # refused attempts do not push the refill back
+        allowed, bucket = chat.take_token(bucket, 101.5, TABLES)
+        self.assertFalse(allowed)
+
+    def test_an_idle_bucket_refills_only_up_to_the_burst(self) -> None:
+        bucket = [0.0, 0.0]
+        answers = []
+        for _ in range(7):
+            allowed, bucket = chat.take_token(bucket, 3600.0, TABLES)
+            answers.append(allowed)
+        self.assertEqual(answers.count(True), 5)
+
+    def test_rate_and_burst_come_from_the_table(self) -> None:
+        tables = {"chat": {**TABLES["chat"], "rate": 10.0, "burst": 1}}
+        allowed, bucket = chat.take_token(None, 0.0, tables)
+        self.assertTrue(allowed)
+        self.assertFalse(chat.take_token(bucket, 0.05, tables)[0])
+        self.assertTrue(chat.take_token(bucket, 0.1, tables)[0])
+
+
+class MuteAndBlocks(unittest.TestCase):
+    def test_mute_expiry_and_lift(self) -> None:
+        record = chat.mute_record(60, "spam", 1_000)
+        self.assertEqual(record, {"until_ms": 61_000, "reason": "spam", "set_ms": 1_000})
+        self.assertEqual(chat.muted_until(record, 60_999), 61_000)
+        self.assertEqual(chat.muted_until(record, 61_000), 0)  # expired
+        self.assertEqual(chat.muted_until(chat.mute_record(0, "x", 5), 5), 0)  # lifted
+        self.assertEqual(chat.muted_until(None, 5), 0)
+
+    def test_block_list_of_the_friends_component(self) -> None:
+        self.assertFalse(chat.blocks(None, 7))
+        self.assertFalse(chat.blocks({"blocked": [8]}, 7))
+        self.assertTrue(chat.blocks({"blocked": [8, 7]}, 7))
+
+    def test_the_rolecity_entity_methods(self) -> None:
+        e = Entity(7)
+        e.saved_revision = e.revision  # as the LRU hands out a new entity
+        self.assertIsNone(rolecity_mute(e))
+        self.assertFalse(e.dirty)
+        self.assertFalse(rolecity_blocks(e, 9))
+        self.assertFalse(e.dirty)  # a read of a new entity must not create it
+        rolecity_set_mute(e, 10, "flood", 500)
+        self.assertTrue(e.dirty)
+        self.assertEqual(rolecity_mute(e), {"until_ms": 10_500, "reason": "flood",
+                                            "set_ms": 500})
+        e.component("friends")["blocked"] = [9]
+        self.assertTrue(rolecity_blocks(e, 9))
+
+    def test_messages_keep_the_last_n_and_convert_to_the_protocol(self) -> None:
+        history: list[Any] = []
+        for i in range(5):
+            chat.keep(history, chat.message(C.CHAT_WORLD, 1, "n", 1, f"m{i}", i), 3)
+        self.assertEqual([m["text"] for m in history], ["m2", "m3", "m4"])
+        m = chat.to_pb({**history[0], "extra": "ignored"})
+        self.assertEqual((m.channel, m.from_userid, m.text, m.time_ms), (C.CHAT_WORLD, 1, "m2", 2))
+
+
+class ChatTable(unittest.TestCase):
+    def test_the_repository_table_is_valid(self) -> None:
+        sd = ShareData(REPO / "etc" / "game", VALIDATORS)
+        self.assertEqual(sd.snapshot["chat"]["burst"], 5)
+
+    def test_bad_values_name_their_key(self) -> None:
+        good = dict(TABLES["chat"])
+        self.assertEqual(list(validate_chat(good)), [])
+        for key, value in [("max_length", 257), ("max_length", 0), ("rate", 0),
+                           ("rate", True), ("burst", 0), ("history", 1001),
+                           ("offline_backlog", "5")]:
+            problems = list(validate_chat({**good, key: value}))
+            self.assertEqual([k for k, _ in problems], [key], (key, value))
+        self.assertEqual([k for k, _ in validate_chat({**good, "typo": 1})], ["typo"])
+        missing = dict(good)
+        del missing["burst"]
+        self.assertIn("burst", [k for k, _ in validate_chat(missing)])
+
+
+class ActorCase(unittest.TestCase):
+    def group(self, actor: Any, collection: str = "") -> LRUGroup:
+        backend = EmbeddedBackend(os.path.join(self.mktemp(), "db.sqlite3"))
+        self.addCleanup(lambda: defer.ensureDeferred(backend.close()))
+        g = LRUGroup(actor, backend, router="r", worker="w", workers=1, capacity=10,
+                     interval=300, clock=task.Clock(), registry=CollectorRegistry(),
+                     generation=1)
+        g.startService()
+        self.addCleanup(g.stopService)
+        self.backend = backend
+        return g
+
+
+class Actors(ActorCase):
+    async def test_private_pairs_and_backlog_are_bounded_and_taken_once(self) -> None:
+        g = self.group(PrivateActor())
+        for i in range(5):
+            msg = chat.message(C.CHAT_PRIVATE, 2, "b", 1, f"m{i}", i, to_userid=1)
+            await g.call(1, "keep", 2, msg, 3, 2)
+        self.assertEqual([m["text"] for m in await g.call(1, "pair", 2)], ["m2", "m3", "m4"])
+        self.assertEqual([m["text"] for m in await g.call(1, "take_backlog")], ["m3", "m4"])
+        self.assertEqual(await g.call(1, "take_backlog"), [])
+        self.assertEqual(len(await g.call(1, "pair", 2)), 3)  # the pair history stays
+        self.assertEqual(await g.call(1, "pair", 3), [])
+
+    async def test_channel_history_is_saved_by_the_periodic_saver(self) -> None:
+        g = self.group(ChannelActor())
+        await g.call("world", "post", chat.message(C.CHAT_WORLD, 1, "a", 1, "hi", 1), 50)
+        self.assertEqual(await self.backend.get_entity("chat_channels", "world"), None)
+        self.assertEqual((await g.flush()).to_dict()["saved"], 1)
+        stored = await self.backend.get_entity("chat_channels", "world")
+        self.assertEqual([m["text"] for m in stored.doc["components"]["chat"]["messages"]],
+                         ["hi"])
+
+
+class AddedActions(ActorCase):
+    async def test_a_feature_adds_a_business_method_that_runs_in_the_mailbox(self) -> None:
+        g = self.group(Counter())
+
+        def bump_twice(entity: Entity, by: int) -> int:
+            entity["n"] = entity.get("n", 0) + 2 * by
+            return int(entity["n"])
+
+        g.add_action("bump_twice", bump_twice, creates=True, save=True)
+        self.assertEqual(await g.call(5, "bump_twice", 3), 6)
+        stored = await self.backend.get_entity("counters", 5)
+        self.assertEqual(stored.doc["attrs"]["n"], 6)  # save=True: saved before the answer
+        self.assertRaises(ValueError, g.add_action, "bump_twice", bump_twice)
+        with self.assertRaises(UnknownAction):
+            g.action("nope")
+
+
+class BotActions(unittest.TestCase):
+    def test_chat_actions_build_valid_requests(self) -> None:
+        me = BotIdentity(0, "o", 10, "0123456789abcdef", online=(10, 20))
+        built = {name: ACTIONS[name].build(me) for name in
+                 ("chat_world", "chat_region", "chat_private", "chat_history")}
+        self.assertEqual(built["chat_private"].to_userid, 20)
+        self.assertEqual(built["chat_region"].channel, C.CHAT_REGION)
+        self.assertEqual(built["chat_history"].channel, C.CHAT_WORLD)
+        for name, message in built.items():
+            type(message).FromString(message.SerializeToString())
+            if isinstance(message, pb.ChatSend):
+                self.assertEqual(chat.check_text(message.text, TABLES), E.OK, name)
+        self.assertIn(E.RATE_LIMITED, ACTIONS["chat_world"].ok_codes)
