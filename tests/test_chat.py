@@ -205,3 +205,115 @@ class BotActions(unittest.TestCase):
             if isinstance(message, pb.ChatSend):
                 self.assertEqual(chat.check_text(message.text, TABLES), E.OK, name)
         self.assertIn(E.RATE_LIMITED, ACTIONS["chat_world"].ok_codes)
+
+
+class FakeCluster:
+    """Records calls; each answer is a Deferred the test fires."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str, tuple[Any, ...]]] = []
+        self.answers: dict[tuple[str, str], defer.Deferred[Any]] = {}
+        self.addresses = {"rolecity1", "logiccenter", "map1"}
+
+    def rolecity_node(self, userid: int) -> str:
+        return f"rolecity{userid & 0xFFFF}"
+
+    def map_node(self, mapid: int) -> str:
+        return f"map{mapid}"
+
+    def call(self, node: str, service: str, method: str, *args: Any,
+             timeout: float = 0) -> defer.Deferred[Any]:
+        self.calls.append((node, service, method, args))
+        d: defer.Deferred[Any] = defer.Deferred()
+        self.answers[(service, method)] = d
+        return d
+
+
+class FakeConn:
+    def __init__(self) -> None:
+        self.pushed: list[Any] = []
+
+    def push(self, message: Any) -> bool:
+        self.pushed.append(message)
+        return True
+
+
+class FakePlayer:
+    def __init__(self, userid: int) -> None:
+        self.userid = userid
+        self.state = "online"
+        self.conn = FakeConn()
+        self.entity = {"name": "n"}
+        self.mapid = userid & 0xFFFF
+
+
+class FakeGateway:
+    def __init__(self) -> None:
+        self.cluster = FakeCluster()
+        self.players: dict[int, Any] = {}
+
+    def now(self) -> float:
+        return 100.0
+
+
+class RoleSide(unittest.TestCase):
+    """The role node's part, deterministic: the stored state loads once per instance, a
+    ChatSend right after Auth waits for it, a GM word that comes meanwhile wins."""
+
+    def setUp(self) -> None:
+        from rltwist.features.chat import role
+
+        self.role = role
+        self.patch(role, "sharedata", lambda: type("SD", (), {"snapshot": TABLES})())
+        self.patch(role, "STATES", {})
+        self.gw = FakeGateway()
+        self.player = FakePlayer(5 << 16 | 1)
+        self.gw.players[self.player.userid] = self.player
+
+    def send(self, text: str = "hi") -> defer.Deferred[Any]:
+        msg = pb.ChatSend(channel=C.CHAT_WORLD, text=text)
+        return defer.Deferred.fromCoroutine(
+            self.role.chat_send(self.gw, self.player, msg))  # type: ignore[arg-type]
+
+    def test_a_send_right_after_auth_waits_for_the_stored_mute(self) -> None:
+        future = int(self.role.now_ms()) + 60_000
+        answer = self.send()
+        self.assertEqual([c[1:3] for c in self.gw.cluster.calls], [("privatechat", "login")])
+        self.assertNoResult(answer)
+        self.gw.cluster.answers[("privatechat", "login")].callback(
+            {"backlog": [], "mute": {"until_ms": future}})
+        r = self.successResultOf(answer)
+        self.assertEqual((r.code, r.muted_until_ms), (E.CHAT_MUTED, future))
+        # the after-Auth step that runs later does not load again
+        d = defer.Deferred.fromCoroutine(self.role.chat_login(self.gw, self.player))
+        self.successResultOf(d)
+        self.assertEqual(len(self.gw.cluster.calls), 1)
+
+    def test_the_backlog_is_pushed_oldest_first_and_a_gm_word_beats_the_load(self) -> None:
+        d = defer.Deferred.fromCoroutine(self.role.chat_login(self.gw, self.player))
+        gate = self.role.ChatGate(self.gw)
+        self.assertTrue(gate.set_mute(self.player.userid, 0))  # GM unmute during the load
+        backlog = [chat.message(C.CHAT_PRIVATE, 9, "x", 2, f"m{i}", i, to_userid=1)
+                   for i in range(3)]
+        self.gw.cluster.answers[("privatechat", "login")].callback(
+            {"backlog": backlog, "mute": {"until_ms": int(self.role.now_ms()) + 60_000}})
+        self.successResultOf(d)
+        self.assertEqual([m.message.text for m in self.player.conn.pushed], ["m0", "m1", "m2"])
+        answer = self.send()
+        self.assertEqual(self.gw.cluster.calls[-1][1:3], ("chat", "send"))
+        self.gw.cluster.answers[("chat", "send")].callback(E.OK)
+        self.assertEqual(self.successResultOf(answer).code, E.OK)
+
+    def test_a_failed_load_is_not_muted_and_states_of_gone_instances_are_pruned(self) -> None:
+        from rltwist.cluster import NodeUnreachable
+
+        answer = self.send()
+        self.gw.cluster.answers[("privatechat", "login")].errback(
+            NodeUnreachable("rolecity1", "privatechat", "login", "down"))
+        self.assertEqual(self.gw.cluster.calls[-1][1:3], ("chat", "send"))
+        self.gw.cluster.answers[("chat", "send")].callback(E.OK)
+        self.assertEqual(self.successResultOf(answer).code, E.OK)
+        self.assertEqual(self.role.prune(), 0)
+        self.player.state = "gone"
+        self.assertEqual(self.role.prune(), 1)
+        self.assertEqual(self.role.STATES, {})

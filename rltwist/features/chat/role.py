@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from rltwist.cluster import ClusterError, Service, birth_region, handler
@@ -44,12 +45,16 @@ CALL_TIMEOUT = 5.0
 class ChatState:
     """What chat keeps about one online instance: its token bucket and its mute."""
 
-    __slots__ = ("bucket", "muted_until_ms", "player")
+    __slots__ = ("bucket", "loading", "mute_told", "muted_until_ms", "player")
 
     def __init__(self, player: Player) -> None:
         self.player = player
         self.bucket: list[float] | None = None
         self.muted_until_ms = 0
+        #: the load of the stored state (mute, backlog); fires once it is done or failed
+        self.loading: defer.Deferred[None] | None = None
+        #: a GM (un)mute reached this instance directly: newer than what a load reads
+        self.mute_told = False
 
 
 #: userid -> the chat state of the instance online on this node (pruned by ``prune``)
@@ -88,6 +93,9 @@ async def chat_send(gw: Gateway, player: Player, msg: pb.ChatSend) -> pb.ChatSen
     if msg.channel not in C.values():
         return R(code=E.BAD_REQUEST)
     st = state_of(player)
+    if st.loading is None or not st.loading.called:
+        # a request right after Auth must not slip past a stored mute
+        await loaded(gw, player)
     t = now_ms()
     muted = chat.muted_until({"until_ms": st.muted_until_ms}, t)
     if muted:
@@ -174,10 +182,25 @@ async def chat_history(gw: Gateway, player: Player,
     return R(code=E.OK, messages=chat.to_pb_list(found))
 
 
-@after_auth
-async def chat_login(gw: Gateway, player: Player) -> None:
-    """Load the player's GM mute and push the private messages that waited, oldest
-    first (then they are gone from the backlog; the pair histories keep them)."""
+def loaded(gw: Gateway, player: Player) -> defer.Deferred[None]:
+    """Fires once the instance's stored chat state is loaded (its GM mute; the private
+    messages that waited are pushed then): started by the after-Auth step or by a
+    ChatSend that comes first, once per instance; never fails (a failed load is logged
+    and the player is taken as not muted)."""
+    st = state_of(player)
+    if st.loading is None:
+        st.loading = defer.Deferred.fromCoroutine(_load(gw, player, st))
+    waiter: defer.Deferred[None] = defer.Deferred()
+
+    def done(result: Any) -> Any:
+        waiter.callback(None)
+        return result
+
+    st.loading.addBoth(done)
+    return waiter
+
+
+async def _load(gw: Gateway, player: Player, st: ChatState) -> None:
     cluster = gw.cluster
     node = cluster.rolecity_node(player.userid)
     if node not in cluster.addresses:
@@ -188,13 +211,23 @@ async def chat_login(gw: Gateway, player: Player) -> None:
     except ClusterError as e:
         log.warn("chat state of {userid} not loaded at Auth: {e}", userid=player.userid, e=e)
         return
-    st = state_of(player)
-    st.muted_until_ms = chat.muted_until(found.get("mute"), now_ms())
+    except Exception:
+        log.failure("chat state of {userid} not loaded at Auth", userid=player.userid)
+        return
+    if not st.mute_told:  # else the GM's word came while we read: it is the newer one
+        st.muted_until_ms = chat.muted_until(found.get("mute"), now_ms())
     conn = player.conn
     if conn is None or player.state != ONLINE:
         return
     for message in found.get("backlog") or ():
         conn.push(pb.ChatNotify(message=chat.to_pb(message)))
+
+
+@after_auth
+async def chat_login(gw: Gateway, player: Player) -> None:
+    """Load the player's GM mute and push the private messages that waited, oldest
+    first (then they are gone from the backlog; the pair histories keep them)."""
+    await loaded(gw, player)
 
 
 class ChatGate(Service):
@@ -212,5 +245,7 @@ class ChatGate(Service):
         player = self.gateway.players.get(userid)
         if player is None or player.state != ONLINE:
             return False
-        state_of(player).muted_until_ms = int(until_ms)
+        st = state_of(player)
+        st.muted_until_ms = int(until_ms)
+        st.mute_told = True
         return True
