@@ -256,9 +256,8 @@ class FakeGateway:
         return 100.0
 
 
-class RoleSide(unittest.TestCase):
-    """The role node's part, deterministic: the stored state loads once per instance, a
-    ChatSend right after Auth waits for it, a GM word that comes meanwhile wins."""
+class RoleCase(unittest.TestCase):
+    """The role node's handlers against a fake gateway and cluster."""
 
     def setUp(self) -> None:
         from rltwist.features.chat import role
@@ -274,6 +273,11 @@ class RoleSide(unittest.TestCase):
         msg = pb.ChatSend(channel=C.CHAT_WORLD, text=text)
         return defer.Deferred.fromCoroutine(
             self.role.chat_send(self.gw, self.player, msg))  # type: ignore[arg-type]
+
+
+class RoleSide(RoleCase):
+    """Deterministic: the stored state loads once per instance, a ChatSend right after
+    Auth waits for it, a GM word that comes meanwhile wins."""
 
     def test_a_send_right_after_auth_waits_for_the_stored_mute(self) -> None:
         future = int(self.role.now_ms()) + 60_000
@@ -317,3 +321,47 @@ class RoleSide(unittest.TestCase):
         self.player.state = "gone"
         self.assertEqual(self.role.prune(), 1)
         self.assertEqual(self.role.STATES, {})
+
+
+class GuildChannel(RoleCase):
+    """The guild channel goes to the guild feature's ``guildchat`` service on the guild's
+    node (not built on this branch: answered here by the fake cluster)."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.gw.cluster.guild_node = lambda guildid: f"guild{guildid & 0xFFFF}"  # type: ignore
+        st = self.role.state_of(self.player)  # the stored state is loaded: not muted
+        st.loading = defer.succeed(None)
+
+    def request(self, handler: Any, msg: Any) -> defer.Deferred[Any]:
+        return defer.Deferred.fromCoroutine(handler(self.gw, self.player, msg))
+
+    def test_guild_send_and_history_reach_guildchat_on_the_guilds_node(self) -> None:
+        guildid = 3 << 16 | 2
+        self.player.entity["guildid"] = guildid
+        answer = self.request(self.role.chat_send,
+                              pb.ChatSend(channel=C.CHAT_GUILD, text="to the guild"))
+        node, service, method, args = self.gw.cluster.calls[-1]
+        self.assertEqual((node, service, method, args[:2]),
+                         ("guild2", "guildchat", "send", (guildid, self.player.userid)))
+        self.assertEqual((args[2]["guild_id"], args[2]["text"]), (guildid, "to the guild"))
+        self.gw.cluster.answers[("guildchat", "send")].callback(int(E.CHAT_NOT_IN_GUILD))
+        self.assertEqual(self.successResultOf(answer).code, E.CHAT_NOT_IN_GUILD)
+
+        history = self.request(self.role.chat_history, pb.ChatHistory(channel=C.CHAT_GUILD))
+        self.assertEqual(self.gw.cluster.calls[-1][1:],
+                         ("guildchat", "history", (guildid, self.player.userid)))
+        self.gw.cluster.answers[("guildchat", "history")].callback(
+            [chat.message(C.CHAT_GUILD, 9, "x", 2, "old", 1, guild_id=guildid)])
+        r = self.successResultOf(history)
+        self.assertEqual((r.code, [m.text for m in r.messages]), (E.OK, ["old"]))
+
+    def test_an_unreachable_guild_node_is_retry_later(self) -> None:
+        from rltwist.cluster import CallTimeout
+
+        self.player.entity["guildid"] = 3 << 16 | 2
+        answer = self.request(self.role.chat_send,
+                              pb.ChatSend(channel=C.CHAT_GUILD, text="anyone?"))
+        self.gw.cluster.answers[("guildchat", "send")].errback(
+            CallTimeout("guild2", "guildchat", "send", 5.0))
+        self.assertEqual(self.successResultOf(answer).code, E.RETRY_LATER)
