@@ -356,6 +356,13 @@ class GuildChannel(RoleCase):
         r = self.successResultOf(history)
         self.assertEqual((r.code, [m.text for m in r.messages]), (E.OK, ["old"]))
 
+        from rltwist.cluster import RemoteError
+
+        history = self.request(self.role.chat_history, pb.ChatHistory(channel=C.CHAT_GUILD))
+        self.gw.cluster.answers[("guildchat", "history")].errback(
+            RemoteError("guild2", "guildchat", "history", "NotAMember", "not a member"))
+        self.assertEqual(self.successResultOf(history).code, E.CHAT_NOT_IN_GUILD)
+
     def test_an_unreachable_guild_node_is_retry_later(self) -> None:
         from rltwist.cluster import CallTimeout
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from rltwist.cluster import ClusterError, Service, birth_region, handler
+from rltwist.cluster import ClusterError, RemoteError, Service, birth_region, handler
 from rltwist.ecs import import_system
 from rltwist.features.chat.services import region_key, world_key
 from rltwist.nodes.common.sharedatad import sharedata
@@ -40,6 +40,8 @@ chat = import_system("rltwist.game.chatsystem", service="gateway")
 
 LOGICCENTER = "logiccenter"
 CALL_TIMEOUT = 5.0
+#: what ``guildchat.history`` raises for a player outside the guild (the guild feature's)
+NOT_A_MEMBER = "NotAMember"
 
 
 class ChatState:
@@ -177,6 +179,10 @@ async def chat_history(gw: Gateway, player: Player,
                                        guildid, userid, timeout=CALL_TIMEOUT)
         else:
             return R(code=E.BAD_REQUEST)
+    except RemoteError as e:
+        if e.kind == NOT_A_MEMBER:  # the guild does not list the player (any more)
+            return R(code=E.CHAT_NOT_IN_GUILD)
+        return R(code=_rpc_failed("history", player, e))
     except ClusterError as e:
         return R(code=_rpc_failed("history", player, e))
     return R(code=E.OK, messages=chat.to_pb_list(found))
