@@ -19,9 +19,12 @@ from rltwist.ecs.sharedata import ShareData
 from rltwist.features.chat.services import (
     ChannelActor,
     PrivateActor,
+    PrivateRouter,
     rolecity_blocks,
-    rolecity_mute,
+    rolecity_flag_backlog,
     rolecity_set_mute,
+    rolecity_state,
+    rolecity_unflag_backlog,
 )
 from rltwist.game.chatsystem import system as chat
 from rltwist.game.tables import VALIDATORS, validate_chat
@@ -101,14 +104,21 @@ class MuteAndBlocks(unittest.TestCase):
     def test_the_rolecity_entity_methods(self) -> None:
         e = Entity(7)
         e.saved_revision = e.revision  # as the LRU hands out a new entity
-        self.assertIsNone(rolecity_mute(e))
+        self.assertEqual(rolecity_state(e), {"mute": None, "backlog": False})
         self.assertFalse(e.dirty)
         self.assertFalse(rolecity_blocks(e, 9))
         self.assertFalse(e.dirty)  # a read of a new entity must not create it
         rolecity_set_mute(e, 10, "flood", 500)
         self.assertTrue(e.dirty)
-        self.assertEqual(rolecity_mute(e), {"until_ms": 10_500, "reason": "flood",
-                                            "set_ms": 500})
+        self.assertEqual(rolecity_state(e)["mute"], {"until_ms": 10_500, "reason": "flood",
+                                                     "set_ms": 500})
+        e.saved_revision = e.revision
+        rolecity_flag_backlog(e, False)
+        self.assertFalse(e.dirty)  # no change, no write
+        rolecity_flag_backlog(e, True)
+        self.assertTrue(rolecity_state(e)["backlog"])
+        rolecity_unflag_backlog(e)
+        self.assertFalse(rolecity_state(e)["backlog"])
         e.component("friends")["blocked"] = [9]
         self.assertTrue(rolecity_blocks(e, 9))
 
@@ -372,3 +382,114 @@ class GuildChannel(RoleCase):
         self.gw.cluster.answers[("guildchat", "send")].errback(
             CallTimeout("guild2", "guildchat", "send", 5.0))
         self.assertEqual(self.successResultOf(answer).code, E.RETRY_LATER)
+
+
+class RoleCityActor(Counter):
+    """Stands in for rolecity's actor: chat adds its business methods to its group."""
+
+    collection = "rolecity"
+
+
+class FakeRegionCluster:
+    """What PrivateRouter uses of its node's cluster: services, routing, sends."""
+
+    def __init__(self, node: str, roles: LRUGroup) -> None:
+        self.node = node
+        self.where: dict[int, str] = {}
+        self.services: dict[str, Any] = {"rolerouter": type("R", (), {"group": roles})(),
+                                          "rolecache": self}
+        self.addresses = {"role1": 1, "role2": 1}
+        self.sent: list[tuple[Any, ...]] = []
+        self.calls: list[tuple[Any, ...]] = []
+
+    def rolecity_node(self, userid: int) -> str:
+        return f"rolecity{userid & 0xFFFF}"
+
+    def send(self, node: str, service: str, method: str, *args: Any) -> None:
+        self.sent.append((node, service, method, *args))
+
+    def call(self, node: str, service: str, method: str, *args: Any,
+             timeout: float = 0) -> defer.Deferred[Any]:
+        self.calls.append((node, service, method, *args))
+        return defer.succeed(None)
+
+
+class FakeRegionNode:
+    def __init__(self, name: str, roles: LRUGroup, players: Any) -> None:
+        self.name = name
+        self.cluster = FakeRegionCluster(name, roles)
+        self.players = players
+
+    def database(self, name: str) -> Any:
+        return self.players
+
+
+class PrivateRouting(ActorCase):
+    """privatechat on the recipient's rolecity, against real LRU groups and storage."""
+
+    async def asyncSetUp(self) -> PrivateRouter:
+        from rltwist.features.chat import services
+
+        self.patch(services, "sharedata",
+                   lambda: type("SD", (), {"snapshot": TABLES})())
+        roles = self.group(RoleCityActor())
+        roles.add_action("chat_blocks", rolecity_blocks)
+        roles.add_action("chat_state", rolecity_state)
+        roles.add_action("chat_flag_backlog", rolecity_flag_backlog, creates=True, save=True)
+        roles.add_action("chat_unflag_backlog", rolecity_unflag_backlog)
+        self.roles_backend = self.backend
+        self.roles = roles
+        private = self.group(PrivateActor())
+        self.to, self.sender = 7 << 16 | 2, 9 << 16 | 1
+        await self.backend.save_entities("player", [(self.to, {"_id": self.to}, 0)])
+        node = FakeRegionNode("rolecity2", roles, self.backend)
+        router = PrivateRouter(private, node)  # type: ignore[arg-type]
+        router.cluster = node.cluster  # type: ignore[assignment]
+        self.node = node
+        return router
+
+    def msg(self, text: str) -> dict[str, Any]:
+        return chat.message(C.CHAT_PRIVATE, self.sender, "s", 1, text, 1, to_userid=self.to)
+
+    async def test_offline_messages_flag_the_backlog_and_auth_takes_them_once(self) -> None:
+        router = await self.asyncSetUp()
+        self.assertEqual(await router.login(self.to), {"backlog": [], "mute": None})
+        for text in ("a", "b"):
+            self.assertEqual(await router.send(self.to, self.msg(text)), E.OK)
+        self.assertEqual(self.node.cluster.sent, [])  # offline: nothing pushed
+        # the flag is durable before the message is accepted
+        stored = await self.roles_backend.get_entity("rolecity", self.to)
+        self.assertTrue(stored.doc["components"]["chat"]["backlog"])
+        # the sender's side of the pair is kept at its own rolecity
+        self.assertEqual([c[:5] for c in self.node.cluster.calls],
+                         [("rolecity1", "privatechat", "keep", self.sender, self.to)] * 2)
+        got = await router.login(self.to)
+        self.assertEqual([m["text"] for m in got["backlog"]], ["a", "b"])
+        self.assertFalse((await self.roles.call(self.to, "chat_state"))["backlog"])
+        self.assertEqual((await router.login(self.to))["backlog"], [])
+        self.assertEqual([m["text"] for m in await router.history(self.to, self.sender)],
+                         ["a", "b"])
+
+    async def test_online_recipients_get_a_push_and_no_backlog(self) -> None:
+        router = await self.asyncSetUp()
+        self.node.cluster.where[self.to] = "role2"
+        self.assertEqual(await router.send(self.to, self.msg("hi")), E.OK)
+        [(node, service, method, ids, _msgid, body, sender)] = self.node.cluster.sent
+        self.assertEqual((node, service, method, ids, sender),
+                         ("role2", "gateway", "push", [self.to], self.sender))
+        self.assertEqual(pb.ChatNotify.FromString(body).message.text, "hi")
+        self.assertFalse((await self.roles.call(self.to, "chat_state"))["backlog"])
+        self.node.cluster.where.clear()
+        self.assertEqual((await router.login(self.to))["backlog"], [])
+
+    async def test_unknown_and_blocking_recipients_refuse(self) -> None:
+        router = await self.asyncSetUp()
+        self.assertEqual(await router.send(8 << 16 | 2, self.msg("x")), E.NO_SUCH_PLAYER)
+
+        def block(entity: Entity, who: int) -> None:
+            entity.component("friends")["blocked"] = [who]
+
+        self.roles.add_action("block", block, creates=True)
+        await self.roles.call(self.to, "block", self.sender)
+        self.assertEqual(await router.send(self.to, self.msg("x")), E.CHAT_BLOCKED)
+        self.assertEqual(await router.history(self.to, self.sender), [])

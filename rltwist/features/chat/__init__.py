@@ -5,8 +5,8 @@
 - logiccenter: ``chat``, the world channel (LRU group over ``globaldb``);
 - map<sid>: ``chat``, the region channel of that map;
 - rolecity<sid>: ``privatechat`` (pair histories, offline backlog, GM mute), and the chat
-  business methods on the rolecity entity (``chat_blocks``, ``chat_mute``,
-  ``chat_set_mute``);
+  business methods on the rolecity entity (``chat_blocks``, ``chat_state``,
+  ``chat_set_mute``, ``chat_flag_backlog``, ``chat_unflag_backlog``);
 - role: ``ChatSend`` / ``ChatHistory`` handlers, the after-Auth step, ``chatgate``;
 - master: ``POST /players/<userid>/mute``.
 
@@ -27,8 +27,10 @@ from rltwist.features.chat.services import (
     PrivateActor,
     PrivateRouter,
     rolecity_blocks,
-    rolecity_mute,
+    rolecity_flag_backlog,
     rolecity_set_mute,
+    rolecity_state,
+    rolecity_unflag_backlog,
 )
 from rltwist.nodes.common.dbproxy import GLOBALDB, region_db
 from rltwist.nodes.common.lru import LRUGroup, install_lru
@@ -50,8 +52,11 @@ def install(node: Any) -> None:
     elif kind == "rolecity":
         roles: LRUGroup = node.cluster.services["rolerouter"].group
         roles.add_action("chat_blocks", rolecity_blocks)
-        roles.add_action("chat_mute", rolecity_mute)
+        roles.add_action("chat_state", rolecity_state)
         roles.add_action("chat_set_mute", rolecity_set_mute, creates=True, save=True)
+        roles.add_action("chat_flag_backlog", rolecity_flag_backlog, creates=True, save=True)
+        # unflagging need not be durable: a flag left set costs one read at an Auth
+        roles.add_action("chat_unflag_backlog", rolecity_unflag_backlog)
         install_lru(node, PrivateActor(), router="privatechat", worker="chatprivate",
                     db=region_db(node.me.number or 0),
                     router_cls=lambda group: PrivateRouter(group, node))

@@ -18,7 +18,10 @@ the history of each private pair the player is in and the offline backlog::
 A message is a dict whose keys are ``ChatMessage`` field names. Channel histories and
 private pairs are saved by the group's periodic saver (``[storage] save_interval``), not
 before the reply: chat's OK means accepted for delivery. The GM mute is the exception: it
-is stored in the player's rolecity entity (component ``chat_mute``) before the answer.
+is stored in the player's rolecity entity (component ``chat``, key ``mute``) before the
+answer. That component also flags a waiting offline backlog (key ``backlog``, saved before
+the message is accepted), so an Auth reads the private-chat entity only when something
+waits: the rolecity entity is loaded at every Auth anyway (the transfer ledger).
 """
 
 from __future__ import annotations
@@ -46,8 +49,9 @@ E = pb.ErrorCode
 chat = import_system("rltwist.game.chatsystem", service="chat")
 
 COMPONENT = "chat"
-#: rolecity entity component holding a GM mute (``{"until_ms", "reason", "set_ms"}``)
-MUTE = "chat_mute"
+#: rolecity entity component of chat: ``{"mute": {"until_ms", "reason", "set_ms"},
+#: "backlog": True while private messages wait for the player}``
+ROLECITY_COMPONENT = "chat"
 #: rolecity entity component the friends feature keeps; ``blocked`` lists userids
 FRIENDS = "friends"
 #: most private pairs one player keeps (the pair with the oldest last message goes first)
@@ -157,15 +161,31 @@ def rolecity_blocks(entity: Entity, sender: int) -> bool:
     return bool(chat.blocks(entity.components.get(FRIENDS), int(sender)))
 
 
-def rolecity_mute(entity: Entity) -> dict[str, Any] | None:
-    mute = entity.components.get(MUTE)
-    return dict(mute) if mute else None
+def rolecity_state(entity: Entity) -> dict[str, Any]:
+    """What Auth needs: the GM mute (or None) and whether a backlog waits."""
+    comp = entity.components.get(ROLECITY_COMPONENT) or {}
+    mute = comp.get("mute")
+    return {"mute": dict(mute) if mute else None, "backlog": bool(comp.get("backlog"))}
 
 
 def rolecity_set_mute(entity: Entity, seconds: int, reason: str, now_ms: int) -> dict[str, Any]:
     record = chat.mute_record(int(seconds), str(reason), int(now_ms))
-    entity.set_component(MUTE, record)
+    entity.component(ROLECITY_COMPONENT)["mute"] = record
+    entity.mark_dirty()
     return record
+
+
+def rolecity_flag_backlog(entity: Entity, waiting: bool) -> None:
+    """Flag (or unflag) a waiting offline backlog; no change, no write."""
+    comp = entity.components.get(ROLECITY_COMPONENT) or {}
+    if bool(comp.get("backlog")) == waiting:
+        return
+    entity.component(ROLECITY_COMPONENT)["backlog"] = waiting
+    entity.mark_dirty()
+
+
+def rolecity_unflag_backlog(entity: Entity) -> None:
+    rolecity_flag_backlog(entity, False)
 
 
 class PrivateRouter(LRURouter):
@@ -214,6 +234,8 @@ class PrivateRouter(LRURouter):
             return int(E.CHAT_BLOCKED)
         history, backlog = _limits()
         online = self.where(to)
+        if online is None:  # flagged (saved) first: the next Auth looks for the backlog
+            await self.roles.call(to, "chat_flag_backlog", True)
         await self.group.call(to, "keep", sender, message, history, 0 if online else backlog)
         if online is not None:
             reach.send_located(self.cluster, {to: online},
@@ -241,9 +263,14 @@ class PrivateRouter(LRURouter):
     async def login(self, userid: int) -> dict[str, Any]:
         """At Auth: the private messages that waited for *userid* (taken: the backlog is
         cleared) and its GM mute."""
-        backlog = await self.group.call(userid, "take_backlog")
-        mute = await self.roles.call(userid, "chat_mute")
-        return {"backlog": backlog, "mute": mute}
+        state = await self.roles.call(userid, "chat_state")
+        backlog: list[dict[str, Any]] = []
+        if state["backlog"]:
+            # unflag first: a message kept meanwhile flags again (at worst one read for
+            # nothing at the next Auth, never a backlog nobody looks for)
+            await self.roles.call(userid, "chat_unflag_backlog")
+            backlog = await self.group.call(userid, "take_backlog")
+        return {"backlog": backlog, "mute": state["mute"]}
 
     @handler
     async def mute(self, userid: int, seconds: int, reason: str,
