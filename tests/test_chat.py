@@ -401,6 +401,8 @@ class FakeRegionCluster:
         self.addresses = {"role1": 1, "role2": 1}
         self.sent: list[tuple[Any, ...]] = []
         self.calls: list[tuple[Any, ...]] = []
+        #: what a gateway.push call answers: players written to, or an exception
+        self.push_answer: Any = 1
 
     def rolecity_node(self, userid: int) -> str:
         return f"rolecity{userid & 0xFFFF}"
@@ -411,6 +413,10 @@ class FakeRegionCluster:
     def call(self, node: str, service: str, method: str, *args: Any,
              timeout: float = 0) -> defer.Deferred[Any]:
         self.calls.append((node, service, method, *args))
+        if (service, method) == ("gateway", "push"):
+            if isinstance(self.push_answer, Exception):
+                return defer.fail(self.push_answer)
+            return defer.succeed(self.push_answer)
         return defer.succeed(None)
 
 
@@ -470,17 +476,28 @@ class PrivateRouting(ActorCase):
         self.assertEqual([m["text"] for m in await router.history(self.to, self.sender)],
                          ["a", "b"])
 
-    async def test_online_recipients_get_a_push_and_no_backlog(self) -> None:
+    async def test_online_recipients_get_a_push_or_else_the_backlog(self) -> None:
+        from rltwist.cluster import CallTimeout
+
         router = await self.asyncSetUp()
-        self.node.cluster.where[self.to] = "role2"
+        cluster = self.node.cluster
+        cluster.where[self.to] = "role2"
         self.assertEqual(await router.send(self.to, self.msg("hi")), E.OK)
-        [(node, service, method, ids, _msgid, body, sender)] = self.node.cluster.sent
-        self.assertEqual((node, service, method, ids, sender),
-                         ("role2", "gateway", "push", [self.to], self.sender))
+        pushes = [c for c in cluster.calls if c[1:3] == ("gateway", "push")]
+        [(node, _, _, ids, _msgid, body, sender)] = pushes
+        self.assertEqual((node, ids, sender), ("role2", [self.to], self.sender))
         self.assertEqual(pb.ChatNotify.FromString(body).message.text, "hi")
         self.assertFalse((await self.roles.call(self.to, "chat_state"))["backlog"])
-        self.node.cluster.where.clear()
-        self.assertEqual((await router.login(self.to))["backlog"], [])
+        # logged out meanwhile (the gateway wrote it to nobody), or the node is silent
+        cluster.push_answer = 0
+        await router.send(self.to, self.msg("gone"))
+        cluster.push_answer = CallTimeout("role2", "gateway", "push", 5.0)
+        await router.send(self.to, self.msg("silent"))
+        cluster.where.clear()
+        self.assertEqual([m["text"] for m in (await router.login(self.to))["backlog"]],
+                         ["gone", "silent"])
+        self.assertEqual([m["text"] for m in await router.history(self.to, self.sender)],
+                         ["hi", "gone", "silent"])
 
     async def test_unknown_and_blocking_recipients_refuse(self) -> None:
         router = await self.asyncSetUp()

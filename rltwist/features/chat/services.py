@@ -29,6 +29,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from rltwist.cluster import ClusterError, handler
@@ -38,7 +39,7 @@ from rltwist.nodes.common import reach
 from rltwist.nodes.common.lru import Actor, LRUGroup, LRURouter, action
 from rltwist.nodes.common.sharedatad import sharedata
 from rltwist.nodes.role.agent import PLAYERS, ROLEDB
-from rltwist.protocols import pb
+from rltwist.protocols import REGISTRY, pb
 from rltwist.storage import Key
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ MAX_PAIRS = 200
 #: players known to exist, kept per rolecity (a player is never deleted)
 KNOWN_CAP = 200_000
 KEEP_TIMEOUT = 5.0
+PUSH_ID = REGISTRY.push_ids[pb.ChatNotify]
 
 
 def world_key() -> str:
@@ -137,6 +139,12 @@ class PrivateActor(Actor):
             del pairs[oldest]
         if backlog > 0:
             chat.keep(comp.setdefault("backlog", []), message, backlog)
+        entity.mark_dirty()
+
+    @action
+    def backlog(self, entity: Entity, message: dict[str, Any], limit: int) -> None:
+        """Keep *message* for the player's next login (at most *limit* waiting)."""
+        chat.keep(entity.component(COMPONENT).setdefault("backlog", []), message, limit)
         entity.mark_dirty()
 
     @action
@@ -234,19 +242,42 @@ class PrivateRouter(LRURouter):
             return int(E.CHAT_BLOCKED)
         history, backlog = _limits()
         online = self.where(to)
-        if online is None:  # flagged (saved) first: the next Auth looks for the backlog
+        if online is None:
+            await self.roles.call(to, "chat_flag_backlog", True)  # saved before the OK
+            await self.group.call(to, "keep", sender, message, history, backlog)
+            await self._keep_senders_copy(sender, to, message)
+            return int(E.OK)
+        await self.group.call(to, "keep", sender, message, history, 0)
+        copy = defer.Deferred.fromCoroutine(self._keep_senders_copy(sender, to, message))
+        pushed = await self._push(online, to, message)  # the sender's copy meanwhile
+        await copy
+        if not pushed:
+            # the recipient logged out meanwhile, or its role node did not answer: kept
+            # for its next login (a push whose answer was lost may then come twice)
             await self.roles.call(to, "chat_flag_backlog", True)
-        await self.group.call(to, "keep", sender, message, history, 0 if online else backlog)
-        if online is not None:
-            reach.send_located(self.cluster, {to: online},
-                               pb.ChatNotify(message=chat.to_pb(message)), sender=sender)
+            await self.group.call(to, "backlog", message, backlog)
+        return int(E.OK)
+
+    async def _push(self, node: str, to: int, message: dict[str, Any]) -> bool:
+        """Push *message* to *to* on role node *node*: True once that gateway wrote it."""
+        body = pb.ChatNotify(message=chat.to_pb(message)).SerializeToString()
+        try:
+            written = await self.cluster.call(node, "gateway", "push", [to], PUSH_ID, body,
+                                              int(message["from_userid"]),
+                                              timeout=KEEP_TIMEOUT)
+        except ClusterError as e:
+            log.warn("private chat to {to}: push through {node} failed ({e}); kept for its "
+                     "next login", to=to, node=node, e=e)
+            return False
+        return bool(written)
+
+    async def _keep_senders_copy(self, sender: int, to: int, message: dict[str, Any]) -> None:
         try:  # the sender's side of the pair (its own birth region)
             await self.cluster.call(self.cluster.rolecity_node(sender), "privatechat",
                                     "keep", sender, to, message, timeout=KEEP_TIMEOUT)
         except ClusterError as e:
             log.warn("private chat {sender} -> {to}: the sender's copy is not kept: {e}",
                      sender=sender, to=to, e=e)
-        return int(E.OK)
 
     @handler
     async def keep(self, userid: int, peer: int, message: dict[str, Any]) -> None:
