@@ -215,6 +215,10 @@ class BotActions(unittest.TestCase):
             if isinstance(message, pb.ChatSend):
                 self.assertEqual(chat.check_text(message.text, TABLES), E.OK, name)
         self.assertIn(E.RATE_LIMITED, ACTIONS["chat_world"].ok_codes)
+        # alone: no message to oneself (NO_SUCH_PLAYER), the private history instead
+        alone = ACTIONS["chat_private"].build(BotIdentity(0, "o", 10, "0123456789abcdef",
+                                                          online=(10,)))
+        self.assertEqual((type(alone), alone.peer_userid), (pb.ChatHistory, 10))
 
 
 class FakeCluster:

@@ -142,10 +142,15 @@ def _chat_region(bot: BotIdentity) -> Message:
 
 
 @action("chat_private", "Send a private chat message to another logged-in bot (peer); "
-        "RATE_LIMITED counts as answered", ok_codes=_CHAT_OK)
+        "RATE_LIMITED counts as answered. A bot alone (no other bot online yet) fetches "
+        "its private history instead: a message to oneself is NO_SUCH_PLAYER",
+        ok_codes=_CHAT_OK)
 def _chat_private(bot: BotIdentity) -> Message:
+    peer = bot.peer()
+    if peer == bot.userid:
+        return pb.ChatHistory(channel=pb.ChatChannel.CHAT_PRIVATE, peer_userid=peer)
     return pb.ChatSend(channel=pb.ChatChannel.CHAT_PRIVATE, text=_chat_text(bot, "private"),
-                       to_userid=bot.peer())
+                       to_userid=peer)
 
 
 @action("chat_history", "Fetch the world chat history (the last 50 messages)")
