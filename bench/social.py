@@ -8,7 +8,9 @@ rolecity1, map2, rolecity2, role1, role2 and login1 as twistd processes
 (``rltwist.launcher.LocalCluster``). The players are clients inside this process (one
 TCP connection each, the real client protocol), so a message's send and its arrival are
 timed on one clock. The chat table is the repository's but for the rate limit, raised so
-one player can send 500 messages/s.
+one player can send 500 messages/s, and ``[client] max_inflight`` is raised so that player
+may have more than 16 messages waiting for their answer (open loop: a pause anywhere shows
+as latency, not as a closed connection).
 
 Rows, in order:
 
@@ -429,6 +431,9 @@ async def main(reactor: Any, args: argparse.Namespace) -> int:
         "redis": {"url": redis.url, "prefix": PREFIX},
         "login": {"dev_sdk_secret": SDK_SECRET},
         "hotreload": {"root": str(bench_root(workdir)), "config_interval": 0},
+        # one client sending 500 requests/s open-loop: a pause of 32 ms anywhere on the
+        # path would pass the default 16 requests waiting per connection (which closes it)
+        "client": {"max_inflight": 4096},
     }
     lc = LocalCluster(workdir / "run", list(NODES), overrides=overrides)
     players: list[Player] = []
