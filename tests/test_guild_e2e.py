@@ -1,0 +1,162 @@
+"""Guilds end to end (issue 12): players of two regions on two role nodes, through the
+client protocol; the guild node killed after an acknowledged change; guild chat through
+``guildchat``. Real processes, real TCP, real Redis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rltwist.cluster import RemoteError
+from rltwist.protocols import pb
+from tests.login_util import GameClient, offline
+from tests.social_util import SocialCase
+from tests.util import wait_for
+
+E = pb.ErrorCode
+EV = pb.GuildEvent
+R = pb.GuildRole
+
+
+class GuildFlows(SocialCase):
+    async def attrs(self, c: GameClient) -> dict[str, Any]:
+        info = await self.probe.cluster.call(c.role, "gateway", "player_info", c.userid,
+                                             timeout=5)
+        assert info is not None, f"{c.openid} is not online on {c.role}"
+        return dict(info["attrs"])
+
+    async def guildid(self, c: GameClient) -> int:
+        return int((await self.attrs(c)).get("guildid", 0))
+
+    def note(self, c: GameClient, event: int, user: int) -> Any:
+        return self.wait_push(c, pb.GuildNotify,
+                              lambda m: m.event == event and m.user_id == user)
+
+    async def test_a_guild_across_regions_and_role_nodes(self) -> None:
+        a, b = await self.players_apart(1, 2)
+        gold = (await self.attrs(a))["gold"]
+
+        # create in region 1: the cost is taken, the creator's guildid arrives by ledger
+        r = await self.request_ok(a, pb.GuildCreate(name="Red Lions", open=True))
+        g = r.guild_id
+        self.assertEqual(g & 0xFFFF, 1)
+        self.assertEqual(await self.guildid(a), g)
+        self.assertEqual((await self.attrs(a))["gold"], gold - 500)
+        again = await a.request(pb.GuildCreate(name="Other"))
+        self.assertEqual(again.code, E.GUILD_ALREADY_IN_GUILD)
+        taken = await b.request(pb.GuildCreate(name="red LIONS"))
+        self.assertEqual(taken.code, E.OK)  # names are unique per region: b is of region 2
+        await self.request_ok(b, pb.GuildDisband())
+
+        # a region-2 player on the other role node finds it and joins
+        found = await self.request_ok(b, pb.GuildSearch(region=1, name="RED lions"))
+        self.assertEqual([s.guild_id for s in found.guilds], [g])
+        listed = await self.request_ok(b, pb.GuildList(region=1))
+        self.assertIn(g, [s.guild_id for s in listed.guilds])
+        await self.request_ok(b, pb.GuildJoin(guild_id=g))
+        self.assertEqual(await self.guildid(b), g)
+        await self.note(a, EV.GUILD_JOINED, b.userid)
+
+        info = await self.request_ok(a, pb.GuildInfo())
+        self.assertEqual(info.guild.name, "Red Lions")
+        self.assertEqual([(m.user_id, m.role, m.online, m.region) for m in info.members],
+                         [(a.userid, R.GUILD_LEADER, True, 1),
+                          (b.userid, R.GUILD_MEMBER, True, 2)])
+
+        # roles and permissions: a member may not kick; the leader makes b an officer
+        x = await self.player(1)
+        await self.request_ok(x, pb.GuildJoin(guild_id=g))
+        denied = await x.request(pb.GuildKick(user_id=b.userid))
+        self.assertEqual(denied.code, E.GUILD_NO_PERMISSION)
+        denied = await b.request(pb.GuildSetRole(user_id=x.userid, role=R.GUILD_OFFICER))
+        self.assertEqual(denied.code, E.GUILD_NO_PERMISSION)
+        await self.request_ok(a, pb.GuildSetRole(user_id=b.userid, role=R.GUILD_OFFICER))
+        changed = await self.note(b, EV.GUILD_ROLE_CHANGED, b.userid)
+        self.assertEqual(changed.role, R.GUILD_OFFICER)
+
+        # kick while offline: the kicked player's guildid is 0 at the next login
+        x.close()
+        await wait_for(lambda: offline(self, x.userid), 20, f"{x.openid} to log out")
+        info = await self.request_ok(b, pb.GuildInfo(guild_id=g))
+        self.assertFalse({m.user_id: m.online for m in info.members}[x.userid])
+        await self.request_ok(b, pb.GuildKick(user_id=x.userid))
+        await self.note(a, EV.GUILD_KICKED, x.userid)
+        auth = await x.play(*self.login_address())
+        self.assertEqual(auth.basics.guild_id, 0)
+        x.role = self._role_ports[x.login_response.port]
+        self.assertEqual(await self.guildid(x), 0)
+
+        # closed guild of region 2: apply, approve (across role nodes), reject
+        c, d = await self.players_apart(2, 1)
+        r = await self.request_ok(c, pb.GuildCreate(name="Blue", open=False))
+        g2 = r.guild_id
+        self.assertEqual(g2 & 0xFFFF, 2)
+        closed = await d.request(pb.GuildJoin(guild_id=g2))
+        self.assertEqual(closed.code, E.GUILD_CLOSED)
+        applied = await self.request_ok(d, pb.GuildApply(guild_id=g2))
+        self.assertFalse(applied.joined)
+        await self.note(c, EV.GUILD_APPLIED, d.userid)
+        await self.request_ok(x, pb.GuildApply(guild_id=g2))
+        info = await self.request_ok(c, pb.GuildInfo())
+        self.assertEqual(sorted(p.user_id for p in info.applications),
+                         sorted([d.userid, x.userid]))
+        await self.request_ok(c, pb.GuildApprove(user_id=d.userid))
+        await self.note(d, EV.GUILD_JOINED, d.userid)
+        await wait_for(lambda: self._is_in(d, g2), 10, f"{d.openid}'s guildid to be {g2}")
+        await self.request_ok(c, pb.GuildRejectApply(user_id=x.userid))
+        await self.note(x, EV.GUILD_APPLY_REJECTED, x.userid)
+        self.assertEqual(await self.guildid(x), 0)
+        in_other = await d.request(pb.GuildJoin(guild_id=g))
+        self.assertEqual(in_other.code, E.GUILD_ALREADY_IN_GUILD)
+
+        # leadership moves, the old leader leaves, the new one disbands
+        cannot = await a.request(pb.GuildLeave())
+        self.assertEqual(cannot.code, E.GUILD_LEADER_CANNOT_LEAVE)
+        await self.request_ok(a, pb.GuildTransferLeader(user_id=b.userid))
+        await self.note(b, EV.GUILD_LEADER_CHANGED, b.userid)
+        await self.request_ok(a, pb.GuildLeave())
+        self.assertEqual(await self.guildid(a), 0)
+        await self.note(b, EV.GUILD_LEFT, a.userid)
+        await self.request_ok(b, pb.GuildDisband())
+        await self.note(b, EV.GUILD_DISBANDED, b.userid)
+        self.assertEqual(await self.guildid(b), 0)
+        gone = await a.request(pb.GuildInfo(guild_id=g))
+        self.assertEqual(gone.code, E.GUILD_NOT_FOUND)
+        free = await self.request_ok(a, pb.GuildSearch(region=1, name="Red Lions"))
+        self.assertEqual(list(free.guilds), [])
+
+    async def _is_in(self, c: GameClient, guildid: int) -> bool:
+        return await self.guildid(c) == guildid
+
+    async def test_guild_node_restart_keeps_the_guild_and_guild_chat(self) -> None:
+        a, b = await self.players_apart(1, 2)
+        g = (await self.request_ok(a, pb.GuildCreate(name="Iron", open=True))).guild_id
+        await self.request_ok(b, pb.GuildJoin(guild_id=g))
+        # acknowledged: killed at once, nothing flushed by a clean stop
+        self.assertLess(await self.lc.nodes["guild1"].kill(), 0)
+        await self.lc.start("guild1")
+        await self.lc.wait_up(self.names)
+        info = await self.request_ok(b, pb.GuildInfo(guild_id=g))
+        self.assertEqual(sorted(m.user_id for m in info.members), sorted([a.userid, b.userid]))
+        self.assertEqual(await self.guildid(b), g)
+        relogged = await b.play(*self.login_address())
+        self.assertEqual(relogged.basics.guild_id, g)
+        b.role = self._role_ports[b.login_response.port]
+
+        # guild chat through guildchat (the chat feature's ChatSend calls it)
+        call = self.probe.cluster.call
+        msg = {"text": "hello guild", "from_name": "a", "from_region": 1}
+        self.assertEqual(await call("guild1", "guildchat", "send", g, a.userid, msg,
+                                    timeout=10), E.OK)
+        for c in (a, b):
+            got = await self.wait_push(c, pb.ChatNotify,
+                                       lambda m: m.message.text == "hello guild")
+            self.assertEqual((got.message.channel, got.message.guild_id,
+                              got.message.from_userid), (pb.ChatChannel.CHAT_GUILD, g, a.userid))
+        stranger = await self.player(2)
+        self.assertEqual(await call("guild1", "guildchat", "send", g, stranger.userid,
+                                    {"text": "let me in"}, timeout=10), E.CHAT_NOT_IN_GUILD)
+        history = await call("guild1", "guildchat", "history", g, b.userid, timeout=10)
+        self.assertEqual([m["text"] for m in history], ["hello guild"])
+        with self.assertRaises(RemoteError) as caught:
+            await call("guild1", "guildchat", "history", g, stranger.userid, timeout=10)
+        self.assertEqual(caught.exception.kind, "NotAMember")
