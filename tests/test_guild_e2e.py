@@ -10,7 +10,7 @@ from rltwist.cluster import RemoteError
 from rltwist.protocols import pb
 from tests.login_util import GameClient, offline
 from tests.social_util import SocialCase
-from tests.util import wait_for
+from tests.util import node_is, wait_for
 
 E = pb.ErrorCode
 EV = pb.GuildEvent
@@ -160,3 +160,63 @@ class GuildFlows(SocialCase):
         with self.assertRaises(RemoteError) as caught:
             await call("guild1", "guildchat", "history", g, stranger.userid, timeout=10)
         self.assertEqual(caught.exception.kind, "NotAMember")
+
+
+CRASH = {"RLTWIST_TEST_FLAGS": "crashpoints"}
+
+
+class GuildCrashes(SocialCase):
+    """A role node dies after the create's cost is saved; the guild node dies after a join
+    is saved in the guild but before the player's rolecity has it. Nothing is lost or done
+    twice: the create finishes at the next login, the join reaches the player from the
+    restarted guild node's outbox."""
+
+    node_env = {"role1": {**CRASH, "RLTWIST_CRASH_POINTS": "after_guild_create_paid"},
+                "role2": {**CRASH, "RLTWIST_CRASH_POINTS": "after_guild_create_paid"},
+                "guild1": {**CRASH, "RLTWIST_CRASH_POINTS": "after_guild_outbox_saved"}}
+
+    async def restart(self, name: str) -> None:
+        proc = self.lc.nodes[name]
+        code = await proc.wait_exit(20)
+        self.assertEqual(code, -9, f"{name} should have died at its crash point")
+        await wait_for(lambda: node_is(self.lc, name, "down"), 20, f"{name} marked down")
+        proc.env.pop("RLTWIST_CRASH_POINTS")
+        await self.lc.start(name)
+        await self.lc.wait_up(self.names)
+
+    async def test_a_paid_create_and_an_acknowledged_join_survive_crashes(self) -> None:
+        a = await self.player(1)
+        died = a.role
+        reply = a.request(pb.GuildCreate(name="Phoenix", open=True))
+        reply.addErrback(lambda f: None)  # the role node dies before answering
+        await self.restart(died)
+        await self.wait_logins_available()
+        auth = await a.play(*self.login_address())
+        a.role = self._role_ports[a.login_response.port]
+        self.assertEqual(auth.basics.gold, 1000 - 500)  # taken once, kept
+        await wait_for(lambda: self._in_a_guild(a), 20,
+                       "the create paid before the crash to finish after the login")
+        info = await self.request_ok(a, pb.GuildInfo())
+        self.assertEqual((info.guild.name, info.guild.leader_id), ("Phoenix", a.userid))
+        g = info.guild.guild_id
+        self.assertEqual((await self.attrs(a))["gold"], 500)
+
+        b = await self.player(2)
+        answer = b.request(pb.GuildJoin(guild_id=g))
+        await self.restart("guild1")  # died with b saved as a member, the ledger not told
+        r = await answer
+        self.assertIn(r.code, (E.RETRY_LATER, E.NOT_AVAILABLE, E.INTERNAL))
+        await wait_for(lambda: self._in_a_guild(b), 40,
+                       "the restarted guild node's outbox to bring b's guildid")
+        self.assertEqual(int((await self.attrs(b))["guildid"]), g)
+        info = await self.request_ok(b, pb.GuildInfo())
+        self.assertEqual(sorted(m.user_id for m in info.members), sorted([a.userid, b.userid]))
+
+    async def attrs(self, c: GameClient) -> dict[str, Any]:
+        info = await self.probe.cluster.call(c.role, "gateway", "player_info", c.userid,
+                                             timeout=5)
+        assert info is not None
+        return dict(info["attrs"])
+
+    async def _in_a_guild(self, c: GameClient) -> bool:
+        return bool((await self.attrs(c)).get("guildid"))

@@ -22,6 +22,7 @@ from twisted.logger import Logger
 
 from rltwist.cluster import ClusterError, RemoteError, birth_region
 from rltwist.cluster.errors import LinkLost, NodeUnreachable, UnknownNode
+from rltwist.crashpoint import crashpoint
 from rltwist.ecs import import_system
 from rltwist.game.errcode import ErrCode
 from rltwist.nodes.common.sharedatad import sharedata
@@ -124,6 +125,7 @@ async def guild_create(gw: Gateway, player: Player,
         roles.add_resources(entity, cost)
         entity.set_component(INTENT, {})
         return pb.GuildCreate.Response(code=E.RETRY_LATER)
+    crashpoint("after_guild_create_paid")
     code, guildid = await finish_create(gw, player)
     return pb.GuildCreate.Response(code=code, guild_id=guildid)  # type: ignore[arg-type]
 

@@ -39,6 +39,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from rltwist.cluster import ClusterError, Service, handler
+from rltwist.crashpoint import crashpoint
 from rltwist.ecs import import_system
 from rltwist.game.guildsystem import NotAMember
 from rltwist.nodes.common import reach
@@ -178,6 +179,7 @@ class GuildRouter(LRURouter):
             return code
         subject = userid if op in ("join", "apply") else (args[0] if args else userid)
         if r["deliver"]:
+            crashpoint("after_guild_outbox_saved")
             outcome = await self.deliver(guildid)
             if subject in r["deliver"]:
                 if outcome.get(subject) == "conflict":
