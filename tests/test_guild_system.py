@@ -165,7 +165,8 @@ class PlayerSide(unittest.TestCase):
         self.assertFalse(g.rolecity_set(rc, 0, other, "t3", False)["added"])  # not in other
         self.assertTrue(g.rolecity_set(rc, 0, GID, "t4", False)["added"])
         self.assertTrue(g.rolecity_set(rc, other, other, "t5", True)["added"])
-        entries = transfer.take(rc, A, 1)
+        # entries of one millisecond are taken in any order: seq orders them
+        entries = sorted(transfer.take(rc, A, 1), key=lambda e: e["items"]["seq"])
         self.assertEqual([e["items"] for e in entries],
                          [{"guildid": GID, "seq": 1}, {"guildid": 0, "seq": 2},
                           {"guildid": other, "seq": 3}])

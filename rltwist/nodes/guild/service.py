@@ -106,7 +106,7 @@ class GuildRouter(LRURouter):
         record = await backend.get(GUILD_CREATES, create_id)
         if record is None:
             guildid = await backend.incr(GUILD_SEQ) << 16 | self.sid
-            if not await self.names.reserve(key, guildid, name):
+            if not await self._reserve(key, guildid, name):
                 return {"code": int(E.GUILD_NAME_TAKEN), "guild_id": 0}
             try:
                 await backend.insert(GUILD_CREATES, create_id,
@@ -136,6 +136,28 @@ class GuildRouter(LRURouter):
         log.info("guild {guildid} {name!r} created by {owner}: {code}", guildid=guildid,
                  name=name, owner=owner, code=E.Name(code))
         return {"code": int(code), "guild_id": guildid if code == E.OK else 0}
+
+    async def _reserve(self, key: str, guildid: int, name: str) -> bool:
+        """Reserve *key* for *guildid*; a name still held by a guild that is gone (a
+        disband or failed create cut by a crash before it released the name) is taken
+        over."""
+        if await self.names.reserve(key, guildid, name):
+            return True
+        holder = await self.names.lookup(key)
+        if not isinstance(holder, int) or holder == guildid:
+            return False
+        try:
+            alive = await self.group.call(holder, "summary")
+        except EntityNotFound:
+            # the create that reserved it may still be running: only a guild that
+            # existed and is gone frees its name here
+            return False
+        if alive is not None:
+            return False
+        log.info("guild name {name!r} freed from the gone guild {holder}", name=name,
+                 holder=holder)
+        await self.names.release(key, holder)
+        return await self.names.reserve(key, guildid, name)
 
     @handler
     async def create(self, owner: int, name: str) -> int:
