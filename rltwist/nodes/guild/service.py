@@ -88,6 +88,7 @@ class GuildRouter(LRURouter):
         super().__init__(group)
         self.sid = sid
         self.names = NameIndex(group.backend, GUILD_NAMES)
+        self._indexed = False
 
     # -- create ------------------------------------------------------------------------
 
@@ -247,6 +248,9 @@ class GuildRouter(LRURouter):
         how many guilds were tried."""
         found = {e.id for e in self.group.entities() if e.get("pending")}
         try:
+            if not self._indexed:  # the search runs every RETRY_INTERVAL: no scans
+                await self.group.backend.ensure_index(GUILDS, "attrs.pending")
+                self._indexed = True
             found.update(k for k, _ in await self.group.backend.find(
                 GUILDS, {"attrs.pending": True}, limit=200))
         except StorageError as e:
