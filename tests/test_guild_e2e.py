@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from rltwist.bot import BotOptions, run_bots
 from rltwist.cluster import RemoteError
+from rltwist.config import load_config
 from rltwist.protocols import pb
-from tests.login_util import GameClient, offline
+from tests.login_util import DEV_SDK_SECRET, GameClient, offline
 from tests.social_util import SocialCase
 from tests.util import node_is, wait_for
 
@@ -160,6 +162,21 @@ class GuildFlows(SocialCase):
         with self.assertRaises(RemoteError) as caught:
             await call("guild1", "guildchat", "history", g, stranger.userid, timeout=10)
         self.assertEqual(caught.exception.kind, "NotAMember")
+
+        # rl-bot's guild actions against the real cluster: 4 bots create (and, as the
+        # all-actions demo does, run guild_join while in their own guild), 4 new bots join
+        config = load_config(self.lc.config_path)
+        made = await run_bots(BotOptions.from_config(
+            config, count=4, script="guild_create,guild_info,guild_join", server_ids=(1, 2),
+            openid_prefix="gmake", dev_sdk_secret=DEV_SDK_SECRET))
+        self.assertEqual((made.ok, made.failed), (4, 0), made.format_table())
+        joined = await run_bots(BotOptions.from_config(
+            config, count=4, script="guild_join,guild_info", server_ids=(1, 2),
+            openid_prefix="gjoin", dev_sdk_secret=DEV_SDK_SECRET))
+        self.assertEqual((joined.ok, joined.failed), (4, 0), joined.format_table())
+        listed = [s for node in ("guild1", "guild2")
+                  for s in await call(node, "guildrouter", "list", timeout=10)]
+        self.assertEqual(sum(s["members"] for s in listed), 2 + 4 + 4)  # Iron + bots
 
 
 CRASH = {"RLTWIST_TEST_FLAGS": "crashpoints"}

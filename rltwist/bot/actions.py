@@ -153,7 +153,11 @@ def _pick_guild(bot: BotIdentity, listed: Message) -> Message | None:
 
 
 @action("guild_join", "GuildList of the peer bot's region, then join a guild another bot "
-        "made there (the peer's if listed); nothing to join fails the bot", then=_pick_guild)
+        "made there (the peer's if listed); nothing to join fails the bot; a bot in a guild "
+        "already (it ran guild_create, as in the all-actions demo) is answered "
+        "GUILD_ALREADY_IN_GUILD, which counts as done",
+        ok_codes=frozenset({pb.ErrorCode.OK, pb.ErrorCode.GUILD_ALREADY_IN_GUILD}),
+        then=_pick_guild)
 def _guild_join(bot: BotIdentity) -> Message:
     return pb.GuildList(region=bot.peer() & 0xFFFF)
 
