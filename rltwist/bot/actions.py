@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import attrs
 from google.protobuf.message import Message
 
+from rltwist.cluster.routing import birth_region
 from rltwist.protocols import pb
 
 #: Longest role name the name rules accept (etc/game/name_rules.toml max_length).
@@ -159,7 +160,7 @@ def _pick_guild(bot: BotIdentity, listed: Message) -> Message | None:
         ok_codes=frozenset({pb.ErrorCode.OK, pb.ErrorCode.GUILD_ALREADY_IN_GUILD}),
         then=_pick_guild)
 def _guild_join(bot: BotIdentity) -> Message:
-    return pb.GuildList(region=bot.peer() & 0xFFFF)
+    return pb.GuildList(region=birth_region(bot.peer()))
 
 
 @action("guild_info", "GuildInfo of the bot's own guild (members with online flags); "

@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from rltwist.cluster.routing import birth_region
 from rltwist.ecs.entity import Entity
 from rltwist.ecs.system import System
 from rltwist.game.tables import char_class
@@ -141,13 +142,13 @@ class GuildSystem(System):
     def view(self, entity: Entity, userid: int, tables: Mapping[str, Any]) -> dict[str, Any]:
         """GuildInfo fields (online flags are the caller's): members, and applications
         when *userid* may approve them."""
-        members = [{"user_id": int(u), "name": m.get("name", ""), "region": int(u) & 0xFFFF,
+        members = [{"user_id": int(u), "name": m.get("name", ""), "region": birth_region(int(u)),
                     "role": ROLE_PB[m["role"]], "joined_ms": m.get("joined_ms", 0)}
                    for u, m in sorted(entity.components.get("members", {}).items(),
                                       key=lambda kv: (-ROLES[kv[1]["role"]], int(kv[0])))]
         apps = []
         if self.may(entity, userid, "approve", tables):
-            apps = [{"user_id": int(u), "name": a.get("name", ""), "region": int(u) & 0xFFFF,
+            apps = [{"user_id": int(u), "name": a.get("name", ""), "region": birth_region(int(u)),
                      "time_ms": a.get("time_ms", 0)}
                     for u, a in sorted(entity.components.get("applications", {}).items())]
         return {"code": E.OK, "guild": self.summary(entity, tables), "members": members,
