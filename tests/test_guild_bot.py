@@ -48,7 +48,9 @@ class Builds(unittest.TestCase):
                                                summary(13, other, open=False),
                                                summary(14, other), summary(12, me)])
         self.assertEqual(_pick_guild(bot, listed), pb.GuildJoin(guild_id=14))
-        self.assertIsNone(_pick_guild(bot, pb.GuildList.Response(guilds=[summary(12, me)])))
+        self.assertEqual(_pick_guild(bot, pb.GuildList.Response(guilds=[summary(12, me)])),
+                         pb.GuildJoin(guild_id=12))  # in its own: ALREADY_IN_GUILD, done
+        self.assertIsNone(_pick_guild(bot, pb.GuildList.Response()))
 
 
 class GuildGatewayProtocol(FakeGatewayProtocol):

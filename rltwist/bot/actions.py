@@ -144,12 +144,15 @@ def _guild_create(bot: BotIdentity) -> Message:
 
 def _pick_guild(bot: BotIdentity, listed: Message) -> Message | None:
     """From a GuildList answer: the peer's guild if listed, else the first open one with
-    room that this bot does not lead."""
-    guilds = [g for g in getattr(listed, "guilds", ())
+    room that this bot does not lead, else one it leads (answered GUILD_ALREADY_IN_GUILD:
+    the bot is in a guild already); None when nothing is listed."""
+    every = list(getattr(listed, "guilds", ()))
+    guilds = [g for g in every
               if g.open and g.members < g.max_members and g.leader_id != bot.userid]
     peer = bot.peer()
-    mine = [g for g in guilds if g.leader_id == peer]
-    chosen = (mine or guilds or [None])[0]
+    peers = [g for g in guilds if g.leader_id == peer]
+    own = [g for g in every if g.leader_id == bot.userid]
+    chosen = (peers or guilds or own or [None])[0]
     return None if chosen is None else pb.GuildJoin(guild_id=chosen.guild_id)
 
 
