@@ -171,13 +171,29 @@ class Router(Harness):
         self.assertEqual(await self.router().retry_pending(), 1)
         self.assertEqual((await self.groups["guild1"].call(gid, "info"))["outbox"], [])
         self.assertEqual((await self.player_guild(B), await self.player_guild(D)), (gid, gid))
-        # a kick with the rolecity down is OK (saved) and reaches the player later
+        # OK means the player's ledger has it: with the rolecity down a kick, a leave and
+        # a disband are saved in the guild but answer RETRY_LATER; a retry answers OK once
+        # the ledger took it (or the periodic retry delivered it meanwhile)
         self.cluster.down.add("rolecity2")
-        self.assertEqual(await self.router().op(gid, "kick", A, "a", B), E.OK)
+        self.assertEqual(await self.router().op(gid, "kick", A, "a", B), E.RETRY_LATER)
+        self.assertEqual(await self.router().op(gid, "leave", D, "d"), E.RETRY_LATER)
+        self.assertNotIn(B, await self.members(gid))
         self.assertEqual(await self.player_guild(B), gid)
+        self.assertEqual(await self.router().op(gid, "kick", A, "a", B), E.RETRY_LATER)
         self.cluster.down.clear()
-        await self.router().retry_pending()
-        self.assertEqual(await self.player_guild(B), 0)
+        self.assertEqual(await self.router().op(gid, "kick", A, "a", B), E.OK)
+        # the guild hands its whole outbox at once: D's leave went through with it, so
+        # D's retry learns it is out
+        self.assertEqual((await self.player_guild(B), await self.player_guild(D)), (0, 0))
+        self.assertEqual(await self.router().op(gid, "leave", D, "d"), E.GUILD_NOT_IN_GUILD)
+        self.assertEqual(await self.router().op(gid, "kick", A, "a", B), E.GUILD_NOT_A_MEMBER)
+        self.cluster.down.add("rolecity1")
+        self.assertEqual(await self.router().op(gid, "disband", A, "a"), E.RETRY_LATER)
+        self.cluster.down.clear()
+        self.assertEqual(await self.router().op(gid, "disband", A, "a"), E.OK)
+        self.assertEqual(await self.player_guild(A), 0)
+        self.assertEqual(await self.router().op(gid, "disband", A, "a"), E.OK)  # a repeat
+        self.assertEqual(await self.router().op(gid, "disband", D, "d"), E.GUILD_NOT_IN_GUILD)
 
     async def test_two_guilds_approving_one_applicant_at_once_admit_it_once(self) -> None:
         g1 = (await self.create(A, "One", open=False))["guild_id"]

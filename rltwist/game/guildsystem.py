@@ -304,8 +304,17 @@ class GuildSystem(System):
         del _members(entity)[str(userid)]
         self._queue(entity, userid, 0, join=False)
 
+    def _leaving(self, entity: Entity, userid: int) -> bool:
+        """*userid* is out of the guild but its rolecity has not been told yet."""
+        entry = entity.components.get("outbox", {}).get(str(userid))
+        return entry is not None and not entry["join"] and \
+            str(userid) not in entity.components.get("members", {})
+
     def leave(self, entity: Entity, userid: int, tables: Mapping[str, Any]) -> dict[str, Any]:
-        """GuildLeave: the leader may not (transfer or disband first)."""
+        """GuildLeave: the leader may not (transfer or disband first). A repeat while the
+        player's rolecity was not told yet hands the entry again."""
+        if self._leaving(entity, userid):
+            return self._result(deliver=[userid])
         code = self._check_actor(entity, userid, None, tables)
         if code != E.OK:
             return self._result(code)
@@ -323,6 +332,8 @@ class GuildSystem(System):
         if code != E.OK:
             return self._result(code)
         role = self.role_of(entity, userid)
+        if role is None and self._leaving(entity, userid):
+            return self._result(deliver=[userid])  # a repeat: hand the entry again
         if role is None or ROLES[role] >= ROLES[self.role_of(entity, by) or MEMBER]:
             return self._result(E.GUILD_NOT_A_MEMBER)
         to = self.member_ids(entity)
@@ -369,7 +380,12 @@ class GuildSystem(System):
 
     def disband(self, entity: Entity, by: int, tables: Mapping[str, Any]) -> dict[str, Any]:
         """GuildDisband (permission "disband"): everyone leaves; the caller frees the
-        name (``result["name_key"]``)."""
+        name (``result["name_key"]``). A repeat by the leader who disbanded it hands the
+        entries its members' rolecities were not told yet."""
+        if entity.get("disbanded") and entity.get("leader") == by:
+            pending = [e["userid"] for e in self.outbox(entity) if not e["join"]]
+            return {**self._result(deliver=pending),
+                    "name_key": self.name_key(entity.get("name", ""))}
         code = self._check_actor(entity, by, "disband", tables)
         if code != E.OK:
             return self._result(code)

@@ -180,8 +180,9 @@ class GuildRouter(LRURouter):
     async def op(self, guildid: int, op: str, userid: int, name: str, *args: Any) -> int:
         """Run membership operation *op* (``OPS``) for the acting player *userid* (named
         *name*); the ErrorCode. OK means the guild and the players' ledger entries are
-        saved; RETRY_LATER for a join whose player's rolecity could not be reached (the
-        outcome is settled by the retries)."""
+        saved; RETRY_LATER when a player's rolecity could not be told (the change is saved
+        in the guild's outbox and retried; repeating the request answers OK once it is
+        through, or the join's outcome)."""
         action = OPS.get(op)
         if action is None:
             raise ValueError(f"unknown guild op {op!r}")
@@ -204,11 +205,12 @@ class GuildRouter(LRURouter):
         if r["deliver"]:
             crashpoint("after_guild_outbox_saved")
             outcome = await self.deliver(guildid)
-            if subject in r["deliver"]:
-                if outcome.get(subject) == "conflict":
-                    return int(E.GUILD_ALREADY_IN_GUILD)
-                if op in ("join", "apply", "approve") and outcome.get(subject, "") is None:
-                    return int(E.RETRY_LATER)
+            if outcome.get(subject) == "conflict" and subject in r["deliver"]:
+                return int(E.GUILD_ALREADY_IN_GUILD)
+            if any(outcome.get(u, "") is None for u in r["deliver"]):
+                # saved in the guild, not yet in a player's ledger: the periodic retry
+                # hands it on; the client's retry answers OK once it is there
+                return int(E.RETRY_LATER)
         if op == "disband":
             await self.names.release(r["name_key"], guildid)
         for note in r["notify"]:
