@@ -70,8 +70,9 @@ def install(node: Node) -> None:
     if kind == "rolecity":
         router = node.cluster.services.get("rolerouter")
         group = getattr(router, "group", None)
-        if group is not None:
-            node.cluster.register(GuildLedger(group))
+        if group is None:  # the rolecity build did not run: nothing to hang the ledger on
+            raise RuntimeError(f"{node.name}: no rolerouter group for guildledger")
+        node.cluster.register(GuildLedger(group))
     elif kind == "role":
         import rltwist.nodes.guild.requests  # noqa: F401  (registers the Guild* requests)
         from rltwist.nodes.role.transfers import register_kind
