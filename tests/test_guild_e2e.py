@@ -64,6 +64,13 @@ class GuildFlows(SocialCase):
                          [(a.userid, R.GUILD_LEADER, True, 1),
                           (b.userid, R.GUILD_MEMBER, True, 2)])
 
+        # a rename shows in the guild once the member acts there
+        await self.request_ok(b, pb.Rename(name=f"Bee{b.userid >> 16}"))
+        await self.request_ok(b, pb.GuildInfo())
+        info = await self.request_ok(a, pb.GuildInfo())
+        self.assertEqual({m.user_id: m.name for m in info.members}[b.userid],
+                         f"Bee{b.userid >> 16}")
+
         # roles and permissions: a member may not kick; the leader makes b an officer
         x = await self.player(1)
         await self.request_ok(x, pb.GuildJoin(guild_id=g))

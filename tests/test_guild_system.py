@@ -128,6 +128,15 @@ class Rules(unittest.TestCase):
         self.assertFalse(self.g.exists(self.guild))
         self.assertEqual(self.g.join(self.guild, D, "d", self.t)["code"], E.GUILD_NOT_FOUND)
 
+    def test_a_member_seen_under_a_new_name_is_shown_with_it(self) -> None:
+        self.g.join(self.guild, B, "bob", self.t)
+        self.assertTrue(self.g.touch(self.guild, B, "Robert"))
+        self.assertFalse(self.g.touch(self.guild, B, "Robert"))  # unchanged: not dirty
+        self.assertFalse(self.g.touch(self.guild, C, "cat"))  # not a member
+        self.assertFalse(self.g.touch(self.guild, B, ""))
+        names = {m["user_id"]: m["name"] for m in self.g.view(self.guild, A, self.t)["members"]}
+        self.assertEqual(names[B], "Robert")
+
     def test_permissions_come_from_the_tables(self) -> None:
         t = tables(roles={"leader": (), "officer": (), "member": ("kick",)})
         self.g.join(self.guild, B, "b", t)

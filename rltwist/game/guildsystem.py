@@ -3,8 +3,8 @@
 - **The guild** (guild node, collection ``guild`` of the creator's region): attributes
   ``name``, ``leader``, ``open``, ``region``, ``created_ms``, ``disbanded``, ``pending``
   (the outbox is not empty); components ``members`` (str(userid) -> {"role", "name",
-  "joined_ms"}), ``applications`` (str(userid) -> {"name", "time_ms"}), ``outbox`` and
-  ``chat``.
+  "joined_ms"}; the name is refreshed when the member acts), ``applications``
+  (str(userid) -> {"name", "time_ms"}), ``outbox`` and ``chat``.
 - **The player's rolecity entity** (birth region): component ``guild`` {"guildid", "seq",
   "done"} is the arbiter of which guild a player is in, and every change of it adds a
   ``guild`` transfer to the player's rolecity ledger.
@@ -161,6 +161,17 @@ class GuildSystem(System):
                 "open": bool(entity.get("open")), "disbanded": bool(entity.get("disbanded")),
                 "outbox": sorted(int(u) for u in entity.components.get("outbox", {})),
                 "members": sorted(int(u) for u in members)}
+
+    def touch(self, entity: Entity, userid: int, name: str) -> bool:
+        """A member acted under *name*: show them with it (a rename since they joined);
+        whether it changed (saved with the next periodic save)."""
+        member = entity.components.get("members", {}).get(str(userid))
+        if member is None or not isinstance(name, str) or not name or \
+                member.get("name") == name:
+            return False
+        member["name"] = name
+        entity.mark_dirty()
+        return True
 
     # -- the outbox ------------------------------------------------------------------------
 

@@ -86,10 +86,15 @@ class GuildActor(Actor):
         return guilds.settle(entity, userid, tid, result)
 
     @action
-    def view(self, entity: Entity, userid: int) -> dict[str, Any]:
+    def view(self, entity: Entity, userid: int, name: str = "") -> dict[str, Any]:
         if not guilds.exists(entity):
             return {"code": int(pb.ErrorCode.GUILD_NOT_FOUND)}
+        guilds.touch(entity, userid, name)
         return guilds.view(entity, userid, _tables())
+
+    @action
+    def touch(self, entity: Entity, userid: int, name: str) -> bool:
+        return guilds.touch(entity, userid, name)
 
     @action
     def summary(self, entity: Entity) -> dict[str, Any] | None:

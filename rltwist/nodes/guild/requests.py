@@ -231,7 +231,8 @@ async def guild_info(gw: Gateway, player: Player, msg: pb.GuildInfo) -> pb.Guild
     if not guildid:
         return pb.GuildInfo.Response(code=E.GUILD_NOT_IN_GUILD)
     try:
-        r = await _call_guild(gw, guildid, "view", guildid, player.userid)
+        r = await _call_guild(gw, guildid, "view", guildid, player.userid,
+                              player.entity.get("name", ""))
     except ClusterError as e:
         return pb.GuildInfo.Response(code=_code_of(e))  # type: ignore[arg-type]
     if r["code"] != E.OK:

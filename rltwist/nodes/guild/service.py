@@ -213,6 +213,8 @@ class GuildRouter(LRURouter):
                 return int(E.RETRY_LATER)
         if op == "disband":
             await self.names.release(r["name_key"], guildid)
+        elif op not in ("join", "apply", "leave"):
+            await self.group.call(guildid, "touch", userid, name)
         for note in r["notify"]:
             await self._notify(note)
         return int(E.OK)
@@ -268,10 +270,11 @@ class GuildRouter(LRURouter):
     # -- reading -----------------------------------------------------------------------
 
     @handler
-    async def view(self, guildid: int, userid: int) -> dict[str, Any]:
-        """GuildInfo fields for *userid*, with the members' online flags."""
+    async def view(self, guildid: int, userid: int, name: str = "") -> dict[str, Any]:
+        """GuildInfo fields for *userid* (a member is shown with *name* from now on), with
+        the members' online flags."""
         try:
-            r: dict[str, Any] = await self.group.call(guildid, "view", userid)
+            r: dict[str, Any] = await self.group.call(guildid, "view", userid, name)
         except EntityNotFound:
             return {"code": int(E.GUILD_NOT_FOUND)}
         if r["code"] == E.OK:
