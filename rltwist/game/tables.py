@@ -102,6 +102,56 @@ def validate_building_costs(table: Any) -> Iterator[tuple[str, str]]:
                     yield f"{where}.{key}", "must be a non-negative integer"
 
 
+#: What a guild role may be allowed to do (etc/game/guilds.toml ``[roles]``).
+GUILD_PERMISSIONS: tuple[str, ...] = ("approve", "kick", "set_role", "transfer", "disband")
+GUILD_ROLES: tuple[str, ...] = ("leader", "officer", "member")
+
+
+def validate_guilds(table: Any) -> Iterator[tuple[str, str]]:
+    """Check ``guilds``: member and application caps, name lengths, cost, role
+    permissions."""
+    if not isinstance(table, Mapping):
+        yield "", "must be a table"
+        return
+    known = {"max_members", "max_applications", "name_min_length", "name_max_length",
+             "cost", "roles"}
+    for key in sorted(set(table) - known):
+        yield key, "unknown key"
+    for key in ("max_members", "max_applications", "name_min_length", "name_max_length"):
+        if not _is_int(table.get(key), 1):
+            yield key, "must be an integer >= 1"
+    low, high = table.get("name_min_length"), table.get("name_max_length")
+    if isinstance(low, int) and isinstance(high, int) and high < low:
+        yield "name_max_length", f"must not be below name_min_length ({low})"
+    if isinstance(high, int) and high > 32:
+        yield "name_max_length", "must be at most 32"
+    cost = table.get("cost", {})
+    if not isinstance(cost, Mapping):
+        yield "cost", f"must be a table of {list(RESOURCES)}"
+    else:
+        for res, n in cost.items():
+            if res not in RESOURCES:
+                yield f"cost.{res}", f"unknown resource; use {list(RESOURCES)}"
+            elif not _is_int(n, 0):
+                yield f"cost.{res}", "must be a non-negative integer"
+    roles = table.get("roles")
+    if not isinstance(roles, Mapping):
+        yield "roles", f"must be a table with {list(GUILD_ROLES)}"
+        return
+    for role in GUILD_ROLES:
+        if role not in roles:
+            yield f"roles.{role}", "missing"
+    for role, perms in roles.items():
+        if role not in GUILD_ROLES:
+            yield f"roles.{role}", f"unknown role; use {list(GUILD_ROLES)}"
+        elif not isinstance(perms, tuple):
+            yield f"roles.{role}", f"must be a list of {list(GUILD_PERMISSIONS)}"
+        else:
+            for i, perm in enumerate(perms):
+                if perm not in GUILD_PERMISSIONS:
+                    yield f"roles.{role}[{i}]", f"unknown permission; use {list(GUILD_PERMISSIONS)}"
+
+
 VALIDATORS: dict[str, Validator] = {
     "name_rules": validate_name_rules,
     "building_costs": validate_building_costs,
@@ -112,6 +162,7 @@ VALIDATORS: dict[str, Validator] = {
     # -- friends --
 
     # -- guilds --
+    "guilds": validate_guilds,
 
     # -- activities --
 }
