@@ -50,7 +50,8 @@ class Targets(unittest.TestCase):
 
 class Fields(unittest.TestCase):
     def test_bad_fields_are_refused_naming_the_field(self) -> None:
-        cases = [({"title": ""}, [], "title"),
+        cases: list[tuple[dict[str, Any], list[int], str]] = [
+                 ({"title": ""}, [], "title"),
                  ({"title": "x" * 129}, [], "title"),
                  ({"title": "x", "attachments": {"gold": 0}}, [], "attachments"),
                  ({"title": "x", "attachments": {"gold": True}}, [], "attachments"),
