@@ -3,8 +3,10 @@ per-player watermark. No processes."""
 
 from __future__ import annotations
 
+import time as time_module
 from typing import Any
 
+from twisted.internet import defer, task
 from twisted.trial import unittest
 
 from rltwist.ecs.entity import Entity
@@ -91,3 +93,128 @@ class Watermark(unittest.TestCase):
         self.assertEqual(system.seen(player), 0)
         todo, mark = system.due(player, uid(5, 1), [], 9, NOW)
         self.assertEqual((todo, mark), ([], 9))
+
+
+# -- the role node's side (rltwist.features.gmail.GmailPull) over fakes ----------------
+
+
+class FakeSaver:
+    def __init__(self) -> None:
+        self.saves = 0
+
+    async def save(self, items: Any) -> Any:
+        self.saves += 1
+        for entity, _ in items:
+            entity.saved(entity.snapshot()[0])
+        return SaveReportOk()
+
+
+class SaveReportOk:
+    ok = True
+
+
+class FakePlayer:
+    def __init__(self, userid: int) -> None:
+        self.userid = userid
+        self.entity = Entity(userid)
+        self.state = "online"
+        self.generation = 1
+
+
+class FakeGateway:
+    def __init__(self, cluster: FakeCluster, players: list[FakePlayer]) -> None:
+        self.cluster = cluster
+        self.players = {p.userid: p for p in players}
+        self.saver = FakeSaver()
+
+    def writes_allowed(self) -> bool:
+        return True
+
+
+class FakeCluster:
+    """logiccenter's gmail.since over *gmails*, and mailboxes that keep one mail per key
+    (the mail node's rule); mail node *broken* fails every delivery."""
+
+    def __init__(self, gmails: list[dict[str, Any]]) -> None:
+        self.gmails = gmails
+        self.services: dict[str, Any] = {}
+        self.calls: list[tuple[str, str, str]] = []
+        self.boxes: dict[int, list[str]] = {}
+        self.broken: set[str] = set()
+
+    def mail_node(self, userid: int) -> str:
+        return f"mail{userid & 0xFFFF}"
+
+    async def call(self, node: str, service: str, method: str, *args: Any,
+                   timeout: float = 0) -> Any:
+        from rltwist.cluster.errors import NodeUnreachable
+
+        self.calls.append((node, service, method))
+        if (service, method) == ("gmail", "since"):
+            return {"latest": max((g["id"] for g in self.gmails), default=0),
+                    "gmails": [g for g in self.gmails if g["id"] > args[0]]}
+        if node in self.broken:
+            raise NodeUnreachable(node, service, method)
+        userid, mail = args
+        box = self.boxes.setdefault(userid, [])
+        if mail["key"] in box:
+            return {"mailid": 1, "duplicate": True}
+        box.append(mail["key"])
+        return {"mailid": len(box), "duplicate": False}
+
+
+class Pull(unittest.TestCase):
+    def setUp(self) -> None:
+        from rltwist.features.gmail import GmailPull
+
+        self.clock = task.Clock()
+        self.clock.advance(NOW / 1000)
+        self.patch(time_module, "time", self.clock.seconds)
+        self.players = [FakePlayer(uid(1, 1)), FakePlayer(uid(2, 2)), FakePlayer(uid(3, 2))]
+        self.cluster = FakeCluster([gmail(1, regions=[2]), gmail(2), gmail(3, regions=[1])])
+        self.gw = FakeGateway(self.cluster, self.players)
+        self.cluster.services["gateway"] = self.gw
+        node = type("Node", (), {"cluster": self.cluster, "reactor": self.clock})()
+        self.pull = GmailPull(node)  # type: ignore[arg-type]
+
+    def since_calls(self) -> int:
+        n = sum(c[1:] == ("gmail", "since") for c in self.cluster.calls)
+        self.cluster.calls.clear()
+        return n
+
+    async def test_a_check_asks_logiccenter_once_for_all_online_players(self) -> None:
+        self.assertEqual(await self.pull.check(3), 6)
+        self.assertEqual(self.since_calls(), 1)  # one call per role node, not per player
+        self.assertEqual(self.cluster.boxes, {uid(1, 1): ["gmail-2", "gmail-3"],
+                                              uid(2, 2): ["gmail-1", "gmail-2"],
+                                              uid(3, 2): ["gmail-1", "gmail-2"]})
+        self.assertEqual([system.seen(p.entity) for p in self.players], [3, 3, 3])
+        self.assertEqual(self.gw.saver.saves, 3)
+        # nothing new: nobody is behind, logiccenter is not even asked
+        self.assertEqual(await self.pull.check(3), 0)
+        self.assertEqual(self.since_calls(), 0)
+
+    async def test_a_failed_delivery_is_made_up_by_the_next_sweep(self) -> None:
+        self.cluster.broken.add("mail2")
+        self.pull.start()
+        self.assertEqual(await self.pull.check(3), 2)  # region 1's player only
+        self.assertEqual([system.seen(p.entity) for p in self.players], [3, 0, 0])
+        self.cluster.broken.clear()
+        self.clock.advance(30)  # the periodic sweep
+        for _ in range(10):  # the fakes answer at once: a few turns of the loop settle it
+            await defer.succeed(None)
+        self.assertEqual([system.seen(p.entity) for p in self.players], [3, 3, 3])
+        self.assertEqual(self.cluster.boxes[uid(2, 2)], ["gmail-1", "gmail-2"])
+        self.pull.sweeper.stop()
+
+    async def test_after_auth_pull_and_a_racing_check_store_each_mail_once(self) -> None:
+        player = self.players[1]
+        await defer.gatherResults([defer.Deferred.fromCoroutine(self.pull.pull(player)),
+                                   defer.Deferred.fromCoroutine(self.pull.check(3))])
+        self.assertEqual(self.cluster.boxes[player.userid], ["gmail-1", "gmail-2"])
+        # a logged-out instance is left alone (its next login pulls)
+        late = FakePlayer(uid(4, 1))
+        late.state = "gone"
+        self.gw.players[late.userid] = late
+        self.assertEqual(await self.pull.check(3), 0)
+        self.assertNotIn(late.userid, self.cluster.boxes)

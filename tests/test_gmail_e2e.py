@@ -85,6 +85,9 @@ class GlobalMail(MailboxMixin, SocialCase):
 
         # relogins change nothing: every mailbox holds each of its mails once
         for client in (a, b, c):
+            client.close()
+            await wait_for(lambda: offline(self, client.userid), 20,  # noqa: B023
+                           f"the logout of {client.openid}")
             await self.relogin(client)
         await self.wait_mail(a.userid, "gn")
         expected = {a.userid: {"g": 1, "gn": 1}, b.userid: {"r2": 1, "g": 1, "gn": 1},

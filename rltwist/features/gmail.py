@@ -8,7 +8,9 @@
   mailbox (``mailrouter.deliver`` with key ``gmail-<id>``: stored once however often it is
   delivered), then raises the watermark and saves the player. After a send, logiccenter
   sends one ``gmailpull.check`` to each role node, which asks logiccenter once and runs
-  the same catch-up for each of its online players.
+  the same catch-up for each of its online players. Every 30 s each role node also sweeps
+  its online players the same way, so a check it missed (cut off from logiccenter at that
+  moment) is made up for within that.
 
 Who is targeted: ``rltwist.game.gmailsystem``.
 """
@@ -19,6 +21,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
@@ -42,6 +45,9 @@ CALL_TIMEOUT = 10.0
 #: mailbox deliveries one role node runs at once (a send reaching thousands of online
 #: players must not open thousands of calls to the mail nodes together)
 DELIVERIES_AT_ONCE = 32
+#: seconds between two sweeps of a role node's online players (one ``gmail.since`` call
+#: to logiccenter per sweep)
+SWEEP_INTERVAL = 30.0
 
 
 def install(node: Node) -> None:
@@ -55,7 +61,9 @@ def install(node: Node) -> None:
         assert isinstance(account, Account)
         node.cluster.register(GlobalMail(node, account))
     elif kind == "role":
-        node.cluster.register(GmailPull(node))
+        pull = GmailPull(node)
+        node.cluster.register(pull)
+        node.add_ready_hook(pull.start)
 
 
 # -- role nodes -------------------------------------------------------------------------
@@ -70,6 +78,8 @@ class GmailPull(Service):
         self.node = node
         self.locks = KeyedLock()
         self.slots = defer.DeferredSemaphore(DELIVERIES_AT_ONCE)
+        self.sweeper = LoopingCall(self._sweep)
+        self.sweeper.clock = node.reactor
 
     @property
     def gateway(self) -> Gateway:
@@ -81,24 +91,44 @@ class GmailPull(Service):
             LOGICCENTER, "gmail", "since", after, timeout=CALL_TIMEOUT)
         return answer
 
+    def start(self) -> None:
+        """Sweep every ``SWEEP_INTERVAL`` s (a ``check`` this node missed while cut off
+        from logiccenter is caught up within that)."""
+        if not self.sweeper.running:
+            self.sweeper.start(SWEEP_INTERVAL, now=False)
+
+    def _sweep(self) -> defer.Deferred[int]:
+        def failed(f: Any) -> int:
+            log.failure("gmail sweep failed", f)
+            return 0
+        return defer.Deferred.fromCoroutine(self.sweep()).addErrback(failed)
+
     @handler
     async def check(self, gmail_id: int) -> int:
         """Logiccenter stored gmail *gmail_id*: deliver it (and any other missed) to the
         players online here; how many mails were delivered."""
+        return await self.sweep(gmail_id)
+
+    async def sweep(self, gmail_id: int | None = None) -> int:
+        """Catch up every player online here whose watermark is below *gmail_id* (below
+        logiccenter's latest gmail when None), asking logiccenter once."""
         from rltwist.nodes.role.agent import ONLINE
 
         players = [p for p in list(self.gateway.players.values())
-                   if p.state == ONLINE and gmail_system.seen(p.entity) < gmail_id]
+                   if p.state == ONLINE and (gmail_id is None
+                                             or gmail_system.seen(p.entity) < gmail_id)]
         if not players:
             return 0
         try:
             answer = await self._since(min(gmail_system.seen(p.entity) for p in players))
         except ClusterError as e:
-            log.warn("gmail {id}: cannot read it from logiccenter ({e}); {n} online players "
-                     "get it at their next login", id=gmail_id, e=e, n=len(players))
+            log.warn("gmail {id}: cannot read global mail from logiccenter ({e}); tried "
+                     "again at the next sweep, send or login", id=gmail_id, e=e)
             return 0
+        latest = int(answer["latest"])
+        behind = [p for p in players if gmail_system.seen(p.entity) < latest]
         counts = await defer.gatherResults([
-            defer.Deferred.fromCoroutine(self.catch_up(p, answer)) for p in players])
+            defer.Deferred.fromCoroutine(self.catch_up(p, answer)) for p in behind])
         return sum(counts)
 
     async def pull(self, player: Player) -> int:
