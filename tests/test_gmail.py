@@ -3,6 +3,7 @@ per-player watermark. No processes."""
 
 from __future__ import annotations
 
+import os
 import time as time_module
 from typing import Any
 
@@ -151,8 +152,10 @@ class FakeCluster:
 
         self.calls.append((node, service, method))
         if (service, method) == ("gmail", "since"):
+            after, userid = args
             return {"latest": max((g["id"] for g in self.gmails), default=0),
-                    "gmails": [g for g in self.gmails if g["id"] > args[0]]}
+                    "gmails": [g for g in self.gmails if g["id"] > after
+                               and (userid is None or system.targets(g, userid, NOW))]}
         if node in self.broken:
             raise NodeUnreachable(node, service, method)
         userid, mail = args
@@ -218,3 +221,49 @@ class Pull(unittest.TestCase):
         self.gw.players[late.userid] = late
         self.assertEqual(await self.pull.check(3), 0)
         self.assertNotIn(late.userid, self.cluster.boxes)
+
+
+# -- logiccenter's gmail service over real embedded storage ----------------------------
+
+
+class Service(unittest.TestCase):
+    def setUp(self) -> None:
+        self.path = os.path.join(self.mktemp(), "globaldb.sqlite3")
+        os.makedirs(os.path.dirname(self.path))
+
+    async def start(self) -> Any:
+        from rltwist.nodes.logiccenter.account import Account
+        from rltwist.nodes.logiccenter.gmail import GlobalMail
+        from tests.test_activities import FakeNode
+
+        node = FakeNode(self.path, task.Clock())
+        self.addCleanup(lambda: defer.ensureDeferred(node.db.close()))
+        service = GlobalMail(node, Account(node))  # type: ignore[arg-type]
+        service.cluster = node.cluster  # type: ignore[assignment]
+        return service, node
+
+    async def test_stored_before_the_answer_one_check_per_role_node_kept_over_restart(
+            self) -> None:
+        service, node = await self.start()
+        refused = await service.send({"title": "x"}, [7])
+        self.assertEqual((refused["ok"], "region 7" in refused["error"]), (False, True))
+        for _ in range(3):  # three accounts exist before the send
+            await node.db.incr("user_seq")
+        sent = await service.send({"title": "hello", "attachments": {"gold": 3}}, [2])
+        self.assertTrue(sent["ok"], sent)
+        doc = sent["gmail"]
+        self.assertEqual((doc["id"], doc["regions"], doc["max_seq"]), (1, [2], 3))
+        self.assertEqual(await node.db.get("gmail", 1), doc)  # durable at the answer
+        self.assertEqual(sorted((n, s, m, a) for n, s, m, a in node.cluster.sent),
+                         [("role1", "gmailpull", "check", (1,)),
+                          ("role2", "gmailpull", "check", (1,))])
+        self.assertEqual((await service.since(0))["gmails"], [doc])
+        self.assertEqual(await service.since(0, uid(1, 1)), {"latest": 1, "gmails": []})
+        self.assertEqual(await service.since(1), {"latest": 1, "gmails": []})
+
+        service, node = await self.start()  # a restarted logiccenter
+        self.assertEqual(await service.list(), [doc])
+        again = await service.send({"title": "again", "include_new": True}, [])
+        self.assertEqual(again["gmail"]["id"], 2)
+        self.assertEqual([g["id"] for g in (await service.since(0, uid(99, 2)))["gmails"]],
+                         [2])

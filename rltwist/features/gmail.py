@@ -86,9 +86,9 @@ class GmailPull(Service):
         gw: Gateway = self.node.cluster.services["gateway"]  # type: ignore[assignment]
         return gw
 
-    async def _since(self, after: int) -> dict[str, Any]:
+    async def _since(self, after: int, userid: int | None = None) -> dict[str, Any]:
         answer: dict[str, Any] = await self.node.cluster.call(
-            LOGICCENTER, "gmail", "since", after, timeout=CALL_TIMEOUT)
+            LOGICCENTER, "gmail", "since", after, userid, timeout=CALL_TIMEOUT)
         return answer
 
     def start(self) -> None:
@@ -134,7 +134,7 @@ class GmailPull(Service):
     async def pull(self, player: Player) -> int:
         """After *player*'s Auth: deliver the gmails it has not had yet."""
         try:
-            answer = await self._since(gmail_system.seen(player.entity))
+            answer = await self._since(gmail_system.seen(player.entity), player.userid)
         except ClusterError as e:
             log.warn("{userid}: cannot read global mail from logiccenter ({e}); tried "
                      "again at the next login or send", userid=player.userid, e=e)

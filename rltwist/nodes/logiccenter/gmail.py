@@ -1,7 +1,7 @@
 """gmail: GM global and region mail on logiccenter (seed §5 logiccenter gmail).
 
     gmail.send(fields, regions)  -> {"ok": True, "gmail": doc} | {"ok": False, "error"}
-    gmail.since(after)           -> {"latest": n, "gmails": [live docs with id > after]}
+    gmail.since(after[, userid]) -> {"latest": n, "gmails": [live docs with id > after]}
     gmail.list()                 -> [doc, ...] every stored one, oldest first
 
 ``send`` stores the mail in globaldb (collection ``gmail``) before it answers: an OK
@@ -129,13 +129,16 @@ class GlobalMail(Service):
         return told
 
     @handler
-    async def since(self, after: int) -> dict[str, Any]:
-        """The live gmails with an id above *after*, and the highest stored id."""
+    async def since(self, after: int, userid: int | None = None) -> dict[str, Any]:
+        """The live gmails with an id above *after* (only those targeting *userid*, when
+        given: a login's pull carries no mail the player will not get), and the highest
+        stored id."""
         await self.loaded()
         now = self.now_ms()
         latest = max(self.mails, default=0)
         found = [g for i, g in sorted(self.mails.items())
-                 if i > after and gmail_system.live(g, now)]
+                 if i > after and gmail_system.live(g, now)
+                 and (userid is None or gmail_system.targets(g, userid, now))]
         return {"latest": latest, "gmails": found}
 
     @handler
