@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
@@ -148,6 +149,7 @@ class FakeNode:
         self.db = EmbeddedBackend(path)
         self.cluster = FakeCluster()
         self.reactor = clock
+        self.registry = CollectorRegistry()
 
     def database(self, name: str) -> EmbeddedBackend:
         return self.db
@@ -201,6 +203,11 @@ class Service(unittest.TestCase):
         self.assertEqual(cluster.notified(), [("ACTIVITY_ENDED", b, None)])
         self.assertEqual((await self.svc.stop(b))["error"], "ended")
         self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        registry = self.svc.node.registry
+        self.assertEqual([registry.get_sample_value("rl_activity_events_total", {"event": e})
+                          for e in ("started", "extended", "ended")], [2, 1, 1])
+        self.assertEqual([registry.get_sample_value("rl_activities", {"state": s})
+                          for s in ("scheduled", "running", "ended")], [0, 1, 1])
 
         # "restart": a new service on the same storage, 100 s later (a ended meanwhile)
         self.svc.stop_timer()

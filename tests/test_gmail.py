@@ -7,6 +7,7 @@ import os
 import time as time_module
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
@@ -177,8 +178,13 @@ class Pull(unittest.TestCase):
         self.cluster = FakeCluster([gmail(1, regions=[2]), gmail(2), gmail(3, regions=[1])])
         self.gw = FakeGateway(self.cluster, self.players)
         self.cluster.services["gateway"] = self.gw
-        node = type("Node", (), {"cluster": self.cluster, "reactor": self.clock})()
+        self.registry = CollectorRegistry()
+        node = type("Node", (), {"cluster": self.cluster, "reactor": self.clock,
+                                 "registry": self.registry})()
         self.pull = GmailPull(node)  # type: ignore[arg-type]
+
+    def delivered(self, result: str) -> float | None:
+        return self.registry.get_sample_value("rl_gmail_deliveries_total", {"result": result})
 
     def since_calls(self) -> int:
         n = sum(c[1:] == ("gmail", "since") for c in self.cluster.calls)
@@ -193,6 +199,7 @@ class Pull(unittest.TestCase):
                                               uid(3, 2): ["gmail-1", "gmail-2"]})
         self.assertEqual([system.seen(p.entity) for p in self.players], [3, 3, 3])
         self.assertEqual(self.gw.saver.saves, 3)
+        self.assertEqual((self.delivered("stored"), self.delivered("failed")), (6, 0))
         # nothing new: nobody is behind, logiccenter is not even asked
         self.assertEqual(await self.pull.check(3), 0)
         self.assertEqual(self.since_calls(), 0)
@@ -208,6 +215,7 @@ class Pull(unittest.TestCase):
             await defer.succeed(None)
         self.assertEqual([system.seen(p.entity) for p in self.players], [3, 3, 3])
         self.assertEqual(self.cluster.boxes[uid(2, 2)], ["gmail-1", "gmail-2"])
+        self.assertEqual((self.delivered("stored"), self.delivered("failed")), (6, 2))
         self.pull.sweeper.stop()
 
     async def test_after_auth_pull_and_a_racing_check_store_each_mail_once(self) -> None:
@@ -215,6 +223,7 @@ class Pull(unittest.TestCase):
         await defer.gatherResults([defer.Deferred.fromCoroutine(self.pull.pull(player)),
                                    defer.Deferred.fromCoroutine(self.pull.check(3))])
         self.assertEqual(self.cluster.boxes[player.userid], ["gmail-1", "gmail-2"])
+        self.assertEqual(self.delivered("stored"), 6)
         # a logged-out instance is left alone (its next login pulls)
         late = FakePlayer(uid(4, 1))
         late.state = "gone"

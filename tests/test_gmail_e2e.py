@@ -9,7 +9,15 @@ from typing import Any
 
 from tests.login_util import offline
 from tests.social_util import SocialCase
-from tests.util import wait_for
+from tests.util import metrics_text, wait_for
+
+
+def sample(text: str, series: str) -> float:
+    """The value of *series* (name and labels as printed) in Prometheus *text*."""
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"no series {series} in the metrics")
 
 
 class MailboxMixin:
@@ -97,6 +105,14 @@ class GlobalMail(MailboxMixin, SocialCase):
             await self.wait_mail(client.userid, "gn")
         for userid, titles in expected.items():
             self.assertEqual(dict(await self.titles(userid)), titles, userid)
+
+        # what the role nodes count: 10 mails stored in all, none failed
+        stored = failed = 0.0
+        for role in ("role1", "role2"):
+            text = await metrics_text(self.lc, role)
+            stored += sample(text, 'rl_gmail_deliveries_total{result="stored"}')
+            failed += sample(text, 'rl_gmail_deliveries_total{result="failed"}')
+        self.assertEqual((stored, failed), (10, 0))
 
         listing = await self.gm("GET", "/mail/global")
         self.assertEqual([(g["id"], g["title"], g["regions"], g["include_new"])

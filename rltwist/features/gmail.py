@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import CollectorRegistry, Counter
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -28,6 +29,7 @@ from twisted.web.iweb import IRequest
 from rltwist.cluster import ClusterError, Service, handler
 from rltwist.cluster.routing import MAX_SID
 from rltwist.ecs import import_system
+from rltwist.metrics import precreate
 from rltwist.nodes.common.keylock import KeyedLock
 from rltwist.nodes.master.gm import GMApi, HTTPError, _cluster_error
 from rltwist.nodes.role.requests import after_auth
@@ -48,6 +50,9 @@ DELIVERIES_AT_ONCE = 32
 #: seconds between two sweeps of a role node's online players (one ``gmail.since`` call
 #: to logiccenter per sweep)
 SWEEP_INTERVAL = 30.0
+#: ``rl_gmail_deliveries_total{result}``: stored (new in the mailbox), duplicate (the
+#: mailbox had it: a racing delivery), failed (retried at the next sweep, send or login)
+DELIVERY_RESULTS = ("stored", "duplicate", "failed")
 
 
 def install(node: Node) -> None:
@@ -80,6 +85,10 @@ class GmailPull(Service):
         self.slots = defer.DeferredSemaphore(DELIVERIES_AT_ONCE)
         self.sweeper = LoopingCall(self._sweep)
         self.sweeper.clock = node.reactor
+        registry = getattr(node, "registry", None) or CollectorRegistry()
+        self.deliveries = Counter("rl_gmail_deliveries", "Global mail deliveries into "
+                                  "mailboxes by result", ["result"], registry=registry)
+        precreate(self.deliveries, DELIVERY_RESULTS)
 
     @property
     def gateway(self) -> Gateway:
@@ -166,10 +175,14 @@ class GmailPull(Service):
                             gmail_system.mail(gmail), timeout=CALL_TIMEOUT)
                 except ClusterError as e:
                     log.warn("{userid}: gmail {id} not delivered ({e}); tried again at the "
-                             "next login or send", userid=userid, id=gmail["id"], e=e)
+                             "next sweep, send or login", userid=userid, id=gmail["id"], e=e)
+                    self.deliveries.labels("failed").inc()
                     complete = False
                     break
-                if not result.get("duplicate"):
+                if result.get("duplicate"):
+                    self.deliveries.labels("duplicate").inc()
+                else:
+                    self.deliveries.labels("stored").inc()
                     delivered += 1
                 gmail_system.set_seen(entity, int(gmail["id"]))
             if complete:

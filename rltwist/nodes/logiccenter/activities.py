@@ -21,14 +21,17 @@ activity whose end passed is reported ended) and arms the timer again. Rules:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from rltwist.cluster import Service, handler
 from rltwist.ecs import import_system
+from rltwist.metrics import precreate
 from rltwist.nodes.common import reach
 from rltwist.nodes.common.sharedatad import sharedata
 from rltwist.nodes.logiccenter.account import GLOBALDB, Account
@@ -74,6 +77,16 @@ class Activities(Service):
         self.lock = defer.DeferredLock()
         self.timer: IDelayedCall | None = None
         self._is_loaded = False
+        registry = getattr(node, "registry", None) or CollectorRegistry()
+        self.events = Counter("rl_activity_events", "Activity starts, extensions and ends "
+                              "announced to players", ["event"], registry=registry)
+        precreate(self.events, list(EVENTS))
+        states = Gauge("rl_activities", "Activities by state", ["state"], registry=registry)
+        for state in ("scheduled", "running", "ended"):
+            states.labels(state).set_function(self._counter_of(state))
+
+    def _counter_of(self, state: str) -> Callable[[], float]:
+        return lambda: float(sum(d["state"] == state for d in self.docs.values()))
 
     def now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
@@ -163,6 +176,7 @@ class Activities(Service):
     def notify(self, doc: dict[str, Any], event: str) -> int:
         """Push the event to the online players of the activity's regions (one message
         per role node); how many role nodes it went to."""
+        self.events.labels(event).inc()
         message = pb.ActivityNotify(event=EVENTS[event],
                                     activity=activity_pb(doc, sharedata().snapshot))
         return reach.broadcast(self.cluster, message, regions=doc["regions"] or None)

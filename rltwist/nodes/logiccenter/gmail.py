@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import CollectorRegistry, Counter
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -56,6 +57,9 @@ class GlobalMail(Service):
         self.db = node.database(GLOBALDB)
         self.mails: dict[int, dict[str, Any]] = {}
         self._send_lock = defer.DeferredLock()
+        registry = getattr(node, "registry", None) or CollectorRegistry()
+        self.sent = Counter("rl_gmail_sent", "Global and region mails stored (GM sends)",
+                            registry=registry)
         self._load_lock = defer.DeferredLock()
         self._is_loaded = False
 
@@ -94,6 +98,7 @@ class GlobalMail(Service):
             doc = gmail_system.make(gmail_id, checked, self.now_ms(), max_seq)
             await self._insert(doc)
             self.mails[gmail_id] = doc
+            self.sent.inc()
         log.info("gmail {id} stored: {title!r} to regions {regions} (include_new "
                  "{include_new}, accounts up to seq {max_seq})", id=gmail_id,
                  title=doc["title"], regions=doc["regions"] or "all",
