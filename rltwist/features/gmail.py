@@ -199,10 +199,14 @@ class GmailPull(Service):
 
 @after_auth
 async def deliver_global_mail(gw: Gateway, player: Player) -> None:
-    """Each Auth: the player's gmails it has not received yet go into its mailbox."""
+    """Each Auth: the player's gmails it has not received yet go into its mailbox. Runs
+    beside the later after-Auth steps, not before them: a slow or unreachable
+    logiccenter must not hold up other features' deliveries to this player."""
     pull = gw.node.cluster.services.get("gmailpull")
     if isinstance(pull, GmailPull):
-        await pull.pull(player)
+        defer.Deferred.fromCoroutine(pull.pull(player)).addErrback(
+            lambda f: log.failure("{userid}: global mail pull failed", f,
+                                  userid=player.userid))
 
 
 # -- GM routes on master ----------------------------------------------------------------
