@@ -187,9 +187,11 @@ class GmailPull(Service):
                 gmail_system.set_seen(entity, int(gmail["id"]))
             if complete:
                 gmail_system.set_seen(entity, watermark)
-            if entity.dirty and player.state == ONLINE:
-                # the watermark only spares a later redelivery (the key already keeps the
-                # mail single), so a refused save is just logged
+            if todo and entity.dirty and player.state == ONLINE:
+                # saved now so that a mail the player deletes soon is not delivered again
+                # after a crash; the key already keeps it single, so a refused save is just
+                # logged. A watermark that only skipped mails not for this player waits for
+                # the periodic save.
                 outcome = await gw.saver.save([(entity, player.generation)])
                 if not outcome.ok:
                     log.info("{userid}: gmail watermark not saved now; saved later",
