@@ -118,3 +118,13 @@ class GlobalMail(MailboxMixin, SocialCase):
         self.assertEqual([(g["id"], g["title"], g["regions"], g["include_new"])
                           for g in listing["gmails"]],
                          [(1, "r2", [2], False), (2, "g", [], False), (3, "gn", [], True)])
+
+        # acknowledged means durable: kill -9 of logiccenter loses none of them, and a
+        # player created after the restart still gets "gn" (and only it)
+        self.assertLess(await self.lc.nodes["logiccenter"].kill(), 0)
+        await self.lc.start("logiccenter")
+        await self.lc.wait_up(self.names)
+        self.assertEqual(await self.gm("GET", "/mail/global"), listing)
+        f = await self.player(2)
+        box_f = await self.wait_mail(f.userid, "gn")
+        self.assertEqual(dict(box_f), {"gn": 1})
