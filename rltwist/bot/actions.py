@@ -95,6 +95,11 @@ def _heartbeat(bot: BotIdentity) -> Message:
     return pb.Heartbeat()
 
 
+@action("activity_list", "List the activities running for the bot's region")
+def _activity_list(bot: BotIdentity) -> Message:
+    return pb.ActivityList()
+
+
 def parse_script(text: str) -> tuple[str, ...]:
     """Expand ``"rename,heartbeat*3"`` into action names; ValueError names the bad part."""
     steps: list[str] = []

@@ -150,6 +150,44 @@ def validate_guilds(table: Any) -> Iterator[tuple[str, str]]:
             for i, perm in enumerate(perms):
                 if perm not in GUILD_PERMISSIONS:
                     yield f"roles.{role}[{i}]", f"unknown permission; use {list(GUILD_PERMISSIONS)}"
+def validate_activities(table: Any) -> Iterator[tuple[str, str]]:
+    """Check ``activities``: per kind a title, duration bounds and integer parameters."""
+    if not isinstance(table, Mapping):
+        yield "", "must be a table of activity kinds"
+        return
+    known = {"title", "min_seconds", "max_seconds", "params"}
+    for kind, spec in table.items():
+        if not isinstance(spec, Mapping):
+            yield kind, "must be a table"
+            continue
+        for key in sorted(set(spec) - known):
+            yield f"{kind}.{key}", f"unknown key; use {sorted(known)}"
+        title = spec.get("title")
+        if not isinstance(title, str) or not 0 < len(title) <= 64:
+            yield f"{kind}.title", "must be a string of 1-64 characters"
+        shortest, longest = spec.get("min_seconds"), spec.get("max_seconds")
+        if not _is_int(shortest, 1):
+            yield f"{kind}.min_seconds", "must be an integer >= 1"
+        if not isinstance(longest, int) or not _is_int(longest, 1):
+            yield f"{kind}.max_seconds", "must be an integer >= 1"
+        elif isinstance(shortest, int) and _is_int(shortest, 1) and longest < shortest:
+            yield f"{kind}.max_seconds", f"must not be below min_seconds ({shortest})"
+        params = spec.get("params", {})
+        if not isinstance(params, Mapping):
+            yield f"{kind}.params", "must be a table of parameters"
+            continue
+        for name, p in params.items():
+            where = f"{kind}.params.{name}"
+            if not isinstance(p, Mapping):
+                yield where, "must be a table with min, max, default"
+                continue
+            for key in sorted(set(p) - {"min", "max", "default"}):
+                yield f"{where}.{key}", "unknown key; use ['default', 'max', 'min']"
+            low, default, high = (p.get(k) for k in ("min", "default", "max"))
+            if not (type(low) is int and type(default) is int and type(high) is int):
+                yield where, "min, max and default must be integers"
+            elif not low <= default <= high:
+                yield where, "must have min <= default <= max"
 
 
 VALIDATORS: dict[str, Validator] = {
@@ -165,4 +203,5 @@ VALIDATORS: dict[str, Validator] = {
     "guilds": validate_guilds,
 
     # -- activities --
+    "activities": validate_activities,
 }
