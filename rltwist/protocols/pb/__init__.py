@@ -1,13 +1,14 @@
 """Generated from proto/*.proto by tools/gen_proto.py. DO NOT EDIT."""
 
-from . import chat_pb2, errors_pb2, login_pb2, options_pb2, player_pb2
+from . import chat_pb2, errors_pb2, friend_pb2, login_pb2, options_pb2, player_pb2
 from .chat_pb2 import ChatChannel, ChatHistory, ChatMessage, ChatNotify, ChatSend
 from .errors_pb2 import ErrorCode
+from .friend_pb2 import FriendAccept, FriendBlock, FriendEvent, FriendInfo, FriendList, FriendNotify, FriendReject, FriendRemove, FriendRequest, FriendState, FriendUnblock
 from .login_pb2 import Auth, Heartbeat, KickNotify, KickReason, Login
 from .player_pb2 import PlayerBasics, Rename
 
 #: Every generated module, for the message id registry.
-MODULES = (chat_pb2, errors_pb2, login_pb2, options_pb2, player_pb2)
+MODULES = (chat_pb2, errors_pb2, friend_pb2, login_pb2, options_pb2, player_pb2)
 
 __all__ = [
     "Auth",
@@ -17,6 +18,17 @@ __all__ = [
     "ChatNotify",
     "ChatSend",
     "ErrorCode",
+    "FriendAccept",
+    "FriendBlock",
+    "FriendEvent",
+    "FriendInfo",
+    "FriendList",
+    "FriendNotify",
+    "FriendReject",
+    "FriendRemove",
+    "FriendRequest",
+    "FriendState",
+    "FriendUnblock",
     "Heartbeat",
     "KickNotify",
     "KickReason",

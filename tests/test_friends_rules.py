@@ -1,0 +1,246 @@
+"""The friend rules of rltwist.game.friendsystem without processes: each player's own
+changes, the other side's idempotent answers, and a randomized check over interleavings
+(deliveries in flight, repeated, lost answers, both sides acting at once) that once the
+outboxes are drained the two sides always agree."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from twisted.trial import unittest
+
+from rltwist.ecs.entity import Entity
+from rltwist.game.friendsystem import FRIENDS, IN, NONE, OUT, FriendSystem
+from rltwist.protocols import pb
+
+E = pb.ErrorCode
+A_ID, B_ID = 1 << 16 | 1, 2 << 16 | 2   # A owns the pair (the smaller userid)
+TABLES = {"friends": {"max_friends": 3, "max_requests_in": 2, "max_blocked": 2}}
+
+
+def player(uid: int, name: str = "") -> Entity:
+    return Entity(uid, attrs={"userid": uid, "name": name or f"p{uid}"})
+
+
+def deliver(fs: FriendSystem, sender: Entity, receiver: Entity, now: int = 5) -> list[Any]:
+    """Deliver every outbox message of *sender* to *receiver* and settle the answers:
+    ``[(receiver's event, sender's event)]``."""
+    events = []
+    for msg in fs.pending(sender):
+        if msg["to"] != receiver.id:
+            continue
+        answer, ev = fs.receive(receiver, msg, now, TABLES)
+        _, ev2 = fs.settle(sender, msg, answer, now, TABLES)
+        events.append((ev, ev2))
+    return events
+
+
+def sync(fs: FriendSystem, a: Entity, b: Entity) -> None:
+    def waiting() -> list[Any]:
+        return [m for m in fs.pending(a) + fs.pending(b) if m["to"] in (a.id, b.id)]
+
+    for _ in range(10):
+        if not waiting():
+            return
+        deliver(fs, a, b)
+        deliver(fs, b, a)
+    raise AssertionError("outboxes do not drain")
+
+
+class Rules(unittest.TestCase):
+    def setUp(self) -> None:
+        self.fs = FriendSystem()
+        self.a, self.b = player(A_ID, "ann"), player(B_ID, "bob")
+
+    def rel(self) -> tuple[str, str]:
+        return self.fs.relation(self.a, B_ID), self.fs.relation(self.b, A_ID)
+
+    def test_request_accept_both_ways_round(self) -> None:
+        fs, a, b = self.fs, self.a, self.b
+        # the owner asks the other: synced
+        self.assertEqual(fs.request(a, B_ID, 1, TABLES), (E.OK, OUT))
+        self.assertEqual(deliver(fs, a, b), [("request", None)])
+        self.assertEqual(self.rel(), (OUT, IN))
+        self.assertEqual(fs.view(b)["requests_in"][str(A_ID)]["name"], "ann")
+        self.assertEqual(fs.accept(b, A_ID, 2, TABLES), E.OK)
+        self.assertEqual(self.rel(), (OUT, FRIENDS))  # at once on the accepting side
+        self.assertEqual(deliver(fs, b, a), [("accepted", None)])
+        self.assertEqual(self.rel(), (FRIENDS, FRIENDS))
+        self.assertEqual((fs.pending(a), fs.pending(b)), ([], []))
+        self.assertEqual(fs.request(a, B_ID, 3, TABLES), (E.FRIEND_ALREADY, FRIENDS))
+        self.assertEqual(fs.accept(b, A_ID, 3, TABLES), E.FRIEND_NO_REQUEST)
+        # the other asks the owner, the owner accepts
+        self.assertEqual(fs.remove(b, A_ID, 4), E.OK)
+        self.assertEqual(deliver(fs, b, a), [("removed", None)])
+        self.assertEqual(self.rel(), (NONE, NONE))
+        fs.request(b, A_ID, 5, TABLES)
+        self.assertEqual(deliver(fs, b, a), [("request", None)])
+        self.assertEqual(fs.accept(a, B_ID, 6, TABLES), E.OK)
+        self.assertEqual(deliver(fs, a, b), [("accepted", None)])
+        self.assertEqual(self.rel(), (FRIENDS, FRIENDS))
+
+    def test_repeats_and_old_messages_change_nothing(self) -> None:
+        fs, a, b = self.fs, self.a, self.b
+        fs.request(b, A_ID, 1, TABLES)
+        msg = fs.pending(b)[0]
+        answer, ev = fs.receive(a, msg, 2, TABLES)
+        self.assertEqual((answer["state"], ev), (OUT, "request"))
+        again, ev = fs.receive(a, msg, 3, TABLES)
+        self.assertEqual((again, ev), (answer, None))
+        self.assertEqual(fs.settle(b, msg, answer, 3, TABLES), (True, None))
+        self.assertEqual(fs.settle(b, msg, answer, 3, TABLES), (False, None))
+        old = fs.pending(a)  # nothing: the owner changed nothing of its own
+        self.assertEqual(old, [])
+        fs.accept(a, B_ID, 4, TABLES)
+        stale = fs.pending(a)[0]
+        fs.remove(a, B_ID, 5)
+        deliver(fs, a, b)
+        self.assertEqual(self.rel(), (NONE, NONE))
+        fs.receive(b, stale, 6, TABLES)  # a late copy of the accept's sync
+        self.assertEqual(self.rel(), (NONE, NONE))
+
+    def test_requests_both_ways_make_friends(self) -> None:
+        fs, a, b = self.fs, self.a, self.b
+        fs.request(a, B_ID, 1, TABLES)
+        fs.request(b, A_ID, 1, TABLES)
+        sync(fs, a, b)
+        self.assertEqual(self.rel(), (FRIENDS, FRIENDS))
+        c = player(3 << 16 | 1)
+        fs.request(c, A_ID, 1, TABLES)
+        sync(fs, a, c)
+        self.assertEqual(fs.request(a, c.id, 2, TABLES), (E.OK, FRIENDS))
+
+    def test_reject_remove_and_block_clear_both_sides(self) -> None:
+        fs, a, b = self.fs, self.a, self.b
+        fs.request(a, B_ID, 1, TABLES)
+        sync(fs, a, b)
+        self.assertEqual(fs.reject(b, A_ID, 2), E.OK)
+        self.assertEqual(fs.reject(b, A_ID, 2), E.FRIEND_NO_REQUEST)
+        sync(fs, a, b)
+        self.assertEqual(self.rel(), (NONE, NONE))
+        fs.request(a, B_ID, 3, TABLES)
+        sync(fs, a, b)
+        fs.accept(b, A_ID, 4, TABLES)
+        sync(fs, a, b)
+        self.assertEqual(fs.remove(a, B_ID, 5), E.OK)
+        self.assertEqual(deliver(fs, a, b), [("removed", None)])
+        self.assertEqual(self.rel(), (NONE, NONE))
+        self.assertEqual(fs.remove(a, B_ID, 5), E.FRIEND_NOT_FRIEND)
+        # block by the non-owner: a friendship ends; the blocked owner's requests are
+        # refused by the blocker's side (vetoed) and end on both sides
+        fs.request(a, B_ID, 6, TABLES)
+        sync(fs, a, b)
+        fs.accept(b, A_ID, 7, TABLES)
+        sync(fs, a, b)
+        self.assertEqual(fs.block(b, A_ID, 8, TABLES), E.OK)
+        self.assertEqual(fs.blocked(b), [A_ID])
+        sync(fs, a, b)
+        self.assertEqual(self.rel(), (NONE, NONE))
+        fs.request(a, B_ID, 9, TABLES)
+        msg = fs.pending(a)[0]
+        answer, _ = fs.receive(b, msg, 9, TABLES)
+        self.assertEqual(answer, {"state": NONE, "vetoed": True})
+        fs.settle(a, msg, answer, 9, TABLES)
+        sync(fs, a, b)
+        self.assertEqual(self.rel(), (NONE, NONE))
+        # block by the owner: the other's request is refused in the answer
+        fs.unblock(b, A_ID)
+        fs.block(a, B_ID, 10, TABLES)
+        sync(fs, a, b)
+        fs.request(b, A_ID, 11, TABLES)
+        self.assertEqual(self.rel(), (NONE, OUT))
+        sync(fs, a, b)
+        self.assertEqual(self.rel(), (NONE, NONE))
+        self.assertEqual(fs.request(a, B_ID, 12, TABLES), (E.FRIEND_YOU_BLOCK, NONE))
+        self.assertEqual(fs.unblock(a, B_ID), E.OK)
+        self.assertEqual(fs.unblock(a, B_ID), E.FRIEND_NOT_BLOCKED)
+        self.assertEqual(fs.block(a, A_ID, 12, TABLES), E.FRIEND_SELF)
+
+    def test_caps(self) -> None:
+        fs, a, b = self.fs, self.a, self.b
+        for i in range(3):
+            self.assertEqual(fs.request(a, (10 + i) << 16 | 1, 1, TABLES), (E.OK, OUT))
+        self.assertEqual(fs.request(a, 20 << 16 | 1, 1, TABLES), (E.FRIEND_LIST_FULL, NONE))
+        # a player holds at most max_requests_in requests: the next one is refused
+        others = [player((30 + i) << 16 | 3) for i in range(2)]
+        for o in others:
+            fs.request(o, A_ID, 1, TABLES)
+            sync(fs, o, a)
+        fs.request(b, A_ID, 1, TABLES)
+        sync(fs, a, b)
+        self.assertEqual(self.rel(), (NONE, NONE))
+        # accepting all takes what the cap leaves room for (3 - 3 requests out: none)
+        self.assertEqual(fs.accept_all(a, 2, TABLES), (E.FRIEND_LIST_FULL, []))
+        for i in range(3):
+            fs.remove(a, (10 + i) << 16 | 1, 2)
+        code, accepted = fs.accept_all(a, 2, TABLES)
+        self.assertEqual((code, sorted(accepted)), (E.OK, sorted(o.id for o in others)))
+        self.assertEqual(fs.block(b, 1, 1, TABLES), E.OK)
+        self.assertEqual(fs.block(b, 2, 1, TABLES), E.OK)
+        self.assertEqual(fs.block(b, 3, 1, TABLES), E.FRIEND_BLOCK_LIST_FULL)
+
+
+class Agreement(unittest.TestCase):
+    """Random operations by both players with deliveries in flight (started, applied,
+    settled in any order, repeated, answers lost): after draining, both sides agree."""
+
+    OPS = ("request", "accept", "reject", "remove", "block", "unblock", "accept_all")
+
+    def act(self, fs: FriendSystem, me: Entity, other: int, rng: random.Random,
+            now: int) -> None:
+        op = rng.choice(self.OPS)
+        if op == "request":
+            fs.request(me, other, now, TABLES)
+        elif op == "accept":
+            fs.accept(me, other, now, TABLES)
+        elif op == "accept_all":
+            fs.accept_all(me, now, TABLES)
+        elif op == "reject":
+            fs.reject(me, other, now)
+        elif op == "remove":
+            fs.remove(me, other, now)
+        elif op == "block":
+            fs.block(me, other, now, TABLES)
+        else:
+            fs.unblock(me, other)
+
+    def check_agree(self, fs: FriendSystem, a: Entity, b: Entity, seed: int) -> None:
+        va, vb = fs.view(a), fs.view(b)
+        ka, kb = str(a.id), str(b.id)
+        where = f"seed {seed}: {va} / {vb}"
+        self.assertEqual(kb in va["friends"], ka in vb["friends"], where)
+        self.assertEqual(kb in va["requests_out"], ka in vb["requests_in"], where)
+        self.assertEqual(ka in vb["requests_out"], kb in va["requests_in"], where)
+        if b.id in va["blocked"] or a.id in vb["blocked"]:
+            self.assertNotIn(kb, va["friends"], where)
+            self.assertNotIn(kb, va["requests_in"], where)
+            self.assertNotIn(ka, vb["requests_in"], where)
+
+    def test_both_sides_agree_after_any_interleaving(self) -> None:
+        fs = FriendSystem()
+        for seed in range(20000):
+            rng = random.Random(seed)
+            a, b = player(A_ID), player(B_ID)
+            side = {a.id: a, b.id: b}
+            started: list[dict[str, Any]] = []    # ops read from an outbox, not applied
+            answered: list[tuple[dict[str, Any], str]] = []  # applied, not settled
+            for now in range(rng.randint(1, 25)):
+                step = rng.random()
+                if step < 0.35:
+                    me, other = rng.choice(((a, b), (b, a)))
+                    self.act(fs, me, other.id, rng, now)
+                elif step < 0.6:
+                    ops = fs.pending(a) + fs.pending(b)
+                    if ops:
+                        started.append(rng.choice(ops))
+                elif step < 0.8 and started:
+                    op = started.pop(rng.randrange(len(started)))
+                    answer, _ = fs.receive(side[op["to"]], op, now, TABLES)
+                    if rng.random() < 0.9:  # else the answer is lost
+                        answered.append((op, answer))
+                elif answered:
+                    op, answer = answered.pop(rng.randrange(len(answered)))
+                    fs.settle(side[op["from"]], op, answer, now, TABLES)
+            sync(fs, a, b)  # the retrier: deliver and settle until nothing is left
+            self.check_agree(fs, a, b, seed)
