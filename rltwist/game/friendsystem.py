@@ -79,6 +79,10 @@ def mirror(state: str) -> str:
 class FriendSystem(System):
     name = "friends"
 
+    def limits(self, tables: Mapping[str, Any] | None) -> dict[str, int]:
+        """The friends table with defaults (see :func:`limits`)."""
+        return limits(tables)
+
     # -- reading ------------------------------------------------------------------------
 
     def state(self, entity: Entity) -> dict[str, Any]:
@@ -364,7 +368,7 @@ def _relation(c: Mapping[str, Any], key: str) -> str:
 def _set(c: dict[str, Any], key: str, state: str, now_ms: int, name: str) -> None:
     """Make this side's relation to *key* be *state* (keeping times and names)."""
     parts = {FRIENDS: "friends", IN: "requests_in", OUT: "requests_out"}
-    old = {}
+    old: dict[str, Any] = {}
     for part in parts.values():
         old = c[part].pop(key, None) or old
     name = name or old.get("name", "")
