@@ -27,7 +27,7 @@ def game_root(tmp: str) -> str:
     """A project root whose game tables are the repository's with a friend cap of CAP."""
     src = find_root()
     assert src is not None
-    root = Path(tmp)
+    root = Path(tmp).resolve()
     shutil.copytree(src / "etc" / "game", root / "etc" / "game")
     (root / "hotfix").mkdir()
     (root / "etc" / "game" / "friends.toml").write_text(

@@ -219,7 +219,7 @@ class Agreement(unittest.TestCase):
 
     def test_both_sides_agree_after_any_interleaving(self) -> None:
         fs = FriendSystem()
-        for seed in range(20000):
+        for seed in range(5000):
             rng = random.Random(seed)
             a, b = player(A_ID), player(B_ID)
             side = {a.id: a, b.id: b}
@@ -244,3 +244,25 @@ class Agreement(unittest.TestCase):
                     fs.settle(side[op["from"]], op, answer, now, TABLES)
             sync(fs, a, b)  # the retrier: deliver and settle until nothing is left
             self.check_agree(fs, a, b, seed)
+
+
+class BotActions(unittest.TestCase):
+    """rl-bot's friend actions build valid requests of the friends block (700-799)."""
+
+    def test_friend_actions_build_valid_requests(self) -> None:
+        from rltwist.bot.actions import ACTIONS, BotIdentity, parse_script
+        from rltwist.protocols import REGISTRY
+
+        me = BotIdentity(index=0, openid="o", userid=A_ID, run_token="ab", online=(A_ID, B_ID))
+        self.assertEqual(parse_script("friend_request,friend_accept_all,friend_list"),
+                         ("friend_request", "friend_accept_all", "friend_list"))
+        built = {name: ACTIONS[name].build(me)
+                 for name in ("friend_request", "friend_accept_all", "friend_list")}
+        self.assertEqual(built["friend_request"], pb.FriendRequest(to_userid=B_ID))
+        self.assertEqual(built["friend_accept_all"], pb.FriendAccept(all=True))
+        self.assertEqual(built["friend_list"], pb.FriendList())
+        for msg in built.values():
+            msgid = REGISTRY.request_ids[type(msg)]
+            self.assertTrue(700 <= msgid < 800, msgid)
+            self.assertEqual(type(msg).FromString(msg.SerializeToString()), msg)
+        self.assertIn(E.FRIEND_ALREADY, ACTIONS["friend_request"].ok_codes)
