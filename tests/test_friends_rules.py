@@ -266,3 +266,89 @@ class BotActions(unittest.TestCase):
             self.assertTrue(700 <= msgid < 800, msgid)
             self.assertEqual(type(msg).FromString(msg.SerializeToString()), msg)
         self.assertIn(E.FRIEND_ALREADY, ACTIONS["friend_request"].ok_codes)
+
+
+class Wiring(unittest.TestCase):
+    """The pieces the friends feature adds to the framework, without processes."""
+
+    timeout = 60
+
+    async def test_an_added_action_runs_on_rolecity_entities_and_saves_before_answering(
+            self) -> None:
+        import os
+
+        from prometheus_client import CollectorRegistry
+        from twisted.internet import defer, task
+
+        from rltwist.features.friends import friends_action
+        from rltwist.nodes.common.lru import LRUGroup, UnknownAction
+        from rltwist.nodes.rolecity.service import RoleCityActor
+        from rltwist.storage import EmbeddedBackend
+
+        backend = EmbeddedBackend(os.path.join(self.mktemp(), "region1.sqlite3"))
+        self.addCleanup(lambda: defer.ensureDeferred(backend.close()))
+        group = LRUGroup(RoleCityActor(), backend, router="rolerouter", worker="agent",
+                         workers=2, capacity=10, interval=300.0, clock=task.Clock(),
+                         registry=CollectorRegistry(), generation=1)
+        group.startService()
+        self.addCleanup(group.stopService)
+        with self.assertRaises(UnknownAction):
+            group.action("friends")
+        group.add_action("friends", friends_action, creates=True, save=True)
+        self.assertRaises(ValueError, group.add_action, "friends", friends_action)
+        self.assertRaises(ValueError, group.add_action, "grant", friends_action)
+        r = await group.call(A_ID, "friends", "request", B_ID)
+        self.assertEqual(r, {"code": E.OK, "state": OUT})
+        doc = await backend.get("rolecity", A_ID)  # saved before the answer
+        assert doc is not None
+        self.assertEqual(list(doc["components"]["friends"]["requests_out"]), [str(B_ID)])
+        self.assertEqual(doc["components"]["friends"]["blocked"], [])
+        r = await group.call(A_ID, "friends", "block", B_ID)
+        doc = await backend.get("rolecity", A_ID)
+        assert doc is not None
+        self.assertEqual(doc["components"]["friends"]["blocked"], [B_ID])  # ints: chat
+
+    def test_rolecache_clear_hooks_run_for_a_logout_only(self) -> None:
+        from rltwist.nodes.common.rolecache import RoleCache
+
+        cache = RoleCache()
+        cleared: list[int] = []
+        cache.on_clear.append(cleared.append)
+        cache.set(7, "role1", 3)
+        self.assertFalse(cache.clear(7, "role2", 3))  # not where it is: no logout here
+        self.assertTrue(cache.clear(7, "role1", 3))
+        self.assertEqual(cleared, [7])
+
+    async def test_name_lookup_takes_a_region(self) -> None:
+        from rltwist.nodes.common.names import NoSuchRegion, userid_by_name
+
+        class Cluster:
+            addresses = {"rolecity1": ("127.0.0.1", 1)}
+            calls: list[Any] = []
+
+            def rolecity_node(self, userid: int) -> str:
+                return f"rolecity{userid & 0xFFFF}"
+
+            async def call(self, *args: Any, timeout: float) -> Any:
+                self.calls.append(args)
+                return 65537
+
+        c = Cluster()
+        self.assertEqual(await userid_by_name(c, 1, " \uff21nn "), 65537)  # type: ignore[arg-type]
+        self.assertEqual(c.calls, [("rolecity1", "rolerouter", "lookup_name", "ann")])
+        for bad in (0, 70000, True):
+            with self.assertRaises(NoSuchRegion):
+                await userid_by_name(c, bad, "ann")  # type: ignore[arg-type]
+        with self.assertRaises(NoSuchRegion):
+            await userid_by_name(c, 2, "ann")  # type: ignore[arg-type]
+        self.assertIsNone(await userid_by_name(c, 1, "  "))  # type: ignore[arg-type]
+
+    def test_the_friends_table_is_checked(self) -> None:
+        from rltwist.game.tables import VALIDATORS
+
+        check = VALIDATORS["friends"]
+        self.assertEqual(list(check({"max_friends": 5, "max_requests_in": 5,
+                                     "max_blocked": 5})), [])
+        problems = dict(check({"max_friends": 0, "max_requests_in": 5, "max_blocked": "x",
+                               "typo": 1}))
+        self.assertEqual(sorted(problems), ["max_blocked", "max_friends", "typo"])
