@@ -43,6 +43,16 @@ class FriendCase(SocialCase):
     async def lists(self, c: GameClient) -> Any:
         return await self.request_ok(c, pb.FriendList())
 
+    async def offline(self, c: GameClient) -> bool:
+        return not await reach.locate(self.probe.cluster, [c.userid])
+
+    async def log_in_again(self, c: GameClient) -> None:
+        """Close *c*, wait for its logout to finish (a login during it answers
+        RETRY_LATER), and log it in again."""
+        c.close()
+        await wait_for(lambda: self.offline(c), 15, f"{c.openid} to be logged out")
+        await self.relogin(c)
+
     @staticmethod
     def ids(rows: Any) -> list[int]:
         return sorted(r.userid for r in rows)
@@ -98,7 +108,7 @@ class Friends(FriendCase):
         # an offline player sees the request at its next login, then accepts all
         c = await self.player(2)
         c.close()
-        await wait_for(lambda: self._offline(c), 15, "c to be logged out")
+        await wait_for(lambda: self.offline(c), 15, "c to be logged out")
         await self.request_ok(a, pb.FriendRequest(to_userid=c.userid))
         await self.request_ok(b, pb.FriendRequest(to_userid=c.userid))
         await self.relogin(c)
@@ -121,9 +131,6 @@ class Friends(FriendCase):
             return bool(row) and not row[0].online and row[0].last_seen_ms > 0
 
         await wait_for(seen, 15, "a's list to show c offline with a last-seen time")
-
-    async def _offline(self, c: GameClient) -> bool:
-        return not await reach.locate(self.probe.cluster, [c.userid])
 
     async def test_block_by_name_and_block_list_at_auth(self) -> None:
         a, b = await self.players_apart(1, 2)
@@ -156,7 +163,7 @@ class Friends(FriendCase):
         await self._push_skips(a, b)
         e = await self.player(2)
         await self.request_ok(e, pb.FriendRequest(to_userid=a.userid))
-        await self.relogin(a)
+        await self.log_in_again(a)
         await self.is_notified(a, EV.FRIEND_EVENT_REQUEST, e.userid)
         await self._push_skips(a, b)
         await self.request_ok(a, pb.FriendUnblock(userid=b.userid))
