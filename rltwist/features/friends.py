@@ -211,6 +211,16 @@ class FriendService(Service):
                 await self.region_db.delete(OUTBOX_INDEX, userid)
         return results
 
+    async def deliver_now(self, userid: int) -> dict[int, dict[str, Any]]:
+        """After a player's change (already saved): try its delivery at once. A failure
+        here is not the request's: the change is durable and the retries deliver it."""
+        try:
+            return await self.flush(userid, push_self=False)
+        except Exception:
+            log.failure("friends: delivery of {userid}'s change failed; retried later",
+                        userid=userid)
+            return {}
+
     def flush_soon(self, userid: int) -> None:
         d = defer.Deferred.fromCoroutine(self.flush(userid))
         d.addErrback(lambda f: log.failure("friends: flush of {userid} failed", f,
@@ -282,7 +292,7 @@ class FriendService(Service):
         result = await self._change(userid, "request", to)
         if result["code"] != E.OK:
             return result
-        delivered = (await self.flush(userid, push_self=False)).get(to, {})
+        delivered = (await self.deliver_now(userid)).get(to, {})
         state = await self._act(userid, "relation", to)
         if delivered.get("vetoed") or (delivered.get("delivered") and state == "none"):
             return {"code": int(E.FRIEND_REFUSED), "state": "none"}
@@ -292,14 +302,14 @@ class FriendService(Service):
     async def accept(self, userid: int, frm: int, all: bool = False) -> dict[str, Any]:
         result = await self._change(userid, "accept", frm, bool(all))
         if result["code"] == E.OK:
-            await self.flush(userid, push_self=False)
+            await self.deliver_now(userid)
         return result
 
     async def _simple(self, userid: int, op: str, other: int, deliver: bool = True
                       ) -> dict[str, Any]:
         result = await self._change(userid, op, other)
         if result["code"] == E.OK and deliver:
-            await self.flush(userid, push_self=False)
+            await self.deliver_now(userid)
         return result
 
     @handler
