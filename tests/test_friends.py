@@ -2,8 +2,8 @@
 two role nodes, real processes, real TCP, real Redis. Requests by userid and by name,
 pushes, accept, reject, remove, block (refused requests, pushes skipped, the block list
 loaded at Auth), the cap, requests waiting for an offline player, last-seen times, and an
-accept while the other player's rolecity is dead (kill -9): both lists agree once it is
-back."""
+accept while the other player's rolecity is dead (kill -9), then the acceptor's rolecity
+killed too: both lists agree once they are back."""
 
 from __future__ import annotations
 
@@ -203,7 +203,9 @@ class FriendsAcrossARolecityCrash(FriendCase):
         outbox = await self.probe.cluster.call("rolecity2", "friends", "outbox", b.userid,
                                                timeout=5)
         self.assertEqual(sorted(m["to"] for m in outbox), sorted([a.userid, d.userid]))
-        await self.lc.start("rolecity1")
+        # the acting side dies too: its OK was durable, and its restart resumes the outbox
+        self.assertLess(await self.lc.nodes["rolecity2"].kill(), 0)
+        await self.lc.start("rolecity2", "rolecity1")
         await self.lc.wait_up(self.names)
 
         async def agreed() -> bool:
