@@ -176,3 +176,27 @@ def _guild_join(bot: BotIdentity) -> Message:
         ok_codes=frozenset({pb.ErrorCode.OK, pb.ErrorCode.GUILD_NOT_IN_GUILD}))
 def _guild_info(bot: BotIdentity) -> Message:
     return pb.GuildInfo()
+
+
+# -- friends ---------------------------------------------------------------------------
+
+_E = pb.ErrorCode
+
+
+@action("friend_request", "Ask identity.peer() to be friends (already friends, a full "
+        "list or a refusal are not failures)",
+        ok_codes=frozenset({_E.OK, _E.FRIEND_ALREADY, _E.FRIEND_LIST_FULL,
+                            _E.FRIEND_REFUSED, _E.FRIEND_SELF}))
+def _friend_request(bot: BotIdentity) -> Message:
+    return pb.FriendRequest(to_userid=bot.peer())
+
+
+@action("friend_accept_all", "Accept every friend request waiting (a full list is not a "
+        "failure)", ok_codes=frozenset({_E.OK, _E.FRIEND_LIST_FULL}))
+def _friend_accept_all(bot: BotIdentity) -> Message:
+    return pb.FriendAccept(all=True)
+
+
+@action("friend_list", "List friends, requests and blocked players")
+def _friend_list(bot: BotIdentity) -> Message:
+    return pb.FriendList()

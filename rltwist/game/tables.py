@@ -190,6 +190,20 @@ def validate_activities(table: Any) -> Iterator[tuple[str, str]]:
                 yield where, "must have min <= default <= max"
 
 
+def validate_friends(table: Any) -> Iterator[tuple[str, str]]:
+    """Check ``friends``: the friend-list cap, requests waiting, block-list cap."""
+    if not isinstance(table, Mapping):
+        yield "", "must be a table"
+        return
+    known = ("max_friends", "max_requests_in", "max_blocked")
+    for key in known:
+        if not _is_int(table.get(key), 1):
+            yield key, "must be an integer >= 1"
+    for key in table:
+        if key not in known:
+            yield key, f"unknown key; use {list(known)}"
+
+
 VALIDATORS: dict[str, Validator] = {
     "name_rules": validate_name_rules,
     "building_costs": validate_building_costs,
@@ -198,6 +212,7 @@ VALIDATORS: dict[str, Validator] = {
     # -- mail and gifts --
 
     # -- friends --
+    "friends": validate_friends,
 
     # -- guilds --
     "guilds": validate_guilds,

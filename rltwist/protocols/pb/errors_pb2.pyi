@@ -25,6 +25,15 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CHAT_MUTED: _ClassVar[ErrorCode]
     CHAT_NOT_IN_GUILD: _ClassVar[ErrorCode]
     CHAT_BLOCKED: _ClassVar[ErrorCode]
+    FRIEND_SELF: _ClassVar[ErrorCode]
+    FRIEND_ALREADY: _ClassVar[ErrorCode]
+    FRIEND_LIST_FULL: _ClassVar[ErrorCode]
+    FRIEND_REFUSED: _ClassVar[ErrorCode]
+    FRIEND_NO_REQUEST: _ClassVar[ErrorCode]
+    FRIEND_NOT_FRIEND: _ClassVar[ErrorCode]
+    FRIEND_YOU_BLOCK: _ClassVar[ErrorCode]
+    FRIEND_BLOCK_LIST_FULL: _ClassVar[ErrorCode]
+    FRIEND_NOT_BLOCKED: _ClassVar[ErrorCode]
     GUILD_NAME_INVALID: _ClassVar[ErrorCode]
     GUILD_NAME_TAKEN: _ClassVar[ErrorCode]
     GUILD_NOT_FOUND: _ClassVar[ErrorCode]
@@ -58,6 +67,15 @@ CHAT_TEXT_INVALID: ErrorCode
 CHAT_MUTED: ErrorCode
 CHAT_NOT_IN_GUILD: ErrorCode
 CHAT_BLOCKED: ErrorCode
+FRIEND_SELF: ErrorCode
+FRIEND_ALREADY: ErrorCode
+FRIEND_LIST_FULL: ErrorCode
+FRIEND_REFUSED: ErrorCode
+FRIEND_NO_REQUEST: ErrorCode
+FRIEND_NOT_FRIEND: ErrorCode
+FRIEND_YOU_BLOCK: ErrorCode
+FRIEND_BLOCK_LIST_FULL: ErrorCode
+FRIEND_NOT_BLOCKED: ErrorCode
 GUILD_NAME_INVALID: ErrorCode
 GUILD_NAME_TAKEN: ErrorCode
 GUILD_NOT_FOUND: ErrorCode
