@@ -1,7 +1,8 @@
 """Chat end to end (issue 12): players of two regions on two role nodes, real processes,
-real TCP, real Redis — world, region and private channels, histories, the offline backlog,
-rate limit, text rules, block lists, GM mute through HTTP, history surviving a
-logiccenter kill, and a hot fix of the chat rules in a running cluster."""
+real TCP, real Redis — world, region, private and guild channels (guild through the guild
+feature's guildchat), histories, the offline backlog, rate limit, text rules, block lists
+(the friends feature's FriendBlock), GM mute through HTTP, history surviving a logiccenter
+kill, and a hot fix of the chat rules in a running cluster."""
 
 from __future__ import annotations
 
@@ -102,22 +103,36 @@ class ChatChannels(SocialCase):
         self.assertIn(codes.count(E.OK), (5, 6), codes)  # 6: a token refilled meanwhile
         self.assertEqual(codes.count(E.RATE_LIMITED), 8 - codes.count(E.OK))
 
+        # guild: a guild of region 1 with a member of region 2 on the other role node
+        # (the guild feature's guildchat keeps the channel)
+        leader = await self.player(1)
+        g = (await self.request_ok(leader, pb.GuildCreate(name="Chatters", open=True))).guild_id
+        await self.request_ok(b, pb.GuildJoin(guild_id=g))
+        r = await self.request_ok(leader, send(C.CHAT_GUILD, "guild hello"))
+        got = (await self.wait_push(b, pb.ChatNotify, said("guild hello"))).message
+        self.assertEqual((got.channel, got.guild_id, got.from_userid, got.time_ms),
+                         (C.CHAT_GUILD, g, leader.userid, r.time_ms))
+        self.assertEqual(await self.history(b, C.CHAT_GUILD), ["guild hello"])
+        self.assertEqual((await a.request(pb.ChatHistory(channel=C.CHAT_GUILD))).code,
+                         E.CHAT_NOT_IN_GUILD)
+
 
 class ChatOfflineBlockMute(SocialCase):
     async def test_offline_backlog_block_list_and_gm_mute(self) -> None:
         a, b = await self.players_apart(1, 2)
 
-        # b blocks a (the friends feature's block list on b's rolecity entity; written
-        # directly here, see tests/chatblock.py)
-        async def block(ids: list[int]) -> None:
-            self.assertTrue(await self.probe.cluster.call(
-                "rolecity2", "hotfix", "call_system", "tests.chatblock", "block",
-                [b.userid, ids], timeout=10))
-
-        await block([a.userid])
+        # b blocks a (the friends feature): private refused, world messages of a hidden
+        await self.request_ok(b, pb.FriendBlock(userid=a.userid))
         self.assertEqual((await a.request(send(C.CHAT_PRIVATE, "no", to=b.userid))).code,
                          E.CHAT_BLOCKED)
-        await block([])
+        await self.request_ok(a, send(C.CHAT_WORLD, "hidden from b"))
+        await self.wait_push(a, pb.ChatNotify, said("hidden from b"))
+        # logiccenter writes both to b's role node over one link, in this order
+        await self.request_ok(b, send(C.CHAT_WORLD, "b after the block"))
+        await self.wait_push(b, pb.ChatNotify, said("b after the block"))
+        self.assertNotIn("hidden from b",
+                         [p.message.text for p in b.pushes if isinstance(p, pb.ChatNotify)])
+        await self.request_ok(b, pb.FriendUnblock(userid=a.userid))
         await self.request_ok(a, send(C.CHAT_PRIVATE, "yes", to=b.userid))
         await self.wait_push(b, pb.ChatNotify, said("yes"))
 
