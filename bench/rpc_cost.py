@@ -13,6 +13,11 @@ are linked over loopback TCP; the loop then runs without reactor turns:
   by hand (as if it had drained) -- Cluster.send, the sender, Twisted's write;
 * ``call``:  ``a.call`` of 50 bytes, 100 at a time, then the 100 replies are fed to a's
   link -- the call and reply paths of the caller, Deferred included;
+* ``call_loop``: bench/rpc.py's ``call x100`` pattern: 100 calls outstanding, and each
+  reply's callback makes the next call; per round the 100 replies are fed to a's link at
+  once (so the calls are made while one read's replies are handled), then the transport
+  is emptied -- the same paths as ``call``, plus whatever a read does once for all the
+  calls made while it is handled;
 * ``serve_call`` / ``serve_send``: 100 call (send) frames fed to b's agent link at once --
   decoding, dispatch, the handler, encoding and writing the replies.
 
@@ -30,14 +35,14 @@ import subprocess
 import sys
 from typing import Any
 
-PROBES = ("send", "call", "serve_call", "serve_send")
+PROBES = ("send", "call", "call_loop", "serve_call", "serve_send")
 N = 20_000
 PAYLOAD = b"x" * 50
 
 
 def probe(what: str, n: int) -> None:
     """Run one probe in this process (the child side of ``main``)."""
-    from twisted.internet import defer, reactor
+    from twisted.internet import defer, reactor, task
 
     from rltwist.cluster import Cluster, Service, handler
     from rltwist.cluster.link import CALL, REPLY, SEND, pack
@@ -92,6 +97,22 @@ def probe(what: str, n: int) -> None:
                 sender.link.dataReceived(b"".join(
                     pack((REPLY, s, PAYLOAD)) for s in range(first, first + 100)))
             assert len(got) == n, len(got)
+        elif what == "call_loop":
+            done = [0]
+
+            def again(_: Any) -> None:
+                done[0] += 1
+                a.call("b", "echo", "ping", PAYLOAD).addCallback(again)
+
+            first = sender._session + 1
+            for _ in range(100):
+                a.call("b", "echo", "ping", PAYLOAD).addCallback(again)
+            for _ in range(n // 100):
+                drained(sender)
+                sender.link.dataReceived(b"".join(
+                    pack((REPLY, s, PAYLOAD)) for s in range(first, first + 100)))
+                first += 100
+            assert done[0] == n, done[0]
         else:
             agent = next(iter(b.agent_links))
             if what == "serve_call":
@@ -108,6 +129,10 @@ def probe(what: str, n: int) -> None:
             await a.call("b", "echo", "ping", 1)  # the link is up, both ways warmed
             a.send("b", "echo", "note", 1)
             await a.call("b", "echo", "ping", 1)
+            # Resumed here by a reply's callback, that is inside a's link handling a read:
+            # leave it first, so the loop runs as code driven by a timer or another
+            # connection does (a sender collects what is written during a read).
+            await task.deferLater(reactor, 0, lambda: None)
             functools.reduce(lambda _x, _y: loop(), [0, 1])  # counted: inside reduce only
         finally:
             reactor.stop()
