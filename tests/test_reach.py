@@ -103,3 +103,38 @@ class RoleCacheRefill(unittest.TestCase):
         cache.set(2, "role2", 1)
         self.assertEqual(cache.node_down("role1"), 1)
         self.assertEqual(cache.locate([1, 2]), [[2, "role2"]])
+
+
+class RequestsWaitForAfterAuth(unittest.TestCase):
+    """A client sends its first requests right after the Auth answer, while the after-Auth
+    steps still run: a step and a request must not work on the same state at once (a guild
+    create resumed by a step raced the client's GuildCreate and answered
+    GUILD_NAME_TAKEN for a guild it had just made)."""
+
+    def test_a_request_waits_until_the_player_is_settled(self) -> None:
+        from twisted.internet import defer
+
+        from rltwist.ecs.entity import Entity
+        from rltwist.nodes.role.agent import Agent, Player
+        from rltwist.nodes.role.requests import REQUESTS
+
+        ran: list[str] = []
+
+        async def rename(gw: object, player: object, msg: object) -> pb.Rename.Response:
+            ran.append("request")
+            return pb.Rename.Response(code=pb.ErrorCode.OK)
+
+        import rltwist.nodes.role.rename  # noqa: F401  (registers the real Rename handler)
+
+        old = REQUESTS[pb.Rename]
+        REQUESTS[pb.Rename] = rename
+        self.addCleanup(REQUESTS.__setitem__, pb.Rename, old)
+        agent = Agent.__new__(Agent)
+        agent.gateway = None  # type: ignore[assignment]
+        player = Player(agent, 1, Entity(1), 1, 0.0)
+        player.settled = False
+        d = defer.Deferred.fromCoroutine(agent.handle(player, pb.Rename(name="x")))
+        self.assertEqual((ran, d.called), ([], False))
+        player.settle()
+        self.assertEqual(ran, ["request"])
+        self.assertEqual(self.successResultOf(d).code, pb.ErrorCode.OK)

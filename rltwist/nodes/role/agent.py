@@ -42,7 +42,8 @@ class Player:
     """One online instance: entity + connection + in-flight requests."""
 
     __slots__ = ("agent", "blocked", "conn", "entity", "generation", "inflight",
-                 "last_heartbeat", "logout_waiters", "state", "userid", "waiters")
+                 "last_heartbeat", "logout_waiters", "settle_waiters", "settled", "state",
+                 "userid", "waiters")
 
     def __init__(self, agent: Agent, userid: int, entity: Entity, generation: int,
                  now: float) -> None:
@@ -59,6 +60,10 @@ class Player:
         #: userids this player blocks (the friends feature fills it): pushes sent on
         #: their behalf (chat) are not written to this player
         self.blocked: set[int | None] = set()
+        #: False while the after-Auth steps run (auth.py): requests wait for them, so a
+        #: step and a request never work on the same state at once
+        self.settled = True
+        self.settle_waiters: list[defer.Deferred[None]] = []
 
     @property
     def mapid(self) -> int:
@@ -72,6 +77,13 @@ class Player:
             waiters, self.waiters = self.waiters, []
             for w in waiters:
                 w.callback(None)
+
+    def settle(self) -> None:
+        """The after-Auth steps are done: let the requests that waited run."""
+        self.settled = True
+        waiters, self.settle_waiters = self.settle_waiters, []
+        for w in waiters:
+            w.callback(None)
 
     def idle(self) -> defer.Deferred[None]:
         """Fires once no request of this player is in flight."""
@@ -135,4 +147,8 @@ class Agent:
         handle = REQUESTS.get(type(message))
         if handle is None:
             return type(message).Response(code=E.BAD_REQUEST)
+        if not player.settled:  # the after-Auth steps first (each one bounded)
+            waiter: defer.Deferred[None] = defer.Deferred()
+            player.settle_waiters.append(waiter)
+            await waiter
         return await handle(self.gateway, player, message)

@@ -95,14 +95,18 @@ async def authenticate(gw: Gateway, conn: GatewayConnection, msg: Any, session: 
     steps.done("transfers")
     gw.auths.labels("OK").inc()
     gw.auth_latency.observe(time.monotonic() - started)
+    player.settled = False  # requests sent after this answer wait for the after-Auth steps
     conn.reply(session, pb.Auth.Response(
         code=E.OK, userid=userid, name=player.entity.get("name", ""),
         server_id=birth_region(userid),
         basics=player.basics(), server_time_ms=int(time.time() * 1000)))
-    if not conn.is_open and player.state == ONLINE:  # the client left during the Auth
-        gw.start_logout(player, "connection lost")
-        return
-    await requests.run_after_auth(gw, player)
+    try:
+        if not conn.is_open and player.state == ONLINE:  # the client left during the Auth
+            gw.start_logout(player, "connection lost")
+            return
+        await requests.run_after_auth(gw, player)
+    finally:
+        player.settle()
 
 
 async def _create_instance(gw: Gateway, userid: int, ticket: int,

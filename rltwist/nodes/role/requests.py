@@ -20,7 +20,10 @@ game system reached through :func:`rltwist.ecs.import_system` so ``POST /hotfix`
 them; the handler is the wiring (which node to call, what to answer).
 
 ``after_auth`` hooks run one after another once the Auth answer is written; one that fails
-is logged and does not stop the others or the player.
+is logged and does not stop the others or the player. The player's requests wait until
+they are done (heartbeats do not), so a hook and a request never race on the same state
+(a guild create resumed by a hook and the client's next GuildCreate); a hook must
+therefore bound every wait.
 """
 
 from __future__ import annotations
