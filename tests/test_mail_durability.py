@@ -32,14 +32,15 @@ class FailingSaves:
         return await self.backend.save_entities(collection, items)
 
 
-class Forwards:
-    """A rolecache stand-in that records what would be pushed to online players."""
+class RecordingRouter(MailRouter):
+    """Records the MailNotify pushes it would send to online players."""
 
-    def __init__(self) -> None:
-        self.sent: list[tuple[Any, ...]] = []
+    def __init__(self, group: LRUGroup) -> None:
+        super().__init__(group)
+        self.sent: list[tuple[Any, dict[str, Any]]] = []
 
-    def forward(self, userid: int, service: str, method: str, args: list[Any]) -> bool:
-        self.sent.append((userid, service, method, *args))
+    def notify(self, userid: Any, summary: dict[str, Any]) -> bool:
+        self.sent.append((userid, summary))
         return True
 
 
@@ -52,11 +53,12 @@ class DeliverSavesFirst(unittest.TestCase):
         self.backend = EmbeddedBackend(path)
         self.addCleanup(lambda: defer.ensureDeferred(self.backend.close()))
         self.db = FailingSaves(self.backend)
-        self.pushes = Forwards()
-        self.group = LRUGroup(MailActor(self.pushes), self.db,  # type: ignore[arg-type]
+        self.group = LRUGroup(MailActor(), self.db,  # type: ignore[arg-type]
                               router="mailrouter", worker="mail", workers=2, capacity=100,
                               interval=300.0, clock=task.Clock(), registry=CollectorRegistry(),
-                              generation=1, router_cls=MailRouter)
+                              generation=1, router_cls=RecordingRouter)
+        assert isinstance(self.group.router, RecordingRouter)
+        self.pushes = self.group.router
         self.group.startService()
         self.addCleanup(lambda: self.group.running and self.group.stopService())
 
@@ -69,8 +71,8 @@ class DeliverSavesFirst(unittest.TestCase):
         self.assertEqual(r, {"mailid": 1, "duplicate": False})
         self.assertEqual(await self.stored_titles(), ["hi"])
         # and the online player is told after the save, with the stored mail's summary
-        self.assertEqual([(u, m, args["id"], args["title"]) for u, _, m, args in
-                          self.pushes.sent], [(UID, "mail_notify", 1, "hi")])
+        self.assertEqual([(u, s["id"], s["title"]) for u, s in self.pushes.sent],
+                         [(UID, 1, "hi")])
 
     async def test_an_unsaved_delivery_answers_save_failed_and_notifies_nobody(self) -> None:
         self.db.fail = True
