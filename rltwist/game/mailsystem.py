@@ -320,6 +320,23 @@ class MailSystem(System):
         entity.mark_dirty()
         return int(E.OK), tid
 
+    def undo_gift(self, entity: Entity, transfer_id: str) -> bool:
+        """Undo :meth:`take_gift` (its save was not acknowledged): give the items back,
+        take the gift off today's totals and drop the record. False if there is none."""
+        entry = transfer.entries(entity).pop(transfer_id, None)
+        if entry is None:
+            return False
+        items = entry["items"]["items"]
+        for res, n in items.items():
+            entity.incr(res, n)
+        today = entity.components.get("gifts") or {}
+        if today.get("day") == entry.get("created_ms", 0) // DAY_MS:
+            today["count"] = max(0, today.get("count", 0) - 1)
+            for res, n in items.items():
+                today["sent"][res] = max(0, today["sent"].get(res, 0) - n)
+        entity.mark_dirty()
+        return True
+
     def pending_gifts(self, entity: Entity) -> list[dict[str, Any]]:
         """The sender's gifts not yet delivered, oldest first: ``[{"id", "to", "items"}]``."""
         found = [{"id": tid, "to": e["items"]["to"], "items": dict(e["items"]["items"]),
