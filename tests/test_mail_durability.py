@@ -119,3 +119,40 @@ class MailNodeKilled(unittest.TestCase):
         await lc.wait_up(names)
         mails = await self.call(lc, UID, "list")
         self.assertEqual([m["title"] for m in mails], ["welcome"])
+
+
+class StaleInstanceCannotClaim(unittest.TestCase):
+    """A claim and its take carry the instance's generation: once a newer instance claimed
+    the player (Auth elsewhere), the old one can neither record nor take a claim."""
+
+    timeout = 30
+
+    async def test_an_old_generation_is_refused_and_the_new_one_takes(self) -> None:
+        from rltwist.nodes.common.playerfence import PlayerFence
+        from rltwist.nodes.role.agent import PLAYERS
+        from rltwist.storage import StaleGeneration
+
+        path = os.path.join(self.mktemp(), "db.sqlite3")
+        os.makedirs(os.path.dirname(path))
+        backend = EmbeddedBackend(path)
+        self.addCleanup(lambda: defer.ensureDeferred(backend.close()))
+        group = LRUGroup(MailActor(None, PlayerFence(backend)), backend,
+                         router="mailrouter", worker="mail", workers=1, capacity=10,
+                         interval=300.0, clock=task.Clock(), registry=CollectorRegistry(),
+                         generation=1, router_cls=MailRouter)
+        group.startService()
+        self.addCleanup(group.stopService)
+        await backend.claim_generation(PLAYERS, UID, 1, {})
+        await group.call(UID, "deliver", {"title": "gold", "attachments": {"gold": 3}})
+        recorded = await group.call(UID, "claim", 1, 1)
+        self.assertEqual(recorded["code"], 0)
+        await backend.claim_generation(PLAYERS, UID, 2, {})  # a newer login
+        with self.assertRaises(StaleGeneration):
+            await group.call(UID, "take_transfers", 1)
+        with self.assertRaises(StaleGeneration):
+            await group.call(UID, "claim", 1, 1)
+        [entry] = await group.call(UID, "take_transfers", 2)
+        self.assertEqual((entry["id"], entry["items"]), (recorded["transfer_id"], {"gold": 3}))
+        with self.assertRaises(StaleGeneration):
+            await group.call(UID, "confirm_transfers", 1, [entry["id"]])
+        self.assertEqual(await group.call(UID, "confirm_transfers", 2, [entry["id"]]), 1)
