@@ -226,6 +226,22 @@ class BotTestCase(unittest.TestCase):
 
 
 class LoginFlowTests(BotTestCase):
+    async def test_bots_are_spread_over_the_regions_given_and_know_each_other(self) -> None:
+        swarm = self.swarm(count=6, server_ids=(1, 2), openid_prefix="spread")
+        report = await swarm.run()
+        self.assertEqual(report.ok, 6, report.format_table())
+        by_openid = {r.openid: r.server_id for r in self.login.requests}
+        self.assertEqual(by_openid, {f"bot-spread-{i}": 1 + i % 2 for i in range(6)})
+        self.assertEqual(len(set(swarm.online_userids)), 6)
+
+    def test_a_bots_peer_is_another_logged_in_bot(self) -> None:
+        me = BotIdentity(index=1, openid="o", userid=20, run_token="ab",
+                         online=[10, 20, 30])
+        self.assertEqual(me.peer(), 30)
+        self.assertEqual(me.peer(2), 10)
+        alone = BotIdentity(index=0, openid="o", userid=20, run_token="ab", online=[20])
+        self.assertEqual(alone.peer(), 20)
+
     async def test_every_bot_logs_in_authenticates_runs_its_script_and_logs_out(self) -> None:
         report = await self.run_bots(count=20, concurrency=5, script="rename,heartbeat*2",
                                      openid_prefix="flow")

@@ -65,6 +65,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _server_ids(text: str) -> tuple[int, ...]:
+    ids = []
+    for part in text.split(","):
+        try:
+            sid = int(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r} in {text!r} is not a region id")
+        if not 0 <= sid < 2**32:
+            raise argparse.ArgumentTypeError(f"region id {sid} is out of range")
+        ids.append(sid)
+    return tuple(ids)
+
+
 def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -116,8 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the login nodes' dev SDK secret; bot tokens are "
                              f"hex(HMAC-SHA256(S, openid)) (default: ${SECRET_ENV}, then "
                              "--config)")
-    target.add_argument("--server-id", type=int, default=1, metavar="SID",
-                        help="region the bots log in to (default: 1)")
+    target.add_argument("--server-id", type=_server_ids, default=(1,), metavar="SID[,SID...]",
+                        help="region new bots are born in (default: 1); several spread the "
+                             "bots over them: bot i takes the (i mod n)-th")
     target.add_argument("--client-version", metavar="V",
                         help="version string sent in Login (default: rltwist's version)")
 
@@ -198,7 +212,8 @@ def options_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser)
     try:
         return BotOptions(
             logins=logins, count=args.count, dev_sdk_secret=secret,
-            concurrency=args.concurrency, rate=args.rate, server_id=args.server_id,
+            concurrency=args.concurrency, rate=args.rate, server_id=args.server_id[0],
+            server_ids=args.server_id if len(args.server_id) > 1 else (),
             first=args.first, script=script, hold=args.hold, heartbeat=args.heartbeat,
             timeout=args.timeout, retries=args.retries, expect_kicks=args.expect_kicks,
             **extra)
@@ -280,7 +295,8 @@ def write_json(path: str, report: BotReport, options: BotOptions) -> None:
     data["options"] = {
         "logins": [f"{h}:{p}" for h, p in options.logins], "count": options.count,
         "first": options.first, "concurrency": options.concurrency, "rate": options.rate,
-        "server_id": options.server_id, "script": list(options.script), "hold": options.hold,
+        "server_id": options.server_id, "server_ids": list(options.server_ids),
+        "script": list(options.script), "hold": options.hold,
         "heartbeat": options.heartbeat, "timeout": options.timeout,
         "retries": options.retries, "expect_kicks": options.expect_kicks,
     }

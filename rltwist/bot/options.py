@@ -70,6 +70,9 @@ class BotOptions:
     concurrency: int = 200
     rate: float | None = None
     server_id: int = 1
+    #: regions to spread new bots over (bot i logs in to ``server_ids[i % n]``); empty:
+    #: every bot uses ``server_id``
+    server_ids: tuple[int, ...] = attrs.field(default=(), converter=tuple)
     openid_prefix: str = attrs.field(factory=random_prefix)
     first: int = 0
     script: tuple[str, ...] = attrs.field(default=(), converter=_script)
@@ -97,7 +100,7 @@ class BotOptions:
             problems.append("concurrency must be >= 1")
         if self.rate is not None and not (self.rate > 0 and math.isfinite(self.rate)):
             problems.append("rate must be > 0")
-        if not 0 <= self.server_id < 2**32:
+        if not all(0 <= sid < 2**32 for sid in (self.server_id, *self.server_ids)):
             problems.append("server_id must be 0..4294967295")
         if self.hold is not None and not self.hold >= 0:
             problems.append("hold must be >= 0 seconds (None: until released)")
@@ -114,6 +117,12 @@ class BotOptions:
             problems.append("openid_prefix must be non-empty and contain no '-'")
         if problems:
             raise ValueError("; ".join(problems))
+
+    def server_of(self, index: int) -> int:
+        """The region bot *index* asks for at login."""
+        if self.server_ids:
+            return self.server_ids[index % len(self.server_ids)]
+        return self.server_id
 
     def openid(self, index: int) -> str:
         return f"bot-{self.openid_prefix}-{index}"

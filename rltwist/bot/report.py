@@ -130,10 +130,10 @@ class BotReport:
             lines.append(f"online: {self.online} sessions still held")
         if self.latency:
             lines.append("")
-            lines.append(f"{'step':<12}{'count':>8}{'p50 ms':>10}{'p95 ms':>10}"
+            lines.append(f"{'step':<18}{'count':>8}{'p50 ms':>10}{'p95 ms':>10}"
                          f"{'p99 ms':>10}{'max ms':>10}")
             for step, s in self.latency.items():
-                lines.append(f"{step:<12}{s.count:>8}{s.p50 * 1e3:>10.2f}{s.p95 * 1e3:>10.2f}"
+                lines.append(f"{step:<18}{s.count:>8}{s.p50 * 1e3:>10.2f}{s.p95 * 1e3:>10.2f}"
                              f"{s.p99 * 1e3:>10.2f}{s.max * 1e3:>10.2f}")
         if self.failures:
             lines.append("")

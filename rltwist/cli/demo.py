@@ -24,8 +24,13 @@ async def run_demo(reactor: Any, runner: Runner, bots: int) -> bool:
     assert runner.lc is not None
     config = load_config(runner.lc.config_path)
     script = ",".join(sorted(ACTIONS))
-    print(f"rl-cluster demo: {bots} bots: login -> auth -> {script} -> logout", flush=True)
-    options = BotOptions.from_config(config, count=bots, script=script, hold=0.0)
+    # born in every region of the config, so the social requests cross regions
+    regions = sorted({n.number for n in config.nodes.values()
+                      if n.kind == "rolecity" and n.number})
+    options = BotOptions.from_config(config, count=bots, script=script, hold=0.0,
+                                     server_ids=tuple(regions))
+    print(f"rl-cluster demo: {bots} bots born in regions {regions}: login -> auth -> "
+          f"{script} -> logout", flush=True)
     before = listen_overflows()
     report = await run_bots(options)
     after = listen_overflows()
