@@ -8,7 +8,7 @@ from typing import Any
 
 from rltwist.protocols import pb
 from tests.social_util import SocialCase
-from tests.util import wait_for
+from tests.util import node_is, wait_for
 
 E = pb.ErrorCode
 
@@ -80,8 +80,11 @@ class MailAcrossRegions(SocialCase):
         self.assertEqual(gift.basics.gold, a_gold - 7)
         note = await self.wait_push(b, pb.MailNotify, lambda m: m.mail.has_attachments)
         b_gold = await self.gold(b)
-        claimed = await self.request_ok(b, pb.MailClaim(mail_id=note.mail.mail_id))
-        self.assertEqual(claimed.basics.gold, b_gold + 7)
+        claimed = await self.request_ok(b, pb.MailClaim(mail_id=0))  # claim all: the gift
+        self.assertEqual((dict(claimed.attachments), claimed.basics.gold),
+                         ({"gold": 7}, b_gold + 7))
+        self.assertEqual((await b.request(pb.MailClaim(mail_id=0))).code,
+                         E.MAIL_NO_ATTACHMENTS)
         self.assertEqual((await a.request(pb.GiftSend(to_userid=b.userid,
                                                       items={"gems": 1}))).code,
                          E.GIFT_INVALID)
@@ -97,3 +100,41 @@ class MailAcrossRegions(SocialCase):
             return r.code == E.OK and r.mails and r.mails[0].title == "survives"
 
         await wait_for(listed_after_restart, 20, "the mail delivered before mail2's kill -9")
+
+
+class GiftSenderKilled(SocialCase):
+    """A gift between regions whose sender's role node dies right after the debit and the
+    gift record were saved: after the sender's next login the gift is delivered, once,
+    and the recipient (online on the other role node) is told and claims it."""
+
+    node_env = {role: {"RLTWIST_TEST_FLAGS": "crashpoints",
+                       "RLTWIST_CRASH_POINTS": "after_gift_save"}
+                for role in ("role1", "role2")}  # only the sender's node reaches it
+
+    async def test_a_gift_is_delivered_after_the_senders_node_was_killed(self) -> None:
+        a, b = await self.players_apart(1, 2)
+        info = await self.probe.cluster.call(a.role, "gateway", "player_info", a.userid,
+                                             timeout=5)
+        gold = int(info["attrs"]["gold"])
+        proc = self.lc.nodes[a.role]
+        reply = a.request(pb.GiftSend(to_userid=b.userid, items={"gold": 9}))
+        reply.addErrback(lambda f: None)
+        await proc.wait_exit(30)
+        self.assertFalse(proc.running)
+        await wait_for(lambda: node_is(self.lc, a.role, "down"), 20, f"{a.role} marked down")
+        proc.env.pop("RLTWIST_CRASH_POINTS")
+        await self.lc.start(a.role)
+        await self.lc.wait_up(self.names)
+        await self.wait_logins_available()
+        a = await self.relogin(a)  # its Auth delivers the saved gift
+        note = await self.wait_push(b, pb.MailNotify, lambda m: m.mail.has_attachments, 20)
+        self.assertEqual(note.mail.from_userid, a.userid)
+        info = await self.probe.cluster.call(a.role, "gateway", "player_info", a.userid,
+                                             timeout=5)
+        self.assertEqual(int(info["attrs"]["gold"]), gold - 9)
+        b_gold = int((await self.probe.cluster.call(b.role, "gateway", "player_info",
+                                                    b.userid, timeout=5))["attrs"]["gold"])
+        claimed = await self.request_ok(b, pb.MailClaim(mail_id=note.mail.mail_id))
+        self.assertEqual(claimed.basics.gold, b_gold + 9)
+        listed = await self.request_ok(b, pb.MailList())
+        self.assertEqual(sum(1 for m in listed.mails if m.has_attachments), 1)

@@ -83,6 +83,23 @@ class Mailbox(unittest.TestCase):
                          E.MAIL_ALREADY_CLAIMED)
         self.assertTrue(self.mail.listing(self.box, NOW, TABLES)[0]["claimed"])
 
+    def test_claim_all_records_every_unclaimed_mail_once(self) -> None:
+        self.deliver("plain")
+        self.deliver("gold", attachments={"gold": 5})
+        self.deliver("more", attachments={"gold": 1, "oil": 2})
+        done = self.mail.claim(self.box, 2, NOW, TABLES)["transfer_id"]
+        transfer.take(self.box, 7, 1)
+        transfer.confirm(self.box, 7, 1, [done])
+        first = self.mail.claim(self.box, 0, NOW, TABLES)
+        self.assertEqual((first["code"], first["attachments"]), (E.OK, {"gold": 1, "oil": 2}))
+        again = self.mail.claim(self.box, 0, NOW, TABLES)  # still pending: the same transfer
+        self.assertEqual(again["transfer_ids"], first["transfer_ids"])
+        self.assertEqual(len(transfer.entries(self.box)), 1)
+        [entry] = transfer.take(self.box, 7, 1)
+        transfer.confirm(self.box, 7, 1, [entry["id"]])
+        self.assertEqual(self.mail.claim(self.box, 0, NOW, TABLES)["code"],
+                         E.MAIL_NO_ATTACHMENTS)
+
     def test_send_limits(self) -> None:
         ok = self.mail.check_send
         self.assertEqual(ok("hi", "body", TABLES), E.OK)

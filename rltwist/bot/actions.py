@@ -116,3 +116,30 @@ def parse_script(text: str) -> tuple[str, ...]:
 def describe_actions() -> str:
     """One line per action, for ``--help``."""
     return "; ".join(f"{a.name}: {a.help}" for a in ACTIONS.values())
+
+
+# -- mail and gifts (issue 12) ---------------------------------------------------------------
+
+
+@action("mail_send", "Send a mail to another logged-in bot (peer), of any region")
+def _mail_send(bot: BotIdentity) -> Message:
+    return pb.MailSend(to_userid=bot.peer(), title=f"hi from bot {bot.index}",
+                       body=f"run {bot.run_token[:6]}")
+
+
+@action("mail_list", "List the bot's mailbox (newest first)")
+def _mail_list(bot: BotIdentity) -> Message:
+    return pb.MailList()
+
+
+@action("mail_claim_all", "Claim the attachments of every mail (MailClaim mail_id 0); "
+        "MAIL_NO_ATTACHMENTS (nothing to claim) counts as answered",
+        ok_codes=frozenset({pb.ErrorCode.OK, pb.ErrorCode.MAIL_NO_ATTACHMENTS}))
+def _mail_claim_all(bot: BotIdentity) -> Message:
+    return pb.MailClaim(mail_id=0)
+
+
+@action("gift_send", "Give 1 gold to another logged-in bot (peer); GIFT_DAILY_LIMIT counts "
+        "as answered", ok_codes=frozenset({pb.ErrorCode.OK, pb.ErrorCode.GIFT_DAILY_LIMIT}))
+def _gift_send(bot: BotIdentity) -> Message:
+    return pb.GiftSend(to_userid=bot.peer(), items={"gold": 1})

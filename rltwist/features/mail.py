@@ -231,10 +231,10 @@ async def mail_claim(gw: Gateway, player: Player, msg: pb.MailClaim) -> pb.MailC
     if recorded["code"] != E.OK:
         return pb.MailClaim.Response(code=recorded["code"])
     pulled = await take_claims(gw, player)
-    tid = recorded["transfer_id"]
+    ids = recorded.get("transfer_ids") or [recorded["transfer_id"]]
     if pulled is None or not pulled.saved:
         return pb.MailClaim.Response(code=E.RETRY_LATER)
-    if tid in pulled.failed:
+    if any(tid in pulled.failed for tid in ids):
         return pb.MailClaim.Response(code=E.INTERNAL)
     # applied now, applied before a crash (skipped), or by an overlapping pull
     return pb.MailClaim.Response(code=E.OK, attachments=recorded["attachments"],

@@ -234,8 +234,11 @@ class MailSystem(System):
         """Record the claim of mail *mailid*'s attachments as a transfer of the mailbox's
         ledger (once: a repeat answers the same transfer while it is pending, and
         MAIL_ALREADY_CLAIMED once it was confirmed). ``{"code", "transfer_id",
-        "attachments"}``; the caller saves before it hands the transfer out."""
+        "attachments"}``; the caller saves before it hands the transfer out. *mailid* 0
+        claims every mail with attachments not claimed yet (:meth:`_claim_all`)."""
         self.expire(entity, now_ms, tables)
+        if mailid == 0:
+            return self._claim_all(entity, now_ms)
         m = self.find(entity, mailid)
         if m is None:
             return {"code": int(E.MAIL_NOT_FOUND), "transfer_id": None, "attachments": {}}
@@ -252,6 +255,34 @@ class MailSystem(System):
             return {"code": int(E.MAIL_ALREADY_CLAIMED), "transfer_id": tid,
                     "attachments": dict(m["attachments"])}
         return {"code": int(E.OK), "transfer_id": tid, "attachments": dict(m["attachments"])}
+
+    def _claim_all(self, entity: Entity, now_ms: int) -> dict[str, Any]:
+        """``claim(0)``: record every mail whose attachments are not claimed yet (and
+        answer those recorded but not yet handed over too); MAIL_NO_ATTACHMENTS if there
+        are none. ``attachments`` is their total, ``transfer_ids`` their transfers."""
+        pending = transfer.entries(entity)
+        total: dict[str, int] = {}
+        ids: list[str] = []
+        for m in self.mails(entity):
+            if not m["attachments"]:
+                continue
+            tid = m.get("claim")
+            if tid is None:
+                tid = transfer.add(entity, CLAIM_LEDGER, "mail", m["attachments"],
+                                   now_ms=now_ms)
+                m["claim"] = tid
+                m["read"] = True
+                entity.mark_dirty()
+            elif tid not in pending:
+                continue
+            ids.append(tid)
+            for res, n in m["attachments"].items():
+                total[res] = total.get(res, 0) + n
+        if not ids:
+            return {"code": int(E.MAIL_NO_ATTACHMENTS), "transfer_id": None,
+                    "transfer_ids": [], "attachments": {}}
+        return {"code": int(E.OK), "transfer_id": None, "transfer_ids": ids,
+                "attachments": total}
 
     # -- player mail and gifts (role node side) -------------------------------------------
 
