@@ -156,3 +156,34 @@ class StaleInstanceCannotClaim(unittest.TestCase):
         with self.assertRaises(StaleGeneration):
             await group.call(UID, "confirm_transfers", 1, [entry["id"]])
         self.assertEqual(await group.call(UID, "confirm_transfers", 2, [entry["id"]]), 1)
+
+
+class ExpiredMailsDropOnLoad(unittest.TestCase):
+    timeout = 30
+
+    async def test_a_mailbox_loaded_again_has_no_expired_mail(self) -> None:
+        from rltwist.nodes.mail.service import ExpireOnLoad
+
+        path = os.path.join(self.mktemp(), "db.sqlite3")
+        os.makedirs(os.path.dirname(path))
+        backend = EmbeddedBackend(path)
+        self.addCleanup(lambda: defer.ensureDeferred(backend.close()))
+
+        def group(generation: int) -> LRUGroup:
+            g = LRUGroup(MailActor(), backend, router="mailrouter", worker="mail", workers=1,
+                         capacity=10, interval=300.0, clock=task.Clock(),
+                         registry=CollectorRegistry(), generation=generation,
+                         router_cls=MailRouter)
+            g.set_fixer(ExpireOnLoad(g.fixer))
+            return g
+
+        first = group(1)
+        await first.call(UID, "deliver", {"title": "stale", "expire_ms": 1})
+        await first.call(UID, "deliver", {"title": "fresh"})
+        await first.flush()
+        again = group(2)  # a restarted mail node loads the mailbox
+        self.assertIsNone(await again.call(UID, "summary", 1))  # gone at load, unread
+        self.assertEqual((await again.call(UID, "summary", 2))["title"], "fresh")
+        await again.flush()
+        doc = await backend.get("mailbox", UID)
+        self.assertEqual([m["title"] for m in doc["components"]["mail"]["mails"]], ["fresh"])

@@ -53,7 +53,14 @@ from rltwist.ecs import import_system
 from rltwist.ecs.entity import Entity
 from rltwist.nodes.common import reach, transfer
 from rltwist.nodes.common.dbproxy import install_dbproxy, region_db
-from rltwist.nodes.common.lru import Actor, LRUGroup, LRURouter, action, install_lru
+from rltwist.nodes.common.lru import (
+    Actor,
+    Fixer,
+    LRUGroup,
+    LRURouter,
+    action,
+    install_lru,
+)
 from rltwist.nodes.common.node import Node
 from rltwist.nodes.common.playerfence import PlayerFence
 from rltwist.nodes.common.rolecache import RoleCache, install_rolecache
@@ -226,9 +233,28 @@ class MailRouter(LRURouter):
         return n
 
 
+class ExpireOnLoad:
+    """The mailbox group's load hook: the data fixes of kind ``mailbox`` (if any), then the
+    expired mails are dropped (saved with the next save), so a mailbox never comes back
+    into memory with mails past their expiry."""
+
+    def __init__(self, inner: Fixer | None) -> None:
+        self.inner = inner
+
+    @property
+    def latest_version(self) -> int:
+        return self.inner.latest_version if self.inner is not None else 0
+
+    def apply_fixes(self, entity: Entity) -> Any:
+        result = self.inner.apply_fixes(entity) if self.inner is not None else None
+        mail_system.expire(entity, now_ms(), tables())
+        return result
+
+
 def build(node: Node) -> None:
     install_dbproxy(node)
     fence = PlayerFence(node.database(ROLEDB), registry=node.registry)
     rolecache = install_rolecache(node, RoleCache(on_generation=fence.observe))
-    install_lru(node, MailActor(rolecache, fence), router="mailrouter", worker="mail",
-                db=region_db(node.me.number or 0), router_cls=MailRouter)
+    group = install_lru(node, MailActor(rolecache, fence), router="mailrouter", worker="mail",
+                        db=region_db(node.me.number or 0), router_cls=MailRouter)
+    group.set_fixer(ExpireOnLoad(group.fixer))
