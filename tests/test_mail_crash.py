@@ -159,6 +159,52 @@ class _GiftCrash(_MailCrash):
         self.assertEqual(doc["components"].get("ledger", {}), {})
 
 
+class GiftSenderAway(_MailCrash):
+    """The sender's role node dies right after the debit was saved and the sender does not
+    come back: the mail node's sweeper finds the saved record and delivers the gift; when
+    the sender does come back the record is dropped, the gift not stored twice."""
+
+    victim, point = "role1", "after_gift_save"
+
+    async def sweep(self) -> int:
+        status, body = await self.lc.gm("POST", "/call", {
+            "node": "mail1", "service": "giftsweeper", "method": "sweep", "args": []},
+            timeout=20)
+        self.assertEqual(status, 200, body)
+        return int(body["result"])
+
+    async def test_the_mail_nodes_sweeper_delivers_an_offline_senders_gift(self) -> None:
+        sender = await self.login("giver")
+        friend = await self.login("friend")
+        gold = await self.stored_gold(sender.userid)
+        await self.crash_on(sender, pb.GiftSend(to_userid=friend.userid, items={"gold": GIFT}))
+        self.assertEqual(await self.stored_gold(sender.userid), gold - GIFT)
+        self.assertEqual(await self.sweep(), 1)
+        self.assertEqual(await self.sweep(), 0)
+        gifts = [m["attachments"] for m in await self.mailbox(friend.userid)
+                 if m["attachments"]]
+        self.assertEqual(gifts, [{"gold": GIFT}])
+        # a restarted mail node forgets what it swept: the delivery key stores nothing twice
+        self.assertLess(await self.lc.nodes["mail1"].kill(), 0)
+        await self.lc.start("mail1")
+        await self.lc.wait_up(self.names)
+        self.assertEqual(await self.sweep(), 1)  # delivered again: a duplicate
+        sender = await self.login("giver")
+        sender.close()
+
+        async def cleared() -> bool:
+            doc = await self.stored(sender.userid)
+            return not doc["components"].get("ledger") and \
+                doc["components"]["gifts"]["pending"] is False
+
+        await wait_for(cleared, 20, "the sender's next instance to drop the gift record")
+        gifts = [m["attachments"] for m in await self.mailbox(friend.userid)
+                 if m["attachments"]]
+        self.assertEqual(gifts, [{"gold": GIFT}])
+        self.assertEqual(await self.stored_gold(sender.userid), gold - GIFT)
+        self.assertEqual(await self.sweep(), 0)
+
+
 class GiftRoleKilledBeforeSave(_GiftCrash):
     victim, point, delivered = "role1", "before_gift_save", False
 

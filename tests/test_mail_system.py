@@ -129,6 +129,23 @@ class Gifts(unittest.TestCase):
         self.assertFalse(self.mail.gift_delivered(self.sender, tid))
         self.assertEqual(self.mail.pending_gifts(self.sender), [])
 
+    def test_the_pending_flag_follows_the_records_and_old_records_are_not_redelivered(
+            self) -> None:
+        _, first = self.mail.take_gift(self.sender, 9, {"gold": 1}, NOW, TABLES)
+        _, second = self.mail.take_gift(self.sender, 9, {"gold": 2}, NOW + 1, TABLES)
+        self.assertIs(self.sender.components["gifts"]["pending"], True)
+        doc = self.sender.to_doc()
+        self.assertEqual([(g["id"], g["items"]) for g in self.mail.stored_gifts(doc)],
+                         [(first, {"gold": 1}), (second, {"gold": 2})])
+        self.mail.gift_delivered(self.sender, first)
+        self.assertIs(self.sender.components["gifts"]["pending"], True)
+        self.mail.undo_gift(self.sender, second)
+        self.assertIs(self.sender.components["gifts"]["pending"], False)
+        self.assertEqual(self.sender["gold"], 499)
+        gift = {"created_ms": NOW}
+        self.assertFalse(self.mail.gift_too_old(gift, NOW + 363 * DAY_MS, TABLES))
+        self.assertTrue(self.mail.gift_too_old(gift, NOW + 365 * DAY_MS, TABLES))
+
     def test_daily_limits_reset_the_next_day(self) -> None:
         take = self.mail.take_gift
         self.assertEqual(take(self.sender, 9, {"gold": 60}, NOW, TABLES)[0], E.OK)

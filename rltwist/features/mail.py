@@ -21,15 +21,16 @@ sweeper every ``SWEEP_INTERVAL`` seconds.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections import OrderedDict
+from collections.abc import Awaitable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from rltwist.cluster import ClusterError
+from rltwist.cluster import ClusterError, Service, handler
 from rltwist.crashpoint import crashpoint
 from rltwist.ecs import import_system
 from rltwist.ecs.entity import Entity
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 
 log = Logger()
 E = pb.ErrorCode
+T = TypeVar("T")
 
 mail_system = import_system("rltwist.game.mailsystem", service="gateway")
 role_system = import_system("rltwist.game.rolesystem", service="gateway")
@@ -56,6 +58,8 @@ CALL_TIMEOUT = 10.0
 SWEEP_INTERVAL = 30.0
 """Seconds between two passes of the gift sweeper over the online players of a role node."""
 MAILROUTER = "mailrouter"
+PENDING_FIELD = "components.gifts.pending"
+"""Set on a sender's saved document while it holds gift records (the sweeper's query)."""
 _gift_locks = KeyedLock()
 """userid -> lock: one gift delivery pass per sender at a time (request, Auth, sweeper)."""
 
@@ -251,8 +255,16 @@ async def deliver_gifts(gw: Gateway, player: Player) -> int:
     entity = player.entity
     sender_name = entity.get("name") or ""
     delivered = 0
+    tables = _tables()
     async with _gift_locks(player.userid):
         for gift in mail_system.pending_gifts(entity):
+            if mail_system.gift_too_old(gift, _now_ms(), tables):
+                log.critical("gift {id} of {userid} to {to} is older than the mailboxes' "
+                             "key memory: not delivered again (the sweeper delivered it, or "
+                             "the mail nodes were down for that long)", id=gift["id"],
+                             userid=player.userid, to=gift["to"])
+                mail_system.gift_delivered(entity, gift["id"])
+                continue
             to = gift["to"]
             mail = mail_system.gift_mail(player.userid, sender_name, gift["id"],
                                          gift["items"])
@@ -296,15 +308,25 @@ async def gift_send(gw: Gateway, player: Player, msg: pb.GiftSend) -> pb.GiftSen
 # -- after Auth, the sweeper -------------------------------------------------------------
 
 
+async def _as_request(player: Player, work: Awaitable[T]) -> T:
+    """Run *work* counted as one of the player's requests in flight, so a logout waits for
+    it before the final save (what it changed is saved with the player)."""
+    player.inflight += 1
+    try:
+        return await work
+    finally:
+        player.request_done()
+
+
 @after_auth
 async def resume_mail(gw: Gateway, player: Player) -> None:
     """Credit claims a crash left at the mail node, deliver gifts a crash left here."""
-    await take_claims(gw, player)
+    await _as_request(player, take_claims(gw, player))
     if mail_system.pending_gifts(player.entity):
-        await deliver_gifts(gw, player)
+        await _as_request(player, deliver_gifts(gw, player))
 
 
-class GiftSweeper:
+class RoleGiftRetry:
     """Every SWEEP_INTERVAL seconds, retry the undelivered gifts of the online players of
     one role node (a mail node that was down when they were sent)."""
 
@@ -317,7 +339,7 @@ class GiftSweeper:
         n = 0
         for player in list(self.gw.players.values()):
             if player.state == ONLINE and mail_system.pending_gifts(player.entity):
-                n += await deliver_gifts(self.gw, player)
+                n += await _as_request(player, deliver_gifts(self.gw, player))
         return n
 
     def sweep(self) -> defer.Deferred[int]:
@@ -374,17 +396,87 @@ async def gm_player_mail(self: GMApi, request: IRequest, userid: str) -> bytes:
     return await self._guard(request, send)
 
 
+class GiftSweeper(Service):
+    """``giftsweeper`` on each mail node: delivers the recorded gifts of *offline* senders
+    whose mailbox is on this node (their saved documents, found by the indexed
+    ``components.gifts.pending`` flag of the role database) every SWEEP_INTERVAL seconds,
+    so a gift whose sender's role node died after the debit was saved is delivered even if
+    the sender never logs in again. It only reads the sender's document (the sender's next
+    instance drops the record, its redelivery being a duplicate); online senders are left
+    to their role node. ``sweep()`` runs one pass now (operators, tests)."""
+
+    name = "giftsweeper"
+    PAGE = 500
+    REMEMBERED = 100_000
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self.delivered: OrderedDict[str, None] = OrderedDict()
+        self._indexed = False
+        self.loop = LoopingCall(self._tick)
+        self.loop.clock = node.reactor
+
+    def _tick(self) -> defer.Deferred[int]:
+        d = defer.Deferred.fromCoroutine(self.sweep())
+        d.addErrback(lambda f: log.failure("gift sweep failed", f))
+        return d
+
+    @handler
+    async def sweep(self) -> int:
+        """One pass; how many gifts were delivered now."""
+        db = self.node.database(ROLEDB)
+        if not self._indexed:
+            await db.ensure_index(PLAYERS, PENDING_FIELD)
+            self._indexed = True
+        cluster = self.node.cluster
+        online = getattr(cluster.services.get("rolecache"), "where", {})
+        tables = _tables()
+        n = 0
+        for userid, doc in await db.find(PLAYERS, {PENDING_FIELD: True}, limit=self.PAGE):
+            if not isinstance(userid, int) or userid in online \
+                    or cluster.mail_node(userid) != self.node.name:
+                continue
+            name = (doc.get("attrs") or {}).get("name") or ""
+            for gift in mail_system.stored_gifts(doc):
+                if gift["id"] in self.delivered \
+                        or mail_system.gift_too_old(gift, _now_ms(), tables):
+                    continue
+                to = gift["to"]
+                mail = mail_system.gift_mail(userid, name, gift["id"], gift["items"])
+                try:
+                    await cluster.call(cluster.mail_node(to), MAILROUTER, "deliver", to, mail,
+                                       timeout=CALL_TIMEOUT)
+                except ClusterError as e:
+                    log.warn("sweeper: gift {id} of offline {userid} to {to}: {e}",
+                             id=gift["id"], userid=userid, to=to, e=e)
+                    continue
+                self.delivered[gift["id"]] = None
+                while len(self.delivered) > self.REMEMBERED:
+                    self.delivered.popitem(last=False)
+                n += 1
+                log.info("sweeper: gift {id} of offline {userid} delivered to {to}",
+                         id=gift["id"], userid=userid, to=to)
+        return n
+
+
 def install(node: Any) -> None:
-    """Role nodes: the gift sweeper (the requests register at import, the GM route on
-    master too)."""
+    """Role nodes: the gift retry of online senders (the requests register at import, the
+    GM route on master too). Mail nodes: the sweeper of offline senders' gifts."""
     if node.me.kind == "role":
         gw = node.cluster.services.get("gateway")
         if gw is None:
             return
-        sweeper = GiftSweeper(gw)
+        retry = RoleGiftRetry(gw)
+        _start_on_ready(node, retry.loop, "gift retry")
+    elif node.me.kind == "mail":
+        sweeper = GiftSweeper(node)
+        node.cluster.register(sweeper)
+        _start_on_ready(node, sweeper.loop, "gift sweeper")
 
-        def start() -> None:  # not returning the loop's Deferred: it fires at its stop
-            sweeper.loop.start(SWEEP_INTERVAL, now=False).addErrback(
-                lambda f: log.failure("gift sweeper stopped", f))
 
-        node.add_ready_hook(start)
+def _start_on_ready(node: Any, loop: LoopingCall, what: str) -> None:
+    def start() -> None:  # not returning the loop's Deferred: it fires at its stop
+        loop.start(SWEEP_INTERVAL, now=False).addErrback(
+            lambda f: log.failure("{what} stopped", f, what=what))
+
+    node.add_ready_hook(start)

@@ -305,9 +305,17 @@ class MailSystem(System):
         day = now_ms // DAY_MS
         gifts = entity.component("gifts")
         if gifts.get("day") != day:
-            gifts.clear()
             gifts.update({"day": day, "count": 0, "sent": {}})
         return gifts
+
+    def _mark_pending(self, entity: Entity) -> None:
+        # ``gifts.pending`` is what the mail nodes' sweeper finds offline senders by
+        # (an indexed query on the stored documents)
+        pending = bool(self.pending_gifts(entity))
+        gifts = entity.component("gifts")
+        if gifts.get("pending", False) != pending:
+            gifts["pending"] = pending
+            entity.mark_dirty()
 
     def check_gift(self, entity: Entity, items: Mapping[str, Any], now_ms: int,
                    tables: Mapping[str, Any] | None = None) -> int:
@@ -348,6 +356,7 @@ class MailSystem(System):
             today["sent"][res] = today["sent"].get(res, 0) + n
         tid = transfer.add(entity, GIFT_LEDGER, "gift", {"to": to_userid, "items": dict(items)},
                            now_ms=now_ms)
+        self._mark_pending(entity)
         entity.mark_dirty()
         return int(E.OK), tid
 
@@ -365,21 +374,41 @@ class MailSystem(System):
             today["count"] = max(0, today.get("count", 0) - 1)
             for res, n in items.items():
                 today["sent"][res] = max(0, today["sent"].get(res, 0) - n)
+        self._mark_pending(entity)
         entity.mark_dirty()
         return True
 
     def pending_gifts(self, entity: Entity) -> list[dict[str, Any]]:
-        """The sender's gifts not yet delivered, oldest first: ``[{"id", "to", "items"}]``."""
+        """The sender's gifts not yet delivered, oldest first: ``[{"id", "to", "items",
+        "created_ms"}]``."""
+        return self.gifts_in(transfer.entries(entity))
+
+    def gifts_in(self, ledger: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The gift records of a sender's ledger (live or from a stored document)."""
         found = [{"id": tid, "to": e["items"]["to"], "items": dict(e["items"]["items"]),
                   "created_ms": e.get("created_ms", 0)}
-                 for tid, e in transfer.entries(entity).items() if e.get("kind") == "gift"]
+                 for tid, e in ledger.items() if e.get("kind") == "gift"]
         return sorted(found, key=lambda g: (g["created_ms"], g["id"]))
 
+    def stored_gifts(self, doc: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The gift records of a sender's stored document (the mail nodes' sweeper)."""
+        return self.gifts_in((doc.get("components") or {}).get(transfer.LEDGER) or {})
+
+    def gift_too_old(self, gift: Mapping[str, Any], now_ms: int,
+                     tables: Mapping[str, Any] | None = None) -> bool:
+        """A record older than the recipients' key memory (``key_days`` less a day) is
+        never delivered again: the sweeper delivered it long ago, and a delivery after the
+        mailbox forgot its key would store it twice."""
+        limit = (self.mail_table(tables)["key_days"] - 1) * DAY_MS
+        return bool(now_ms - gift["created_ms"] > limit)
+
     def gift_delivered(self, entity: Entity, transfer_id: str) -> bool:
-        """The gift *transfer_id* is stored in the recipient's mailbox: forget it here."""
+        """The gift *transfer_id* is stored in the recipient's mailbox (or too old to
+        deliver again): forget it here."""
         book = transfer.entries(entity)
         if book.pop(transfer_id, None) is None:
             return False
+        self._mark_pending(entity)
         entity.mark_dirty()
         return True
 
