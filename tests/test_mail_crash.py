@@ -80,6 +80,14 @@ class _MailCrash(LoginCase):
         await self.lc.wait_up(self.names)
         if self.victim.startswith("role"):
             await self.wait_logins_available()
+        else:
+            await wait_for(self._role_reaches_victim, 20, f"role1 to reach {self.victim}")
+
+    async def _role_reaches_victim(self) -> bool:
+        status, _ = await self.lc.gm("POST", "/call", {
+            "node": "role1", "service": "diag", "method": "relay",
+            "args": [self.victim, "diag", "ping", []]}, timeout=5)
+        return bool(status == 200)
 
 
 class _ClaimCrash(_MailCrash):
@@ -95,9 +103,16 @@ class _ClaimCrash(_MailCrash):
         await self.crash_on(c, pb.MailClaim(mail_id=sent["mailid"]))
         if self.victim.startswith("role"):
             c = await self.login("claimer")  # the next Auth resumes the claim
-        # credited once (resumed at Auth or by the retried claim), and only once
-        answer = await c.request(pb.MailClaim(mail_id=sent["mailid"]))
-        self.assertIn(answer.code, (E.OK, E.MAIL_ALREADY_CLAIMED))
+        # credited once (resumed at Auth or by the retried claim), and only once;
+        # RETRY_LATER while the role node's link to a restarted mail node comes back
+        answers: list[int] = []
+
+        async def claimed() -> bool:
+            answers.append((await c.request(pb.MailClaim(mail_id=sent["mailid"]))).code)
+            return answers[-1] != E.RETRY_LATER
+
+        await wait_for(claimed, 20, "the claim to be answered")
+        self.assertIn(answers[-1], (E.OK, E.MAIL_ALREADY_CLAIMED))
         again = await c.request(pb.MailClaim(mail_id=sent["mailid"]))
         self.assertEqual(again.code, E.MAIL_ALREADY_CLAIMED)
         c.close()
@@ -119,6 +134,10 @@ class ClaimRoleKilledAfterTake(_ClaimCrash):
 
 class ClaimRoleKilledAfterApply(_ClaimCrash):
     victim, point = "role1", "after_mailclaim_apply@2"
+
+
+class ClaimMailKilledAfterRecord(_ClaimCrash):
+    victim, point = "mail1", "after_mail_claim_record@2"
 
 
 class ClaimMailKilledAfterTake(_ClaimCrash):

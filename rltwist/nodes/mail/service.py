@@ -215,6 +215,8 @@ class MailRouter(LRURouter):
         """Record the claim of mail *mailid* for the instance *generation* (fenced, saved
         before the answer): ``{"code", "transfer_id", "attachments"}``."""
         result: dict[str, Any] = await self.group.call(userid, "claim", generation, mailid)
+        if result["code"] == 0:
+            crashpoint("after_mail_claim_record")  # recorded and saved, not answered
         return result
 
     @handler
