@@ -4,11 +4,12 @@ SocialCase test starts ~13 processes)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from rltwist.protocols import pb
 from tests.social_util import SocialCase
-from tests.util import node_is, wait_for
+from tests.util import metrics_text, node_is, wait_for
 
 E = pb.ErrorCode
 
@@ -106,6 +107,26 @@ class MailAcrossRegions(SocialCase):
         self.assertEqual((await a.request(pb.GiftSend(to_userid=b.userid,
                                                       items={"gems": 1}))).code,
                          E.GIFT_INVALID)
+
+        # what operators see (rltwist/metrics.py conventions)
+        def value(text: str, series: str) -> float:
+            found = re.search(rf"^{re.escape(series)} ([0-9.e+]+)$", text, re.M)
+            self.assertIsNotNone(found, series)
+            assert found is not None
+            return float(found.group(1))
+
+        sender = await metrics_text(self.lc, a.role)
+        self.assertEqual(value(sender, 'rl_mail_sent_total{code="OK",kind="player"}'), 1)
+        self.assertEqual(value(sender, 'rl_mail_sent_total{code="NO_SUCH_PLAYER",'
+                                       'kind="player"}'), 1)
+        self.assertEqual(value(sender, 'rl_mail_gifts_total{code="OK"}'), 1)
+        self.assertEqual(value(sender, 'rl_mail_gifts_total{code="GIFT_INVALID"}'), 1)
+        claims = await metrics_text(self.lc, b.role)
+        self.assertGreaterEqual(value(claims, 'rl_mail_claims_total{code="OK"}'), 1)
+        master = await metrics_text(self.lc, "master")
+        self.assertEqual(value(master, 'rl_mail_sent_total{code="OK",kind="system"}'), 2)
+        self.assertEqual(value(master, 'rl_mail_sent_total{code="BAD_REQUEST",'
+                                       'kind="system"}'), 1)
 
         # kill -9 of the mail node right after a delivery: the mail is there after restart
         await self.request_ok(a, pb.MailSend(to_userid=b.userid, title="survives"))

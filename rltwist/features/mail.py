@@ -21,10 +21,12 @@ sweeper every ``SWEEP_INTERVAL`` seconds.
 from __future__ import annotations
 
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from prometheus_client import CollectorRegistry, Counter
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -35,6 +37,7 @@ from rltwist.crashpoint import crashpoint
 from rltwist.ecs import import_system
 from rltwist.ecs.entity import Entity
 from rltwist.game.errcode import ErrCode
+from rltwist.metrics import bounded, code_name, precreate
 from rltwist.nodes.common.keylock import KeyedLock
 from rltwist.nodes.common.transfer import BadTransfer, Receiver
 from rltwist.nodes.master.gm import GMApi, HTTPError, _cluster_error, _parse_userid
@@ -60,6 +63,45 @@ SWEEP_INTERVAL = 30.0
 MAILROUTER = "mailrouter"
 PENDING_FIELD = "components.gifts.pending"
 """Set on a sender's saved document while it holds gift records (the sweeper's query)."""
+#: the answers each counted request can give (the ``code`` label values, created at 0)
+SEND_CODES = ("OK", "MAIL_TEXT_INVALID", "NO_SUCH_PLAYER", "BAD_REQUEST", "RETRY_LATER")
+CLAIM_CODES = ("OK", "MAIL_NOT_FOUND", "MAIL_NO_ATTACHMENTS", "MAIL_ALREADY_CLAIMED",
+               "RETRY_LATER", "INTERNAL")
+GIFT_CODES = ("OK", "GIFT_INVALID", "GIFT_NOT_ENOUGH", "GIFT_DAILY_LIMIT", "NO_SUCH_PLAYER",
+              "BAD_REQUEST", "RETRY_LATER")
+#: GM mail answers by HTTP status class, as ErrorCode names
+GM_CODES = ("OK", "BAD_REQUEST", "NO_SUCH_PLAYER", "RETRY_LATER")
+
+
+class MailMetrics:
+    """``rl_mail_sent_total{kind, code}`` (kind ``player``: MailSend on role nodes;
+    ``system``: GM mail on master), ``rl_mail_claims_total{code}`` and
+    ``rl_mail_gifts_total{code}`` (role nodes), as ``rltwist/metrics.py`` lays out."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.sent = Counter("rl_mail_sent", "Mails sent by kind (player, system) and answer",
+                            ["kind", "code"], registry=registry)
+        self.claims = Counter("rl_mail_claims", "MailClaim answers", ["code"],
+                              registry=registry)
+        self.gifts = Counter("rl_mail_gifts", "GiftSend answers", ["code"], registry=registry)
+
+
+_metrics: weakref.WeakKeyDictionary[CollectorRegistry, MailMetrics] = \
+    weakref.WeakKeyDictionary()
+
+
+def mail_metrics(registry: CollectorRegistry) -> MailMetrics:
+    """The mail metrics of *registry* (made once)."""
+    m = _metrics.get(registry)
+    if m is None:
+        m = _metrics[registry] = MailMetrics(registry)
+    return m
+
+
+def _count(counter: Any, *labels: str) -> None:
+    counter.labels(*labels).inc()
+
+
 _gift_locks = KeyedLock()
 """userid -> lock: one gift delivery pass per sender at a time (request, Auth, sweeper)."""
 
@@ -154,6 +196,13 @@ async def mail_delete(gw: Gateway, player: Player,
 
 @request(pb.MailSend)
 async def mail_send(gw: Gateway, player: Player, msg: pb.MailSend) -> pb.MailSend.Response:
+    answer = await _mail_send(gw, player, msg)
+    _count(mail_metrics(gw.node.registry).sent, "player",
+           bounded(code_name(answer.code), SEND_CODES))
+    return answer
+
+
+async def _mail_send(gw: Gateway, player: Player, msg: pb.MailSend) -> pb.MailSend.Response:
     code = mail_system.check_send(msg.title, msg.body, _tables())
     if code == E.OK:
         code = await _recipient_code(gw, player, msg.to_userid)
@@ -224,6 +273,13 @@ async def take_claims(gw: Gateway, player: Player) -> Any:
 
 @request(pb.MailClaim)
 async def mail_claim(gw: Gateway, player: Player, msg: pb.MailClaim) -> pb.MailClaim.Response:
+    answer = await _mail_claim(gw, player, msg)
+    _count(mail_metrics(gw.node.registry).claims, bounded(code_name(answer.code), CLAIM_CODES))
+    return answer
+
+
+async def _mail_claim(gw: Gateway, player: Player,
+                      msg: pb.MailClaim) -> pb.MailClaim.Response:
     node = gw.cluster.mail_node(player.userid)
     try:
         recorded = await gw.cluster.call(node, MAILROUTER, "claim", player.userid,
@@ -285,6 +341,12 @@ async def deliver_gifts(gw: Gateway, player: Player) -> int:
 
 @request(pb.GiftSend)
 async def gift_send(gw: Gateway, player: Player, msg: pb.GiftSend) -> pb.GiftSend.Response:
+    answer = await _gift_send(gw, player, msg)
+    _count(mail_metrics(gw.node.registry).gifts, bounded(code_name(answer.code), GIFT_CODES))
+    return answer
+
+
+async def _gift_send(gw: Gateway, player: Player, msg: pb.GiftSend) -> pb.GiftSend.Response:
     items = dict(msg.items)
     tables = _tables()
     entity = player.entity
@@ -393,7 +455,13 @@ async def gm_player_mail(self: GMApi, request: IRequest, userid: str) -> bytes:
                  result=result)
         return {"userid": uid, "node": target, **result}
 
-    return await self._guard(request, send)
+    try:
+        return await self._guard(request, send)
+    finally:
+        status = request.code  # type: ignore[attr-defined]
+        code = ("OK" if status == 200 else "BAD_REQUEST" if status == 400 else
+                "NO_SUCH_PLAYER" if status == 404 else "RETRY_LATER")
+        _count(mail_metrics(self.node.registry).sent, "system", code)
 
 
 class GiftSweeper(Service):
@@ -462,6 +530,14 @@ class GiftSweeper(Service):
 def install(node: Any) -> None:
     """Role nodes: the gift retry of online senders (the requests register at import, the
     GM route on master too). Mail nodes: the sweeper of offline senders' gifts."""
+    if node.me.kind in ("role", "master"):
+        m = mail_metrics(node.registry)
+        if node.me.kind == "role":
+            precreate(m.sent, ["player"], SEND_CODES)
+            precreate(m.claims, CLAIM_CODES)
+            precreate(m.gifts, GIFT_CODES)
+        else:
+            precreate(m.sent, ["system"], GM_CODES)
     if node.me.kind == "role":
         gw = node.cluster.services.get("gateway")
         if gw is None:
