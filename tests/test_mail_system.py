@@ -58,6 +58,14 @@ class Mailbox(unittest.TestCase):
         later = NOW + 366 * DAY_MS
         self.assertEqual(self.deliver("gift", later, key="gift-1")["duplicate"], False)
 
+    def test_a_mailbox_of_the_previous_version_keeps_its_keys_and_expires(self) -> None:
+        old = {"title": "old", "body": "", "from": 0, "attachments": {}, "key": "k1",
+               "id": 1, "time_ms": NOW, "read": False}
+        self.box.set_component("mail", {"next_id": 2, "mails": [old]})
+        self.assertEqual(self.deliver("again", key="k1"), {"mailid": 1, "duplicate": True})
+        self.assertEqual(self.titles(NOW + 29 * DAY_MS), ["old"])
+        self.assertEqual(self.titles(NOW + 30 * DAY_MS), [])
+
     def test_malformed_deliveries_are_refused(self) -> None:
         for bad in ({"title": ""}, {"title": "x", "surprise": 1},
                     {"title": "x", "attachments": {"gems": 1}},

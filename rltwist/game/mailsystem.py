@@ -120,7 +120,9 @@ class MailSystem(System):
         box = self.component(entity)
         box.setdefault("next_id", 1)
         box.setdefault("mails", [])
-        box.setdefault("keys", {})
+        if "keys" not in box:  # a mailbox of the previous version: its mails hold the keys
+            box["keys"] = {m["key"]: m.get("time_ms", 0) for m in box["mails"]
+                           if m.get("key") is not None}
         return box
 
     def mails(self, entity: Entity) -> Any:
@@ -167,7 +169,10 @@ class MailSystem(System):
         if not box:
             return 0
         mails = box.get("mails", [])
-        keep = [m for m in mails if m.get("expire_ms") is None or m["expire_ms"] > now_ms]
+        # mails of the previous version have no expire_ms: time_ms + expire_days
+        default_ms = self.mail_table(tables)["expire_days"] * DAY_MS
+        keep = [m for m in mails
+                if (m.get("expire_ms") or m.get("time_ms", now_ms) + default_ms) > now_ms]
         dropped = len(mails) - len(keep)
         keys = box.get("keys", {})
         horizon = now_ms - self.mail_table(tables)["key_days"] * DAY_MS
