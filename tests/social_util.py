@@ -18,7 +18,7 @@ from typing import Any
 
 from rltwist.config import parse_node_name
 from rltwist.protocols import pb
-from tests.login_util import ClusterProbe, GameClient, LoginCase
+from tests.login_util import ClusterProbe, GameClient, LoginCase, offline
 from tests.util import wait_for
 
 #: Two regions (map, guild, mail, rolecity each), two role nodes, one login node.
@@ -50,8 +50,11 @@ class SocialCase(LoginCase):
         return c
 
     async def relogin(self, c: GameClient) -> GameClient:
-        """Log *c* in again (a new connection, a new instance)."""
+        """Log *c* in again (a new connection, a new instance), once the old instance
+        has logged out (a login during its logout is answered RETRY_LATER)."""
         c.close()
+        await wait_for(lambda: offline(self, c.userid), 20,
+                       f"{c.openid}'s old instance to log out")
         await c.play(*self.login_address())
         c.role = self._role_ports[c.login_response.port]
         return c

@@ -457,18 +457,20 @@ class GuildLoad:
 
 
 class GuildActorFix(HotReloadCase):
-    """Issue 17 item 6: a fix list naming the guild actor module changes the running
-    guild groups.  The nodes import a copy of ``rltwist`` (first on their PYTHONPATH), so
-    the test can change the actor's source without touching the checkout."""
+    """Issue 17 item 6: a fix list naming the guild rules changes the running guild
+    groups (issue 12 moved them from the actor into ``rltwist.game.guildsystem``, which the
+    actor reaches through the import registry).  The nodes import a copy of ``rltwist``
+    (first on their PYTHONPATH), so the test can change the source without touching the
+    checkout."""
 
     node_names = ["master", "logiccenter", "guild1"]
-    ACTOR = "rltwist.nodes.guild.actor"
+    ACTOR = "rltwist.game.guildsystem"
 
     async def test_a_fix_of_the_guild_actor_reaches_running_guilds_under_load(self) -> None:
         code = Path(self.mktemp()).absolute()
         shutil.copytree(REPO / "rltwist", code / "rltwist",
                         ignore=shutil.ignore_patterns("__pycache__"))
-        actor = code / "rltwist" / "nodes" / "guild" / "actor.py"
+        actor = code / "rltwist" / "game" / "guildsystem.py"
         await self.start({}, code=code, hotfix_interval=0)
         guildid = await self.me.call("guild1", "guildrouter", "create", 7001, "Fixers",
                                      timeout=10)
@@ -482,7 +484,7 @@ class GuildActorFix(HotReloadCase):
 
         old = '"members": sorted(int(u) for u in members)}'
         source = actor.read_text()
-        self.assertEqual(source.count(old), 1, "the guild actor's info() changed; adapt")
+        self.assertEqual(source.count(old), 1, "the guild system's info() changed; adapt")
         actor.write_text(source.replace(old, '"members": sorted(int(u) for u in members), '
                                              '"fixed": True}'))
         fix_id = "20250306-01-guild-info"

@@ -27,7 +27,6 @@ from rltwist.nodes.common.lru import (
     action,
 )
 from rltwist.nodes.common.saver import Saver
-from rltwist.nodes.guild.service import GuildActor, GuildExists, GuildFull, GuildRouter
 from rltwist.nodes.mail.service import MailActor
 from rltwist.nodes.rolecity.service import NameIndex, RoleCityActor
 from rltwist.storage import (
@@ -459,31 +458,6 @@ class RegionActors(StorageCase):
         await g.flush()
         doc = await self.backend.get("mailbox", uid)
         self.assertEqual(len(doc["components"]["mail"]["mails"]), 2)
-
-    async def test_guilds_are_created_joined_and_unique_by_name(self) -> None:
-        g = self.group(GuildActor(), router_cls=lambda group: GuildRouter(group, 1))
-        router = g.router
-        assert isinstance(router, GuildRouter)
-        gid = await router.create(11, "Knights")
-        self.assertEqual(gid & 0xFFFF, 1)
-        self.assertEqual(await g.call(gid, "join", 12), 2)
-        self.assertEqual(await g.call(gid, "join", 12), 2)
-        self.assertEqual(await g.call(gid, "info"),
-                         {"guildid": gid, "name": "Knights", "owner": 11, "members": [11, 12]})
-        with self.assertRaises(GuildExists):
-            await g.call(gid, "create", 13, "Other")
-        with self.assertRaises(Exception) as taken:
-            await router.create(13, "knights")
-        self.assertEqual(type(taken.exception).__name__, "GuildNameTaken")
-        with self.assertRaises(EntityNotFound):
-            await g.call(gid + (1 << 16), "info")
-        for u in range(13, 13 + 48):
-            await g.call(gid, "join", u)
-        with self.assertRaises(GuildFull):
-            await g.call(gid, "join", 999)
-        # create and join saved before replying
-        doc = await self.backend.get("guild", gid)
-        self.assertEqual(len(doc["components"]["members"]), 50)
 
 
 class RestartedRegionNodes(unittest.TestCase):

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import attrs
 from google.protobuf.message import Message
 
+from rltwist.cluster.routing import birth_region
 from rltwist.protocols import pb
 
 #: Longest role name the name rules accept (etc/game/name_rules.toml max_length).
@@ -59,19 +60,26 @@ class Action:
     help: str
     build: Callable[[BotIdentity], Message]
     ok_codes: frozenset[int] = frozenset({pb.ErrorCode.OK})
+    #: a second request built from the first one's answer (a lookup, then the action):
+    #: both are timed under the action's name; the first must answer OK, the second one
+    #: of ``ok_codes``; None from it fails the bot ("nothing to do")
+    then: Callable[[BotIdentity, Message], Message | None] | None = None
 
 
 ACTIONS: dict[str, Action] = {}
 
 
-def action(name: str, help: str, ok_codes: frozenset[int] = frozenset({pb.ErrorCode.OK})
+def action(name: str, help: str, ok_codes: frozenset[int] = frozenset({pb.ErrorCode.OK}),
+           then: Callable[[BotIdentity, Message], Message | None] | None = None,
            ) -> Callable[[Callable[[BotIdentity], Message]], Callable[[BotIdentity], Message]]:
-    """Register a script action ``name`` whose request ``build(identity)`` returns."""
+    """Register a script action ``name`` whose request ``build(identity)`` returns (and,
+    with *then*, a follow-up request built from its answer)."""
 
     def register(build: Callable[[BotIdentity], Message]) -> Callable[[BotIdentity], Message]:
         if name in ACTIONS:
             raise ValueError(f"script action {name!r} registered twice")
-        ACTIONS[name] = Action(name=name, help=help, build=build, ok_codes=ok_codes)
+        ACTIONS[name] = Action(name=name, help=help, build=build, ok_codes=ok_codes,
+                               then=then)
         return build
 
     return register
@@ -85,6 +93,11 @@ def _rename(bot: BotIdentity) -> Message:
 @action("heartbeat", "Send one Heartbeat now (besides the periodic ones)")
 def _heartbeat(bot: BotIdentity) -> Message:
     return pb.Heartbeat()
+
+
+@action("activity_list", "List the activities running for the bot's region")
+def _activity_list(bot: BotIdentity) -> Message:
+    return pb.ActivityList()
 
 
 def parse_script(text: str) -> tuple[str, ...]:
@@ -151,3 +164,74 @@ def _mail_claim_all(bot: BotIdentity) -> Message:
         ok_codes=frozenset({pb.ErrorCode.OK, pb.ErrorCode.GIFT_DAILY_LIMIT, _ALONE}))
 def _gift_send(bot: BotIdentity) -> Message:
     return pb.GiftSend(to_userid=bot.peer(), items={"gold": 1})
+
+
+# -- guilds ----------------------------------------------------------------------------
+
+
+def guild_name(userid: int) -> str:
+    """The guild a bot creates: ``g<userid in hex>`` — unique in the bot's region, valid
+    under the name rules (only ``g``, digits and ``a-f``: no forbidden word)."""
+    return f"g{userid:x}"
+
+
+@action("guild_create", "Create an open guild g<userid hex> (already in a guild counts "
+        "as done: a rerun of the same bots)",
+        ok_codes=frozenset({pb.ErrorCode.OK, pb.ErrorCode.GUILD_ALREADY_IN_GUILD}))
+def _guild_create(bot: BotIdentity) -> Message:
+    return pb.GuildCreate(name=guild_name(bot.userid), open=True)
+
+
+def _pick_guild(bot: BotIdentity, listed: Message) -> Message | None:
+    """From a GuildList answer: the peer's guild if listed, else the first open one with
+    room that this bot does not lead, else one it leads (answered GUILD_ALREADY_IN_GUILD:
+    the bot is in a guild already); None when nothing is listed."""
+    every = list(getattr(listed, "guilds", ()))
+    guilds = [g for g in every
+              if g.open and g.members < g.max_members and g.leader_id != bot.userid]
+    peer = bot.peer()
+    peers = [g for g in guilds if g.leader_id == peer]
+    own = [g for g in every if g.leader_id == bot.userid]
+    chosen = (peers or guilds or own or [None])[0]
+    return None if chosen is None else pb.GuildJoin(guild_id=chosen.guild_id)
+
+
+@action("guild_join", "GuildList of the peer bot's region, then join a guild another bot "
+        "made there (the peer's if listed); nothing to join fails the bot; a bot in a guild "
+        "already (it ran guild_create, as in the all-actions demo) is answered "
+        "GUILD_ALREADY_IN_GUILD, which counts as done",
+        ok_codes=frozenset({pb.ErrorCode.OK, pb.ErrorCode.GUILD_ALREADY_IN_GUILD}),
+        then=_pick_guild)
+def _guild_join(bot: BotIdentity) -> Message:
+    return pb.GuildList(region=birth_region(bot.peer()))
+
+
+@action("guild_info", "GuildInfo of the bot's own guild (members with online flags); "
+        "GUILD_NOT_IN_GUILD counts as done",
+        ok_codes=frozenset({pb.ErrorCode.OK, pb.ErrorCode.GUILD_NOT_IN_GUILD}))
+def _guild_info(bot: BotIdentity) -> Message:
+    return pb.GuildInfo()
+
+
+# -- friends ---------------------------------------------------------------------------
+
+_E = pb.ErrorCode
+
+
+@action("friend_request", "Ask identity.peer() to be friends (already friends, a full "
+        "list or a refusal are not failures)",
+        ok_codes=frozenset({_E.OK, _E.FRIEND_ALREADY, _E.FRIEND_LIST_FULL,
+                            _E.FRIEND_REFUSED, _E.FRIEND_SELF}))
+def _friend_request(bot: BotIdentity) -> Message:
+    return pb.FriendRequest(to_userid=bot.peer())
+
+
+@action("friend_accept_all", "Accept every friend request waiting (a full list is not a "
+        "failure)", ok_codes=frozenset({_E.OK, _E.FRIEND_LIST_FULL}))
+def _friend_accept_all(bot: BotIdentity) -> Message:
+    return pb.FriendAccept(all=True)
+
+
+@action("friend_list", "List friends, requests and blocked players")
+def _friend_list(bot: BotIdentity) -> Message:
+    return pb.FriendList()

@@ -374,7 +374,16 @@ class BotSwarm:
                                    run_token=self.run_token, online=self.online_userids)
             for step in o.script:
                 act = ACTIONS[step]
-                await self._call(bot, gateway, act.build(identity), step, act.ok_codes)
+                if act.then is None:
+                    await self._call(bot, gateway, act.build(identity), step, act.ok_codes)
+                    continue
+                first = await self._call(bot, gateway, act.build(identity), step)
+                follow = act.then(identity, first)
+                if follow is None:
+                    raise BotFailed(step, "nothing to do",
+                                    f"{bot.openid}: {step}: {type(first).__qualname__} "
+                                    "offered nothing to act on")
+                await self._call(bot, gateway, follow, step, act.ok_codes)
             hold = o.hold != 0 and not self._releasing and not bot.ended.called
             if hold:
                 self._held.add(bot)

@@ -135,6 +135,108 @@ def validate_gifts(table: Any) -> Iterator[tuple[str, str]]:
             yield f"max_amount_per_day.{res}", "must be an integer >= 1"
 
 
+#: What a guild role may be allowed to do (etc/game/guilds.toml ``[roles]``).
+GUILD_PERMISSIONS: tuple[str, ...] = ("approve", "kick", "set_role", "transfer", "disband")
+GUILD_ROLES: tuple[str, ...] = ("leader", "officer", "member")
+
+
+def validate_guilds(table: Any) -> Iterator[tuple[str, str]]:
+    """Check ``guilds``: member and application caps, name lengths, cost, role
+    permissions."""
+    if not isinstance(table, Mapping):
+        yield "", "must be a table"
+        return
+    known = {"max_members", "max_applications", "name_min_length", "name_max_length",
+             "cost", "roles"}
+    for key in sorted(set(table) - known):
+        yield key, "unknown key"
+    for key in ("max_members", "max_applications", "name_min_length", "name_max_length"):
+        if not _is_int(table.get(key), 1):
+            yield key, "must be an integer >= 1"
+    low, high = table.get("name_min_length"), table.get("name_max_length")
+    if isinstance(low, int) and isinstance(high, int) and high < low:
+        yield "name_max_length", f"must not be below name_min_length ({low})"
+    if isinstance(high, int) and high > 32:
+        yield "name_max_length", "must be at most 32"
+    cost = table.get("cost", {})
+    if not isinstance(cost, Mapping):
+        yield "cost", f"must be a table of {list(RESOURCES)}"
+    else:
+        for res, n in cost.items():
+            if res not in RESOURCES:
+                yield f"cost.{res}", f"unknown resource; use {list(RESOURCES)}"
+            elif not _is_int(n, 0):
+                yield f"cost.{res}", "must be a non-negative integer"
+    roles = table.get("roles")
+    if not isinstance(roles, Mapping):
+        yield "roles", f"must be a table with {list(GUILD_ROLES)}"
+        return
+    for role in GUILD_ROLES:
+        if role not in roles:
+            yield f"roles.{role}", "missing"
+    for role, perms in roles.items():
+        if role not in GUILD_ROLES:
+            yield f"roles.{role}", f"unknown role; use {list(GUILD_ROLES)}"
+        elif not isinstance(perms, tuple):
+            yield f"roles.{role}", f"must be a list of {list(GUILD_PERMISSIONS)}"
+        else:
+            for i, perm in enumerate(perms):
+                if perm not in GUILD_PERMISSIONS:
+                    yield f"roles.{role}[{i}]", f"unknown permission; use {list(GUILD_PERMISSIONS)}"
+def validate_activities(table: Any) -> Iterator[tuple[str, str]]:
+    """Check ``activities``: per kind a title, duration bounds and integer parameters."""
+    if not isinstance(table, Mapping):
+        yield "", "must be a table of activity kinds"
+        return
+    known = {"title", "min_seconds", "max_seconds", "params"}
+    for kind, spec in table.items():
+        if not isinstance(spec, Mapping):
+            yield kind, "must be a table"
+            continue
+        for key in sorted(set(spec) - known):
+            yield f"{kind}.{key}", f"unknown key; use {sorted(known)}"
+        title = spec.get("title")
+        if not isinstance(title, str) or not 0 < len(title) <= 64:
+            yield f"{kind}.title", "must be a string of 1-64 characters"
+        shortest, longest = spec.get("min_seconds"), spec.get("max_seconds")
+        if not _is_int(shortest, 1):
+            yield f"{kind}.min_seconds", "must be an integer >= 1"
+        if not isinstance(longest, int) or not _is_int(longest, 1):
+            yield f"{kind}.max_seconds", "must be an integer >= 1"
+        elif isinstance(shortest, int) and _is_int(shortest, 1) and longest < shortest:
+            yield f"{kind}.max_seconds", f"must not be below min_seconds ({shortest})"
+        params = spec.get("params", {})
+        if not isinstance(params, Mapping):
+            yield f"{kind}.params", "must be a table of parameters"
+            continue
+        for name, p in params.items():
+            where = f"{kind}.params.{name}"
+            if not isinstance(p, Mapping):
+                yield where, "must be a table with min, max, default"
+                continue
+            for key in sorted(set(p) - {"min", "max", "default"}):
+                yield f"{where}.{key}", "unknown key; use ['default', 'max', 'min']"
+            low, default, high = (p.get(k) for k in ("min", "default", "max"))
+            if not (type(low) is int and type(default) is int and type(high) is int):
+                yield where, "min, max and default must be integers"
+            elif not low <= default <= high:
+                yield where, "must have min <= default <= max"
+
+
+def validate_friends(table: Any) -> Iterator[tuple[str, str]]:
+    """Check ``friends``: the friend-list cap, requests waiting, block-list cap."""
+    if not isinstance(table, Mapping):
+        yield "", "must be a table"
+        return
+    known = ("max_friends", "max_requests_in", "max_blocked")
+    for key in known:
+        if not _is_int(table.get(key), 1):
+            yield key, "must be an integer >= 1"
+    for key in table:
+        if key not in known:
+            yield key, f"unknown key; use {list(known)}"
+
+
 VALIDATORS: dict[str, Validator] = {
     "name_rules": validate_name_rules,
     "building_costs": validate_building_costs,
@@ -145,8 +247,11 @@ VALIDATORS: dict[str, Validator] = {
     "gifts": validate_gifts,
 
     # -- friends --
+    "friends": validate_friends,
 
     # -- guilds --
+    "guilds": validate_guilds,
 
     # -- activities --
+    "activities": validate_activities,
 }

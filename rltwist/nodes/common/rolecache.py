@@ -54,6 +54,9 @@ class RoleCache(Service):
         that instance (a refill answer written before its logout) is ignored."""
         self.ignored = 0
         self.on_generation = on_generation
+        #: ``fn(userid)`` run after a clear removed an online player (its logout): the
+        #: friends feature records the last-seen time there
+        self.on_clear: list[Callable[[int], Any]] = []
 
     @handler
     def set(self, userid: int, node: str, generation: int | None = None) -> bool:
@@ -96,6 +99,11 @@ class RoleCache(Service):
             self.ended.move_to_end(userid)
             while len(self.ended) > MAX_REMEMBERED:
                 self.ended.popitem(last=False)
+        for fn in self.on_clear:
+            try:
+                fn(userid)
+            except Exception:
+                log.failure("rolecache: clear hook for {userid} failed", userid=userid)
         return True
 
     def _remember(self, userid: int, gen: int) -> None:

@@ -85,7 +85,7 @@ class Player:
         e = self.entity
         return pb.PlayerBasics(level=e.get("level", 1), exp=e.get("exp", 0),
                                gold=e.get("gold", 0), food=e.get("food", 0),
-                               oil=e.get("oil", 0),
+                               oil=e.get("oil", 0), guild_id=e.get("guildid", 0),
                                create_time_ms=e.get("create_time_ms", 0))
 
 

@@ -11,6 +11,7 @@ grant notification, or the next Auth) resumes and the inbox prevents a double ap
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
@@ -32,13 +33,29 @@ CALL_TIMEOUT = 10.0
 LEDGER = "rolecity"
 
 
-def _apply(entity: Entity, entry: dict[str, Any]) -> None:
-    """Apply one transfer, all or nothing; raising leaves it at the source."""
-    if entry.get("kind") != "grant":
-        raise BadTransfer(f"transfer {entry.get('id')}: unknown kind {entry.get('kind')!r}")
+def _apply_grant(entity: Entity, entry: dict[str, Any]) -> None:
     code = role_system.add_resources(entity, entry.get("items") or {})
     if code != ErrCode.OK:
         raise BadTransfer(f"transfer {entry.get('id')}: {ErrCode(code).name}")
+
+
+KINDS: dict[str, Callable[[Entity, dict[str, Any]], None]] = {"grant": _apply_grant}
+"""Transfer kind -> how it is applied to the player (a feature adds its kinds with
+:func:`register_kind`, e.g. ``guild``: the player's guildid)."""
+
+
+def register_kind(kind: str, apply: Callable[[Entity, dict[str, Any]], None]) -> None:
+    """Apply ledger entries of *kind* with ``apply(entity, entry)`` (all or nothing,
+    synchronous; raising leaves the entry at the source)."""
+    KINDS[kind] = apply
+
+
+def _apply(entity: Entity, entry: dict[str, Any]) -> None:
+    """Apply one transfer, all or nothing; raising leaves it at the source."""
+    apply = KINDS.get(entry.get("kind"))  # type: ignore[arg-type]
+    if apply is None:
+        raise BadTransfer(f"transfer {entry.get('id')}: unknown kind {entry.get('kind')!r}")
+    apply(entity, entry)
 
 
 receiver = Receiver(LEDGER, _apply, step="grant")

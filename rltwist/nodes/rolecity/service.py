@@ -5,6 +5,8 @@ players in LRU agents behind ``rolerouter``, the region's name index, dbproxy an
     rolerouter.call(userid, "add_resources", {"gold": 100}) -> {"code", "resources"}  (GM)
     rolerouter.call(userid, "set_name", name, generation)   -> {"code", "name"}
     rolerouter.call(userid, "transfers")                    -> the ledger (GM, tests)
+    rolerouter.call(userid, "set_guild", guildid, only_if, tid, join) -> {"result", ...}
+                                                  (guild outbox entries; rltwist.features.guild)
     rolerouter.grant(userid, {"gold": 100})     -> {"code", "pending", "transfer_id", "online"}
     rolerouter.take_transfers(userid, generation)           -> [{"id", "kind", "items"}]
     rolerouter.confirm_transfers(userid, generation, ids)   -> entries deleted
@@ -60,6 +62,7 @@ LEGACY_GRANTS = "grants"
 """Component where the previous version kept pending grants (migrated to the ledger)."""
 
 role = import_system("rltwist.game.rolesystem", service="agent")
+guilds = import_system("rltwist.game.guildsystem", service="rolerouter")
 
 
 class NameIndex:
@@ -193,6 +196,17 @@ class RoleCityActor(Actor):
                 for res, n in entry["items"].items():
                     total[res] = total.get(res, 0) + n
         return total
+
+    @action(save=True)
+    def set_guild(self, entity: Entity, guildid: int, only_if: int, tid: str,
+                  join: bool) -> dict[str, Any]:
+        """A guild's outbox entry for this player (the guild feature's ``guildledger``):
+        the player's guild as the ledger knows it changes and a ``guild`` transfer is
+        recorded for the online instance (saved before the answer). Rules:
+        ``GuildSystem.rolecity_set``."""
+        _migrate_legacy_grants(entity)
+        result: dict[str, Any] = guilds.rolecity_set(entity, guildid, only_if, tid, join)
+        return result
 
     @action
     def transfers(self, entity: Entity) -> list[dict[str, Any]]:

@@ -32,6 +32,29 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     GIFT_INVALID: _ClassVar[ErrorCode]
     GIFT_NOT_ENOUGH: _ClassVar[ErrorCode]
     GIFT_DAILY_LIMIT: _ClassVar[ErrorCode]
+    FRIEND_SELF: _ClassVar[ErrorCode]
+    FRIEND_ALREADY: _ClassVar[ErrorCode]
+    FRIEND_LIST_FULL: _ClassVar[ErrorCode]
+    FRIEND_REFUSED: _ClassVar[ErrorCode]
+    FRIEND_NO_REQUEST: _ClassVar[ErrorCode]
+    FRIEND_NOT_FRIEND: _ClassVar[ErrorCode]
+    FRIEND_YOU_BLOCK: _ClassVar[ErrorCode]
+    FRIEND_BLOCK_LIST_FULL: _ClassVar[ErrorCode]
+    FRIEND_NOT_BLOCKED: _ClassVar[ErrorCode]
+    GUILD_NAME_INVALID: _ClassVar[ErrorCode]
+    GUILD_NAME_TAKEN: _ClassVar[ErrorCode]
+    GUILD_NOT_FOUND: _ClassVar[ErrorCode]
+    GUILD_ALREADY_IN_GUILD: _ClassVar[ErrorCode]
+    GUILD_NOT_IN_GUILD: _ClassVar[ErrorCode]
+    GUILD_FULL: _ClassVar[ErrorCode]
+    GUILD_CLOSED: _ClassVar[ErrorCode]
+    GUILD_NO_PERMISSION: _ClassVar[ErrorCode]
+    GUILD_NO_APPLICATION: _ClassVar[ErrorCode]
+    GUILD_LEADER_CANNOT_LEAVE: _ClassVar[ErrorCode]
+    GUILD_NOT_ENOUGH_RESOURCES: _ClassVar[ErrorCode]
+    GUILD_BAD_ROLE: _ClassVar[ErrorCode]
+    GUILD_NOT_A_MEMBER: _ClassVar[ErrorCode]
+    GUILD_TOO_MANY_APPLICATIONS: _ClassVar[ErrorCode]
 OK: ErrorCode
 BAD_TOKEN: ErrorCode
 LOGIN_IN_PROGRESS: ErrorCode
@@ -58,3 +81,26 @@ MAIL_ALREADY_CLAIMED: ErrorCode
 GIFT_INVALID: ErrorCode
 GIFT_NOT_ENOUGH: ErrorCode
 GIFT_DAILY_LIMIT: ErrorCode
+FRIEND_SELF: ErrorCode
+FRIEND_ALREADY: ErrorCode
+FRIEND_LIST_FULL: ErrorCode
+FRIEND_REFUSED: ErrorCode
+FRIEND_NO_REQUEST: ErrorCode
+FRIEND_NOT_FRIEND: ErrorCode
+FRIEND_YOU_BLOCK: ErrorCode
+FRIEND_BLOCK_LIST_FULL: ErrorCode
+FRIEND_NOT_BLOCKED: ErrorCode
+GUILD_NAME_INVALID: ErrorCode
+GUILD_NAME_TAKEN: ErrorCode
+GUILD_NOT_FOUND: ErrorCode
+GUILD_ALREADY_IN_GUILD: ErrorCode
+GUILD_NOT_IN_GUILD: ErrorCode
+GUILD_FULL: ErrorCode
+GUILD_CLOSED: ErrorCode
+GUILD_NO_PERMISSION: ErrorCode
+GUILD_NO_APPLICATION: ErrorCode
+GUILD_LEADER_CANNOT_LEAVE: ErrorCode
+GUILD_NOT_ENOUGH_RESOURCES: ErrorCode
+GUILD_BAD_ROLE: ErrorCode
+GUILD_NOT_A_MEMBER: ErrorCode
+GUILD_TOO_MANY_APPLICATIONS: ErrorCode

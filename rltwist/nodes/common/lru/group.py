@@ -101,6 +101,8 @@ class LRUGroup(service.MultiService):
                            name=router, on_stale=self._on_stale)
         self.saver.setServiceParent(self)
         self.on_stop: list[Callable[[], Any]] = []  # run once the final save is done
+        #: business methods a feature added from outside the actor class (add_action)
+        self.extra_actions: dict[str, tuple[Callable[..., Any], bool, bool]] = {}
 
     # -- wiring -----------------------------------------------------------------------------
 
@@ -116,15 +118,27 @@ class LRUGroup(service.MultiService):
 
     # -- business methods (through the import registry) --------------------------------
 
+    def add_action(self, name: str, fn: Callable[..., Any], *, creates: bool = False,
+                   save: bool = False) -> None:
+        """Add business method *name* from outside the actor class: a feature wiring
+        itself onto another group's entities (the friends feature on rolecity's).
+        ``fn(entity, *args)`` runs in the entity's mailbox like an :func:`action` with the
+        same *creates*/*save* flags; keep its rules in a game system reached through
+        :func:`~rltwist.ecs.import_system`, so a hot fix reaches it (a fix of the actor's
+        module does not drop it)."""
+        if name in self.actions or name in self.extra_actions:
+            raise ValueError(f"{self.router_name}: action {name!r} exists already")
+        self.extra_actions[name] = (fn, creates, save)
+
     def action(self, method: str) -> tuple[Callable[..., Any], bool, bool]:
         """The bound business method *method* of the actor class in force now, with its
         (creates, save) flags; :class:`UnknownAction` if there is none."""
         if self._code_version != self.code_registry.version:
             self._rebind()
-        try:
-            return self.actions[method]
-        except KeyError:
-            raise UnknownAction(f"{self.actor.kind} has no action {method!r}") from None
+        found = self.actions.get(method) or self.extra_actions.get(method)
+        if found is None:
+            raise UnknownAction(f"{self.actor.kind} has no action {method!r}")
+        return found
 
     def _rebind(self) -> None:
         # Called when the registry swapped some module; cheap when it was not ours.
