@@ -14,24 +14,6 @@ from tests.util import metrics_text, node_is, wait_for
 E = pb.ErrorCode
 
 
-async def relogin(case: SocialCase, c: Any) -> Any:
-    """``case.relogin(c)``, retried while the previous instance is still logging out
-    (the login answers RETRY_LATER until its final save is done)."""
-    c.close()
-
-    async def again() -> bool:
-        try:
-            await case.relogin(c)
-        except AssertionError as e:
-            if "RETRY_LATER" in str(e):
-                return False
-            raise
-        return True
-
-    await wait_for(again, 20, f"{c.openid} to log in again")
-    return c
-
-
 class MailAcrossRegions(SocialCase):
     async def gold(self, c: Any) -> int:
         info = await self.probe.cluster.call(c.role, "gateway", "player_info", c.userid,
@@ -85,7 +67,7 @@ class MailAcrossRegions(SocialCase):
                          ({"gold": 10}, before + 10))
         self.assertEqual((await b.request(pb.MailClaim(mail_id=sent["mailid"]))).code,
                          E.MAIL_ALREADY_CLAIMED)
-        b = await relogin(self, b)
+        b = await self.relogin(b)
         self.assertEqual(await self.gold(b), before + 10)
         self.assertEqual((await b.request(pb.MailClaim(mail_id=sent["mailid"]))).code,
                          E.MAIL_ALREADY_CLAIMED)
@@ -165,7 +147,7 @@ class GiftSenderKilled(SocialCase):
         await self.lc.start(a.role)
         await self.lc.wait_up(self.names)
         await self.wait_logins_available()
-        a = await relogin(self, a)  # its Auth delivers the saved gift
+        a = await self.relogin(a)  # its Auth delivers the saved gift
         note = await self.wait_push(b, pb.MailNotify, lambda m: m.mail.has_attachments, 20)
         self.assertEqual(note.mail.from_userid, a.userid)
         info = await self.probe.cluster.call(a.role, "gateway", "player_info", a.userid,

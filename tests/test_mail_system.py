@@ -68,8 +68,9 @@ class Mailbox(unittest.TestCase):
 
     def test_malformed_deliveries_are_refused(self) -> None:
         for bad in ({"title": ""}, {"title": "x", "surprise": 1},
-                    {"title": "x", "attachments": {"gems": 1}},
+                    {"title": "x", "attachments": {"": 1}},
                     {"title": "x", "attachments": {"gold": 0}},
+                    {"title": "x", "attachments": {"gold": True}},
                     {"title": "x", "expire_ms": -1}, {"title": "x", "key": ""}):
             with self.assertRaises(BadMail, msg=repr(bad)):
                 self.mail.deliver(self.box, bad, NOW, TABLES)
@@ -107,6 +108,19 @@ class Mailbox(unittest.TestCase):
         transfer.confirm(self.box, 7, 1, [entry["id"]])
         self.assertEqual(self.mail.claim(self.box, 0, NOW, TABLES)["code"],
                          E.MAIL_NO_ATTACHMENTS)
+
+    def test_items_the_game_does_not_have_are_kept_but_never_credited(self) -> None:
+        self.deliver("gems only", attachments={"gems": 3})
+        self.deliver("mixed", attachments={"gems": 1, "gold": 2})
+        self.assertEqual([m["attachments"] for m in self.mail.listing(self.box, NOW, TABLES)],
+                         [True, False])
+        self.assertEqual(self.mail.read(self.box, 1, NOW, TABLES)["attachments"], {"gems": 3})
+        self.assertEqual(self.mail.claim(self.box, 1, NOW, TABLES)["code"],
+                         E.MAIL_NO_ATTACHMENTS)
+        mixed = self.mail.claim(self.box, 2, NOW, TABLES)
+        self.assertEqual((mixed["code"], mixed["attachments"]), (E.OK, {"gold": 2}))
+        self.assertEqual([e["items"] for e in transfer.entries(self.box).values()],
+                         [{"gold": 2}])
 
     def test_send_limits(self) -> None:
         ok = self.mail.check_send

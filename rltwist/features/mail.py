@@ -37,6 +37,7 @@ from rltwist.crashpoint import crashpoint
 from rltwist.ecs import import_system
 from rltwist.ecs.entity import Entity
 from rltwist.game.errcode import ErrCode
+from rltwist.game.tables import RESOURCES
 from rltwist.metrics import bounded, code_name, precreate
 from rltwist.nodes.common.keylock import KeyedLock
 from rltwist.nodes.common.transfer import BadTransfer, Receiver
@@ -433,9 +434,14 @@ async def gm_player_mail(self: GMApi, request: IRequest, userid: str) -> bytes:
         mail = {k: body[k] for k in GM_FIELDS if k in body}
         mail.setdefault("from_name", "GM")
         try:
-            mail_system.check_mail(mail)
+            checked = mail_system.check_mail(mail)
         except ValueError as e:  # BadMail (whatever version of the system raised it)
             raise HTTPError(400, "bad_mail", str(e)) from None
+        attached = checked["attachments"]
+        if mail_system.creditable(attached) != attached:
+            raise HTTPError(400, "bad_mail", f"attachments must be resources "
+                            f"{list(RESOURCES)}: a player could never claim the others",
+                            field="attachments")
         node = self.node
         try:
             known = await node.database(ROLEDB).get_entity(PLAYERS, uid)

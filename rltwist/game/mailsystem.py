@@ -38,6 +38,8 @@ MAX_TITLE = 128
 """Longest title any delivery may carry (GM, system mail); MailSend has its own limit."""
 MAX_BODY = 4096
 MAX_KEY = 128
+MAX_ATTACHMENTS = 16
+MAX_ITEM_NAME = 64
 MAIL_FIELDS = frozenset({"title", "body", "from", "from_name", "attachments", "key",
                          "expire_ms"})
 """The fields a delivery may carry (documented in ``rltwist.nodes.mail.service``)."""
@@ -102,10 +104,12 @@ class MailSystem(System):
         if not isinstance(from_name, str) or len(from_name) > MAX_TITLE:
             raise BadMail(f"from_name must be a string of at most {MAX_TITLE} characters")
         attachments = mail.get("attachments") or {}
-        if not isinstance(attachments, dict) or not all(
-                k in RESOURCES and type(v) is int and v > 0 for k, v in attachments.items()):
-            raise BadMail(f"attachments must map resources {list(RESOURCES)} to positive "
-                          "integers")
+        if not isinstance(attachments, dict) or len(attachments) > MAX_ATTACHMENTS \
+                or not all(isinstance(k, str) and 0 < len(k) <= MAX_ITEM_NAME
+                           and type(v) is int and 0 < v < 2**62
+                           for k, v in attachments.items()):
+            raise BadMail(f"attachments must map at most {MAX_ATTACHMENTS} item names to "
+                          "positive integers")
         key = mail.get("key")
         if key is not None and (not isinstance(key, str) or not 0 < len(key) <= MAX_KEY):
             raise BadMail(f"key must be a string of 1-{MAX_KEY} characters")
@@ -193,7 +197,7 @@ class MailSystem(System):
         return {"id": mail["id"], "from": sender, "from_name": mail.get("from_name", ""),
                 "title": mail["title"], "time_ms": mail["time_ms"],
                 "expire_ms": mail.get("expire_ms") or 0, "read": mail["read"],
-                "attachments": bool(mail["attachments"]),
+                "attachments": bool(self.creditable(mail["attachments"])),
                 "claimed": mail.get("claim") is not None}
 
     def find(self, entity: Entity, mailid: Any) -> dict[str, Any] | None:
@@ -234,6 +238,12 @@ class MailSystem(System):
 
     # -- claims ---------------------------------------------------------------------------
 
+    def creditable(self, attachments: Mapping[str, int]) -> dict[str, int]:
+        """The part of *attachments* a claim credits: the resources. A delivery may name
+        items the game does not have yet (a GM typo in a global mail must not block its
+        delivery to every mailbox): they are stored and shown, never credited."""
+        return {k: v for k, v in attachments.items() if k in RESOURCES}
+
     def claim(self, entity: Entity, mailid: Any, now_ms: int,
               tables: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Record the claim of mail *mailid*'s attachments as a transfer of the mailbox's
@@ -247,19 +257,20 @@ class MailSystem(System):
         m = self.find(entity, mailid)
         if m is None:
             return {"code": int(E.MAIL_NOT_FOUND), "transfer_id": None, "attachments": {}}
-        if not m["attachments"]:
+        items = self.creditable(m["attachments"])
+        if not items:
             return {"code": int(E.MAIL_NO_ATTACHMENTS), "transfer_id": None, "attachments": {}}
         tid = m.get("claim")
         if tid is None:
-            tid = transfer.add(entity, CLAIM_LEDGER, "mail", m["attachments"], now_ms=now_ms)
+            tid = transfer.add(entity, CLAIM_LEDGER, "mail", items, now_ms=now_ms)
             m["claim"] = tid
             if not m["read"]:
                 m["read"] = True
             entity.mark_dirty()
         elif tid not in transfer.entries(entity):
             return {"code": int(E.MAIL_ALREADY_CLAIMED), "transfer_id": tid,
-                    "attachments": dict(m["attachments"])}
-        return {"code": int(E.OK), "transfer_id": tid, "attachments": dict(m["attachments"])}
+                    "attachments": items}
+        return {"code": int(E.OK), "transfer_id": tid, "attachments": items}
 
     def _claim_all(self, entity: Entity, now_ms: int) -> dict[str, Any]:
         """``claim(0)``: record every mail whose attachments are not claimed yet (and
@@ -269,19 +280,19 @@ class MailSystem(System):
         total: dict[str, int] = {}
         ids: list[str] = []
         for m in self.mails(entity):
-            if not m["attachments"]:
+            items = self.creditable(m["attachments"])
+            if not items:
                 continue
             tid = m.get("claim")
             if tid is None:
-                tid = transfer.add(entity, CLAIM_LEDGER, "mail", m["attachments"],
-                                   now_ms=now_ms)
+                tid = transfer.add(entity, CLAIM_LEDGER, "mail", items, now_ms=now_ms)
                 m["claim"] = tid
                 m["read"] = True
                 entity.mark_dirty()
             elif tid not in pending:
                 continue
             ids.append(tid)
-            for res, n in m["attachments"].items():
+            for res, n in items.items():
                 total[res] = total.get(res, 0) + n
         if not ids:
             return {"code": int(E.MAIL_NO_ATTACHMENTS), "transfer_id": None,

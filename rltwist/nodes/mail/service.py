@@ -18,7 +18,9 @@ it sends is honoured when it is not)::
      "body": str (<= 4096 chars),         # default ""
      "from": userid | name,               # default 0: system / GM
      "from_name": str,                    # shown to the player
-     "attachments": {"gold": 10, ...},    # resources (RESOURCES), positive ints
+     "attachments": {"gold": 10, ...},    # at most 16 item names -> positive ints; a
+                                          # claim credits the resources (RESOURCES), other
+                                          # names are kept and shown, never credited
      "key": str (<= 128 chars),           # idempotency key, see below
      "expire_ms": int}                    # when it is dropped (ms since the epoch);
                                           # default: now + mail.toml expire_days
