@@ -82,6 +82,8 @@ class Mailbox(unittest.TestCase):
                          E.MAIL_NO_ATTACHMENTS)
         self.assertEqual(self.mail.claim(self.box, 9, NOW, TABLES)["code"], E.MAIL_NOT_FOUND)
         first = self.mail.claim(self.box, 2, NOW, TABLES)
+        # recorded, not credited yet: not shown as claimed (the player claims again)
+        self.assertFalse(self.mail.listing(self.box, NOW, TABLES)[0]["claimed"])
         again = self.mail.claim(self.box, 2, NOW, TABLES)
         self.assertEqual((first["code"], again["transfer_id"]), (E.OK, first["transfer_id"]))
         self.assertEqual(len(transfer.entries(self.box)), 1)

@@ -383,10 +383,17 @@ async def _as_request(player: Player, work: Awaitable[T]) -> T:
 
 @after_auth
 async def resume_mail(gw: Gateway, player: Player) -> None:
-    """Credit claims a crash left at the mail node, deliver gifts a crash left here."""
-    await _as_request(player, take_claims(gw, player))
-    if mail_system.pending_gifts(player.entity):
-        await _as_request(player, deliver_gifts(gw, player))
+    """Credit claims a crash left at the mail node, deliver gifts a crash left here: in
+    the background (counted in flight, so a logout waits for it), so the after-Auth steps
+    of other features do not wait behind a mail node round trip."""
+
+    async def resume() -> None:
+        await take_claims(gw, player)
+        if mail_system.pending_gifts(player.entity):
+            await deliver_gifts(gw, player)
+
+    defer.Deferred.fromCoroutine(_as_request(player, resume())).addErrback(
+        lambda f: log.failure("mail resume of {userid} failed", f, userid=player.userid))
 
 
 class RoleGiftRetry:

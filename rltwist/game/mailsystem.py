@@ -21,7 +21,7 @@ A sender's role entity holds component ``gifts`` = ``{"day": n, "count": n, "sen
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from typing import Any
 
 from rltwist.ecs.entity import Entity, plain_copy
@@ -191,14 +191,17 @@ class MailSystem(System):
 
     # -- the player's view ----------------------------------------------------------------
 
-    def summary(self, mail: Mapping[str, Any]) -> dict[str, Any]:
-        """A mail's list entry (what MailList and MailNotify carry)."""
+    def summary(self, mail: Mapping[str, Any],
+                pending: Container[str] = ()) -> dict[str, Any]:
+        """A mail's list entry (what MailList and MailNotify carry). *pending*: the claims
+        recorded but not credited yet (the mailbox's ledger): such a mail is not shown as
+        claimed, so a player whose claim was cut off claims again (and gets it once)."""
         sender = mail["from"]
         return {"id": mail["id"], "from": sender, "from_name": mail.get("from_name", ""),
                 "title": mail["title"], "time_ms": mail["time_ms"],
                 "expire_ms": mail.get("expire_ms") or 0, "read": mail["read"],
                 "attachments": bool(self.creditable(mail["attachments"])),
-                "claimed": mail.get("claim") is not None}
+                "claimed": mail.get("claim") is not None and mail["claim"] not in pending}
 
     def find(self, entity: Entity, mailid: Any) -> dict[str, Any] | None:
         """The stored mail *mailid* (live), or None."""
@@ -211,7 +214,8 @@ class MailSystem(System):
              tables: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Summaries, newest first (expired mails dropped first)."""
         self.expire(entity, now_ms, tables)
-        return [self.summary(m) for m in reversed(self.mails(entity))]
+        pending = transfer.entries(entity)
+        return [self.summary(m, pending) for m in reversed(self.mails(entity))]
 
     def read(self, entity: Entity, mailid: Any, now_ms: int,
              tables: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
@@ -223,7 +227,7 @@ class MailSystem(System):
         if not m["read"]:
             m["read"] = True
             entity.mark_dirty()
-        return {**plain_copy(m), "summary": self.summary(m)}
+        return {**plain_copy(m), "summary": self.summary(m, transfer.entries(entity))}
 
     def delete(self, entity: Entity, mailid: Any) -> bool:
         """Remove mail *mailid*; False if there is none. A claim recorded in the ledger

@@ -126,7 +126,7 @@ class MailActor(Actor):
     def summary(self, entity: Entity, mailid: int) -> dict[str, Any] | None:
         """The list entry of one mail, or None."""
         m = mail_system.find(entity, mailid)
-        return None if m is None else dict(mail_system.summary(m))
+        return None if m is None else dict(mail_system.summary(m, transfer.entries(entity)))
 
     @action
     def read(self, entity: Entity, mailid: int) -> dict[str, Any] | None:
