@@ -412,3 +412,23 @@ class DevSDK(unittest.TestCase):
         self.assertTrue(await runner.down())
         self.assertLess(time.monotonic() - started, 8)
         self.assertEqual(hung.exit_code, -9)
+
+
+class SeedTables(unittest.TestCase):
+    """A run directory made by an older version lacks the tables of newer features: nodes
+    would refuse to start. The shipped tables it lacks are copied; edited ones are kept."""
+
+    def test_missing_tables_are_copied_and_edited_ones_kept(self) -> None:
+        from rltwist.cli.cluster import seed_tables
+
+        shipped = Path(self.mktemp())
+        shipped.mkdir()
+        (shipped / "name_rules.toml").write_text("shipped = 1\n")
+        (shipped / "chat.toml").write_text("new = 1\n")
+        tables = Path(self.mktemp()) / "etc" / "game"
+        tables.mkdir(parents=True)
+        (tables / "name_rules.toml").write_text("edited = 2\n")
+        self.assertEqual(seed_tables(shipped, tables), ["chat.toml"])
+        self.assertEqual((tables / "name_rules.toml").read_text(), "edited = 2\n")
+        self.assertEqual((tables / "chat.toml").read_text(), "new = 1\n")
+        self.assertEqual(seed_tables(shipped, tables), [])

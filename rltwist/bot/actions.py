@@ -235,3 +235,43 @@ def _friend_accept_all(bot: BotIdentity) -> Message:
 @action("friend_list", "List friends, requests and blocked players")
 def _friend_list(bot: BotIdentity) -> Message:
     return pb.FriendList()
+
+
+# -- chat (issue 12) -------------------------------------------------------------------------
+
+#: chat answers a bot script accepts: over the per-player rate (1/s, burst 5 by default) a
+#: message is refused with RATE_LIMITED, which is the server doing its job
+_CHAT_OK = frozenset({pb.ErrorCode.OK, pb.ErrorCode.RATE_LIMITED})
+
+
+def _chat_text(bot: BotIdentity, channel: str) -> str:
+    return f"{channel} from bot {bot.index} ({bot.run_token[:6]})"
+
+
+@action("chat_world", "Send a world chat message (RATE_LIMITED counts as answered)",
+        ok_codes=_CHAT_OK)
+def _chat_world(bot: BotIdentity) -> Message:
+    return pb.ChatSend(channel=pb.ChatChannel.CHAT_WORLD, text=_chat_text(bot, "world"))
+
+
+@action("chat_region", "Send a chat message to the bot's region (RATE_LIMITED counts as "
+        "answered)", ok_codes=_CHAT_OK)
+def _chat_region(bot: BotIdentity) -> Message:
+    return pb.ChatSend(channel=pb.ChatChannel.CHAT_REGION, text=_chat_text(bot, "region"))
+
+
+@action("chat_private", "Send a private chat message to another logged-in bot (peer); "
+        "RATE_LIMITED counts as answered. A bot alone (no other bot online yet) fetches "
+        "its private history instead: a message to oneself is NO_SUCH_PLAYER",
+        ok_codes=_CHAT_OK)
+def _chat_private(bot: BotIdentity) -> Message:
+    peer = bot.peer()
+    if peer == bot.userid:
+        return pb.ChatHistory(channel=pb.ChatChannel.CHAT_PRIVATE, peer_userid=peer)
+    return pb.ChatSend(channel=pb.ChatChannel.CHAT_PRIVATE, text=_chat_text(bot, "private"),
+                       to_userid=peer)
+
+
+@action("chat_history", "Fetch the world chat history (the last 50 messages)")
+def _chat_history(bot: BotIdentity) -> Message:
+    return pb.ChatHistory(channel=pb.ChatChannel.CHAT_WORLD)

@@ -117,6 +117,20 @@ def build_sections(base_path: str, names: list[str], run_dir: Path, redis_url: s
     return sections
 
 
+def seed_tables(shipped: Path, tables: Path) -> list[str]:
+    """Copy into *tables* every shipped table it lacks (all of them on a first run), never
+    overwriting one an operator edited: a run directory made by an older version gets the
+    tables new features need (nodes refuse to start without them). The names copied."""
+    tables.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for source in sorted(shipped.glob("*.toml")):
+        target = tables / source.name
+        if not target.exists():
+            shutil.copyfile(source, target)
+            copied.append(source.name)
+    return copied
+
+
 def project_root(base_path: str, run_dir: Path) -> Path:
     """The directory holding ``etc/game`` and ``hotfix/`` for the run (``hotreload.root``;
     nodes run in the run directory, so it is made absolute).
@@ -125,8 +139,9 @@ def project_root(base_path: str, run_dir: Path) -> Path:
     Unset, it is the config's parent when that has ``etc/game`` (a checkout's
     ``etc/cluster.toml``), else the tables shipped with rltwist. When that is the copy
     inside the installed package (rl-cluster run outside a checkout), the run directory
-    becomes the root instead, seeded with the shipped tables on its first run: an operator
-    edits and hot-fixes files there, never inside site-packages.
+    becomes the root instead, seeded with the shipped tables it lacks (all on its first run,
+    new ones after an upgrade; edited ones are kept): an operator edits and hot-fixes files
+    there, never inside site-packages.
     """
     base = load_config(base_path)
     config_dir = Path(base_path).absolute().parent
@@ -142,9 +157,7 @@ def project_root(base_path: str, run_dir: Path) -> Path:
                           "and rltwist ships none; set hotreload.root")
     if shipped is None or shipped.name != PACKAGED or root != shipped.resolve():
         return root
-    tables = run_dir / "etc" / "game"
-    if not tables.is_dir():
-        shutil.copytree(shipped / "etc" / "game", tables)
+    seed_tables(shipped / "etc" / "game", run_dir / "etc" / "game")
     (run_dir / "hotfix" / "codefix").mkdir(parents=True, exist_ok=True)
     return run_dir.absolute()
 

@@ -237,10 +237,40 @@ def validate_friends(table: Any) -> Iterator[tuple[str, str]]:
             yield key, f"unknown key; use {list(known)}"
 
 
+CHAT_MAX_TEXT = 256
+"""The longest chat text the protocol allows (``chat.max_length`` may only lower it)."""
+
+
+def validate_chat(table: Any) -> Iterator[tuple[str, str]]:
+    """Check ``chat``: text length, rate limit (token bucket), history and backlog sizes."""
+    if not isinstance(table, Mapping):
+        yield "", "must be a table"
+        return
+    known = {"max_length", "rate", "burst", "history", "offline_backlog"}
+    for key in sorted(set(table) - known):
+        yield key, "unknown key"
+    for key in sorted(known - set(table)):
+        yield key, "missing"
+    max_length = table.get("max_length")
+    if not isinstance(max_length, int) or not _is_int(max_length, 1) \
+            or max_length > CHAT_MAX_TEXT:
+        yield "max_length", f"must be an integer 1..{CHAT_MAX_TEXT}"
+    rate = table.get("rate")
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 1000:
+        yield "rate", "must be a number of messages per second, 0 < rate <= 1000"
+    if not _is_int(table.get("burst"), 1):
+        yield "burst", "must be an integer >= 1"
+    for key in ("history", "offline_backlog"):
+        value = table.get(key)
+        if not isinstance(value, int) or not _is_int(value, 1) or value > 1000:
+            yield key, "must be an integer 1..1000"
+
+
 VALIDATORS: dict[str, Validator] = {
     "name_rules": validate_name_rules,
     "building_costs": validate_building_costs,
     # -- chat --
+    "chat": validate_chat,
 
     # -- mail and gifts --
     "mail": validate_mail,
