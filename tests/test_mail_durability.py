@@ -32,14 +32,15 @@ class FailingSaves:
         return await self.backend.save_entities(collection, items)
 
 
-class Forwards:
-    """A rolecache stand-in that records what would be pushed to online players."""
+class RecordingRouter(MailRouter):
+    """Records the MailNotify pushes it would send to online players."""
 
-    def __init__(self) -> None:
-        self.sent: list[tuple[Any, ...]] = []
+    def __init__(self, group: LRUGroup) -> None:
+        super().__init__(group)
+        self.sent: list[tuple[Any, dict[str, Any]]] = []
 
-    def forward(self, userid: int, service: str, method: str, args: list[Any]) -> bool:
-        self.sent.append((userid, service, method, *args))
+    def notify(self, userid: Any, summary: dict[str, Any]) -> bool:
+        self.sent.append((userid, summary))
         return True
 
 
@@ -52,11 +53,12 @@ class DeliverSavesFirst(unittest.TestCase):
         self.backend = EmbeddedBackend(path)
         self.addCleanup(lambda: defer.ensureDeferred(self.backend.close()))
         self.db = FailingSaves(self.backend)
-        self.pushes = Forwards()
-        self.group = LRUGroup(MailActor(self.pushes), self.db,  # type: ignore[arg-type]
+        self.group = LRUGroup(MailActor(), self.db,  # type: ignore[arg-type]
                               router="mailrouter", worker="mail", workers=2, capacity=100,
                               interval=300.0, clock=task.Clock(), registry=CollectorRegistry(),
-                              generation=1, router_cls=MailRouter)
+                              generation=1, router_cls=RecordingRouter)
+        assert isinstance(self.group.router, RecordingRouter)
+        self.pushes = self.group.router
         self.group.startService()
         self.addCleanup(lambda: self.group.running and self.group.stopService())
 
@@ -69,8 +71,8 @@ class DeliverSavesFirst(unittest.TestCase):
         self.assertEqual(r, {"mailid": 1, "duplicate": False})
         self.assertEqual(await self.stored_titles(), ["hi"])
         # and the online player is told after the save, with the stored mail's summary
-        self.assertEqual([(u, m, args["id"], args["title"]) for u, _, m, args in
-                          self.pushes.sent], [(UID, "mail_notify", 1, "hi")])
+        self.assertEqual([(u, s["id"], s["title"]) for u, s in self.pushes.sent],
+                         [(UID, 1, "hi")])
 
     async def test_an_unsaved_delivery_answers_save_failed_and_notifies_nobody(self) -> None:
         self.db.fail = True
@@ -117,3 +119,71 @@ class MailNodeKilled(unittest.TestCase):
         await lc.wait_up(names)
         mails = await self.call(lc, UID, "list")
         self.assertEqual([m["title"] for m in mails], ["welcome"])
+
+
+class StaleInstanceCannotClaim(unittest.TestCase):
+    """A claim and its take carry the instance's generation: once a newer instance claimed
+    the player (Auth elsewhere), the old one can neither record nor take a claim."""
+
+    timeout = 30
+
+    async def test_an_old_generation_is_refused_and_the_new_one_takes(self) -> None:
+        from rltwist.nodes.common.playerfence import PlayerFence
+        from rltwist.nodes.role.agent import PLAYERS
+        from rltwist.storage import StaleGeneration
+
+        path = os.path.join(self.mktemp(), "db.sqlite3")
+        os.makedirs(os.path.dirname(path))
+        backend = EmbeddedBackend(path)
+        self.addCleanup(lambda: defer.ensureDeferred(backend.close()))
+        group = LRUGroup(MailActor(None, PlayerFence(backend)), backend,
+                         router="mailrouter", worker="mail", workers=1, capacity=10,
+                         interval=300.0, clock=task.Clock(), registry=CollectorRegistry(),
+                         generation=1, router_cls=MailRouter)
+        group.startService()
+        self.addCleanup(group.stopService)
+        await backend.claim_generation(PLAYERS, UID, 1, {})
+        await group.call(UID, "deliver", {"title": "gold", "attachments": {"gold": 3}})
+        recorded = await group.call(UID, "claim", 1, 1)
+        self.assertEqual(recorded["code"], 0)
+        await backend.claim_generation(PLAYERS, UID, 2, {})  # a newer login
+        with self.assertRaises(StaleGeneration):
+            await group.call(UID, "take_transfers", 1)
+        with self.assertRaises(StaleGeneration):
+            await group.call(UID, "claim", 1, 1)
+        [entry] = await group.call(UID, "take_transfers", 2)
+        self.assertEqual((entry["id"], entry["items"]), (recorded["transfer_id"], {"gold": 3}))
+        with self.assertRaises(StaleGeneration):
+            await group.call(UID, "confirm_transfers", 1, [entry["id"]])
+        self.assertEqual(await group.call(UID, "confirm_transfers", 2, [entry["id"]]), 1)
+
+
+class ExpiredMailsDropOnLoad(unittest.TestCase):
+    timeout = 30
+
+    async def test_a_mailbox_loaded_again_has_no_expired_mail(self) -> None:
+        from rltwist.nodes.mail.service import ExpireOnLoad
+
+        path = os.path.join(self.mktemp(), "db.sqlite3")
+        os.makedirs(os.path.dirname(path))
+        backend = EmbeddedBackend(path)
+        self.addCleanup(lambda: defer.ensureDeferred(backend.close()))
+
+        def group(generation: int) -> LRUGroup:
+            g = LRUGroup(MailActor(), backend, router="mailrouter", worker="mail", workers=1,
+                         capacity=10, interval=300.0, clock=task.Clock(),
+                         registry=CollectorRegistry(), generation=generation,
+                         router_cls=MailRouter)
+            g.set_fixer(ExpireOnLoad(g.fixer))
+            return g
+
+        first = group(1)
+        await first.call(UID, "deliver", {"title": "stale", "expire_ms": 1})
+        await first.call(UID, "deliver", {"title": "fresh"})
+        await first.flush()
+        again = group(2)  # a restarted mail node loads the mailbox
+        self.assertIsNone(await again.call(UID, "summary", 1))  # gone at load, unread
+        self.assertEqual((await again.call(UID, "summary", 2))["title"], "fresh")
+        await again.flush()
+        doc = await backend.get("mailbox", UID)
+        self.assertEqual([m["title"] for m in doc["components"]["mail"]["mails"]], ["fresh"])

@@ -131,6 +131,41 @@ def describe_actions() -> str:
     return "; ".join(f"{a.name}: {a.help}" for a in ACTIONS.values())
 
 
+# -- mail and gifts (issue 12) ---------------------------------------------------------------
+
+
+#: a bot that is the only one logged in yet has no peer: its mail or gift goes to itself,
+#: which the server refuses with BAD_REQUEST (the builders cannot send anything else)
+_ALONE = pb.ErrorCode.BAD_REQUEST
+
+
+@action("mail_send", "Send a mail to another logged-in bot (peer), of any region; "
+        "BAD_REQUEST (no peer yet: to itself) counts as answered",
+        ok_codes=frozenset({pb.ErrorCode.OK, _ALONE}))
+def _mail_send(bot: BotIdentity) -> Message:
+    return pb.MailSend(to_userid=bot.peer(), title=f"hi from bot {bot.index}",
+                       body=f"run {bot.run_token[:6]}")
+
+
+@action("mail_list", "List the bot's mailbox (newest first)")
+def _mail_list(bot: BotIdentity) -> Message:
+    return pb.MailList()
+
+
+@action("mail_claim_all", "Claim the attachments of every mail (MailClaim mail_id 0); "
+        "MAIL_NO_ATTACHMENTS (nothing to claim) counts as answered",
+        ok_codes=frozenset({pb.ErrorCode.OK, pb.ErrorCode.MAIL_NO_ATTACHMENTS}))
+def _mail_claim_all(bot: BotIdentity) -> Message:
+    return pb.MailClaim(mail_id=0)
+
+
+@action("gift_send", "Give 1 gold to another logged-in bot (peer); GIFT_DAILY_LIMIT and "
+        "BAD_REQUEST (no peer yet: to itself) count as answered",
+        ok_codes=frozenset({pb.ErrorCode.OK, pb.ErrorCode.GIFT_DAILY_LIMIT, _ALONE}))
+def _gift_send(bot: BotIdentity) -> Message:
+    return pb.GiftSend(to_userid=bot.peer(), items={"gold": 1})
+
+
 # -- guilds ----------------------------------------------------------------------------
 
 

@@ -102,6 +102,39 @@ def validate_building_costs(table: Any) -> Iterator[tuple[str, str]]:
                     yield f"{where}.{key}", "must be a non-negative integer"
 
 
+def validate_mail(table: Any) -> Iterator[tuple[str, str]]:
+    """Check ``mail``: expiry, mailbox cap, MailSend limits, key memory (positive ints)."""
+    if not isinstance(table, Mapping):
+        yield "", "must be a table"
+        return
+    known = ("expire_days", "max_mails", "max_title", "max_body", "key_days")
+    for key in sorted(set(table) - set(known)):
+        yield key, "unknown key"
+    for key in known:
+        if not _is_int(table.get(key), 1):
+            yield key, "must be an integer >= 1"
+
+
+def validate_gifts(table: Any) -> Iterator[tuple[str, str]]:
+    """Check ``gifts``: gifts per day and the daily amount of each giftable resource."""
+    if not isinstance(table, Mapping):
+        yield "", "must be a table"
+        return
+    for key in sorted(set(table) - {"max_per_day", "max_amount_per_day"}):
+        yield key, "unknown key"
+    if not _is_int(table.get("max_per_day"), 1):
+        yield "max_per_day", "must be an integer >= 1"
+    amounts = table.get("max_amount_per_day")
+    if not isinstance(amounts, Mapping):
+        yield "max_amount_per_day", "must be a table of resource = amount"
+        return
+    for res, n in amounts.items():
+        if res not in RESOURCES:
+            yield f"max_amount_per_day.{res}", f"unknown resource; use {list(RESOURCES)}"
+        elif not _is_int(n, 1):
+            yield f"max_amount_per_day.{res}", "must be an integer >= 1"
+
+
 #: What a guild role may be allowed to do (etc/game/guilds.toml ``[roles]``).
 GUILD_PERMISSIONS: tuple[str, ...] = ("approve", "kick", "set_role", "transfer", "disband")
 GUILD_ROLES: tuple[str, ...] = ("leader", "officer", "member")
@@ -240,6 +273,8 @@ VALIDATORS: dict[str, Validator] = {
     "chat": validate_chat,
 
     # -- mail and gifts --
+    "mail": validate_mail,
+    "gifts": validate_gifts,
 
     # -- friends --
     "friends": validate_friends,

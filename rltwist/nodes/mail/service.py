@@ -1,152 +1,176 @@
 """The mail node's services (seed §5, §10): per-player mailboxes in LRU ``mail<i>`` workers
-behind ``mailrouter``, plus dbproxy and rolecache.
+behind ``mailrouter``, plus dbproxy and rolecache. The mailbox rules live in
+:mod:`rltwist.game.mailsystem` (hot-fixable with ``POST /hotfix``); this module is wiring.
 
-    mailrouter.call(userid, "deliver", {"from": 0, "title": "...", "body": "...",
-                                        "attachments": {"gold": 10}, "key": "gm-42"})
-                                               -> {"mailid": n, "duplicate": False}
-    mailrouter.deliver(userid, mail)           -> the same as call(userid, "deliver", mail)
+    mailrouter.deliver(userid, mail)           -> {"mailid": n, "duplicate": False}
+    mailrouter.call(userid, "deliver", mail)   -> the same
     mailrouter.call(userid, "list")            -> [summary, ...] newest first
     mailrouter.call(userid, "read", mailid)    -> the mail (marked read), or None
     mailrouter.call(userid, "delete", mailid)  -> True if it existed
+    mailrouter.claim(userid, generation, mailid)      -> {"code", "transfer_id", "attachments"}
+    mailrouter.take_transfers(userid, generation)     -> [{"id", "kind", "items"}]
+    mailrouter.confirm_transfers(userid, generation, ids) -> entries deleted
+
+The mail dict of a delivery (every other key is refused, so a caller never thinks a field
+it sends is honoured when it is not)::
+
+    {"title": str (1-128 chars),          # required
+     "body": str (<= 4096 chars),         # default ""
+     "from": userid | name,               # default 0: system / GM
+     "from_name": str,                    # shown to the player
+     "attachments": {"gold": 10, ...},    # at most 16 item names -> positive ints; a
+                                          # claim credits the resources (RESOURCES), other
+                                          # names are kept and shown, never credited
+     "key": str (<= 128 chars),           # idempotency key, see below
+     "expire_ms": int}                    # when it is dropped (ms since the epoch);
+                                          # default: now + mail.toml expire_days
 
 ``deliver`` saves the mailbox before it answers: an OK means the mail survives any crash
 of the mail node; when storage does not acknowledge the save the caller gets
 ``SaveFailed`` (the mail stays in memory and the periodic save retries it), and should
-retry with the same ``key`` (optional, makes a delivery idempotent: a retried delivery with
-the same key is not stored twice). Once saved, a new mail is pushed to the player's online
-instance through this node's rolecache (``gateway.mail_notify(userid, summary)`` on the
-player's role node).
+retry with the same ``key``: a delivery whose key the mailbox has seen (remembered
+``key_days`` of mail.toml, even after the mail was deleted) is not stored again and
+answers ``duplicate: True``. Once saved, a new mail is pushed to the player's online
+instance as a ``MailNotify`` (located through this node's rolecache, written by the role
+node's ``gateway.push``).
+
+Claims are transfers (:mod:`rltwist.nodes.common.transfer`, ledger ``mail``): ``claim``
+records the attachments of a mail in the mailbox's ledger (once), the player's instance
+takes them (``take_transfers``), credits and saves them, then confirms. Claim, take and
+confirm carry the instance's generation and are refused (``StaleGeneration``) once a newer
+instance owns the player (:class:`~rltwist.nodes.common.playerfence.PlayerFence`).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
+from twisted.logger import Logger
+
 from rltwist.cluster import handler
+from rltwist.crashpoint import crashpoint
+from rltwist.ecs import import_system
 from rltwist.ecs.entity import Entity
+from rltwist.nodes.common import reach, transfer
 from rltwist.nodes.common.dbproxy import install_dbproxy, region_db
-from rltwist.nodes.common.lru import Actor, LRUGroup, LRURouter, action, install_lru
+from rltwist.nodes.common.lru import (
+    Actor,
+    Fixer,
+    LRUGroup,
+    LRURouter,
+    action,
+    install_lru,
+)
 from rltwist.nodes.common.node import Node
+from rltwist.nodes.common.playerfence import PlayerFence
 from rltwist.nodes.common.rolecache import RoleCache, install_rolecache
+from rltwist.nodes.role.agent import ROLEDB
+from rltwist.protocols import pb
+
+log = Logger()
 
 MAILBOX = "mailbox"
-MAX_MAILS = 200
-MAX_TITLE = 128
-MAX_BODY = 4096
-NOTIFY = ("gateway", "mail_notify")
+mail_system = import_system("rltwist.game.mailsystem", service="mailrouter")
 
 
-class BadMail(ValueError):
-    """A mail to deliver is malformed (fields, types or sizes)."""
+def tables() -> Mapping[str, Any] | None:
+    """This process's game tables, or None where none are loaded (unit tests)."""
+    from rltwist.nodes.common.sharedatad import sharedata
+
+    try:
+        return sharedata().snapshot
+    except RuntimeError:
+        return None
 
 
-def _check_mail(mail: Any) -> dict[str, Any]:
-    if not isinstance(mail, dict):
-        raise BadMail("a mail is a dict with title, body and optionally from, attachments, key")
-    title, body = mail.get("title", ""), mail.get("body", "")
-    if not isinstance(title, str) or not 0 < len(title) <= MAX_TITLE:
-        raise BadMail(f"title must be a string of 1-{MAX_TITLE} characters")
-    if not isinstance(body, str) or len(body) > MAX_BODY:
-        raise BadMail(f"body must be a string of at most {MAX_BODY} characters")
-    sender = mail.get("from", 0)
-    if isinstance(sender, bool) or not isinstance(sender, int | str):
-        raise BadMail("from must be a userid or a name")
-    attachments = mail.get("attachments") or {}
-    if not isinstance(attachments, dict) or not all(
-            isinstance(k, str) and type(v) is int and v > 0 for k, v in attachments.items()):
-        raise BadMail("attachments must map item names to positive integers")
-    key = mail.get("key")
-    if key is not None and not isinstance(key, str):
-        raise BadMail("key must be a string")
-    return {"from": sender, "title": title, "body": body, "attachments": attachments,
-            "key": key}
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
-def summary(mail: dict[str, Any]) -> dict[str, Any]:
-    return {"id": mail["id"], "from": mail["from"], "title": mail["title"],
-            "time_ms": mail["time_ms"], "read": mail["read"],
-            "attachments": bool(mail["attachments"])}
+def summary_message(s: Mapping[str, Any]) -> pb.MailSummary:
+    """A mailbox summary dict as the client sees it."""
+    sender = s["from"]
+    return pb.MailSummary(mail_id=s["id"], from_userid=sender if isinstance(sender, int) else 0,
+                          from_name=s.get("from_name") or (
+                              sender if isinstance(sender, str) else ""),
+                          title=s["title"], time_ms=s["time_ms"], expire_ms=s["expire_ms"],
+                          read=s["read"], has_attachments=s["attachments"],
+                          claimed=s["claimed"])
 
 
 class MailActor(Actor):
-    """A player's mailbox: component ``mail`` = {"next_id": n, "mails": [...]}."""
+    """A player's mailbox (entity id: the userid): the rules are the mail system's."""
 
     kind = "mailbox"
     collection = MAILBOX
 
-    def __init__(self, rolecache: RoleCache | None = None) -> None:
+    def __init__(self, rolecache: RoleCache | None = None,
+                 fence: PlayerFence | None = None) -> None:
         self.rolecache = rolecache
+        self.fence = fence
 
-    @staticmethod
-    def _box(entity: Entity) -> dict[str, Any]:
-        box = entity.component("mail")
-        box.setdefault("next_id", 1)
-        box.setdefault("mails", [])
-        return box
-
-    @staticmethod
-    def _mails(entity: Entity) -> Any:
-        """The stored mails, without creating a component (reads leave the entity clean)."""
-        return entity.components.get("mail", {}).get("mails", ())
+    async def _fence(self, userid: Any, generation: Any, what: str) -> None:
+        if self.fence is not None and isinstance(userid, int):
+            await self.fence.check(userid, generation, what)
 
     @action(save=True)
     def deliver(self, entity: Entity, mail: dict[str, Any]) -> dict[str, Any]:
-        """Store a mail (oldest read ones make room first); saved before the answer. The
-        router pushes it to the online player once it is saved."""
-        fields = _check_mail(mail)
-        box = self._box(entity)
-        mails: list[dict[str, Any]] = box["mails"]
-        if fields["key"] is not None:
-            for m in mails:
-                if m.get("key") == fields["key"]:
-                    return {"mailid": m["id"], "duplicate": True}
-        stored = {**fields, "id": box["next_id"], "time_ms": int(time.time() * 1000),
-                  "read": False}
-        box["next_id"] += 1
-        mails.append(stored)
-        while len(mails) > MAX_MAILS:
-            oldest_read = next((i for i, m in enumerate(mails) if m["read"]), 0)
-            del mails[oldest_read]
-        entity.mark_dirty()
-        return {"mailid": stored["id"], "duplicate": False}
+        """Store a mail; saved before the answer. The router pushes it to the online
+        player once it is saved."""
+        result: dict[str, Any] = mail_system.deliver(entity, mail, now_ms(), tables())
+        return result
 
     @action
     def summary(self, entity: Entity, mailid: int) -> dict[str, Any] | None:
         """The list entry of one mail, or None."""
-        for m in self._mails(entity):
-            if m["id"] == mailid:
-                return summary(m)
-        return None
-
-    def notify(self, userid: Any, mail_summary: dict[str, Any]) -> None:
-        """Push a new mail's summary to the player's online instance, if any."""
-        if self.rolecache is not None:
-            self.rolecache.forward(userid, NOTIFY[0], NOTIFY[1], [mail_summary])
-
-    @action
-    def list(self, entity: Entity) -> list[dict[str, Any]]:
-        return [summary(m) for m in reversed(self._mails(entity))]
+        m = mail_system.find(entity, mailid)
+        return None if m is None else dict(mail_system.summary(m, transfer.entries(entity)))
 
     @action
     def read(self, entity: Entity, mailid: int) -> dict[str, Any] | None:
-        for m in self._mails(entity):
-            if m["id"] == mailid:
-                if not m["read"]:
-                    m["read"] = True
-                    entity.mark_dirty()
-                return dict(m)
-        return None
+        """The mail, marked read; None if there is none."""
+        found: dict[str, Any] | None = mail_system.read(entity, mailid, now_ms(), tables())
+        return found
 
     @action
     def delete(self, entity: Entity, mailid: int) -> bool:
-        mails = self._mails(entity)
-        for i, m in enumerate(mails):
-            if m["id"] == mailid:
-                del mails[i]
-                entity.mark_dirty()
-                return True
-        return False
+        return bool(mail_system.delete(entity, mailid))
+
+    @action(save=True)
+    async def claim(self, entity: Entity, generation: int, mailid: int) -> dict[str, Any]:
+        """Record the claim of a mail's attachments for the instance *generation*
+        (fenced); saved before the answer."""
+        await self._fence(entity.id, generation, "mail_claim")
+        result: dict[str, Any] = mail_system.claim(entity, mailid, now_ms(), tables())
+        return result
+
+    @action(save=True)
+    async def take_transfers(self, entity: Entity, generation: int) -> list[dict[str, Any]]:
+        """Step 1 of handing claimed attachments to the instance *generation* (fenced);
+        the marks are saved before the answer."""
+        if not transfer.entries(entity):
+            return []
+        await self._fence(entity.id, generation, "mail_take")
+        return transfer.take(entity, entity.id, generation)
+
+    @action(save=True)
+    async def confirm_transfers(self, entity: Entity, generation: int,
+                                ids: list[str]) -> int:
+        """Step 3: the instance *generation* credited and saved *ids*: delete them."""
+        ids = transfer.check_ids(ids)
+        await self._fence(entity.id, generation, "mail_confirm")
+        if transfer.confirmable(entity, entity.id, generation, ids):
+            crashpoint("before_mail_confirm_clear")
+        return transfer.confirm(entity, entity.id, generation, ids)
+
+    # last: inside the class body after it, ``list`` would name this method
+    @action
+    def list(self, entity: Entity) -> list[dict[str, Any]]:
+        """Summaries, newest first (expired mails are dropped)."""
+        found: list[dict[str, Any]] = mail_system.listing(entity, now_ms(), tables())
+        return found
 
 
 class MailRouter(LRURouter):
@@ -164,11 +188,23 @@ class MailRouter(LRURouter):
     async def call(self, id: Any, method: str, *args: Any) -> Any:
         """Run business method *method* of mailbox *id* with *args*; return its result."""
         result = await self.group.call(id, method, *args)
-        if method == "deliver" and not result["duplicate"]:
-            found = await self.group.call(id, "summary", result["mailid"])
-            if found is not None:
-                self.actor.notify(id, found)
+        if method == "deliver":
+            crashpoint("after_mail_deliver_save")  # saved, the answer not sent
+            if not result["duplicate"]:
+                found = await self.group.call(id, "summary", result["mailid"])
+                if found is not None:
+                    self.notify(id, found)
         return result
+
+    def notify(self, userid: Any, summary: dict[str, Any]) -> bool:
+        """Push a new mail's summary to the player's online instance, if any (located by
+        this node's rolecache; written by the role node's ``gateway.push``)."""
+        cache = self.actor.rolecache
+        node = cache.where.get(userid) if cache is not None else None
+        if node is None:
+            return False
+        return reach.send_located(self.cluster, {userid: node},
+                                  pb.MailNotify(mail=summary_message(summary))) > 0
 
     @handler
     async def deliver(self, userid: Any, mail: dict[str, Any]) -> dict[str, Any]:
@@ -176,9 +212,53 @@ class MailRouter(LRURouter):
         result: dict[str, Any] = await self.call(userid, "deliver", mail)
         return result
 
+    @handler
+    async def claim(self, userid: int, generation: int, mailid: int) -> dict[str, Any]:
+        """Record the claim of mail *mailid* for the instance *generation* (fenced, saved
+        before the answer): ``{"code", "transfer_id", "attachments"}``."""
+        result: dict[str, Any] = await self.group.call(userid, "claim", generation, mailid)
+        if result["code"] == 0:
+            crashpoint("after_mail_claim_record")  # recorded and saved, not answered
+        return result
+
+    @handler
+    async def take_transfers(self, userid: int, generation: int) -> list[dict[str, Any]]:
+        """Claimed attachments for the instance *generation*, marked as taken and saved."""
+        handed: list[dict[str, Any]] = await self.group.call(userid, "take_transfers",
+                                                             generation)
+        if handed:
+            crashpoint("after_mail_take")  # marks saved, the answer not sent
+        return handed
+
+    @handler
+    async def confirm_transfers(self, userid: int, generation: int, ids: list[str]) -> int:
+        """The instance *generation* credited and saved *ids*; deleted before the answer."""
+        n: int = await self.group.call(userid, "confirm_transfers", generation, ids)
+        return n
+
+
+class ExpireOnLoad:
+    """The mailbox group's load hook: the data fixes of kind ``mailbox`` (if any), then the
+    expired mails are dropped (saved with the next save), so a mailbox never comes back
+    into memory with mails past their expiry."""
+
+    def __init__(self, inner: Fixer | None) -> None:
+        self.inner = inner
+
+    @property
+    def latest_version(self) -> int:
+        return self.inner.latest_version if self.inner is not None else 0
+
+    def apply_fixes(self, entity: Entity) -> Any:
+        result = self.inner.apply_fixes(entity) if self.inner is not None else None
+        mail_system.expire(entity, now_ms(), tables())
+        return result
+
 
 def build(node: Node) -> None:
     install_dbproxy(node)
-    rolecache = install_rolecache(node)
-    install_lru(node, MailActor(rolecache), router="mailrouter", worker="mail",
-                db=region_db(node.me.number or 0), router_cls=MailRouter)
+    fence = PlayerFence(node.database(ROLEDB), registry=node.registry)
+    rolecache = install_rolecache(node, RoleCache(on_generation=fence.observe))
+    group = install_lru(node, MailActor(rolecache, fence), router="mailrouter", worker="mail",
+                        db=region_db(node.me.number or 0), router_cls=MailRouter)
+    group.set_fixer(ExpireOnLoad(group.fixer))

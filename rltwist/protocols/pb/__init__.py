@@ -1,16 +1,17 @@
 """Generated from proto/*.proto by tools/gen_proto.py. DO NOT EDIT."""
 
-from . import activity_pb2, chat_pb2, errors_pb2, friend_pb2, guild_pb2, login_pb2, options_pb2, player_pb2
+from . import activity_pb2, chat_pb2, errors_pb2, friend_pb2, guild_pb2, login_pb2, mail_pb2, options_pb2, player_pb2
 from .activity_pb2 import Activity, ActivityEvent, ActivityList, ActivityNotify
 from .chat_pb2 import ChatChannel, ChatHistory, ChatMessage, ChatNotify, ChatSend
 from .errors_pb2 import ErrorCode
 from .friend_pb2 import FriendAccept, FriendBlock, FriendEvent, FriendInfo, FriendList, FriendNotify, FriendReject, FriendRemove, FriendRequest, FriendState, FriendUnblock
 from .guild_pb2 import GuildApplication, GuildApply, GuildApprove, GuildCreate, GuildDisband, GuildEvent, GuildInfo, GuildJoin, GuildKick, GuildLeave, GuildList, GuildMember, GuildNotify, GuildRejectApply, GuildRole, GuildSearch, GuildSetRole, GuildSummary, GuildTransferLeader
 from .login_pb2 import Auth, Heartbeat, KickNotify, KickReason, Login
+from .mail_pb2 import GiftSend, Mail, MailClaim, MailDelete, MailList, MailNotify, MailRead, MailSend, MailSummary
 from .player_pb2 import PlayerBasics, Rename
 
 #: Every generated module, for the message id registry.
-MODULES = (activity_pb2, chat_pb2, errors_pb2, friend_pb2, guild_pb2, login_pb2, options_pb2, player_pb2)
+MODULES = (activity_pb2, chat_pb2, errors_pb2, friend_pb2, guild_pb2, login_pb2, mail_pb2, options_pb2, player_pb2)
 
 __all__ = [
     "Activity",
@@ -35,6 +36,7 @@ __all__ = [
     "FriendRequest",
     "FriendState",
     "FriendUnblock",
+    "GiftSend",
     "GuildApplication",
     "GuildApply",
     "GuildApprove",
@@ -59,6 +61,14 @@ __all__ = [
     "KickReason",
     "Login",
     "MODULES",
+    "Mail",
+    "MailClaim",
+    "MailDelete",
+    "MailList",
+    "MailNotify",
+    "MailRead",
+    "MailSend",
+    "MailSummary",
     "PlayerBasics",
     "Rename",
 ]

@@ -25,6 +25,13 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CHAT_MUTED: _ClassVar[ErrorCode]
     CHAT_NOT_IN_GUILD: _ClassVar[ErrorCode]
     CHAT_BLOCKED: _ClassVar[ErrorCode]
+    MAIL_NOT_FOUND: _ClassVar[ErrorCode]
+    MAIL_TEXT_INVALID: _ClassVar[ErrorCode]
+    MAIL_NO_ATTACHMENTS: _ClassVar[ErrorCode]
+    MAIL_ALREADY_CLAIMED: _ClassVar[ErrorCode]
+    GIFT_INVALID: _ClassVar[ErrorCode]
+    GIFT_NOT_ENOUGH: _ClassVar[ErrorCode]
+    GIFT_DAILY_LIMIT: _ClassVar[ErrorCode]
     FRIEND_SELF: _ClassVar[ErrorCode]
     FRIEND_ALREADY: _ClassVar[ErrorCode]
     FRIEND_LIST_FULL: _ClassVar[ErrorCode]
@@ -67,6 +74,13 @@ CHAT_TEXT_INVALID: ErrorCode
 CHAT_MUTED: ErrorCode
 CHAT_NOT_IN_GUILD: ErrorCode
 CHAT_BLOCKED: ErrorCode
+MAIL_NOT_FOUND: ErrorCode
+MAIL_TEXT_INVALID: ErrorCode
+MAIL_NO_ATTACHMENTS: ErrorCode
+MAIL_ALREADY_CLAIMED: ErrorCode
+GIFT_INVALID: ErrorCode
+GIFT_NOT_ENOUGH: ErrorCode
+GIFT_DAILY_LIMIT: ErrorCode
 FRIEND_SELF: ErrorCode
 FRIEND_ALREADY: ErrorCode
 FRIEND_LIST_FULL: ErrorCode
