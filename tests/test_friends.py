@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from rltwist.cluster.errors import RemoteError
 from rltwist.launcher import find_root
 from rltwist.nodes.common import reach
 from rltwist.protocols import pb
@@ -180,6 +181,29 @@ class Friends(FriendCase):
         await reach.push(self.probe.cluster, [a.userid], pb.KickNotify(reason="after"))
         await self.wait_push(a, pb.KickNotify, lambda m: m.reason == "after")
         self.assertEqual([m for m in a.pushes if isinstance(m, pb.KickNotify)], [])
+
+
+class StaleInstance(FriendCase):
+    async def test_a_stale_instance_changes_no_friend_list(self) -> None:
+        """One owner: friend changes carry the instance's generation and rolecity refuses
+        those of an instance a newer login replaced."""
+        a, b = await self.players_apart(1, 2)
+        old = (await self.probe.cluster.call(a.role, "gateway", "player_info", a.userid,
+                                             timeout=5))["generation"]
+        await self.relogin(a)
+        new = (await self.probe.cluster.call(a.role, "gateway", "player_info", a.userid,
+                                             timeout=5))["generation"]
+        self.assertGreater(new, old)
+        with self.assertRaises(RemoteError) as stale:
+            await self.probe.cluster.call("rolecity1", "friends", "fenced", a.userid, old,
+                                          "block", [b.userid], timeout=10)
+        self.assertEqual(stale.exception.kind, "StaleGeneration")
+        r = await self.request_ok(a, pb.FriendList())
+        self.assertEqual(list(r.blocked), [])
+        await self.probe.cluster.call("rolecity1", "friends", "fenced", a.userid, new,
+                                      "block", [b.userid], timeout=10)
+        r = await self.request_ok(a, pb.FriendList())
+        self.assertEqual(list(r.blocked), [b.userid])
 
 
 class FriendsAcrossARolecityCrash(FriendCase):

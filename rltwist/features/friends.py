@@ -44,6 +44,7 @@ from rltwist.nodes.common.dbproxy import region_db
 from rltwist.nodes.common.keylock import KeyedLock
 from rltwist.nodes.common.lru import LRURouter
 from rltwist.nodes.common.names import NoSuchRegion, userid_by_name
+from rltwist.nodes.common.playerfence import PlayerFence
 from rltwist.nodes.common.sharedatad import sharedata
 from rltwist.nodes.role.agent import PLAYERS, ROLEDB
 from rltwist.nodes.role.requests import after_auth, request
@@ -68,6 +69,8 @@ RETRY_INTERVAL = 2.0
 """Seconds between retry rounds of undelivered outboxes."""
 DELIVER_TIMEOUT = 3.0
 CALL_TIMEOUT = 10.0
+#: a player's own changes: sent through ``friends.fenced`` with the instance's generation
+FENCED_OPS = frozenset({"request", "accept", "reject", "remove", "block", "unblock"})
 INFO_TIMEOUT = 3.0
 
 EV = pb.FriendEvent
@@ -145,6 +148,8 @@ class FriendService(Service):
         self.flushing: set[int] = set()
         self.retry_rounds = 0
         self.loop: task.LoopingCall | None = None
+        #: rolecity's fence: refuses changes of a stale instance (``fenced``)
+        self.fence: PlayerFence | None = None
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -269,6 +274,18 @@ class FriendService(Service):
         self.loop = None
 
     # -- a player's operations (from the player's role node) ----------------------------
+
+    @handler
+    async def fenced(self, userid: int, generation: int, method: str,
+                     args: list[Any]) -> Any:
+        """A change by the player's online instance *generation*: run friends *method*
+        (request, accept, reject, remove, block, unblock) with *args* unless a newer
+        instance owns the player (StaleGeneration): a stale instance changes nothing."""
+        if method not in FENCED_OPS:
+            raise ValueError(f"friends.{method} is not a player's change")
+        if self.fence is not None:
+            await self.fence.check(userid, generation, f"friends_{method}")
+        return await getattr(self, method)(userid, *args)
 
     @handler
     async def exists(self, userid: int) -> bool:
@@ -435,6 +452,7 @@ def install_rolecity(node: Node) -> FriendService:
     group.add_action("friends", friends_action, creates=True, save=True)
     group.add_action("friends_seen", friends_seen)
     svc = FriendService(node, group)
+    svc.fence = getattr(router, "fence", None)
     node.cluster.register(svc)
     cache = node.cluster.services.get("rolecache")
     if cache is not None and hasattr(cache, "on_clear"):
@@ -455,6 +473,10 @@ def install(node: Node) -> None:
 
 async def _rolecity(gw: Gateway, player: Player, method: str, *args: Any) -> Any:
     node = gw.cluster.rolecity_node(player.userid)
+    if method in FENCED_OPS:  # a change: fenced by this instance's generation
+        return await gw.cluster.call(node, "friends", "fenced", player.userid,
+                                     player.generation, method, list(args),
+                                     timeout=CALL_TIMEOUT)
     return await gw.cluster.call(node, "friends", method, player.userid, *args,
                                  timeout=CALL_TIMEOUT)
 
@@ -465,7 +487,8 @@ def _ec(code: Any) -> pb.ErrorCode:
 
 
 def _failed(e: Exception, player: Player, what: str) -> pb.ErrorCode:
-    if isinstance(e, RemoteError) and e.kind not in ("SaveFailed", "LoadFailed"):
+    if isinstance(e, RemoteError) and e.kind not in ("SaveFailed", "LoadFailed",
+                                                     "StaleGeneration"):
         log.error("friends: {what} of {userid} failed: {e}", what=what,
                   userid=player.userid, e=e)
         return E.INTERNAL
