@@ -189,6 +189,32 @@ class GuildFlows(SocialCase):
 CRASH = {"RLTWIST_TEST_FLAGS": "crashpoints"}
 
 
+class GuildStaleInstance(SocialCase):
+    async def test_a_stale_instance_changes_no_guild(self) -> None:
+        """One owner: membership changes carry the instance's generation; the guild node
+        refuses those of an instance a newer login replaced."""
+        a, b = await self.players_apart(1, 2)
+        g = (await self.request_ok(a, pb.GuildCreate(name="Fenced", open=True))).guild_id
+
+        async def generation() -> int:
+            info = await self.probe.cluster.call(b.role, "gateway", "player_info", b.userid,
+                                                 timeout=5)
+            return int(info["generation"])
+
+        old = await generation()
+        await self.relogin(b)
+        new = await generation()
+        with self.assertRaises(RemoteError) as stale:
+            await self.probe.cluster.call("guild1", "guildrouter", "fenced_op", g, "join",
+                                          b.userid, old, "", timeout=10)
+        self.assertEqual(stale.exception.kind, "StaleGeneration")
+        info = await self.request_ok(a, pb.GuildInfo())
+        self.assertEqual([m.user_id for m in info.members], [a.userid])
+        self.assertEqual(await self.probe.cluster.call(
+            "guild1", "guildrouter", "fenced_op", g, "join", b.userid, new, "",
+            timeout=10), pb.ErrorCode.OK)
+
+
 class GuildCrashes(SocialCase):
     """A role node dies after the create's cost is saved; the guild node dies after a join
     is saved in the guild but before the player's rolecity has it. Nothing is lost or done

@@ -62,7 +62,8 @@ def _code_of(e: ClusterError) -> int:
     # a remote bug is INTERNAL, a node that is down NOT_AVAILABLE (nothing ran), a call
     # without an answer RETRY_LATER (it may have run: retrying tells)
     if isinstance(e, RemoteError):
-        return int(E.INTERNAL)
+        # a replaced (stale) instance is being logged out: it may retry as the new one
+        return int(E.RETRY_LATER if e.kind == "StaleGeneration" else E.INTERNAL)
     if isinstance(e, UnknownNode | NodeUnreachable) and not isinstance(e, LinkLost):
         return int(E.NOT_AVAILABLE)
     return int(E.RETRY_LATER)
@@ -148,8 +149,9 @@ async def _op(gw: Gateway, player: Player, guildid: int, op: str, *args: Any) ->
     if not guildid:
         return int(E.GUILD_NOT_IN_GUILD if op not in ("join", "apply") else E.GUILD_NOT_FOUND)
     try:
-        code = int(await _call_guild(gw, guildid, "op", guildid, op, player.userid,
-                                     player.entity.get("name", ""), *args))
+        code = int(await _call_guild(gw, guildid, "fenced_op", guildid, op, player.userid,
+                                     player.generation, player.entity.get("name", ""),
+                                     *args))
     except ClusterError as e:
         log.warn("guild {op} of {userid} on {guildid}: {e}", op=op, userid=player.userid,
                  guildid=guildid, e=e)

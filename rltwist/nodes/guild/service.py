@@ -52,7 +52,9 @@ from rltwist.nodes.common.lru import (
     install_lru,
 )
 from rltwist.nodes.common.node import Node
+from rltwist.nodes.common.playerfence import PlayerFence
 from rltwist.nodes.guild.actor import GUILDS, GuildActor
+from rltwist.nodes.role.agent import ROLEDB
 from rltwist.nodes.rolecity.service import NameIndex
 from rltwist.protocols import pb
 from rltwist.storage import DuplicateKey, StorageError
@@ -89,6 +91,8 @@ class GuildRouter(LRURouter):
         self.sid = sid
         self.names = NameIndex(group.backend, GUILD_NAMES)
         self._indexed = False
+        #: refuses membership changes of a stale player instance (``fenced_op``)
+        self.fence: PlayerFence | None = None
 
     # -- create ------------------------------------------------------------------------
 
@@ -175,6 +179,16 @@ class GuildRouter(LRURouter):
         return guildid
 
     # -- membership --------------------------------------------------------------------
+
+    @handler
+    async def fenced_op(self, guildid: int, op: str, userid: int, generation: int,
+                        name: str, *args: Any) -> int:
+        """``op`` for the acting player's online instance *generation*: refused
+        (StaleGeneration) when a newer instance owns the player, so a replaced instance
+        changes no guild."""
+        if self.fence is not None:
+            await self.fence.check(userid, generation, f"guild_{op}")
+        return await self.op(guildid, op, userid, name, *args)
 
     @handler
     async def op(self, guildid: int, op: str, userid: int, name: str, *args: Any) -> int:
@@ -387,5 +401,6 @@ def build(node: Node) -> None:
     node.cluster.register(GuildChat(group))
     router = group.router
     assert isinstance(router, GuildRouter)
+    router.fence = PlayerFence(node.database(ROLEDB), registry=node.registry)
     OutboxRetry(router, node.reactor).setServiceParent(node)
 
