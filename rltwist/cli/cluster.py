@@ -575,7 +575,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="base config: settings and the ports of the nodes it lists "
                         f"(default {DEFAULT_CONFIG}, or the one shipped with rltwist when "
                         "there is none)")
-        sp.add_argument("--regions", type=int, default=1, help="regions (default 1)")
+        regions = 2 if sp is demo else 1  # the demo's social requests cross regions
+        sp.add_argument("--regions", type=int, default=regions,
+                        help=f"regions (default {regions})")
         sp.add_argument("--roles", type=int, default=2, help="role nodes (default 2)")
         sp.add_argument("--logins", type=int, default=1, help="login nodes (default 1)")
     demo.add_argument("--bots", type=int, default=200, help="simulated clients (default 200)")
