@@ -62,7 +62,8 @@ class Action:
     ok_codes: frozenset[int] = frozenset({pb.ErrorCode.OK})
     #: a second request built from the first one's answer (a lookup, then the action):
     #: both are timed under the action's name; the first must answer OK, the second one
-    #: of ``ok_codes``; None from it fails the bot ("nothing to do")
+    #: of ``ok_codes``; None from it ends the step after the lookup (nothing to act on
+    #: yet; counted in the report's ``nothing to act on`` line)
     then: Callable[[BotIdentity, Message], Message | None] | None = None
 
 

@@ -86,6 +86,8 @@ class BotReport:
     #: True once every bot has finished (released, failed, kicked or cancelled).
     finished: bool
     interrupted: bool = False
+    #: action -> bots whose lookup offered nothing to act on (the step ended there)
+    nothing_to_do: Mapping[str, int] = attrs.field(factory=dict)
 
     @property
     def logins_per_s(self) -> float:
@@ -113,7 +115,7 @@ class BotReport:
             "kicks": dict(self.kicks),
             "expect_kicks": self.expect_kicks, "openid_prefix": self.openid_prefix,
             "finished": self.finished, "interrupted": self.interrupted,
-            "success": self.success,
+            "success": self.success, "nothing_to_do": dict(self.nothing_to_do),
         }
 
     def format_table(self) -> str:
@@ -135,6 +137,9 @@ class BotReport:
             for step, s in self.latency.items():
                 lines.append(f"{step:<18}{s.count:>8}{s.p50 * 1e3:>10.2f}{s.p95 * 1e3:>10.2f}"
                              f"{s.p99 * 1e3:>10.2f}{s.max * 1e3:>10.2f}")
+        if self.nothing_to_do:
+            lines.append("nothing to act on after the lookup (step ended there): " + ", ".join(
+                f"{step} {n}" for step, n in sorted(self.nothing_to_do.items())))
         if self.failures:
             lines.append("")
             lines.append("failures by reason:")
@@ -171,6 +176,7 @@ class Recorder:
         self._samples: dict[str, array[float]] = {}
         self._failures: dict[str, list[Any]] = {}  # reason -> [count, examples]
         self.kicks: dict[str, int] = {}
+        self.nothing_to_do: dict[str, int] = {}
 
     def sample(self, step: str, seconds: float) -> None:
         samples = self._samples.get(step)
@@ -206,5 +212,5 @@ class Recorder:
             failures={r: FailureGroup(e[0], tuple(e[1])) for r, e in self._failures.items()},
             kicks=dict(self.kicks), expect_kicks=self.expect_kicks,
             openid_prefix=self.openid_prefix, finished=self.finished >= self.count,
-            interrupted=self.interrupted,
+            interrupted=self.interrupted, nothing_to_do=dict(self.nothing_to_do),
         )

@@ -380,9 +380,10 @@ class BotSwarm:
                 first = await self._call(bot, gateway, act.build(identity), step)
                 follow = act.then(identity, first)
                 if follow is None:
-                    raise BotFailed(step, "nothing to do",
-                                    f"{bot.openid}: {step}: {type(first).__qualname__} "
-                                    "offered nothing to act on")
+                    # nothing to act on yet (bots run concurrently: no other bot's guild
+                    # in that region so far): the lookup was answered, the step is done
+                    rec.nothing_to_do[step] = rec.nothing_to_do.get(step, 0) + 1
+                    continue
                 await self._call(bot, gateway, follow, step, act.ok_codes)
             hold = o.hold != 0 and not self._releasing and not bot.ended.called
             if hold:
