@@ -44,6 +44,7 @@ from rltwist.nodes.common.transfer import BadTransfer, Receiver
 from rltwist.nodes.master.gm import GMApi, HTTPError, _cluster_error, _parse_userid
 from rltwist.nodes.role.agent import ONLINE, PLAYERS, ROLEDB
 from rltwist.nodes.role.requests import after_auth, request
+from rltwist.nodes.role.transfers import pull_from
 from rltwist.protocols import pb
 from rltwist.storage import StorageError
 
@@ -241,30 +242,10 @@ async def take_claims(gw: Gateway, player: Player) -> Any:
     """Pull the player's claimed attachments from its mail node into the entity: the
     :class:`~rltwist.nodes.common.transfer.Pulled` result, or None when the mail node
     could not be reached (they stay there for the next pull)."""
-    userid, gen = player.userid, player.generation
-    node = gw.cluster.mail_node(userid)
-    if node not in gw.cluster.addresses or not gw.writes_allowed():
-        return None
-    entity = player.entity
-
-    async def take() -> list[dict[str, Any]]:
-        handed: list[dict[str, Any]] = await gw.cluster.call(
-            node, MAILROUTER, "take_transfers", userid, gen, timeout=CALL_TIMEOUT)
-        return handed
-
-    async def save() -> bool:
-        return (await gw.saver.save([(entity, gen)])).ok
-
-    async def confirm(ids: list[str]) -> int:
-        n: int = await gw.cluster.call(node, MAILROUTER, "confirm_transfers", userid, gen,
-                                       ids, timeout=CALL_TIMEOUT)
-        return n
-
-    try:
-        pulled = await receiver.pull(entity, take=take, save=save, confirm=confirm)
-    except (ClusterError, BadTransfer) as e:
-        log.warn("mail claims of {userid}: {e}; they stay at {node} for the next pull",
-                 userid=userid, e=e, node=node)
+    userid = player.userid
+    pulled = await pull_from(gw, player, receiver, gw.cluster.mail_node(userid),
+                             MAILROUTER, "mail claims")
+    if pulled is None:
         return None
     for entry in pulled.applied:
         log.info("{userid}: credited mail attachments {id} {items}", userid=userid,

@@ -20,7 +20,7 @@ from rltwist.cluster import ClusterError
 from rltwist.ecs import import_system
 from rltwist.ecs.entity import Entity
 from rltwist.game.errcode import ErrCode
-from rltwist.nodes.common.transfer import BadTransfer, Receiver
+from rltwist.nodes.common.transfer import BadTransfer, Pulled, Receiver
 
 if TYPE_CHECKING:
     from rltwist.nodes.role.agent import Player
@@ -61,33 +61,46 @@ def _apply(entity: Entity, entry: dict[str, Any]) -> None:
 receiver = Receiver(LEDGER, _apply, step="grant")
 
 
-async def take_transfers(gw: Gateway, player: Player) -> list[str]:
-    """Pull the player's pending transfers from its rolecity into the entity; the ids
-    applied now. Failures leave them pending there (taken at the next Auth or grant)."""
+async def pull_from(gw: Gateway, player: Player, receiver: Receiver, node: str,
+                    service: str, what: str) -> Pulled | None:
+    """Pull the player's transfers that *service* on *node* recorded (its
+    ``take_transfers``/``confirm_transfers``, fenced by the instance's generation) into
+    the entity through *receiver*: the :class:`Pulled` result, or None when the node is
+    unknown, this node may not write, or the pull failed (they stay there for the next
+    pull)."""
     userid, gen = player.userid, player.generation
-    rolecity = gw.cluster.rolecity_node(userid)
-    if rolecity not in gw.cluster.addresses or not gw.writes_allowed():
-        return []
+    if node not in gw.cluster.addresses or not gw.writes_allowed():
+        return None
     entity = player.entity
 
     async def take() -> list[dict[str, Any]]:
         entries: list[dict[str, Any]] = await gw.cluster.call(
-            rolecity, "rolerouter", "take_transfers", userid, gen, timeout=CALL_TIMEOUT)
+            node, service, "take_transfers", userid, gen, timeout=CALL_TIMEOUT)
         return entries
 
     async def save() -> bool:
         return (await gw.saver.save([(entity, gen)])).ok
 
     async def confirm(ids: list[str]) -> int:
-        n: int = await gw.cluster.call(rolecity, "rolerouter", "confirm_transfers", userid,
-                                       gen, ids, timeout=CALL_TIMEOUT)
+        n: int = await gw.cluster.call(node, service, "confirm_transfers", userid, gen,
+                                       ids, timeout=CALL_TIMEOUT)
         return n
 
     try:
-        pulled = await receiver.pull(entity, take=take, save=save, confirm=confirm)
+        return await receiver.pull(entity, take=take, save=save, confirm=confirm)
     except (ClusterError, BadTransfer) as e:
-        log.warn("transfers of {userid}: {e}; they stay at {node} for the next pull",
-                 userid=userid, e=e, node=rolecity)
+        log.warn("{what} of {userid}: {e}; they stay at {node} for the next pull",
+                 what=what, userid=userid, e=e, node=node)
+        return None
+
+
+async def take_transfers(gw: Gateway, player: Player) -> list[str]:
+    """Pull the player's pending transfers from its rolecity into the entity; the ids
+    applied now. Failures leave them pending there (taken at the next Auth or grant)."""
+    userid = player.userid
+    pulled = await pull_from(gw, player, receiver, gw.cluster.rolecity_node(userid),
+                             "rolerouter", "transfers")
+    if pulled is None:
         return []
     for entry in pulled.applied:
         log.info("{userid}: took {kind} {id} {items}", userid=userid, kind=entry["kind"],
