@@ -75,7 +75,7 @@ class ConfigError(Exception):
 
 
 def parse_node_name(name: str) -> tuple[str, int | None]:
-    """Split ``map12`` into ``("map", 12)``; raise ValueError for names outside DESIGN.md."""
+    """Split ``map12`` into ``("map", 12)``; raise ValueError for an unknown node name."""
     m = _NAME_RE.match(name)
     if not m or m.group(1) not in START_ORDER:
         raise ValueError(f"unknown node name {name!r}")

@@ -1,4 +1,4 @@
-"""Byte framing of the client protocol (DESIGN.md "Client protocol").
+"""Byte framing of the client protocol (docs/protocol.md).
 
 Upstream (client -> server): ``u16 len | u16 proto | u32 session | body``.
 Downstream (server -> client): ``u32 len | u16 proto | u32 session | body``.

@@ -1,5 +1,5 @@
 """The Redis layer: a private redis-server for tests and local runs, a prefixed client,
-and the login/online state of DESIGN.md (Login, Lifecycle, Faults)."""
+and the login/online state of docs/architecture.md (Login, Lifecycle, Faults)."""
 
 from rltwist.redis.client import RedisClient, RedisURL, Script
 from rltwist.redis.errors import (

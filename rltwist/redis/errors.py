@@ -10,7 +10,7 @@ class RedisError(Exception):
 class RedisUnavailable(RedisError):
     """Redis cannot be reached: not connected, connection lost, or the client is closed.
 
-    Login refuses players on this error (DESIGN.md, Faults: Redis restart).
+    Login refuses players on this error (docs/architecture.md, Faults: Redis restart).
     """
 
 

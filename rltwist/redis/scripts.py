@@ -2,7 +2,7 @@
 
 Scripts marked ``wants_prefix`` receive the key prefix as ARGV[1] and build per-user and
 per-node key names from the constants of ``rltwist.redis.keys``. That needs a single
-(non-cluster) Redis, which is what DESIGN.md uses.
+(non-cluster) Redis, which is what docs/architecture.md uses.
 
 A player's state is one hash (``keys.user``): ``state``, ``node``, ``host``, ``port``, and
 
@@ -86,7 +86,7 @@ return 0
 """,
 )
 
-# The login flow in two round trips (DESIGN.md "Login" steps 4 and 7), three for an
+# The login flow in two round trips (docs/architecture.md "Login" steps 4 and 7), three for an
 # existing account (its state is read in between):
 # KEYS: is_available, lock; ARGV: token, ttl_ms -> 1 locked for us, 0 Redis not available
 # (after a restart), -1 another login of this openid holds the lock.

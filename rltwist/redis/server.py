@@ -135,7 +135,7 @@ class RedisServer:
     ``port=None`` picks a free port (and picks again if another process grabs it first);
     ``restart()`` keeps the port. ``directory=None`` uses a temporary directory, removed
     by ``stop()``. ``persistent=False`` (the default) disables RDB snapshots and the AOF,
-    so a restart loses everything, as in the Redis-restart fault of DESIGN.md.
+    so a restart loses everything, as in the Redis-restart fault of docs/architecture.md.
     """
 
     def __init__(

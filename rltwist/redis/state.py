@@ -1,4 +1,4 @@
-"""The login/online state of DESIGN.md kept in Redis, behind one small class.
+"""The login/online state of docs/architecture.md kept in Redis, behind one small class.
 
 loginhandler takes the per-openid login lock (``login_begin``), reads an existing
 player's state (``get_user``), kicks a GAME_STEP_FINISH instance, then ``login_assign``:

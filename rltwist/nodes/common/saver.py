@@ -1,4 +1,4 @@
-"""Saver: the periodic, batched save of dirty entities (DESIGN.md "Data", seed §15).
+"""Saver: the periodic, batched save of dirty entities (docs/architecture.md "Data", seed §15).
 
 Any service that owns entities hands a Saver a *provider*, a callable returning the
 ``(entity, generation)`` pairs it holds right now. Every ``interval`` seconds (config

@@ -1,4 +1,4 @@
-"""loginhandler: one login, start to end (seed §8 steps 4-8, DESIGN.md "Login").
+"""loginhandler: one login, start to end (seed §8 steps 4-8, docs/architecture.md "Login").
 
 verify token with the SDK (only a JSON ``true`` is OK; the body is bounded) -> Redis
 available? and the per-openid lock (one script) -> logiccenter.account gives the userid ->
