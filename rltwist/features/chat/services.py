@@ -40,7 +40,6 @@ from rltwist.nodes.common.lru import Actor, LRUGroup, LRURouter, action
 from rltwist.nodes.common.sharedatad import sharedata
 from rltwist.nodes.role.agent import PLAYERS, ROLEDB
 from rltwist.protocols import REGISTRY, pb
-from rltwist.storage import Key
 
 if TYPE_CHECKING:
     from rltwist.nodes.common.node import Node
@@ -82,9 +81,6 @@ class ChannelActor(Actor):
     kind = "chatchannel"
     collection = "chat_channels"
 
-    def new_entity(self, id: Key) -> Entity:
-        return Entity(id)
-
     @action
     def post(self, entity: Entity, message: dict[str, Any], limit: int) -> int:
         messages = entity.component(COMPONENT).setdefault("messages", [])
@@ -122,9 +118,6 @@ class PrivateActor(Actor):
 
     kind = "privatechat"
     collection = "chat_private"
-
-    def new_entity(self, id: Key) -> Entity:
-        return Entity(id)
 
     @action
     def keep(self, entity: Entity, peer: int, message: dict[str, Any], limit: int,
