@@ -22,6 +22,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from rltwist.cluster import ClusterError, Service, handler
+from rltwist.nodes.common.reach import role_nodes
 
 log = Logger()
 
@@ -158,8 +159,6 @@ class RoleCache(Service):
     async def refill(self, node: Any) -> int:
         """After this node (re)started: ask every role node which of its online players
         this rolecache covers, and record them (fenced like any set). How many."""
-        from rltwist.nodes.common.reach import role_nodes
-
         cluster = self.cluster
 
         async def ask(role: str) -> int:
