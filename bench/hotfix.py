@@ -58,7 +58,7 @@ DRIVER = "login1"
 TARGET_ALL_MS = 1000.0
 ACTOR = "rltwist.nodes.guild.actor"
 # The line of GuildActor.info the actor swaps extend with a version marker.
-ACTOR_INFO_END = '"members": sorted(int(u) for u in members)}'
+ACTOR_INFO_END = "return guilds.info(entity)"
 
 
 def module_source(version: str) -> str:
@@ -83,7 +83,8 @@ def slave_names(count: int) -> list[str]:
 
 def actor_source(pristine: str, marker: str) -> str:
     """The guild actor with ``info`` also answering ``"bench": marker``."""
-    return pristine.replace(ACTOR_INFO_END, ACTOR_INFO_END[:-1] + f', "bench": {marker!r}}}')
+    return pristine.replace(ACTOR_INFO_END,
+                            f"return {{**guilds.info(entity), 'bench': {marker!r}}}")
 
 
 class Load:
