@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from rltwist.cluster import ClusterError, Service, handler
@@ -121,6 +121,14 @@ class MapViewPush(Service):
         userid = player.userid
         node = self.cluster.map_node(player.mapid)
         async with self.locks(userid):
+            # the pushes that came after the previous answer are written on the turn
+            # after it (_release): wait for that, so they go before this answer too
+            for _ in range(10):
+                if userid not in self.holding:
+                    break
+                await task.deferLater(self.gw.node.reactor, 0)
+            else:
+                self._release(player, self.holding[userid])
             held: Held = []
             self.holding[userid] = held
             release = True
@@ -149,8 +157,9 @@ class MapViewPush(Service):
                     self._write(player, [b for _, _, b in held])
 
     def _release(self, player: Player, held: Held) -> None:
-        if self.holding.get(player.userid) is held:
-            del self.holding[player.userid]
+        if self.holding.get(player.userid) is not held:
+            return  # written already
+        del self.holding[player.userid]
         self._write(player, [b for _, _, b in held])
 
     def _write(self, player: Player, bodies: list[bytes]) -> None:
