@@ -54,7 +54,7 @@ aoi = import_system("rltwist.game.aoisystem", service="aoiscene")
 
 #: seconds a batch collects changes after its first one (change-to-client latency adds
 #: up to this much; fewer, larger cluster messages)
-FLUSH_INTERVAL = 0.05
+FLUSH_INTERVAL = 0.025
 #: touches (entity or line changes x watchers) that flush a batch at once
 FLUSH_TOUCHES = 5000
 MAP_NOTIFY = REGISTRY.push_ids[pb.MapNotify]
@@ -485,5 +485,6 @@ class WorldDebug(Service):
         return True
 
     @handler
-    def churning_now(self) -> bool:
-        return self.churning is not None
+    def churn_state(self) -> dict[str, Any]:
+        """``{"running", "changes"}``: whether a churn runs, changes made so far."""
+        return {"running": self.churning is not None, "changes": self.changes}
