@@ -2,7 +2,8 @@
 online on two role nodes watch overlapping views of map1 and see each other's part of the
 world change — entities appearing, changing, moving out of one view, march lines starting
 and ending — through batched MapNotify pushes; a player of region 2 watching map2 sees
-none of it; a relogin re-watches and gets the snapshot; a logout ends the watch.
+none of it; a relogin re-watches and gets the snapshot; after a kill -9 and restart of the map
+node the clients get their whole views again; a logout ends the watch.
 
 The world and march features are not on main yet, so the changes are made through the
 map node's test-only ``worlddebug`` service (test flag ``worlddebug``): the viewport
@@ -26,6 +27,18 @@ def line(fx: int, fy: int, tx: int, ty: int) -> dict[str, Any]:
             "arrive_ms": 60_000, "speed": 1.0, "troops": 50}
 
 
+class Seen(ClientView):
+    """A ClientView that counts the resets it applied."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resets = 0
+
+    def notify(self, note: Any) -> None:
+        self.resets += bool(note.reset)
+        super().notify(note)
+
+
 class Viewport(SocialCase):
     node_env = {"map1": DEBUG, "map2": DEBUG}
 
@@ -46,7 +59,7 @@ class Viewport(SocialCase):
     async def test_two_role_nodes_watch_overlapping_views_of_one_map(self) -> None:
         a, b = await self.players_apart(1, 1)
         c = await self.player(2)
-        va, vb, vc = ClientView(), ClientView(), ClientView()
+        va, vb, vc = Seen(), Seen(), Seen()
         # a: blocks 0, 1, 32, 33; b: blocks 1, 2, 33, 34 (shared: 1 and 33)
         ra = await self.request_ok(a, pb.MapView(x=0, y=0, width=30, height=20))
         rb = await self.request_ok(b, pb.MapView(x=16, y=0, width=30, height=20))
@@ -100,7 +113,7 @@ class Viewport(SocialCase):
         old_generation = (await self.probe.cluster.call("map1", "aoiscene", "watching",
                                                         b.userid))["generation"]
         await self.relogin(b)
-        vb = ClientView()
+        vb = Seen()
         vb.view(await self.request_ok(b, pb.MapView(x=16, y=0, width=30, height=20)))
         self.assertIn(city, vb.entities)
         w = await self.probe.cluster.call("map1", "aoiscene", "watching", b.userid)
@@ -109,6 +122,19 @@ class Viewport(SocialCase):
         await self.debug("update", city, {"level": 8})
         await self.notes_until(b, vb, lambda v: v.entities[city].level == 8,
                                "the relogged-in player sees changes")
+
+        # kill -9 of the map node: once restarted it asks the role nodes to renew their
+        # players' views, and each client gets its whole view again (reset)
+        self.assertLess(await self.lc.nodes["map1"].kill(), 0)
+        await self.lc.start("map1")
+        for cl, v in ((a, va), (b, vb)):
+            await self.notes_until(cl, v, lambda v: v.resets > 0, "the renewed view")
+            # the world helper's persistence is not on main: the restarted map is empty
+            self.assertEqual((v.entities, v.marches), ({}, {}))
+        again = await self.debug("add", {"kind": "monster", "x": 20, "y": 6, "level": 3})
+        for cl, v in ((a, va), (b, vb)):
+            await self.notes_until(cl, v, lambda v: again in v.entities,
+                                   "changes after the map's restart")
 
         # MapViewClear and logout end the watches
         await self.request_ok(b, pb.MapViewClear())

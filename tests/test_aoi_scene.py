@@ -249,3 +249,46 @@ class Watchers(unittest.TestCase):
         net.broadcast.flush()     # logged, not raised; nothing counted as sent
         self.assertEqual(net.broadcast.stats()["batches"], 0)
         self.assertEqual(net.broadcast.dirty, set())
+
+
+class Renew(unittest.TestCase):
+    def test_a_restarted_map_gets_the_views_back_and_clients_the_whole_view(self) -> None:
+        state = WorldState(1, 512, 512, 16)
+        net = Net(state, roles=("role1",))
+        gw, push = net.roles["role1"]
+        p, events = net.player("role1", 5, generation=3)
+        gone, gone_events = net.player("role1", 6, generation=3)
+        client = ClientView()
+        kept = entity(state, "city", 20, 5, owner=5, name="x")
+        lost = entity(state, "monster", 3, 3)
+        line = march(state, 2, 2, 40, 2)
+        view(gw, p, 0, 0, 30, 20, events)
+        view(gw, gone, 0, 0, 30, 20, gone_events)
+        net.settle()
+        apply(events, client)
+        self.assertEqual(set(client.entities), {int(kept.id), int(lost.id)})
+        del gw.players[6]                       # logged out meanwhile
+        # the map restarts: it knows no watchers, and its world changed meanwhile
+        net.scene.drop_node("role1")
+        state.remove(int(lost.id))
+        state.remove_march(int(line.id))
+        new = entity(state, "monster", 25, 6)
+        events.clear()
+        self.assertEqual(push.rewatch(MAP), 1)
+        net.settle()
+        self.assertEqual([k for k, _ in events], ["notify"])
+        self.assertTrue(events[0][1].reset)
+        apply(events, client)
+        self.assertEqual(client.ids(), visible_now(state, net.scene.watchers[5].blocks))
+        self.assertEqual(set(client.entities), {int(kept.id), int(new.id)})
+        self.assertEqual(client.marches, {})
+        self.assertNotIn(6, push.views)
+        # a renewal without a restart (a duplicate announcement) still sends it whole
+        push.rewatch(MAP)
+        net.settle()
+        apply(events, client)
+        self.assertEqual(client.ids(), visible_now(state, net.scene.watchers[5].blocks))
+        # after MapViewClear there is nothing to renew
+        clear(gw, p, events)
+        net.settle()
+        self.assertEqual(push.rewatch(MAP), 0)

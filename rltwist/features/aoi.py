@@ -64,6 +64,9 @@ class MapViewPush(Service):
         #: userid -> pushes held while its MapView is in flight
         self.holding: dict[int, Held] = {}
         self.written = 0
+        #: userid -> (generation, x, y, width, height) of its current view, renewed when
+        #: its map restarts
+        self.views: dict[int, tuple[int, int, int, int, int]] = {}
 
     @handler
     def deliver(self, source: str, epoch: int, seq: int, groups: list[Any]) -> int:
@@ -156,6 +159,41 @@ class MapViewPush(Service):
                     del self.holding[userid]
                     self._write(player, [b for _, _, b in held])
 
+    @handler
+    def rewatch(self, map_node: str) -> int:
+        """Map node *map_node* (re)started and knows no watchers: watch the current view
+        of each player here whose city is on it again and push it whole
+        (``MapNotify{reset: true}``). How many are renewed."""
+        renewed = 0
+        for userid, (generation, x, y, w, h) in list(self.views.items()):
+            player = self.gw.players.get(userid)
+            if player is None or player.generation != generation or player.state != ONLINE:
+                del self.views[userid]  # logged out (or a newer instance)
+                continue
+            if self.cluster.map_node(player.mapid) != map_node:
+                continue
+            defer.Deferred.fromCoroutine(self._renew(player, x, y, w, h)).addErrback(
+                self._renew_failed, userid)
+            renewed += 1
+        log.info("mapview: {map} restarted; renewing {n} views", map=map_node, n=renewed)
+        return renewed
+
+    def _renew_failed(self, failure: Any, userid: int) -> None:
+        log.failure("mapview: renewing {userid}'s view failed", failure, userid=userid)
+
+    async def _renew(self, player: Player, x: int, y: int, w: int, h: int) -> None:
+        answer = await self.ordered(player, "watch", player.userid, player.generation, x, y,
+                                    w, h, self.gw.node.name, True)
+        if answer is None:
+            return
+        r = pb.MapView.Response.FromString(answer[2])
+        if r.code != E.OK:
+            return
+        # written before the pushes held behind the answer (released on the next turn)
+        note = pb.MapNotify(map_id=r.info.map_id, reset=True, appeared=r.entities,
+                            marches=r.marches)
+        self._write(player, [note.SerializeToString()])
+
     def _release(self, player: Player, held: Held) -> None:
         if self.holding.get(player.userid) is not held:
             return  # written already
@@ -183,7 +221,11 @@ async def map_view(gw: Gateway, player: Player, msg: Any) -> Any:
         msg.height, gw.node.name)
     if answer is None:
         return pb.MapView.Response(code=E.RETRY_LATER)
-    return pb.MapView.Response.FromString(answer[2])
+    response = pb.MapView.Response.FromString(answer[2])
+    if response.code == E.OK:
+        _service(gw).views[player.userid] = (player.generation, msg.x, msg.y, msg.width,
+                                             msg.height)
+    return response
 
 
 @request(pb.MapViewClear)
@@ -193,6 +235,7 @@ async def map_view_clear(gw: Gateway, player: Player, msg: Any) -> Any:
                                         player.generation)
     if answer is None:
         return pb.MapViewClear.Response(code=E.RETRY_LATER)
+    _service(gw).views.pop(player.userid, None)
     return pb.MapViewClear.Response(code=E.OK)
 
 

@@ -150,7 +150,10 @@ class ClientView:
 
     def notify(self, note: Any) -> None:
         """Apply a MapNotify: appeared/updated and marches are upserts by id,
-        disappeared and marches_ended removals."""
+        disappeared and marches_ended removals; ``reset`` drops everything first."""
+        if note.reset:
+            self.entities.clear()
+            self.marches.clear()
         for e in note.appeared:
             self.entities[e.id] = e
         for e in note.updated:

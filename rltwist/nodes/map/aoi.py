@@ -26,6 +26,10 @@ watcher's node, then answers the last *seq* sent there, so the role node writes 
 notify meant for the old view before the answer and every later one after it
 (rltwist/features/aoi.py).
 
+A map node that (re)starts asks every role node to renew its players' watches
+(``mapview.rewatch``): each role node watches their last view again (``renew``) and pushes
+the whole view as a ``MapNotify{reset: true}``.
+
 Watchers go when the player logs out (the rolecache of this map clears the player), when
 master marks their role node down (the rolecache's ``node_down``), or on MapViewClear.
 """
@@ -276,10 +280,12 @@ class AoiScene(Service):
 
     @handler
     async def watch(self, userid: int, generation: int, x: int, y: int, width: int,
-                    height: int, role_node: str) -> list[Any]:
+                    height: int, role_node: str, renew: bool = False) -> list[Any]:
         """Watch the view [x, x + width) x [y, y + height) for *userid*'s instance
         *generation* on *role_node*: ``[seq, epoch, MapView.Response bytes]``, *seq* the
-        last batch sent to *role_node* before the answer (module docstring)."""
+        last batch sent to *role_node* before the answer (module docstring). *renew*:
+        answer the whole view as if it were the first (the role node renews its players'
+        watches after this node restarted)."""
         for v in (userid, generation):
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError("userid and generation are non-negative ints")
@@ -297,7 +303,8 @@ class AoiScene(Service):
         if code != E.OK:
             return [bc.seq.get(role_node, 0), bc.epoch,
                     pb.MapView.Response(code=code).SerializeToString()]
-        if old is not None and old.generation == generation and old.node == role_node:
+        if old is not None and old.generation == generation and old.node == role_node \
+                and not renew:
             # what waits for this node was computed against the old view: it goes first
             bc.flush(role_node)
             w = old
@@ -359,6 +366,18 @@ def install_aoi(node: Node, world: World) -> AoiScene:
     scene = AoiScene(node, world, broadcast)
     node.cluster.register(broadcast)
     node.cluster.register(scene)
+    def announce() -> None:
+        # a restarted map knows no watchers: the role nodes renew their players' views
+        from rltwist.nodes.common.reach import role_nodes
+
+        for role in role_nodes(node.cluster):
+            try:
+                node.cluster.send(role, "mapview", "rewatch", node.name)
+            except ClusterError as e:
+                log.info("aoi: cannot ask {role} to renew its views: {e}", role=role, e=e)
+
+    if hasattr(node, "add_ready_hook"):
+        node.add_ready_hook(announce)
     cache = node.cluster.services.get("rolecache")
     if cache is not None:
         def cleared(userid: int) -> None:

@@ -160,17 +160,19 @@ class MapMyCity(_message.Message):
     def __init__(self) -> None: ...
 
 class MapNotify(_message.Message):
-    __slots__ = ("map_id", "appeared", "updated", "disappeared", "marches", "marches_ended")
+    __slots__ = ("map_id", "appeared", "updated", "disappeared", "marches", "marches_ended", "reset")
     MAP_ID_FIELD_NUMBER: _ClassVar[int]
     APPEARED_FIELD_NUMBER: _ClassVar[int]
     UPDATED_FIELD_NUMBER: _ClassVar[int]
     DISAPPEARED_FIELD_NUMBER: _ClassVar[int]
     MARCHES_FIELD_NUMBER: _ClassVar[int]
     MARCHES_ENDED_FIELD_NUMBER: _ClassVar[int]
+    RESET_FIELD_NUMBER: _ClassVar[int]
     map_id: int
     appeared: _containers.RepeatedCompositeFieldContainer[MapEntity]
     updated: _containers.RepeatedCompositeFieldContainer[MapEntity]
     disappeared: _containers.RepeatedScalarFieldContainer[int]
     marches: _containers.RepeatedCompositeFieldContainer[MarchLine]
     marches_ended: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, map_id: _Optional[int] = ..., appeared: _Optional[_Iterable[_Union[MapEntity, _Mapping]]] = ..., updated: _Optional[_Iterable[_Union[MapEntity, _Mapping]]] = ..., disappeared: _Optional[_Iterable[int]] = ..., marches: _Optional[_Iterable[_Union[MarchLine, _Mapping]]] = ..., marches_ended: _Optional[_Iterable[int]] = ...) -> None: ...
+    reset: bool
+    def __init__(self, map_id: _Optional[int] = ..., appeared: _Optional[_Iterable[_Union[MapEntity, _Mapping]]] = ..., updated: _Optional[_Iterable[_Union[MapEntity, _Mapping]]] = ..., disappeared: _Optional[_Iterable[int]] = ..., marches: _Optional[_Iterable[_Union[MarchLine, _Mapping]]] = ..., marches_ended: _Optional[_Iterable[int]] = ..., reset: _Optional[bool] = ...) -> None: ...
