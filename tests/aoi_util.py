@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from twisted.internet import defer, task
 
 from rltwist.cluster import ClusterError
@@ -34,6 +35,7 @@ class FakeNode:
         self.name = name
         self.reactor = clock
         self.cluster = cluster
+        self.registry = CollectorRegistry()
 
 
 class MapCluster:

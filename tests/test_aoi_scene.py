@@ -75,6 +75,10 @@ class Batching(unittest.TestCase):
             # the later change of an entity that appeared in this batch is folded in
             first = next(e for e in notes[0].appeared if (e.x, e.y) == (0, 3))
             self.assertEqual(first.level, 9)
+        reg = self.net.map_node.registry
+        self.assertEqual(reg.get_sample_value("rl_aoi_batches_total"), 2)
+        self.assertEqual(reg.get_sample_value("rl_aoi_deliveries_total"), 10)
+        self.assertEqual(reg.get_sample_value("rl_aoi_watchers"), 10)
         # nothing more is due: no timer, no message
         self.net.sent.clear()
         self.net.clock.advance(1)
@@ -283,6 +287,9 @@ class Renew(unittest.TestCase):
         self.assertEqual(set(client.entities), {int(kept.id), int(new.id)})
         self.assertEqual(client.marches, {})
         self.assertNotIn(6, push.views)
+        push.views[77] = (1, 0, 0, 30, 20)     # a player who logged out since
+        self.assertEqual(push.prune(), 1)
+        self.assertEqual(set(push.views), {5})
         # a renewal without a restart (a duplicate announcement) still sends it whole
         push.rewatch(MAP)
         net.settle()

@@ -178,6 +178,16 @@ class MapViewPush(Service):
         log.info("mapview: {map} restarted; renewing {n} views", map=map_node, n=renewed)
         return renewed
 
+    def prune(self) -> int:
+        """Forget the views of players no longer online here as that instance (they
+        logged out; nothing tells this service). How many."""
+        players = self.gw.players
+        gone = [u for u, (gen, *_) in self.views.items()
+                if (p := players.get(u)) is None or p.generation != gen]
+        for u in gone:
+            del self.views[u]
+        return len(gone)
+
     def _renew_failed(self, failure: Any, userid: int) -> None:
         log.failure("mapview: renewing {userid}'s view failed", failure, userid=userid)
 
@@ -223,8 +233,10 @@ async def map_view(gw: Gateway, player: Player, msg: Any) -> Any:
         return pb.MapView.Response(code=E.RETRY_LATER)
     response = pb.MapView.Response.FromString(answer[2])
     if response.code == E.OK:
-        _service(gw).views[player.userid] = (player.generation, msg.x, msg.y, msg.width,
-                                             msg.height)
+        svc = _service(gw)
+        svc.views[player.userid] = (player.generation, msg.x, msg.y, msg.width, msg.height)
+        if len(svc.views) > 2 * len(gw.players) + 100:
+            svc.prune()
     return response
 
 

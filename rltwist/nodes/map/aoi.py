@@ -39,6 +39,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from twisted.logger import Logger
 
 from rltwist.cluster import ClusterError, Service, handler
@@ -121,6 +122,14 @@ class AoiBroadcast(Service):
         self.epoch = int.from_bytes(os.urandom(6), "big")
         self.batches = 0
         self.deliveries = 0
+        registry = getattr(node, "registry", None) or CollectorRegistry()
+        self.batches_total = Counter("rl_aoi_batches", "MapNotify batches sent to role "
+                                     "nodes (one message per role node per batch)",
+                                     registry=registry)
+        self.deliveries_total = Counter("rl_aoi_deliveries", "MapNotify pushes sent "
+                                        "(one per watcher per batch)", registry=registry)
+        self.watchers_gauge = Gauge("rl_aoi_watchers", "Players watching this map",
+                                    registry=registry)
 
     def touched(self, n: int) -> None:
         """*n* touches were added to ``dirty``: flush now if too many wait, else within
@@ -180,8 +189,11 @@ class AoiBroadcast(Service):
                          node=node, n=sum(len(u) for u in bodies.values()), e=e)
                 continue
             self.seq[node] = seq
+            told = sum(len(u) for u in bodies.values())
             self.batches += 1
-            self.deliveries += sum(len(u) for u in bodies.values())
+            self.deliveries += told
+            self.batches_total.inc()
+            self.deliveries_total.inc(told)
             sent += 1
         return sent
 
@@ -230,6 +242,7 @@ class AoiScene(Service):
         self.watchers: dict[int, Watcher] = {}
         self.by_block: dict[int, set[Watcher]] = {}
         world.state.listeners.append(self.on_change)
+        broadcast.watchers_gauge.set_function(lambda: len(self.watchers))
 
     # -- the world's changes ------------------------------------------------------------
 
