@@ -252,7 +252,8 @@ class Watchers(unittest.TestCase):
         entity(self.state, "monster", 3, 3)
         net.broadcast.flush()     # logged, not raised; nothing counted as sent
         self.assertEqual(net.broadcast.stats()["batches"], 0)
-        self.assertEqual(net.broadcast.dirty, set())
+        # kept for the next batch (node_down drops the watchers of a dead node)
+        self.assertEqual({w.userid for w in net.broadcast.dirty}, {5})
 
 
 class Renew(unittest.TestCase):
@@ -299,3 +300,42 @@ class Renew(unittest.TestCase):
         clear(gw, p, events)
         net.settle()
         self.assertEqual(push.rewatch(MAP), 0)
+
+    def test_a_lost_batch_renews_the_views_of_that_map(self) -> None:
+        state = WorldState(1, 512, 512, 16)
+        net = Net(state, roles=("role1",))
+        gw, _ = net.roles["role1"]
+        p, events = net.player("role1", 5)
+        client = ClientView()
+        view(gw, p, 0, 0, 30, 20, events)
+        entity(state, "monster", 1, 1)
+        net.settle()
+        apply(events, client)
+        lost = entity(state, "monster", 2, 2)
+        net.broadcast.flush()
+        net.links["role1"].clear()              # batch 2 lost with its link
+        state.update(state.at(1, 1), level=5)
+        net.settle()                            # batch 3 arrives: a gap
+        self.assertTrue(any(k == "notify" and m.reset for k, m in events))
+        apply(events, client)
+        self.assertIn(int(lost.id), client.entities)
+        self.assertEqual(client.ids(), visible_now(state, net.scene.watchers[5].blocks))
+
+    def test_a_batch_that_cannot_be_sent_goes_with_the_next(self) -> None:
+        state = WorldState(1, 512, 512, 16)
+        net = Net(state, roles=("role1",))
+        gw, _ = net.roles["role1"]
+        p, events = net.player("role1", 5)
+        client = ClientView()
+        view(gw, p, 0, 0, 30, 20, events)
+        net.settle()
+        apply(events, client)
+        net.down.add("role1")
+        e = entity(state, "monster", 1, 1)
+        net.clock.advance(FLUSH_INTERVAL)       # refused: kept
+        self.assertEqual(net.links.get("role1", []), [])
+        net.down.clear()
+        net.clock.advance(FLUSH_INTERVAL)       # the retry goes out
+        net.settle()
+        apply(events, client)
+        self.assertIn(int(e.id), client.entities)

@@ -87,7 +87,14 @@ class MapViewPush(Service):
                     held.append((key, seq, body))
                 elif player.conn.push_encoded(MAP_NOTIFY, body):
                     written += 1
-        if seq > self.received.get(key, 0):
+        last = self.received.get(key, 0)
+        if seq > last + 1 and last:
+            # a batch in between never came (its link broke): its players' views are
+            # stale in ways nobody can tell, so every view on that map is renewed whole
+            log.warn("mapview: batches {first}..{last} of {map} lost; renewing its views",
+                     first=last + 1, last=seq - 1, map=source)
+            self.gw.node.reactor.callLater(0, self.rewatch, source)
+        if seq > last:
             self.received[key] = seq
             waiting = self.waiters.get(key)
             if waiting:

@@ -170,10 +170,11 @@ class AoiBroadcast(Service):
         ents: dict[int, bytes | None] = {}
         lines: dict[int, bytes | None] = {}
         by_node: dict[str, dict[bytes, list[list[int]]]] = {}
+        taken: dict[str, list[tuple[Watcher, dict[int, bool], dict[int, bool]]]] = {}
         for w in dirty:
             body = self._body(w, state, head, ents, lines)
-            w.ents.clear()
-            w.marches.clear()
+            taken.setdefault(w.node, []).append((w, w.ents, w.marches))
+            w.ents, w.marches = {}, {}
             if body is not None:
                 by_node.setdefault(w.node, {}).setdefault(body, []).append(
                     [w.userid, w.generation])
@@ -185,8 +186,12 @@ class AoiBroadcast(Service):
             try:
                 self.cluster.send(node, "mapview", "deliver", me, self.epoch, seq, groups)
             except ClusterError as e:
-                log.warn("aoi: cannot send a batch to {node} ({n} watchers): {e}",
-                         node=node, n=sum(len(u) for u in bodies.values()), e=e)
+                # not lost: marked again and sent with the next batch (a node master
+                # marks down loses its watchers, and this with them)
+                log.warn("aoi: cannot send a batch to {node} ({n} watchers): {e}; "
+                         "retried with the next batch", node=node,
+                         n=sum(len(u) for u in bodies.values()), e=e)
+                self._requeue(taken.get(node, []))
                 continue
             self.seq[node] = seq
             told = sum(len(u) for u in bodies.values())
@@ -196,6 +201,16 @@ class AoiBroadcast(Service):
             self.deliveries_total.inc(told)
             sent += 1
         return sent
+
+    def _requeue(self, items: list[tuple[Watcher, dict[int, bool], dict[int, bool]]]) -> None:
+        for w, ents, marches in items:
+            for key, appeared in ents.items():
+                w.ents.setdefault(key, appeared)
+            for key, appeared in marches.items():
+                w.marches.setdefault(key, appeared)
+            self.dirty.add(w)
+        if self.timer is None and self.dirty:
+            self.timer = self.reactor.callLater(FLUSH_INTERVAL, self._timed)
 
     def _body(self, w: Watcher, state: Any, head: bytes, ents: dict[int, bytes | None],
               lines: dict[int, bytes | None]) -> bytes | None:
