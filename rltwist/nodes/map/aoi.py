@@ -37,18 +37,22 @@ master marks their role node down (the rolecache's ``node_down``), or on MapView
 from __future__ import annotations
 
 import os
+import random
+import time
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from twisted.internet import task
 from twisted.logger import Logger
 
 from rltwist.cluster import ClusterError, Service, handler
 from rltwist.ecs import import_system
+from rltwist.ecs.entity import Entity
+from rltwist.nodes.common.reach import role_nodes
 from rltwist.nodes.map.state import APPEAR, MARCH, MARCH_END, entity_pb, march_pb
 from rltwist.protocols import REGISTRY, pb
 
 if TYPE_CHECKING:
-    from rltwist.ecs.entity import Entity
     from rltwist.nodes.common.node import Node
     from rltwist.nodes.map.world import World
 
@@ -396,8 +400,6 @@ def install_aoi(node: Node, world: World) -> AoiScene:
     node.cluster.register(scene)
     def announce() -> None:
         # a restarted map knows no watchers: the role nodes renew their players' views
-        from rltwist.nodes.common.reach import role_nodes
-
         for role in role_nodes(node.cluster):
             try:
                 node.cluster.send(role, "mapview", "rewatch", node.name)
@@ -438,8 +440,6 @@ class WorldDebug(Service):
     @handler
     def add(self, attrs: dict[str, Any]) -> int:
         """Put a new entity (``kind``, ``x``, ``y``, ...) on the map: its id."""
-        from rltwist.ecs.entity import Entity
-
         entity = Entity(self.state.new_id(), attrs=dict(attrs))
         self.state.add(entity)
         return int(entity.id)
@@ -459,8 +459,6 @@ class WorldDebug(Service):
     @handler
     def march(self, attrs: dict[str, Any], mid: int = 0) -> int:
         """Start a march line, or replace march *mid*'s line (a turn): its id."""
-        from rltwist.ecs.entity import Entity
-
         march = Entity(mid or self.state.new_id(), attrs={"kind": "march", **attrs})
         self.state.add_march(march)
         return int(march.id)
@@ -472,8 +470,6 @@ class WorldDebug(Service):
     @handler
     def populate(self, count: int, seed: int = 1) -> int:
         """Add *count* resource points at random free tiles: how many are on the map."""
-        import random
-
         rng = random.Random(seed)
         state = self.state
         for _ in range(count):
@@ -491,11 +487,6 @@ class WorldDebug(Service):
         change moves it to a random free tile, the others change in place); each
         change stamps ``amount`` with the wall-clock time in microseconds, so a receiver
         measures change-to-client latency. False if a churn runs already."""
-        import random
-        import time
-
-        from twisted.internet import task
-
         if self.churning is not None:
             return False
         rng = random.Random(seed)
