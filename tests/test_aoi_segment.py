@@ -92,6 +92,12 @@ class Segment(unittest.TestCase):
                      (200, 200, 201, 260), (0, 511, 511, 0)]:
             self.check(*line)
 
+    def test_corners_the_float_walk_missed_with_blocks_of_16(self) -> None:
+        # the walk of a32ec5c compared rounded floats and left out the blocks at corners
+        # these lines pass through (watchers there did not see the march)
+        self.assertTrue({15 + 19 * 32, 22 + 16 * 32} <= self.check(138, 347, 439, 218))
+        self.assertIn(27 + 3 * 32, self.check(414, 51, 491, 106))
+
     def test_block_sizes_that_are_not_powers_of_two(self) -> None:
         # corners at multiples of 10, 12: the tile centres are not binary fractions of
         # a block there, and an inexact walk misses or adds blocks at the corners
