@@ -168,9 +168,9 @@ class MapViewPush(Service):
 
     @handler
     def rewatch(self, map_node: str) -> int:
-        """Map node *map_node* (re)started and knows no watchers: watch the current view
-        of each player here whose city is on it again and push it whole
-        (``MapNotify{reset: true}``). How many are renewed."""
+        """Map node *map_node* (re)started and knows no watchers (or a batch of it was
+        lost): watch the current view of each player here whose city is on it again and
+        push it whole (``MapNotify{reset: true}``). How many are renewed."""
         renewed = 0
         for userid, (generation, x, y, w, h) in list(self.views.items()):
             player = self.gw.players.get(userid)
@@ -182,7 +182,7 @@ class MapViewPush(Service):
             defer.Deferred.fromCoroutine(self._renew(player, x, y, w, h)).addErrback(
                 self._renew_failed, userid)
             renewed += 1
-        log.info("mapview: {map} restarted; renewing {n} views", map=map_node, n=renewed)
+        log.info("mapview: renewing {n} views of {map}", map=map_node, n=renewed)
         return renewed
 
     def prune(self) -> int:
