@@ -6,8 +6,11 @@ states are built by hand)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import attrs
+from twisted.internet import defer, task
 from twisted.trial import unittest
 
 from rltwist.chaos.ledger import (
@@ -26,6 +29,7 @@ from rltwist.chaos.ledger import (
     healing,
     subset_sums,
 )
+from rltwist.chaos.run import Run
 
 U = 7 << 16 | 1
 V = 9 << 16 | 2
@@ -338,3 +342,137 @@ class GlobalMail(unittest.TestCase):
         [loss] = led.check(self.state(("g1",), ("g1", "r2", "g3", "g3")))
         self.assertEqual((loss.userid, loss.what), (V, "doubled"))
         self.assertFalse(healing([loss]))
+
+
+class Checker(unittest.TestCase):
+    """``rl-chaos run``'s check after a fault (``Run._ledger_row``) with the cluster
+    replaced by observations made up here: every kind of loss and double becomes a
+    violation of the fault's row; what is missing is looked at again while it may still
+    be delivered, a double is reported at once."""
+
+    def run_with(self, states: list[tuple[dict[int, Observed], dict[int, GuildSeen]]],
+                 settle: float = 60.0) -> tuple[Any, task.Clock]:
+        clock = task.Clock()
+        run = Run(clock, Path(self.mktemp()), bots=0, schedule=[], say=lambda m: None)
+        run.settle_limit = settle
+        seen: list[int] = []
+
+        async def observe_all() -> tuple[dict[int, Observed], dict[int, GuildSeen]]:
+            seen.append(1)
+            return states[min(len(seen), len(states)) - 1]
+
+        run._observe_all = observe_all  # type: ignore[method-assign]
+        run.observations = seen
+        return run, clock
+
+    def check(self, run: Any, clock: task.Clock) -> dict[str, Any]:
+        row: dict[str, Any] = {"violations": []}
+        d = defer.Deferred.fromCoroutine(run._ledger_row(row))
+        for _ in range(100):
+            if d.called:
+                break
+            clock.advance(2.0)
+        self.successResultOf(d)
+        return row
+
+    def every_kind(self, run: Run) -> dict[int, Observed]:
+        """One operation of each kind acknowledged by U (to V), and the state where each
+        one holds."""
+        led = run.ledger
+        led.guild_cost = 500
+        led.record("rename", U, "a", OK, "f")
+        led.record("grant", U, 40, OK, "f")
+        led.record("mail", U, "chaos-1", OK, "f", food=7)
+        led.record("claim", U, "chaos-1", OK, "f", mail_id=1)
+        led.record("gift", U, 5, OK, "f", to=V)
+        led.record("guild", V, "create", OK, "f", guildid=Guilds.G)
+        led.record("guild", U, "join", OK, "f", guildid=Guilds.G)
+        led.record("friend", U, "request", OK, "f", peer=V)
+        led.record("gmail", 0, "gmail-x-1", OK, "f", regions=[])
+        return {
+            U: Observed(U, "a", BASE_GOLD + 40, 0, (MailSeen(1, "chaos-1", 0, True),
+                                                    MailSeen(2, "gmail-x-1")),
+                        food=BASE_FOOD + 7, oil=BASE_OIL - 5, guildid=Guilds.G,
+                        requests_out=frozenset({V})),
+            V: Observed(V, "", BASE_GOLD - 500, 0, (MailSeen(1, GIFT_TITLE, U),
+                                                    MailSeen(2, "gmail-x-1")),
+                        guildid=Guilds.G, requests_in=frozenset({U}))}
+
+    def guilds(self) -> dict[int, GuildSeen]:
+        return {Guilds.G: GuildSeen(Guilds.G, V, frozenset({U, V}))}
+
+    def test_every_promise_kept_is_no_violation(self) -> None:
+        good = self.every_kind(self.run_with([])[0])
+        run, clock = self.run_with([(good, self.guilds())])
+        self.every_kind(run)
+        row = self.check(run, clock)
+        self.assertEqual(row["violations"], [])
+        self.assertEqual(row["checked"]["guild_members"], 2)
+        self.assertEqual(row["checked"]["mails_claimed"], 1)
+
+    def test_each_lost_operation_is_a_violation(self) -> None:
+        run, clock = self.run_with([])
+        v = self.every_kind(run)[V]
+        # U: name, grant, GM mail, claim (food), gift debit, join, request, global mail
+        # all gone; V: the gift mail and the global mail never arrived, the guild lost U
+        lost = {U: Observed(U, "old", food=BASE_FOOD, oil=BASE_OIL),
+                V: Observed(V, "", v.gold, guildid=Guilds.G, requests_in=frozenset({U}))}
+        run, clock = self.run_with([(lost, {Guilds.G: GuildSeen(Guilds.G, V,
+                                                                 frozenset({V}))})],
+                                   settle=0.0)
+        self.every_kind(run)
+        row = self.check(run, clock)
+        kinds = {(x["kind"], x["what"]) for x in row["acked_lost"]}
+        for kind in ("rename", "grant", "mail", "claim", "gift", "guild", "friend", "gmail"):
+            self.assertIn((kind, "lost"), kinds, row["violations"])
+        self.assertEqual(len(row["violations"]), len(row["acked_lost"]))
+
+    def test_each_doubled_operation_is_a_violation_reported_at_once(self) -> None:
+        run, clock = self.run_with([])
+        good = self.every_kind(run)
+        u, v = good[U], good[V]
+        doubled = {
+            U: Observed(U, "a", u.gold + 40, 0, (*u.mails, MailSeen(3, "chaos-1"),
+                                                 MailSeen(4, "gmail-x-1")),
+                        food=u.food + 7, oil=u.oil - 5, guildid=Guilds.G,
+                        requests_out=u.requests_out),
+            V: Observed(V, "", v.gold, 0, (*v.mails, MailSeen(3, GIFT_TITLE, U)),
+                        guildid=Guilds.G, requests_in=v.requests_in)}
+        run, clock = self.run_with([(doubled, self.guilds())], settle=60.0)
+        self.every_kind(run)
+        row = self.check(run, clock)
+        self.assertEqual(run.observations, [1])  # a double never heals: no waiting
+        kinds = {(x["kind"], x["what"]) for x in row["acked_lost"]}
+        for kind in ("grant", "mail", "claim", "gift", "gmail"):
+            self.assertIn((kind, "doubled"), kinds, row["violations"])
+        # a guild listing a player twice, and a friendship only one side knows
+        guilds = {**self.guilds(), Guilds.H: GuildSeen(Guilds.H, W, frozenset({U, W}))}
+        one_sided = {**good, U: attrs.evolve(good[U], friends=frozenset({V}),
+                                            requests_out=frozenset()),
+                     W: Observed(W, guildid=Guilds.H)}
+        run, clock = self.run_with([(one_sided, guilds)], settle=0.0)
+        self.every_kind(run)
+        row = self.check(run, clock)
+        kinds = {(x["kind"], x["what"]) for x in row["acked_lost"]}
+        self.assertIn(("guild", "doubled"), kinds)
+        self.assertIn(("friend", "mismatch"), kinds)
+
+    def test_what_is_missing_is_looked_at_again_until_it_arrives(self) -> None:
+        run, clock = self.run_with([])
+        good = self.every_kind(run)
+        late = {**good, V: attrs.evolve(good[V], mails=(MailSeen(2, "gmail-x-1"),))}
+        run, clock = self.run_with([(late, self.guilds()), (late, self.guilds()),
+                                    (good, self.guilds())])
+        self.every_kind(run)
+        row = self.check(run, clock)
+        self.assertEqual(row["violations"], [])
+        self.assertEqual(len(run.observations), 3)
+
+    def test_a_violation_is_reported_once_across_faults(self) -> None:
+        run, clock = self.run_with([], settle=0.0)
+        good = self.every_kind(run)
+        bad = {**good, U: attrs.evolve(good[U], name="zz")}
+        run, clock = self.run_with([(bad, self.guilds())], settle=0.0)
+        self.every_kind(run)
+        self.assertEqual(len(self.check(run, clock)["violations"]), 1)
+        self.assertEqual(self.check(run, clock)["violations"], [])

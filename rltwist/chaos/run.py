@@ -257,14 +257,7 @@ class Run:
                           "operations in flight to finish")
         row["bot_errors"] = dict(sorted(env.errors.items()))
         row["ops"] = self.ledger.counts(fault.name)
-        losses = await self._check_ledger(row)
-        new = [loss for loss in losses
-               if (loss.kind, loss.userid, loss.what) not in self._reported_losses]
-        self._reported_losses |= {(loss.kind, loss.userid, loss.what) for loss in new}
-        row["acked_lost"] = [loss.to_json() for loss in new]
-        row["allowed_rollbacks"] = []  # nothing periodic-save is exercised (NOT_COVERED)
-        row["violations"] += [f"{loss.kind} {loss.what}: player {loss.userid}: "
-                              f"{loss.detail}" for loss in new]
+        await self._ledger_row(row)
         overlaps = self._double_online()
         row["double_online"] = [o.describe() for o in overlaps]
         row["violations"] += row["double_online"]
@@ -415,6 +408,18 @@ class Run:
         return not need
 
     # -- checks -------------------------------------------------------------------------------
+
+    async def _ledger_row(self, row: dict[str, Any]) -> None:
+        """Check the ledger and put what it finds — each loss, double or one-sided state
+        not reported by an earlier fault — in *row* as violations."""
+        losses = await self._check_ledger(row)
+        new = [loss for loss in losses
+               if (loss.kind, loss.userid, loss.what) not in self._reported_losses]
+        self._reported_losses |= {(loss.kind, loss.userid, loss.what) for loss in new}
+        row["acked_lost"] = [loss.to_json() for loss in new]
+        row["allowed_rollbacks"] = []  # nothing periodic-save is exercised (NOT_COVERED)
+        row["violations"] += [f"{loss.kind} {loss.what}: player {loss.userid}: "
+                              f"{loss.detail}" for loss in new]
 
     async def _check_ledger(self, row: dict[str, Any]) -> list[Loss]:
         """Observe and check until nothing is missing, a double is seen (it never heals)
