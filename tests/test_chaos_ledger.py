@@ -192,11 +192,12 @@ class Gifts(unittest.TestCase):
         self.assertEqual((loss.userid, loss.what), (V, "doubled"))
 
     def test_oil_gone_without_a_gift_is_reported(self) -> None:
-        self.assertEqual(whats(Ledger().check({U: Observed(U, oil=BASE_OIL - 1)})), [])
-        led = Ledger()
-        led.record("rename", U, "a", OK, "f")
-        self.assertEqual(whats(led.check({U: Observed(U, "a", oil=BASE_OIL - 1)})),
+        # every observed player is checked, also one no operation touched
+        self.assertEqual(Ledger().check({U: Observed(U)}), [])
+        self.assertEqual(whats(Ledger().check({U: Observed(U, oil=BASE_OIL - 1)})),
                          ["mismatch"])
+        self.assertEqual(whats(Ledger().check({U: Observed(U, gold=BASE_GOLD + 1)})),
+                         ["doubled"])
 
 
 class Guilds(unittest.TestCase):

@@ -196,11 +196,10 @@ class Ledger:
         """Every way *observed* (players; *guilds* by id) breaks a promise of the ledger."""
         guilds = guilds or {}
         losses: list[Loss] = []
-        users = self.users()
-        if any(op.kind == "gmail" for op in self.ops):
-            users |= set(observed)  # every player a global mail targets
+        # every player observed too: one no operation touched must have kept its base
+        # resources, no gift mail, no guild
         gifts_to = self._gifts_to()
-        users |= set(gifts_to)
+        users = self.users() | set(observed) | set(gifts_to)
         for userid in sorted(users):
             seen = observed.get(userid)
             if seen is None:
