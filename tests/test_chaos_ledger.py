@@ -149,8 +149,19 @@ class Claims(unittest.TestCase):
     def test_a_doubled_claim_is_reported(self) -> None:
         led = self.ledger()
         self.assertEqual(whats(led.check(self.state(BASE_FOOD + 60, {"m1"}))), ["doubled"])
-        # credited for a mail the mailbox does not show claimed
-        self.assertEqual(whats(led.check(self.state(BASE_FOOD + 35, {"m1"}))), ["doubled"])
+        self.assertEqual(whats(led.check(self.state(BASE_FOOD + 65, {"m1", "m2"}))),
+                         ["doubled"])
+        # credited for a mail no claim was sent for, not shown claimed
+        self.assertEqual(whats(led.check(self.state(BASE_FOOD + 730, {"m1"}))), ["doubled"])
+
+    def test_an_unknown_claim_credited_but_not_confirmed_yet_is_no_double(self) -> None:
+        # the mail node died between the credit and its confirmation: the mail is not
+        # shown claimed until the next MailClaim or Auth confirms it
+        led = self.ledger()
+        self.assertEqual(led.check(self.state(BASE_FOOD + 35, {"m1"})), [])
+        # but only the unknown claim's attachments, once
+        self.assertEqual(whats(led.check(self.state(BASE_FOOD + 40, {"m1"}))), ["doubled"])
+        self.assertEqual(whats(led.check(self.state(BASE_FOOD + 33, {"m1"}))), ["mismatch"])
 
     def test_a_mail_claimed_without_a_claim_is_reported(self) -> None:
         led = self.ledger()

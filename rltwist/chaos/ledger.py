@@ -14,8 +14,9 @@ Operations covered are the ones that exist and are durable at their OK:
   once;
 * ``claim`` (client ``MailClaim`` of one such mail): an acknowledged claim shows the mail
   claimed, and the player's food is the base plus the attachments of exactly the mails the
-  mailbox shows claimed (credited once: less is a loss, more a double), none of them
-  claimed without a claim the bot sent;
+  mailbox shows claimed (credited once: less is a loss, more a double) plus a subset of
+  those of claims of unknown outcome not shown claimed yet (credited, not confirmed),
+  none of them claimed without a claim the bot sent;
 * ``gift`` (client ``GiftSend`` of ``oil``): the sender's oil is the base less every
   acknowledged gift less a subset of the unknown ones; the receiver's mailbox holds one
   "A gift" mail from the sender per acknowledged gift, at most one per unknown one;
@@ -265,15 +266,15 @@ class Ledger:
         losses += [Loss("claim", userid, "mismatch", f"{t!r} is shown claimed but no claim "
                         "of it was sent") for t in sorted(shown - must - may)]
         credited = sum(food[t] for t in shown)
-        have = seen.food - BASE_FOOD
-        if have < credited:
-            losses.append(Loss("claim", userid, "lost", f"food {seen.food} is "
-                               f"{credited - have} short of base {BASE_FOOD} + the attachments "
-                               f"of the mails shown claimed ({credited})"))
-        elif have > credited:
-            losses.append(Loss("claim", userid, "doubled", f"food {seen.food} exceeds base "
-                               f"{BASE_FOOD} + the attachments of the mails shown claimed "
-                               f"({credited}) by {have - credited}"))
+        # a claim of unknown outcome may be credited and saved while its confirmation did
+        # not reach the mail node (it died, or did not answer): the mail is shown claimed
+        # only once the next MailClaim or Auth confirms it
+        unconfirmed = [food[t] for t in sorted(may - shown) if t in food]
+        losses += _balance("claim", userid, seen.food - BASE_FOOD, credited, unconfirmed,
+                           f"food {seen.food} - base {BASE_FOOD} = {seen.food - BASE_FOOD}; "
+                           f"attachments of the mails shown claimed {credited}, of those "
+                           f"claimed with an unknown outcome and not shown claimed "
+                           f"{unconfirmed}")
         return losses
 
     def _check_gift_debit(self, userid: int, seen: Observed) -> list[Loss]:
