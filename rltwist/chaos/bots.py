@@ -101,6 +101,9 @@ class Env:
         self.players: list[int] = []
         #: guilds created by the bots (acknowledged GuildCreate): what the others join
         self.guilds: list[int] = []
+        #: the operations the current fault hits (its node keeps their state): bots pick
+        #: them more often while it lasts
+        self.focus: tuple[str, ...] = ()
         self.rng = random.Random(seed)
         self.secret = dev_sdk_secret
         self.token = secrets.token_hex(4)  # names unique across runs on one database
@@ -288,14 +291,19 @@ class ChaosBot:
     # -- social operations ---------------------------------------------------------------
 
     async def social(self, conn: Conn) -> None:
-        """One social operation, picked at random among those that make sense now."""
+        """One social operation, picked at random among those that make sense now (three
+        times in four among those of ``env.focus``, when one of them does)."""
         env = self.env
-        choices = [self.claim, self.friend]
+        choices = {"claim": self.claim, "friend": self.friend}
         if self.gifts < MAX_GIFTS and len(env.players) > 1:
-            choices.append(self.gift)
+            choices["gift"] = self.gift
         if (self.creator and not self.created) or (not self.creator and env.guilds):
-            choices.append(self.guild)
-        await env.rng.choice(choices)(conn)
+            choices["guild"] = self.guild
+        focused = [f for name, f in choices.items() if name in env.focus]
+        if focused and env.rng.random() < 0.75:
+            await env.rng.choice(focused)(conn)
+        else:
+            await env.rng.choice(list(choices.values()))(conn)
 
     async def _op(self, kind: str, value: Any, conn: Conn, msg: Any,
                   **extra: Any) -> Any:

@@ -83,6 +83,22 @@ class Fault:
     name: str
     inject: Callable[[Run], Awaitable[dict[str, Any]]]
     what: str
+    #: the operations whose state the faulty node keeps (bots and the GM driver do them
+    #: more often until the fault is recovered)
+    focus: tuple[str, ...] = ()
+
+
+#: node kind -> the operations whose state (or whose path) it holds
+FOCUS: dict[str, tuple[str, ...]] = {
+    "guild": ("guild",),
+    "mail": ("claim", "gift", "gmail"),
+    "rolecity": ("friend", "guild"),
+    "logiccenter": ("gmail",),
+}
+
+
+def focus_of(name: str) -> tuple[str, ...]:
+    return FOCUS.get(parse_node_name(name)[0], ())
 
 
 def kill_restart(name: str, down: float = 2.0) -> Fault:
@@ -96,7 +112,8 @@ def kill_restart(name: str, down: float = 2.0) -> Fault:
         if parse_node_name(name)[0] == "role":
             ref["role"], ref["affected"] = name, affected
         return ref
-    return Fault(f"kill -9 {name}", inject, f"SIGKILL {name}, restart it {down:g}s later")
+    return Fault(f"kill -9 {name}", inject, f"SIGKILL {name}, restart it {down:g}s later",
+                 focus_of(name))
 
 
 def redis_empty(down: float = 2.0) -> Fault:
@@ -134,7 +151,8 @@ def freeze(name: str, seconds: float) -> Fault:
         if parse_node_name(name)[0] == "role":
             ref["role"], ref["affected"] = name, affected
         return ref
-    return Fault(f"SIGSTOP {name} {seconds:g}s", inject, f"freeze {name} for {seconds:g}s")
+    return Fault(f"SIGSTOP {name} {seconds:g}s", inject, f"freeze {name} for {seconds:g}s",
+                 focus_of(name))
 
 
 def gm_shutdown_restart() -> Fault:
@@ -187,6 +205,7 @@ class Run:
         self.settle_limit = SETTLE_LIMIT
         self._gm_running = False
         self._gm_seq = 0
+        self._gmail_seq = 0
         self._stop = False
 
     # -- the run ------------------------------------------------------------------------
@@ -236,6 +255,7 @@ class Run:
         env.fault = fault.name
         env.errors.clear()
         env.quiet = False
+        env.focus = fault.focus
         self._gm_running = True
         self.say(f"  fault: {fault.name} ({fault.what})")
         row: dict[str, Any] = {"fault": fault.name, "what": fault.what, "violations": []}
@@ -252,6 +272,7 @@ class Run:
                                      "fault's end")
         # quiet: no new operations, wait for those in flight, then check
         env.quiet = True
+        env.focus = ()
         self._gm_running = False
         await self._until(lambda: env.inflight == 0 and self._gm_inflight == 0, 30,
                           "operations in flight to finish")
@@ -317,7 +338,8 @@ class Run:
 
     async def _gm_loop(self) -> None:
         """GM grants and mails (food attached) to random bots, alternating regions, 4 a
-        second; every GMAIL_EVERY-th operation a global mail or a region mail instead."""
+        second; every GMAIL_EVERY-th operation (every fifth of that while a fault hits
+        global mail) a global mail or a region mail instead."""
         env = self.env
         assert env is not None
         while not self._stop:
@@ -325,7 +347,8 @@ class Run:
             if not self._gm_running:
                 continue
             self._gm_seq += 1
-            if self._gm_seq % GMAIL_EVERY == 0:
+            every = GMAIL_EVERY // 5 if "gmail" in env.focus else GMAIL_EVERY
+            if self._gm_seq % every == 0:
                 self._gm_inflight += 1
                 d = defer.Deferred.fromCoroutine(self._gmail_op())
                 d.addBoth(self._gm_done)
@@ -382,7 +405,8 @@ class Run:
         env = self.env
         assert env is not None
         fault = env.fault
-        n = self._gm_seq // GMAIL_EVERY
+        self._gmail_seq += 1
+        n = self._gmail_seq
         title = f"gmail-{env.token}-{n}"
         region = n % (self.h.regions + 1)  # 0: every region
         path = f"/mail/region/{region}" if region else "/mail/global"
