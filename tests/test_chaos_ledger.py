@@ -102,6 +102,12 @@ class Mail(unittest.TestCase):
         self.assertEqual([x.what for x in led.check(seen(mails=("m1", "m2", "m2")))],
                          ["doubled"])
 
+    def test_a_refused_mail_that_is_there_is_reported(self) -> None:
+        led = Ledger()
+        led.record("mail", U, "m1", FAILED, "f", "404")
+        self.assertEqual(led.check(seen()), [])
+        self.assertEqual(whats(led.check(seen(mails=("m1",)))), ["mismatch"])
+
     def test_a_player_not_observed_is_reported(self) -> None:
         led = Ledger()
         led.record("mail", U, "m1", OK, "f")
@@ -346,6 +352,12 @@ class GlobalMail(unittest.TestCase):
         self.assertEqual((loss.kind, loss.userid, loss.what), ("gmail", V, "lost"))
         [loss] = led.check(self.state((), ("g1", "r2")))
         self.assertEqual((loss.userid, loss.what), (U, "lost"))
+
+    def test_a_refused_global_mail_delivered_is_reported(self) -> None:
+        led = self.ledger()
+        led.record("gmail", 0, "g4", FAILED, "f", "400", regions=[1])
+        [loss] = led.check(self.state(("g1", "g4"), ("g1", "r2", "g4")))
+        self.assertEqual((loss.userid, loss.what), (U, "mismatch"))  # V is of region 2
 
     def test_a_doubled_global_mail_is_reported(self) -> None:
         led = self.ledger()

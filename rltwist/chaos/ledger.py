@@ -11,7 +11,7 @@ Operations covered are the ones that exist and are durable at their OK:
   the unknown ones — less is a loss, more is a double;
 * ``mail`` (GM ``POST /players/<userid>/mail``, a system mail with ``food`` attached):
   every acknowledged mail is in the mailbox exactly once; a mail of unknown outcome at most
-  once;
+  once; a refused one not at all;
 * ``claim`` (client ``MailClaim`` of one such mail): an acknowledged claim shows the mail
   claimed, and the player's food is the base plus the attachments of exactly the mails the
   mailbox shows claimed (credited once: less is a loss, more a double) plus a subset of
@@ -28,7 +28,8 @@ Operations covered are the ones that exist and are durable at their OK:
   and both sides agree on every pair the bots touched (no one-sided friendship or
   request);
 * ``gmail`` (GM ``POST /mail/global`` and ``POST /mail/region/<sid>``): every player it
-  targets has it exactly once when it was acknowledged, at most once when unknown.
+  targets has it exactly once when it was acknowledged, at most once when unknown, not at
+  all when refused.
 
 Deliveries that happen after the OK (gifts whose mail node was down, global mail to
 players, guild and friend outboxes) are checked once they had time to settle: the run
@@ -250,6 +251,9 @@ class Ledger:
             if op.outcome == OK and n == 0:
                 losses.append(Loss("mail", userid, "lost", f"acknowledged mail {op.value!r} "
                                    "is not in the mailbox"))
+            if op.outcome == FAILED and n:
+                losses.append(Loss("mail", userid, "mismatch", f"mail {op.value!r} was "
+                                   f"refused ({op.detail}) but is in the mailbox"))
             if n > 1:
                 losses.append(Loss("mail", userid, "doubled", f"mail {op.value!r} is in the "
                                    f"mailbox {n} times"))
@@ -395,12 +399,18 @@ class Ledger:
         counts = _count(seen.mail_titles)
         losses = []
         for op in self.ops:
-            if op.kind != "gmail" or op.outcome == FAILED:
+            if op.kind != "gmail":
                 continue
             regions = op.extra.get("regions") or []
             if regions and region not in regions:
                 continue
             n = counts.get(op.value, 0)
+            if op.outcome == FAILED:
+                if n:
+                    losses.append(Loss("gmail", userid, "mismatch", f"global mail "
+                                       f"{op.value!r} was refused ({op.detail}) but is in "
+                                       "the mailbox"))
+                continue
             if op.outcome == OK and n == 0:
                 losses.append(Loss("gmail", userid, "lost", f"acknowledged global mail "
                                    f"{op.value!r} (regions {regions or 'all'}) is not in the "
