@@ -45,6 +45,8 @@ DEFINITE_FAILURES = {
                          E.FRIEND_REFUSED, E.FRIEND_NO_REQUEST, E.FRIEND_YOU_BLOCK,
                          E.NO_SUCH_PLAYER, E.BAD_REQUEST}),
 }
+#: chance per tick of a social operation while a fault hits some of them (``Env.focus``)
+FOCUS_SOCIAL_P = 0.5
 #: every CREATOR_EVERY-th bot creates one guild (the others join and leave them)
 CREATOR_EVERY = 8
 #: gifts a bot sends at most (etc/game/gifts.toml max_per_day is 10: no daily-limit noise)
@@ -262,7 +264,8 @@ class ChaosBot:
             self.last_heartbeat = time.monotonic()
             if not env.quiet and env.rng.random() < env.rename_p:
                 await self.rename(conn)
-            if not env.quiet and env.rng.random() < env.social_p:
+            social_p = FOCUS_SOCIAL_P if env.focus and env.social_p else env.social_p
+            if not env.quiet and env.rng.random() < social_p:
                 await self.social(conn)
 
     async def rename(self, conn: Conn) -> None:
