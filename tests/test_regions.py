@@ -1,0 +1,191 @@
+"""Regions without processes: logiccenter's ``regions`` service and ``account`` over real
+embedded storage — which regions start open, open/close saved and reloaded, the
+BAD_SERVER_ID decision for new players (never for existing ones), the recommended region,
+players counted per region."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import task
+from twisted.trial import unittest
+
+from rltwist.nodes.logiccenter.account import Account
+from rltwist.nodes.logiccenter.regions import CLOSED, OPEN, BadServerId, Regions
+from rltwist.storage.embedded import EmbeddedBackend
+from tests.util import wait_for
+
+NOW = 1_700_000_000
+
+
+class FakeCluster:
+    def __init__(self, names: list[str]) -> None:
+        self.addresses: dict[str, tuple[str, int]] = {n: ("127.0.0.1", 1) for n in names}
+
+
+class FakeConfig:
+    def __init__(self, names: list[str]) -> None:
+        self.nodes = {n: object() for n in names}
+
+
+class FakeNode:
+    """What Regions and Account use of a logiccenter node: its config file's nodes, the
+    name table (``cluster.addresses``), globaldb, a clock."""
+
+    def __init__(self, db: EmbeddedBackend, config: list[str], table: list[str],
+                 clock: task.Clock) -> None:
+        self.db = db
+        self.config = FakeConfig(config)
+        self.cluster = FakeCluster(table)
+        self.reactor = clock
+
+    def database(self, name: str) -> EmbeddedBackend:
+        assert name == "globaldb"
+        return self.db
+
+
+BASE = ["master", "logiccenter", "map1", "guild1", "mail1", "rolecity1", "map2", "role1",
+        "login1"]
+
+
+class RegionState(unittest.TestCase):
+    def setUp(self) -> None:
+        self.path = self.mktemp()
+        self.db = EmbeddedBackend(self.path)
+        self.addCleanup(self.db.close)
+        self.clock = task.Clock()
+        self.clock.advance(NOW)
+
+    def node(self, config: list[str] = BASE, table: list[str] | None = None) -> FakeNode:
+        return FakeNode(self.db, config, BASE if table is None else table, self.clock)
+
+    async def refused(self, regions: Regions, sid: Any, words: str) -> None:
+        with self.assertRaises(BadServerId) as e:
+            await regions.check_new_player(sid)
+        self.assertIn(words, str(e.exception))
+
+    async def test_config_regions_open_at_first_start_later_ones_closed_until_opened(
+            self) -> None:
+        node = self.node()
+        regions = Regions(node)
+        await regions.check_new_player(1)
+        await regions.check_new_player(2)
+        await self.refused(regions, 3, "does not exist")
+        await self.refused(regions, 0, "1..65535")
+        await self.refused(regions, True, "1..65535")
+        await self.refused(regions, "1", "1..65535")
+        # region 3 registers at run time: known, closed
+        node.cluster.addresses["map3"] = ("127.0.0.1", 2)
+        self.assertEqual(await regions.sync(), [3])
+        await self.refused(regions, 3, "closed to new players")
+        listing = await regions.list()
+        self.assertEqual([(r["sid"], r["state"], r["source"]) for r in listing["regions"]],
+                         [(1, OPEN, "config"), (2, OPEN, "config"), (3, CLOSED, "registered")])
+        self.clock.advance(5)
+        answer = await regions.open(3)
+        self.assertEqual((answer["ok"], answer["changed"], answer["region"]["state"]),
+                         (True, True, OPEN))
+        self.assertEqual(answer["region"]["first_opened_ms"], (NOW + 5) * 1000)
+        await regions.check_new_player(3)
+        self.assertEqual((await regions.open(3))["changed"], False)
+        # saved: a restarted logiccenter (new service, same globaldb) knows all of it,
+        # and does not start over (region 4 in a later config file starts closed)
+        self.clock.advance(5)
+        self.assertTrue((await regions.close(1))["ok"])
+        again = Regions(self.node(config=[*BASE, "map3", "map4"],
+                                  table=[*BASE, "map3", "map4"]))
+        await self.refused(again, 1, "closed")
+        await again.check_new_player(3)
+        await self.refused(again, 4, "closed")
+        states = {r["sid"]: r["state"] for r in (await again.list())["regions"]}
+        self.assertEqual(states, {1: CLOSED, 2: OPEN, 3: OPEN, 4: CLOSED})
+
+    async def test_operator_errors_are_named(self) -> None:
+        node = self.node()
+        regions = Regions(node)
+        self.assertEqual((await regions.open(9))["error"], "unknown_region")
+        self.assertEqual((await regions.close(9))["error"], "unknown_region")
+        self.assertEqual((await regions.open(0))["error"], "bad_region")
+        self.assertEqual((await regions.open("x"))["error"], "bad_region")
+        self.assertEqual((await regions.recommend(9))["error"], "unknown_region")
+        # region 2's nodes are decommissioned: it stays known, closes, cannot be opened
+        self.assertTrue((await regions.close(2))["ok"])
+        del node.cluster.addresses["map2"]
+        self.assertEqual((await regions.open(2))["error"], "no_nodes")
+        await self.refused(regions, 2, "closed")
+        # open but without nodes now: still no new players there
+        self.clock.advance(1)
+        node.cluster.addresses["map2"] = ("127.0.0.1", 1)
+        self.assertTrue((await regions.open(2))["ok"])
+        del node.cluster.addresses["map2"]
+        await self.refused(regions, 2, "no node in the name table")
+        self.assertNotIn(2, [r["sid"] for r in (await regions.public())["regions"]])
+
+    async def test_recommended_is_the_newest_opened_or_the_operators_choice(self) -> None:
+        node = self.node()
+        regions = Regions(node)
+        public = await regions.public()
+        # both opened at the first start: the highest sid
+        self.assertEqual(public, {"regions": [{"sid": 1, "opened_ms": NOW * 1000},
+                                              {"sid": 2, "opened_ms": NOW * 1000}],
+                                  "recommended": 2})
+        node.cluster.addresses["rolecity3"] = ("127.0.0.1", 3)
+        await regions.sync()
+        self.assertEqual((await regions.public())["recommended"], 2)  # 3 is closed
+        self.clock.advance(10)
+        await regions.open(3)
+        self.assertEqual((await regions.public())["recommended"], 3)
+        # closing and opening an old region again does not make it the newest
+        self.clock.advance(10)
+        await regions.close(1)
+        await regions.open(1)
+        self.assertEqual((await regions.public())["recommended"], 3)
+        self.assertEqual((await regions.recommend(1))["recommended"], 1)
+        self.assertEqual((await regions.public())["recommended"], 1)
+        await regions.close(1)  # the choice applies only while it is open
+        public = await regions.public()
+        self.assertEqual(([r["sid"] for r in public["regions"]], public["recommended"]),
+                         ([2, 3], 3))
+        await regions.open(1)
+        self.assertEqual((await Regions(self.node(table=[*BASE, "rolecity3"])).public())
+                         ["recommended"], 1)  # saved
+        self.assertEqual((await regions.recommend(0))["recommended"], 3)
+
+    async def test_accounts_new_players_only_in_open_regions_existing_ones_always(
+            self) -> None:
+        # accounts made before regions were tracked are counted once, at the first start
+        await self.db.insert("account", "old", {"userid": 1 << 16 | 2, "server_id": 2})
+        node = self.node()
+        account = Account(node)  # type: ignore[arg-type]
+        regions = account.region_state
+        a = await account.get_or_create("alice", 1)
+        self.assertEqual((a["created"], a["userid"] & 0xFFFF), (True, 1))
+        self.assertEqual((await account.get_or_create("bob", 2))["created"], True)
+        await regions.close(1)
+        refused = await account.get_or_create("carol", 1)
+        self.assertEqual((refused["userid"], refused["refused"]), (None, "BadServerId"))
+        self.assertIn("closed", refused["why"])
+        self.assertEqual(await self.db.get("account", "carol"), None)  # no account made
+        # alice was born in region 1: she logs in whatever it is now
+        self.assertEqual(await account.get_or_create("alice", 1),
+                         {"userid": a["userid"], "created": False})
+        unknown = await account.get_or_create("dave", 7)
+        self.assertIn("does not exist", unknown["why"])
+        players = {r["sid"]: r["players"] for r in (await regions.list())["regions"]}
+        self.assertEqual(players, {1: 1, 2: 2})
+        again = Regions(self.node())
+        self.assertEqual({r["sid"]: r["players"] for r in (await again.list())["regions"]},
+                         {1: 1, 2: 2})
+
+    async def test_a_region_that_registers_is_recorded_by_the_periodic_sync(self) -> None:
+        node = self.node()
+        regions = Regions(node)
+        regions.start()
+        self.addCleanup(regions.stop)
+        await regions.loaded()
+        node.cluster.addresses["guild5"] = ("127.0.0.1", 5)
+        self.clock.advance(2)  # the next look at the name table
+        await wait_for(lambda: self.db.get("region", 5), 10, "region 5 to be stored")
+        stored = await self.db.get("region", 5)
+        assert stored is not None
+        self.assertEqual((stored["state"], stored["added_ms"]), (CLOSED, (NOW + 2) * 1000))
