@@ -5,13 +5,19 @@ players counted per region."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.trial import unittest
 
+from rltwist.cli import regions as cli_regions
+from rltwist.cluster import NodeUnreachable
 from rltwist.nodes.logiccenter.account import Account
 from rltwist.nodes.logiccenter.regions import CLOSED, OPEN, BadServerId, Regions
+from rltwist.nodes.login.regionlist import RegionListCache
+from rltwist.protocols import pb
 from rltwist.storage.embedded import EmbeddedBackend
 from tests.util import wait_for
 
@@ -189,3 +195,92 @@ class RegionState(unittest.TestCase):
         stored = await self.db.get("region", 5)
         assert stored is not None
         self.assertEqual((stored["state"], stored["added_ms"]), (CLOSED, (NOW + 2) * 1000))
+
+
+class FakeLogiccenter:
+    """A cluster whose logiccenter answers ``regions.public`` (or fails)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.answer: Any = {"regions": [{"sid": 1, "opened_ms": 5}], "recommended": 1}
+        self.pending: list[defer.Deferred[Any]] = []
+
+    def call(self, node: str, service: str, method: str, *args: Any,
+             timeout: float = 0) -> defer.Deferred[Any]:
+        assert (node, service, method) == ("logiccenter", "regions", "public")
+        self.calls += 1
+        d: defer.Deferred[Any] = defer.Deferred()
+        self.pending.append(d)
+        return d
+
+    def reply(self) -> None:
+        pending, self.pending = self.pending, []
+        for d in pending:
+            if isinstance(self.answer, Exception):
+                d.errback(self.answer)
+            else:
+                d.callback(self.answer)
+
+
+class RegionListOnTheLoginNode(unittest.TestCase):
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        self.logiccenter = FakeLogiccenter()
+        node = FakeNode.__new__(FakeNode)
+        node.reactor = self.clock
+        node.cluster = self.logiccenter  # type: ignore[assignment]
+        self.cache = RegionListCache(node)  # type: ignore[arg-type]
+
+    def ask(self) -> defer.Deferred[Any]:
+        return defer.Deferred.fromCoroutine(self.cache.respond(pb.RegionList()))
+
+    def test_one_call_a_second_for_any_number_of_clients(self) -> None:
+        first, second = self.ask(), self.ask()  # the second waits for the first's call
+        self.assertEqual(self.logiccenter.calls, 1)
+        self.logiccenter.reply()
+        for d in (first, second):
+            answer = self.successResultOf(d)
+            self.assertEqual((answer.code, [r.sid for r in answer.regions],
+                              answer.recommended), (pb.ErrorCode.OK, [1], 1))
+        self.clock.advance(0.9)
+        self.successResultOf(self.ask())
+        self.assertEqual(self.logiccenter.calls, 1)
+        self.clock.advance(0.2)  # older than a second: asked again
+        self.logiccenter.answer = {"regions": [], "recommended": 0}
+        third = self.ask()
+        self.logiccenter.reply()
+        self.assertEqual((self.successResultOf(third).recommended, self.logiccenter.calls),
+                         (0, 2))
+
+    def test_logiccenter_unreachable_is_retry_later_and_not_kept(self) -> None:
+        self.logiccenter.answer = NodeUnreachable("logiccenter", "regions", "public", "down")
+        d = self.ask()
+        self.logiccenter.reply()
+        self.assertEqual(self.successResultOf(d).code, pb.ErrorCode.RETRY_LATER)
+        self.logiccenter.answer = {"regions": [], "recommended": 0}
+        d = self.ask()
+        self.assertEqual(self.logiccenter.calls, 2)
+        self.logiccenter.reply()
+        self.assertEqual(self.successResultOf(d).code, pb.ErrorCode.OK)
+
+
+class RegionAddCommand(unittest.TestCase):
+    """`rl-cluster region add` refuses clearly when there is no running `up` to ask."""
+
+    async def test_without_a_running_up_it_says_so(self) -> None:
+        from twisted.internet import reactor
+
+        run_dir = Path(self.mktemp()).absolute()
+        run_dir.mkdir()
+        lines: list[str] = []
+        self.patch(cli_regions, "say", lines.append)
+        self.assertEqual(await cli_regions.region_add(reactor, run_dir, 3, 5), 1)
+        self.assertIn("no cluster recorded", lines[-1])
+        (run_dir / "cluster.json").write_text(json.dumps(
+            {"up_pid": 999999999, "identities": {"999999999": "proc:1"}}))
+        self.assertEqual(await cli_regions.region_add(reactor, run_dir, 3, 5), 1)
+        self.assertIn("is not running", lines[-1])
+        self.assertEqual(await cli_regions.region_add(reactor, run_dir, 0, 5), 1)
+        self.assertIn("--sid must be 1..65535", lines[-1])
+        self.assertEqual(cli_regions.region_names(3), ["map3", "guild3", "mail3",
+                                                       "rolecity3"])

@@ -55,6 +55,16 @@ class OpenRegionWhileRunning(unittest.TestCase):
         return await _gm_request(reactor, method, f"{self.state['gm_url']}{path}",
                                  self.state["gm_token"], 10.0)
 
+    async def post(self, path: str, body: Any) -> tuple[int, Any]:
+        import treq
+
+        response = await treq.post(
+            f"{self.state['gm_url']}{path}", json.dumps(body).encode(), persistent=False,
+            headers={"Authorization": [f"Bearer {self.state['gm_token']}"]}
+        ).addTimeout(10, reactor)
+        content = await treq.content(response).addTimeout(10, reactor)
+        return response.code, json.loads(content)
+
     async def regions(self) -> dict[int, dict[str, Any]]:
         status, body = await self.gm("GET", "/regions")
         self.assertEqual(status, 200, body)
@@ -142,6 +152,12 @@ class OpenRegionWhileRunning(unittest.TestCase):
             listing = await self.region_list()
             return ([r.sid for r in listing.regions], listing.recommended) == ([1, 3], 3)
         await wait_for(recommends_3, 10, "RegionList to list region 3 and recommend it")
+        self.assertEqual(await self.post("/regions/recommend", {"sid": 1}),
+                         (200, {"chosen": 1, "recommended": 1}))
+        self.assertEqual((await self.regions())[1]["recommended"], True)
+        self.assertEqual((await self.post("/regions/recommend", {"sid": "3"}))[0], 400)
+        self.assertEqual(await self.post("/regions/recommend", {"sid": 0}),
+                         (200, {"chosen": 0, "recommended": 3}))
         pickers = BotOptions.from_config(load_config(self.state["config"]), count=5,
                                          script="heartbeat", hold=0.0,
                                          recommended_region=True, openid_prefix="pickers")

@@ -45,8 +45,11 @@ class RegionListCache:
         self._fetching = []
         try:
             answer = await self._fetch()
-        finally:
-            waiters, self._fetching = self._fetching, None
+        except Exception:
+            # whatever it was, the waiters get an answer too (never a hung request)
+            log.failure("region list: asking logiccenter failed")
+            answer = pb.RegionList.Response(code=E.INTERNAL)
+        waiters, self._fetching = self._fetching, None
         for w in waiters:
             w.callback(answer)
         return answer
