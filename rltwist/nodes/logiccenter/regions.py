@@ -29,8 +29,8 @@ first most recently (ties: the highest sid).
 ``players`` per region counts the accounts born there: at the first start the existing
 accounts are counted once (``meta.players_base``), then each new account adds one to the
 storage counter ``region_players_<sid>``. The counter is increased just after the account
-is stored, so a logiccenter crash between the two leaves the count one short (the account
-itself is kept).
+is stored, so a logiccenter crash (or a storage failure) between the two leaves the count
+one short (the account itself is kept).
 """
 
 from __future__ import annotations
@@ -225,9 +225,14 @@ class Regions(Service):
             raise BadServerId(f"region {server_id} has no node in the name table now")
 
     async def born(self, sid: int) -> None:
-        """Count an account just stored in *sid* (see the module docstring)."""
+        """Count an account just stored in *sid* (see the module docstring). A storage
+        failure here is logged, never raised: the account exists and the login goes on;
+        only the count stays one short."""
         base = int(self.meta.get("players_base", {}).get(str(sid), 0))
-        self.players[sid] = base + await self.db.incr(counter_name(sid))
+        try:
+            self.players[sid] = base + await self.db.incr(counter_name(sid))
+        except Exception as e:
+            log.warn("regions: a new player of region {sid} not counted: {e}", sid=sid, e=e)
 
     # -- views --------------------------------------------------------------------------------
 
