@@ -284,3 +284,93 @@ class RegionAddCommand(unittest.TestCase):
         self.assertIn("--sid must be 1..65535", lines[-1])
         self.assertEqual(cli_regions.region_names(3), ["map3", "guild3", "mail3",
                                                        "rolecity3"])
+
+
+class FakeProc:
+    def __init__(self, pid: int, running: bool = False, fails: bool = False) -> None:
+        self.pid, self.running, self.fails = pid, running, fails
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        self.running = True
+
+    async def wait_ready(self, timeout: float) -> None:
+        if self.fails:
+            self.running = False
+            raise cli_regions.LaunchError(f"pid {self.pid} exited with status 1")
+
+
+class FakeLocalCluster:
+    """What add_region uses of rl-cluster's LocalCluster."""
+
+    def __init__(self, nodes: dict[str, FakeProc], master: dict[str, str]) -> None:
+        self.nodes = nodes
+        self.master = master
+        self.config_path = "run/cluster.toml"
+        self.waited: list[list[str]] = []
+
+    async def node_states(self) -> dict[str, str]:
+        return self.master
+
+    def process(self, name: str) -> FakeProc:
+        return self.nodes.setdefault(name, FakeProc(100 + len(self.nodes)))
+
+    def node_config(self, name: str) -> dict[str, Any]:
+        return {"host": "127.0.0.1", "port": 1}
+
+    async def wait_up(self, names: list[str], timeout: float) -> None:
+        self.waited.append(list(names))
+
+    def gm_url(self) -> str:
+        return "http://gm"
+
+
+class FakeRunner:
+    def __init__(self, run_dir: Path, lc: FakeLocalCluster) -> None:
+        self.run_dir, self.lc, self.stopping, self.names = run_dir, lc, False, ["master"]
+        (run_dir / cli_regions.REQUESTS).mkdir(parents=True)
+
+    def write_state(self) -> None:
+        pass
+
+
+class RegionAddInUp(unittest.TestCase):
+    """The `up` side of region add: what it starts, what it refuses, a retry after a
+    failure keeps the nodes that started."""
+
+    def setUp(self) -> None:
+        self.lines: list[str] = []
+        self.patch(cli_regions, "say", self.lines.append)
+
+    def status(self, runner: FakeRunner) -> Any:
+        return json.loads(cli_regions._status_path(runner.run_dir, 3).read_text())
+
+    async def test_start_refuse_and_retry(self) -> None:
+        lc = FakeLocalCluster({}, {})
+        runner = FakeRunner(Path(self.mktemp()).absolute(), lc)
+        lc.nodes["mail3"] = FakeProc(7, fails=True)
+        self.assertFalse(await cli_regions.add_region(runner, 3))  # type: ignore[arg-type]
+        self.assertEqual(self.status(runner)["state"], "failed")
+        self.assertIn("exited with status 1", self.status(runner)["lines"][-1])
+        self.assertEqual(lc.waited, [])
+        # the retry keeps map3 and guild3 and starts the others
+        lc.nodes["mail3"].fails = False
+        self.assertTrue(await cli_regions.add_region(runner, 3))  # type: ignore[arg-type]
+        status = self.status(runner)
+        self.assertEqual(status["state"], "done")
+        self.assertIn("already running, kept: map3 guild3", status["lines"][0])
+        self.assertEqual({n: p.starts for n, p in lc.nodes.items()},
+                         {"map3": 1, "guild3": 1, "mail3": 2, "rolecity3": 1})
+        self.assertEqual(lc.waited, [["map3", "guild3", "mail3", "rolecity3"]])
+        self.assertEqual(runner.names, ["master", "map3", "guild3", "mail3", "rolecity3"])
+        # all four running: refused
+        self.assertFalse(await cli_regions.add_region(runner, 3))  # type: ignore[arg-type]
+        self.assertIn("already running: map3 (pid", self.status(runner)["lines"][-1])
+
+    async def test_a_region_started_by_hand_is_not_started_twice(self) -> None:
+        lc = FakeLocalCluster({}, {"map3": "up"})
+        runner = FakeRunner(Path(self.mktemp()).absolute(), lc)
+        self.assertFalse(await cli_regions.add_region(runner, 3))  # type: ignore[arg-type]
+        self.assertIn("master already has {'map3': 'up'}", self.status(runner)["lines"][-1])
+        self.assertEqual(lc.nodes, {})

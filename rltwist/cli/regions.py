@@ -106,9 +106,9 @@ async def add_region(runner: Runner, sid: int) -> bool:
         progress("the cluster is not up (starting or stopping)", "failed")
         return False
     names = region_names(sid)
-    running = [f"{n} (pid {lc.nodes[n].pid})" for n in names
-               if n in lc.nodes and lc.nodes[n].running]
-    if running:
+    ours = {n for n in names if n in lc.nodes and lc.nodes[n].running}
+    if ours == set(names):
+        running = [f"{n} (pid {lc.nodes[n].pid})" for n in names]
         progress(f"already running: {', '.join(running)}", "failed")
         return False
     try:
@@ -116,15 +116,21 @@ async def add_region(runner: Runner, sid: int) -> bool:
     except Exception as e:
         progress(f"master does not answer GET /nodes: {e}", "failed")
         return False
-    foreign = {n: states[n] for n in names if states.get(n) in ("up", "waiting", "stopping")}
+    foreign = {n: states[n] for n in names
+               if n not in ours and states.get(n) in ("up", "waiting", "stopping")}
     if foreign:
         progress(f"master already has {foreign} (started by hand?): not starting a second "
                  "copy", "failed")
         return False
-    progress(f"starting {' '.join(names)} (config {lc.config_path})")
+    if ours:  # a retry after a failed add: the nodes that did start are kept
+        progress(f"already running, kept: {' '.join(sorted(ours, key=names.index))}")
+    progress(f"starting {' '.join(n for n in names if n not in ours)} "
+             f"(config {lc.config_path})")
     started = time.monotonic()
     try:
         for i, name in enumerate(names, 1):
+            if name in ours:
+                continue
             proc = lc.process(name)  # adds [nodes.<name>] on free ports to cluster.toml
             proc.start()
             runner.write_state()  # `down` knows the new PID from now on
