@@ -276,3 +276,8 @@ def _chat_private(bot: BotIdentity) -> Message:
 @action("chat_history", "Fetch the world chat history (the last 50 messages)")
 def _chat_history(bot: BotIdentity) -> Message:
     return pb.ChatHistory(channel=pb.ChatChannel.CHAT_WORLD)
+
+
+@action("map_my_city", "Ask for the bot's city and its map (placed at the first entry)")
+def _map_my_city(bot: BotIdentity) -> Message:
+    return pb.MapMyCity()
