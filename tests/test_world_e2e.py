@@ -7,6 +7,8 @@ real Redis, real SQLite."""
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer
@@ -17,6 +19,7 @@ from tests.social_util import SocialCase
 from tests.util import wait_for
 
 E = pb.ErrorCode
+REPO = Path(__file__).resolve().parent.parent
 
 
 class WorldCase(SocialCase):
@@ -116,18 +119,45 @@ class CitiesAfterAKill(WorldCase):
 
 
 class CitiesAfterAnOrderedStop(WorldCase):
-    # the default save interval (300 s): only the stop's own save can keep the world
-    async def test_an_ordered_stop_and_start_of_the_map_node_loses_nothing(self) -> None:
+    """The default save interval (300 s): only the stop's own save can keep the world.
+    World data fixes come from this test's own hotfix root."""
+
+    async def setUp(self) -> None:
+        root = Path(self.mktemp()).absolute()
+        shutil.copytree(REPO / "etc" / "game", root / "etc" / "game")
+        self.fixes = root / "hotfix" / "datafix" / "world"
+        self.fixes.mkdir(parents=True)
+        self.overrides = {"hotreload": {"root": str(root), "hotfix_interval": 0,
+                                        "config_interval": 0}}
+        await super().setUp()
+
+    async def test_an_online_data_fix_then_an_ordered_stop_and_start_lose_nothing(
+            self) -> None:
         a = await self.player(2)
         r = await self.my_city(a)
         self.assertEqual(r.info.map_id, 2)
+        monsters = {row[0]: row[5] for row in await self.entities("map2", "monster")}
+        # online data fix (POST /datafix): every monster of the running maps, once
+        (self.fixes / "0001_stronger_monsters.py").write_text(
+            "TARGET_VERSION = 1\n"
+            "def fix(entity):\n"
+            "    if entity.get('kind') == 'monster':\n"
+            "        entity['level'] = entity['level'] + 100\n")
+        status, answer = await self.lc.gm("POST", "/datafix", {"kinds": ["world"]},
+                                          timeout=30)
+        self.assertEqual(status, 200, answer)
+        report = answer["nodes"]["map2"]["kinds"]["world"]
+        self.assertEqual((report["fixed"], report["failed"]), (report["entities"], 0))
+        fixed = {row[0]: row[5] for row in await self.entities("map2", "monster")}
+        self.assertEqual(fixed, {eid: level + 100 for eid, level in monsters.items()})
+
         s = await self.summary("map2")
-        self.assertGreater(s["dirty"], 0)  # the seeded points wait for a save
+        self.assertGreater(s["dirty"], 0)  # seeded points and the fix wait for a save
         before = await self.entities("map2")
         self.assertEqual(await self.lc.nodes["map2"].stop(), 0)
         self.assertEqual(await self.stored(2), before)
         await self.restart("map2")
-        self.assertEqual(await self.entities("map2"), before)
+        self.assertEqual(await self.entities("map2"), before)  # the fix ran once only
         self.assertEqual((await self.summary("map2"))["dirty"], 0)
         again = await self.my_city(a)
         self.assertEqual((again.city.id, again.city.x, again.city.y),

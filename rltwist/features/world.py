@@ -37,6 +37,8 @@ async def ensure_city(gw: Gateway, player: Player) -> dict[str, Any] | None:
     in the player's ``mapid`` and save the player. None if the map did not answer."""
     entity = player.entity
     node = gw.cluster.map_node(player.mapid)
+    if node not in gw.cluster.addresses:  # a cluster without that map (or region)
+        return None
     try:
         answer: dict[str, Any] = await gw.cluster.call(
             node, "world", "ensure_city", player.userid, entity.get("name") or "",
@@ -59,6 +61,8 @@ async def city_after_auth(gw: Gateway, player: Player) -> None:
     has its name and guild refreshed on the map (not awaited)."""
     if player.entity.get("mapid"):
         node = gw.cluster.map_node(player.mapid)
+        if node not in gw.cluster.addresses:
+            return
         try:
             gw.cluster.send(node, "world", "refresh_city", player.userid,
                             player.entity.get("name") or "",
