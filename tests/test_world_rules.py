@@ -169,3 +169,28 @@ class RoleSide(unittest.TestCase):
         self.assertEqual(player.mapid, 2)
         player.entity["mapid"] = 5
         self.assertEqual(player.mapid, 5)
+
+
+class Placement(unittest.TestCase):
+    def test_ten_thousand_cities_walk_the_spiral_once(self) -> None:
+        from rltwist.nodes.map.state import WorldState
+
+        ws, state = WorldSystem(), WorldState(1, 512, 512, 16)
+        checks = 0
+
+        def is_blocked(x: int, y: int) -> bool:
+            nonlocal checks
+            checks += 1
+            return terrain.blocked(1, x, y)
+
+        cursor = 0
+        for uid in range(1, 10_001):
+            placed = ws.place_city(state, 1, cursor, 3, is_blocked)
+            assert placed is not None
+            x, y, cursor = placed
+            state.add(Entity(state.new_id(), 0, {"kind": "city", "x": x, "y": y,
+                                                 "owner": uid}), quiet=True)
+        # amortized O(1): each candidate is looked at once, a quarter of them blocked
+        self.assertLess(checks, 2 * 10_000)
+        self.assertEqual(cursor, checks)
+        self.assertEqual(len(state.cities), 10_000)
