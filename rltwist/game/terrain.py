@@ -8,7 +8,7 @@ multiplication), so every language gets the same tiles.
     mix(v):        v ^= v >> 30; v *= 0xBF58476D1CE4E5B9
                    v ^= v >> 27; v *= 0x94D049BB133111EB
                    v ^= v >> 31                      (splitmix64's finaliser, mod 2**64)
-    noise(s, a, b) = mix(s ^ mix(a << 32 | b)) & 0xFFFF        (a, b < 2**32)
+    noise(s, a, b) = mix(s ^ mix(a << 32 | b)) mod 65536       (a, b < 2**32)
     field(s, x, y): value noise on a lattice of CELL = 8 tiles, integer bilinear:
         cx, fx = divmod(x, CELL); cy, fy = divmod(y, CELL)
         v00, v10 = noise(s, cx, cy), noise(s, cx + 1, cy)
@@ -56,7 +56,7 @@ def mix(v: int) -> int:
 
 def noise(seed: int, a: int, b: int) -> int:
     """The 16-bit value of lattice point (a, b) for *seed*."""
-    return mix((seed & MASK) ^ mix((a << 32) | b)) & 0xFFFF
+    return mix((seed & MASK) ^ mix((a << 32) | b)) % 65536
 
 
 def field(seed: int, x: int, y: int) -> int:
