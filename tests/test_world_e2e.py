@@ -66,6 +66,16 @@ class WorldCase(SocialCase):
                             a.get("level", 0), a.get("amount", 0)])
         return sorted(out)
 
+    async def player_doc(self, userid: int) -> dict[str, Any]:
+        """The player's document as stored in roledb (what the next Auth loads)."""
+        db = EmbeddedBackend(os.path.join(self.lc.run_dir, "data", "roledb.sqlite3"))
+        try:
+            doc = await db.get("player", userid)
+        finally:
+            await defer.ensureDeferred(db.close())
+        assert doc is not None
+        return doc
+
     async def restart(self, node: str) -> None:
         await self.lc.start(node)
         await self.lc.wait_up(self.names)
@@ -84,6 +94,10 @@ class CitiesAfterAKill(WorldCase):
                 return len(await self.city_rows(n, c.userid)) == 1
             await wait_for(placed, 20, f"{client.openid}'s city on {node}")
         self.assertEqual(await self.city_rows("map1", b.userid), [])  # birth maps only
+        for client, mapid in ((a, 1), (b, 2)):  # the player records its city's map
+            async def recorded(c: Any = client, m: int = mapid) -> bool:
+                return (await self.player_doc(c.userid))["attrs"].get("mapid") == m
+            await wait_for(recorded, 20, f"{client.openid}'s saved mapid {mapid}")
         ra, rb = await self.my_city(a), await self.my_city(b)
         self.assertEqual((ra.info.map_id, rb.info.map_id), (1, 2))
         self.assertEqual((ra.info.width, ra.info.height, ra.info.block), (512, 512, 16))
