@@ -194,10 +194,16 @@ class Persistence(WorldHarness):
         self.assertNotIn(int(gone.id), rows)  # removed entities are deleted in storage
         self.assertNotIn(int(point.id), rows)
         # the old instance is fenced off: its saves no longer land
-        a.state.update(next(e for e in a.state.entities.values() if e["kind"] == "city"),
-                       name="stale")
-        report = await a.saver.flush()
-        self.assertTrue(report.stale)
+        a.state.update(a.city_of(11), name="stale")
+        self.assertFalse(await a.save_now([a.city_of(11)]))
+        self.assertTrue(a.fenced)
+        stored = await b.backend.get(COLLECTION, int(a.city_of(11).id))
+        self.assertEqual(stored["attrs"]["name"], "p11")  # the stale write did not land
+        # and from then on it writes and deletes nothing
+        a.defeat(next(e for e in a.state.entities.values() if e["kind"] == "monster"))
+        self.assertFalse((await a._save_round()).ok)
+        self.assertFalse(await a.save_now([]))
+        self.assertEqual(dict(await b.backend.find(COLLECTION, {})).keys(), rows.keys())
 
     async def test_an_ordered_stop_loses_nothing(self) -> None:
         a = await self.started()

@@ -124,6 +124,8 @@ class World(Service):
         self.tombstones: dict[int, Entity] = {}
         self.loaded = False
         self.stopping = False
+        #: a save was refused: a newer instance of this map claimed the world
+        self.fenced = False
         #: fires once the stored world is loaded (handlers reading the state await it)
         self.ready: defer.Deferred[None] = defer.Deferred()
         self.saver: Saver | None = None
@@ -469,10 +471,23 @@ class World(Service):
         if self.saver is None:
             return True  # an in-memory world (a test's stand-in node)
         await self.ready
-        self._sync_meta()
+        if not await self._still_owner():
+            return False
         g = self.generation
-        report = await self.saver.save([(self.meta, g), *((e, g) for e in entities)])
+        report = await self.saver.save([(e, g) for e in entities])
         return report.ok
+
+    async def _still_owner(self) -> bool:
+        """Write ``meta`` (fenced) before anything else: refused means a newer instance
+        claimed the world, and then nothing of this one may land (its entity documents
+        not yet saved by the new instance would still take an old generation's write)."""
+        assert self.saver is not None
+        if self.fenced:
+            return False
+        self._sync_meta()
+        self.meta.mark_dirty()
+        report = await self.saver.save([(self.meta, self.generation)])
+        return not self.fenced and report.ok
 
     async def save_all(self) -> SaveReport:
         """Save every dirty entity and tombstone now, then delete the stored tombstones
@@ -486,6 +501,10 @@ class World(Service):
         if self.saver is None or not self.loaded:
             return SaveReport()
         self.saver.rounds += 1
+        if not await self._still_owner():
+            if self.fenced:
+                return SaveReport(stale=[META])
+            return SaveReport(failed=[META])
         report = await self.saver.flush()
         if report.failed or report.stale:
             log.warn("map {map}: world save: {counts} (kept dirty, retried)",
@@ -510,8 +529,10 @@ class World(Service):
                 del self.tombstones[eid]
 
     def _stale(self, entity: Entity, error: StaleGeneration) -> None:
-        log.error("map {map}: a newer instance of this map owns the world ({error}); this "
-                  "one writes nothing more", map=self.map_id, error=error)
+        if not self.fenced:
+            log.error("map {map}: a newer instance of this map owns the world ({error}); "
+                      "this one writes nothing more", map=self.map_id, error=error)
+        self.fenced = True
 
     def _changed(self, event: str, entity: Entity, blocks: frozenset[int]) -> None:
         """State listener: removals become tombstones; new entities get the fix version."""
