@@ -16,8 +16,8 @@ counter and the respawns waiting; it goes with every save, so a stored entity ne
 an id above the stored ``last_id``. A removed entity leaves a tombstone that is saved in
 the order of the saves, then deleted (a save of the live entity still in flight can
 never bring it back); tombstones found at load are deleted too. The map claims a new
-fencing generation on ``meta`` at every start, and saves everything with it, so an old
-instance still running cannot overwrite what the new one saved.
+fencing generation on ``meta`` at every start and every save writes ``meta`` first with
+it: an old instance still running has that write refused and writes nothing more.
 
 Data fixes of kind ``world`` (``<root>/hotfix/datafix/world``) run on every entity at
 load and, through ``POST /datafix``, on the entities online. A world fix must not change
