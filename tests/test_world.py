@@ -347,3 +347,25 @@ class Refresh(WorldHarness):
         self.assertEqual((await w.summary())["monsters"], 8)
         refresh = [c for c in self.clock.getDelayedCalls() if c.func == w._refresh_tick]
         self.assertEqual(len(refresh), 1)  # one timer for the map, not one per entity
+
+
+class Metrics(WorldHarness):
+    async def test_entity_counts_and_unsaved_entities_are_gauges(self) -> None:
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        from rltwist.nodes.map.world import WorldCollector
+
+        w = await self.started()
+        registry = CollectorRegistry()
+        registry.register(WorldCollector(w))
+
+        def scrape() -> str:
+            return generate_latest(registry).decode()
+
+        text = scrape()
+        self.assertIn('rl_world_entities{kind="resource"} 10.0', text)
+        self.assertIn('rl_world_entities{kind="monster"} 5.0', text)
+        self.assertIn('rl_world_entities{kind="city"} 0.0', text)
+        self.assertIn("rl_world_unsaved 16.0", text)  # 15 seeded + meta
+        await w._save_round()
+        self.assertIn("rl_world_unsaved 0.0", scrape())

@@ -150,6 +150,9 @@ class World(Service):
             from rltwist.nodes.common.hotfix import register_online_entities
 
             register_online_entities(FIX_KIND, self.online_entities)
+            registry = getattr(node, "registry", None)
+            if registry is not None:
+                registry.register(WorldCollector(self))
 
     # -- what others call in-process (world.md "Interfaces") -------------------------------
 
@@ -560,6 +563,37 @@ class World(Service):
             report = await self._save_round()
             log.info("map {map}: world saved at stop: {counts}", map=self.map_id,
                      counts=report.to_dict())
+
+
+WORLD_KINDS = ("city", "resource", "monster", "march")
+
+
+class WorldCollector:
+    """Scrape-time gauges of a map: ``rl_world_entities{kind}`` (cities, resource points,
+    monsters, marches on the map) and ``rl_world_unsaved`` (entities changed since their
+    last save: what a kill -9 now would lose)."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        w = self.world
+        counts = Counter(e.get("kind") for e in w.state.entities.values())
+        counts["march"] = len(w.state.marches)
+        entities = GaugeMetricFamily("rl_world_entities", "Entities on the map, by kind",
+                                     labels=["kind"])
+        for kind in WORLD_KINDS:
+            entities.add_metric([kind], counts.get(kind, 0))
+        yield entities
+        unsaved = sum(1 for e, _ in w._items() if e.dirty) if w.loaded else 0
+        yield GaugeMetricFamily("rl_world_unsaved",
+                                "World entities changed since their last save",
+                                value=unsaved)
 
 
 class _Keeper(service.Service):
