@@ -130,7 +130,8 @@ class World(Service):
         self.ready: defer.Deferred[None] = defer.Deferred()
         self.saver: Saver | None = None
         if save_interval is None:
-            save_interval = config.storage.save_interval if config is not None else 300.0
+            save_interval = float(getattr(getattr(config, "storage", None), "save_interval",
+                                          300.0))
         self.save_interval = save_interval
         if self.backend is not None:
             self.saver = Saver(self.backend, COLLECTION, self._items,
