@@ -155,7 +155,7 @@ class World(Service):
             if registry is not None:
                 registry.register(WorldCollector(self))
 
-    # -- what others call in-process (world.md "Interfaces") -------------------------------
+    # -- what the march and AOI services call in-process (docs/world.md) ---------------------
 
     def now_ms(self) -> int:
         """The map's clock in ms (the reactor's: a task.Clock in tests)."""
