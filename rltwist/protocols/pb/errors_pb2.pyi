@@ -56,6 +56,12 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     GUILD_NOT_A_MEMBER: _ClassVar[ErrorCode]
     GUILD_TOO_MANY_APPLICATIONS: _ClassVar[ErrorCode]
     MAP_FULL: _ClassVar[ErrorCode]
+    MOVE_MARCHES_OUT: _ClassVar[ErrorCode]
+    MOVE_TILE_TAKEN: _ClassVar[ErrorCode]
+    MOVE_TILE_BLOCKED: _ClassVar[ErrorCode]
+    MOVE_TILE_OUTSIDE: _ClassVar[ErrorCode]
+    MOVE_BAD_REGION: _ClassVar[ErrorCode]
+    MOVE_NO_RESOURCES: _ClassVar[ErrorCode]
 OK: ErrorCode
 BAD_TOKEN: ErrorCode
 LOGIN_IN_PROGRESS: ErrorCode
@@ -106,3 +112,9 @@ GUILD_BAD_ROLE: ErrorCode
 GUILD_NOT_A_MEMBER: ErrorCode
 GUILD_TOO_MANY_APPLICATIONS: ErrorCode
 MAP_FULL: ErrorCode
+MOVE_MARCHES_OUT: ErrorCode
+MOVE_TILE_TAKEN: ErrorCode
+MOVE_TILE_BLOCKED: ErrorCode
+MOVE_TILE_OUTSIDE: ErrorCode
+MOVE_BAD_REGION: ErrorCode
+MOVE_NO_RESOURCES: ErrorCode
