@@ -367,7 +367,7 @@ class RoleSideTests(unittest.TestCase):
 
     def test_table(self) -> None:
         snapshot = shared(os.path.join(REPO, "etc", "game"), VALIDATORS).snapshot
-        self.assertEqual(move_system.cost(snapshot["movecity"]), {"gold": 1000})
+        self.assertEqual(move_system.cost(snapshot["movecity"]), {"gold": 5000})
         self.assertEqual(list(validate_movecity({"cost": {"gold": 1}})), [])
         self.assertEqual([k for k, _ in validate_movecity({"cost": {"wood": 1}, "x": 1})],
                          ["x", "cost.wood"])

@@ -130,6 +130,9 @@ async def move_city(gw: Gateway, player: Player, msg: pb.MoveCity) -> pb.MoveCit
         cost = move_system.cost(_tables())
         target, x, y = int(msg.target_sid), int(msg.x), int(msg.y)
         code = move_system.check_start(entity, player.mapid, target, x, y, cost)
+        if code == E.MOVE_NO_RESOURCES and target > 0 \
+                and gw.cluster.map_node(target) not in gw.cluster.addresses:
+            code = int(E.MOVE_BAD_REGION)  # an unknown region is the first thing to say
         if not code and gw.cluster.map_node(target) not in gw.cluster.addresses:
             code = int(E.MOVE_BAD_REGION)
         if code:

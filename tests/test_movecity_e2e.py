@@ -1,0 +1,140 @@
+"""Moving a city across real processes (issue 14 "Move city", issue 13's cross-region
+visibility): a region-2 player on role2 moves its city to a chosen tile of map1; a
+region-1 player on role1 watching that part of map1 sees it appear, a region-2 player
+watching map2 sees it disappear; the mover's MapMyCity and MapView go to map1 from then
+on (also after a new login), the cost is taken once, the city is on map1 only. Then the
+kill -9 cases: map A, map B and the role node killed at each step of the saga
+(crash points), restarted, and the city found on exactly one map with the player's mapid
+agreeing and no reservation left."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.internet import defer
+
+from rltwist.game.terrain import blocked
+from rltwist.protocols import pb
+from rltwist.storage import EmbeddedBackend
+from tests.social_util import SocialCase
+from tests.util import wait_for
+
+E = pb.ErrorCode
+COST = 5000  # etc/game/movecity.toml; a new player has 1000 gold
+
+
+class MoveCase(SocialCase):
+    async def rows(self, node: str, userid: int) -> list[list[Any]]:
+        rows: list[list[Any]] = await self.probe.cluster.call(node, "world", "entities",
+                                                              "city", timeout=10)
+        return [r for r in rows if r[4] == userid]
+
+    async def player_doc(self, userid: int) -> dict[str, Any]:
+        db = EmbeddedBackend(os.path.join(self.lc.run_dir, "data", "roledb.sqlite3"))
+        try:
+            doc = await db.get("player", userid)
+        finally:
+            await defer.ensureDeferred(db.close())
+        assert doc is not None
+        attrs: dict[str, Any] = doc["attrs"]
+        return attrs
+
+    async def grant_gold(self, c: Any, amount: int) -> None:
+        sid = c.userid & 0xFFFF
+        await self.probe.cluster.call(f"rolecity{sid}", "rolerouter", "grant", c.userid,
+                                      {"gold": amount}, timeout=10)
+
+        async def credited() -> bool:
+            return int((await self.player_doc(c.userid)).get("gold", 0)) >= 1000 + amount
+        await wait_for(credited, 20, f"the gold grant to {c.openid} saved")
+
+    async def free_tile(self, info: Any, near: Any) -> tuple[int, int]:
+        """A free, unblocked tile of map *info* next to entity *near*."""
+        taken = {(r[2], r[3]) for r in await self.probe.cluster.call(
+            f"map{info.map_id}", "world", "entities", None, timeout=10)}
+        for dy in range(-6, 7):
+            for dx in range(-6, 7):
+                x, y = near.x + dx, near.y + dy
+                if (x, y) not in taken and not blocked(info.seed, x, y) and (dx or dy) \
+                        and 0 < x < info.width and 0 < y < info.height:
+                    return x, y
+        raise AssertionError("no free tile near the city")
+
+    async def move(self, c: Any, target: int, x: int, y: int,
+                   timeout: float = 30) -> Any:
+        """MoveCity, asked again while it answers RETRY_LATER (the saga continues)."""
+        answers: list[Any] = []
+
+        async def answered() -> bool:
+            r = await c.request(pb.MoveCity(target_sid=target, x=x, y=y))
+            if r.code == E.RETRY_LATER:
+                return False
+            answers.append(r)
+            return True
+        await wait_for(answered, timeout, f"MoveCity of {c.openid} to be answered")
+        return answers[0]
+
+    async def on_one_map(self, userid: int, expect: int) -> None:
+        """The city is on map *expect* only, no reservation anywhere, and the player's
+        stored mapid agrees (once its move was taken)."""
+        for sid in (1, 2):
+            n = len(await self.rows(f"map{sid}", userid))
+            self.assertEqual(n, 1 if sid == expect else 0, f"cities of {userid} on map{sid}")
+            self.assertEqual(await self.probe.cluster.call(
+                f"map{sid}", "movecity", "reservations", timeout=10), {},
+                f"reservation left on map{sid}")
+
+        async def agrees() -> bool:
+            return int((await self.player_doc(userid)).get("mapid") or 0) == expect
+        await wait_for(agrees, 20, f"the stored mapid of {userid} to be {expect}")
+
+
+class MoveAcrossRegions(MoveCase):
+    async def test_a_region_2_city_moves_to_map1_and_is_seen_there(self) -> None:
+        a, b = await self.players_apart(1, 2)
+        c = await self.player(2)  # watches map2 where b's city was
+        ra = await self.request_ok(a, pb.MapMyCity())
+        rb = await self.request_ok(b, pb.MapMyCity())
+        self.assertEqual((ra.info.map_id, rb.info.map_id), (1, 2))
+        x, y = await self.free_tile(ra.info, ra.city)
+        await self.request_ok(a, pb.MapView(x=max(0, x - 8), y=max(0, y - 8), width=16,
+                                            height=16))
+        await self.request_ok(c, pb.MapView(x=max(0, rb.city.x - 8),
+                                            y=max(0, rb.city.y - 8), width=16, height=16))
+        # refused: the cost (no gold yet), the same region, an unknown region
+        self.assertEqual((await b.request(pb.MoveCity(target_sid=1, x=x, y=y))).code,
+                         E.MOVE_NO_RESOURCES)
+        self.assertEqual((await b.request(pb.MoveCity(target_sid=2, x=x, y=y))).code,
+                         E.MOVE_BAD_REGION)
+        self.assertEqual((await b.request(pb.MoveCity(target_sid=7, x=x, y=y))).code,
+                         E.MOVE_BAD_REGION)
+        await self.grant_gold(b, COST)
+        moved = await self.move(b, 1, x, y)
+        self.assertEqual(moved.code, E.OK)
+        self.assertEqual((moved.map_id, moved.city.x, moved.city.y), (1, x, y))
+        self.assertEqual(moved.city.owner_user_id, b.userid)
+        # the region-1 player on the other role node sees it appear on map1
+        seen = await self.wait_push(a, pb.MapNotify, lambda m: any(
+            e.owner_user_id == b.userid for e in m.appeared))
+        self.assertEqual(seen.map_id, 1)
+        gone = await self.wait_push(c, pb.MapNotify, lambda m: rb.city.id in m.disappeared)
+        self.assertEqual(gone.map_id, 2)
+        # routing follows the new mapid: MapMyCity and MapView go to map1
+        mine = await self.request_ok(b, pb.MapMyCity())
+        self.assertEqual((mine.info.map_id, mine.city.id), (1, moved.city.id))
+        view = await self.request_ok(b, pb.MapView(x=max(0, x - 4), y=max(0, y - 4),
+                                                   width=8, height=8))
+        self.assertEqual(view.info.map_id, 1)
+        self.assertIn(moved.city.id, [e.id for e in view.entities])
+        await self.on_one_map(b.userid, 1)
+        doc = await self.player_doc(b.userid)
+        self.assertEqual((doc["gold"], doc.get("prevmapid"), doc.get("movecity")),
+                         (1000, 2, None))
+        # a new login keeps it there; a second move back is refused for the cost
+        await self.relogin(b)
+        again = await self.request_ok(b, pb.MapMyCity())
+        self.assertEqual((again.info.map_id, again.city.id), (1, moved.city.id))
+        self.assertEqual((await b.request(pb.MoveCity(target_sid=2))).code,
+                         E.MOVE_NO_RESOURCES)
+        await self.on_one_map(b.userid, 1)
