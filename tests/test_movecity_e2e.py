@@ -18,7 +18,7 @@ from rltwist.game.terrain import blocked
 from rltwist.protocols import pb
 from rltwist.storage import EmbeddedBackend
 from tests.social_util import SocialCase
-from tests.util import wait_for
+from tests.util import node_is, wait_for
 
 E = pb.ErrorCode
 COST = 5000  # etc/game/movecity.toml; a new player has 1000 gold
@@ -102,11 +102,11 @@ class MoveAcrossRegions(MoveCase):
                                             height=16))
         await self.request_ok(c, pb.MapView(x=max(0, rb.city.x - 8),
                                             y=max(0, rb.city.y - 8), width=16, height=16))
-        # refused: the cost (no gold yet), the same region, an unknown region
+        # refused: the cost (no gold yet), an unknown region; the city's own map: OK
         self.assertEqual((await b.request(pb.MoveCity(target_sid=1, x=x, y=y))).code,
                          E.MOVE_NO_RESOURCES)
-        self.assertEqual((await b.request(pb.MoveCity(target_sid=2, x=x, y=y))).code,
-                         E.MOVE_BAD_REGION)
+        here = await self.request_ok(b, pb.MoveCity(target_sid=2, x=x, y=y))  # no move
+        self.assertEqual((here.map_id, here.city.id), (2, rb.city.id))
         self.assertEqual((await b.request(pb.MoveCity(target_sid=7, x=x, y=y))).code,
                          E.MOVE_BAD_REGION)
         await self.grant_gold(b, COST)
@@ -138,3 +138,86 @@ class MoveAcrossRegions(MoveCase):
         self.assertEqual((await b.request(pb.MoveCity(target_sid=2))).code,
                          E.MOVE_NO_RESOURCES)
         await self.on_one_map(b.userid, 1)
+
+
+CRASH = {"RLTWIST_TEST_FLAGS": "crashpoints"}
+
+
+class _MoveCrash:
+    # a mixin (not a TestCase): only the armed classes below run
+    """Kill -9 of one node (``victim``) at each step of a move, one player per step: the
+    node is armed with the step's crash point, a region-2 player (source map2, target
+    map1) asks to move, the node dies there and is restarted armed with the next point;
+    the move is then asked about again (the same request id) until it answers, and the
+    city must be on map1 only, the stored mapid 1, no reservation anywhere."""
+
+    victim = ""
+    points: tuple[str, ...] = ()
+
+    def setUp(self) -> Any:
+        self.node_env = {self.victim: {**CRASH, "RLTWIST_CRASH_POINTS": self.points[0]}}
+        self.others: list[Any] = []
+        return super().setUp()  # type: ignore[misc]
+
+    async def mover(self) -> Any:
+        """A region-2 player (on the victim when the victim is a role node) with gold."""
+        for _ in range(10):
+            c = await self.player(2)
+            if not self.victim.startswith("role") or c.role == self.victim:
+                await self.request_ok(c, pb.MapMyCity())
+                await self.grant_gold(c, COST)
+                return c
+            self.others.append(c)  # stays online: the next one goes to the other node
+        raise AssertionError(f"no region-2 player landed on {self.victim}")
+
+    async def restart(self, armed: str | None) -> None:
+        """Start the dead victim again (armed with *armed*, or with nothing)."""
+        proc = self.lc.nodes[self.victim]
+        if armed is None:
+            proc.env.pop("RLTWIST_CRASH_POINTS", None)
+        else:
+            proc.env["RLTWIST_CRASH_POINTS"] = armed
+        if self.victim.startswith("role"):
+            await wait_for(lambda: node_is(self.lc, self.victim, "down"), 30,
+                           f"{self.victim} marked down")
+        await self.lc.start(self.victim)
+        await self.lc.wait_up(self.names)
+        if self.victim.startswith("role"):
+            await self.wait_logins_available()
+
+    async def test_the_city_ends_on_one_map_at_every_step(self) -> None:
+        proc = self.lc.nodes[self.victim]
+        for i, point in enumerate(self.points):
+            if i:  # arm the next step: kill -9 between two moves, start armed
+                self.assertLess(await proc.kill(), 0)
+                await self.restart(point)
+            c = await self.mover()
+            reply = c.request(pb.MoveCity(target_sid=1))
+            reply.addErrback(lambda f: None)
+            await proc.wait_exit(30)
+            self.assertFalse(proc.running, f"{self.victim} did not die at {point}")
+            await self.restart(None)
+            if self.victim.startswith("role"):
+                await self.relogin(c)  # the next Auth resumes the move
+            moved = await self.move(c, 1, 0, 0, timeout=60)
+            self.assertEqual(moved.code, E.OK, point)
+            self.assertEqual(moved.map_id, 1, point)
+            await self.on_one_map(c.userid, 1)
+            self.assertEqual((await self.player_doc(c.userid))["gold"], 1000, point)
+            c.close()
+
+
+class SourceMapKilled(_MoveCrash, MoveCase):
+    victim = "map2"
+    points = ("movecity_after_reserve", "movecity_after_remove", "movecity_after_commit",
+              "movecity_after_done")
+
+
+class TargetMapKilled(_MoveCrash, MoveCase):
+    victim = "map1"
+    points = ("movecity_reserved_here", "movecity_committed_here")
+
+
+class RoleNodeKilled(_MoveCrash, MoveCase):
+    victim = "role2"
+    points = ("movecity_request_saved", "after_movecity_take", "after_movecity_apply")

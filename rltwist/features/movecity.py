@@ -10,7 +10,8 @@ city"): wiring.
   answers OK the move is pulled from its ledger (``mapid`` = target, cost taken, request
   id cleared: one saved write) and the rolecaches of both maps are told. After every
   Auth the move ledger of the player's map is pulled (a move finished while it was
-  offline), and a move still pending is asked about again. ``movecitypull`` lets the
+  offline), the previous map's move ledger is looked at too (a move whose confirm a
+  crash lost), and a move still pending is asked about again. ``movecitypull`` lets the
   source map tell an online player's role node to pull.
 """
 
@@ -23,6 +24,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from rltwist.cluster import ClusterError, Service, handler
+from rltwist.crashpoint import crashpoint
 from rltwist.ecs import import_system
 from rltwist.ecs.entity import Entity
 from rltwist.nodes.common.transfer import BadTransfer, Receiver
@@ -60,17 +62,31 @@ def _apply(entity: Entity, entry: dict[str, Any]) -> None:
         raise BadTransfer(f"transfer {entry.get('id')}: {e}") from None
 
 
-receiver = Receiver("movecity", _apply, step="movecity")
+_receivers: dict[int, Receiver] = {}
 
 
-async def pull_move(gw: Gateway, player: Player) -> bool:
-    """Pull the player's move from the ledger of its map (the move's source); True if a
-    move was applied now. When ``mapid`` changed: tell the rolecaches of both maps."""
+def receiver_of(source: int) -> Receiver:
+    """The receiver of map *source*'s move ledger (one per source map: see
+    ``rltwist.nodes.map.movecity.ledger_name``); its crash points are
+    ``after_movecity_take`` / ``after_movecity_apply``."""
+    from rltwist.nodes.map.movecity import ledger_name
+
+    found = _receivers.get(source)
+    if found is None:
+        found = _receivers[source] = Receiver(ledger_name(source), _apply, step="movecity")
+    return found
+
+
+async def pull_move(gw: Gateway, player: Player, source: int | None = None) -> bool:
+    """Pull the player's move from the move ledger of map *source* (default: its map,
+    the source of a move not taken yet); True if a move was applied now. When ``mapid``
+    changed: tell the rolecaches of both maps."""
     from rltwist.nodes.role.transfers import pull_from
 
     before = player.mapid
-    pulled = await pull_from(gw, player, receiver, gw.cluster.map_node(before), "movecity",
-                             "city move")
+    source = before if source is None else source
+    pulled = await pull_from(gw, player, receiver_of(source), gw.cluster.map_node(source),
+                             "movecity", "city move")
     if pulled is None or not pulled.applied:
         return False
     after = player.mapid
@@ -126,6 +142,10 @@ async def move_city(gw: Gateway, player: Player, msg: pb.MoveCity) -> pb.MoveCit
 
     entity = player.entity
     pending = entity.get("movecity")
+    if not pending and int(msg.target_sid) == player.mapid:
+        # the city is there already: a retry of a move that finished meanwhile (the
+        # answer was lost) gets OK, not a refusal; nothing moves
+        return await _answer_city(gw, player)
     if not pending:
         cost = move_system.cost(_tables())
         target, x, y = int(msg.target_sid), int(msg.x), int(msg.y)
@@ -144,9 +164,16 @@ async def move_city(gw: Gateway, player: Player, msg: pb.MoveCity) -> pb.MoveCit
         if not report.ok:
             entity["movecity"] = None
             return pb.MoveCity.Response(code=E.RETRY_LATER)
+        crashpoint("movecity_request_saved")  # kept on the player, not sent yet
     code = await _ask(gw, player, dict(pending))
     if code != E.OK:
         return pb.MoveCity.Response(code=code)  # type: ignore[arg-type]
+    return await _answer_city(gw, player)
+
+
+async def _answer_city(gw: Gateway, player: Player) -> pb.MoveCity.Response:
+    """OK with the player's map and its city there (read from that map)."""
+    entity = player.entity
     resp = pb.MoveCity.Response(code=E.OK, map_id=player.mapid)
     try:
         ans = await gw.cluster.call(gw.cluster.map_node(player.mapid), "world", "ensure_city",
@@ -163,6 +190,11 @@ async def move_after_auth(gw: Gateway, player: Player) -> None:
     """After Auth: pull a move finished while the player was offline; ask again about
     a move still pending (bounded: the source map answers within its wait)."""
     await pull_move(gw, player)
+    prev = int(player.entity.get("prevmapid") or 0)
+    if prev and prev != player.mapid:
+        # a move applied and saved whose confirm was lost (a crash): the source still
+        # holds the entry; this pull skips it (applied already) and confirms it away
+        await pull_move(gw, player, prev)
     pending = player.entity.get("movecity")
     if pending:
         await _ask(gw, player, dict(pending))

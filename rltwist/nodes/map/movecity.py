@@ -17,14 +17,16 @@ node's request id):
    before it answers).
 4. ``done`` — the same save records a transfer in the player's ledger here (kind
    ``movecity``: ``mapid`` = B, the cost), pulled by the player's role node like march
-   returns (``take_transfers``/``confirm_transfers``, fenced by the player's generation):
+   returns (ledger ``movecity<A>``; ``take_transfers``/``confirm_transfers``, fenced by
+   the player's generation):
    online at once (A tells the role node to pull), offline at the next Auth.
 
 B unreachable (or answering RETRY_LATER): the step is tried again after a backoff (0.5 s
 doubling to 30 s, for as long as it takes); the client's MoveCity is answered
 RETRY_LATER after ``WAIT_SECONDS`` while the saga goes on. Crash points
-``movecity_after_<step>`` (after the step's effect, before the next save) let tests kill
-the map at each step.
+``movecity_after_<step>`` (after the step's effect, before its record is saved) and, on
+the target, ``movecity_reserved_here`` / ``movecity_committed_here`` (stored, not
+answered) let tests kill either map at each step.
 
 While a player's saga runs or its transfer is not taken yet, the world of A refuses to
 place a new city for it (``World.placement_guard``): the city must be on one map only.
@@ -162,7 +164,8 @@ class MoveCity(Service):
                 saga = {"id": req, "userid": userid, "src": self.world.map_id,
                         "dst": int(target), "x": int(x), "y": int(y),
                         "cost": {k: int(v) for k, v in cost.items()}, "step": RESERVE,
-                        "code": 0, "tid": transfer.new_transfer_id(LEDGER),
+                        "code": 0, "tid": transfer.new_transfer_id(ledger_name(
+                            self.world.map_id)),
                         "started_ms": self.world.now_ms()}
                 old = book.get("saga")
                 book["saga"] = saga
@@ -289,7 +292,7 @@ class MoveCity(Service):
             crashpoint("movecity_after_commit")
             if int(ans["code"]) != E.OK:
                 return False
-            transfer.add(book, LEDGER, "movecity",
+            transfer.add(book, ledger_name(saga["src"]), "movecity",
                          {"mapid": saga["dst"], "from": saga["src"], "cost": saga["cost"],
                           "req": key}, transfer_id=saga["tid"], now_ms=self.world.now_ms())
             ok = await self._save_step(book, saga, step=DONE, code=int(E.OK),
@@ -359,12 +362,16 @@ class MoveCity(Service):
     @handler
     async def reserve(self, key: str, userid: int, x: int, y: int) -> dict[str, Any]:
         """Reserve the tile for saga *key* on this map (``World.reserve``)."""
-        return await self.world.reserve(key, userid, x, y)
+        ans = await self.world.reserve(key, userid, x, y)
+        crashpoint("movecity_reserved_here")  # stored, not answered
+        return ans
 
     @handler
     async def commit(self, key: str, userid: int, attrs: dict[str, Any]) -> dict[str, Any]:
         """Put the city of saga *key* on its reserved tile (``World.commit``)."""
-        return await self.world.commit(key, userid, attrs)
+        ans = await self.world.commit(key, userid, attrs)
+        crashpoint("movecity_committed_here")  # stored, not answered
+        return ans
 
     @handler
     async def release(self, key: str) -> bool:
@@ -376,6 +383,13 @@ class MoveCity(Service):
         """Operator and test view: ``{saga id: [x, y, userid]}`` reserved here."""
         await self.world.ready
         return self.world.reservations()
+
+
+def ledger_name(map_id: int) -> str:
+    """The move ledger's name on map *map_id* (``movecity<id>``): one name per source
+    map, so a player's inbox tells apart what it applied from each map (a pull from one
+    map forgets only that map's applied ids)."""
+    return f"{LEDGER}{int(map_id)}"
 
 
 def _live(book: Entity) -> bool:
