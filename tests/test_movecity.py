@@ -372,3 +372,27 @@ class RoleSideTests(unittest.TestCase):
         self.assertEqual([k for k, _ in validate_movecity({"cost": {"wood": 1}, "x": 1})],
                          ["x", "cost.wood"])
         self.assertEqual(mc.WAIT_SECONDS, 2.0)
+
+
+class BotActionTests(unittest.TestCase):
+    def test_move_city_action(self) -> None:
+        """``move_city`` asks MapMyCity, then moves to map 1 (or back to the birth map;
+        map 2 for bots of region 1): valid MoveCity requests."""
+        from rltwist.bot.actions import ACTIONS, BotIdentity, parse_script
+
+        self.assertEqual(parse_script("move_city*2"), ("move_city", "move_city"))
+        act = ACTIONS["move_city"]
+        bot = BotIdentity(index=0, openid="b", userid=(3 << 16) | 2, run_token="ab")
+        self.assertIsInstance(act.build(bot), pb.MapMyCity)
+        assert act.then is not None
+        home = pb.MapMyCity.Response(info=pb.MapInfo(map_id=2))
+        away = pb.MapMyCity.Response(info=pb.MapInfo(map_id=1))
+        self.assertEqual(act.then(bot, home), pb.MoveCity(target_sid=1))
+        self.assertEqual(act.then(bot, away), pb.MoveCity(target_sid=2))
+        one = BotIdentity(index=0, openid="c", userid=(3 << 16) | 1, run_token="ab")
+        self.assertEqual(act.then(one, pb.MapMyCity.Response(info=pb.MapInfo(map_id=1))),
+                         pb.MoveCity(target_sid=2))
+        self.assertIsNone(act.then(bot, pb.MapMyCity.Response()))
+        for req in (act.then(bot, home), act.then(bot, away)):
+            self.assertEqual(pb.MoveCity.FromString(req.SerializeToString()), req)
+        self.assertIn(pb.ErrorCode.MOVE_NO_RESOURCES, act.ok_codes)
