@@ -232,6 +232,29 @@ class MoveTests(MoveHarness):
         self.assertTrue(await b.release("other"))
         self.assertEqual(b.reservations(), {})
 
+    async def test_two_moves_race_for_one_tile(self) -> None:
+        """Two players of map 1 move to the same tile of map 2 at once: one gets it, the
+        other MOVE_TILE_TAKEN with its city still on map 1; no reservation left."""
+        a, b = await self.two_maps()
+        other = (6 << 16) | 1
+        self.assertEqual((await a.ensure_city(other, "rival"))["code"], E.OK)
+        x, y = self.free_tile(b)
+        svc = self.moves[1]
+        d1 = defer.Deferred.fromCoroutine(svc.start(USER, None, "m1", 2, x, y, {}))
+        d2 = defer.Deferred.fromCoroutine(svc.start(other, None, "m2", 2, x, y, {}))
+        await self.settle()
+        codes = sorted([(await d1)["code"], (await d2)["code"]])
+        self.assertEqual(codes, [E.OK, E.MOVE_TILE_TAKEN])
+        winner = USER if b.city_of(USER) is not None else other
+        loser = other if winner == USER else USER
+        city = b.city_of(winner)
+        assert city is not None
+        self.assertEqual((city["x"], city["y"]), (x, y))
+        self.assertIsNone(b.city_of(loser))
+        self.assertIsNotNone(a.city_of(loser))
+        self.assertIsNone(a.city_of(winner))
+        self.assertEqual(b.reservations(), {})
+
     async def test_refusals(self) -> None:
         """Each refusal answers its code and moves nothing: a tile taken, blocked or
         outside (the saga ends failed), an unknown or same region, marches out."""

@@ -136,6 +136,19 @@ async def _ask(gw: Gateway, player: Player, pending: Mapping[str, Any]) -> int:
     return code
 
 
+async def _pull_march_returns(gw: Gateway, player: Player) -> None:
+    """Take what came home from marches on the city's map before the city leaves it (the
+    march feature's pull, when that feature is installed): the returns' ledger is on the
+    source map and later pulls go to the new one."""
+    import importlib
+
+    try:
+        marches = importlib.import_module("rltwist.features.marches")
+    except ImportError:
+        return
+    await marches.pull_returns(gw, player)
+
+
 async def move_city(gw: Gateway, player: Player, msg: pb.MoveCity) -> pb.MoveCity.Response:
     """MoveCity (proto/region.proto)."""
     from rltwist.nodes.map.movecity import new_request_id
@@ -157,6 +170,7 @@ async def move_city(gw: Gateway, player: Player, msg: pb.MoveCity) -> pb.MoveCit
             code = int(E.MOVE_BAD_REGION)
         if code:
             return pb.MoveCity.Response(code=code)
+        await _pull_march_returns(gw, player)
         pending = {"req": new_request_id(), "src": player.mapid, "target": target,
                    "x": x, "y": y, "cost": cost}
         entity["movecity"] = pending
