@@ -221,3 +221,38 @@ class TargetMapKilled(_MoveCrash, MoveCase):
 class RoleNodeKilled(_MoveCrash, MoveCase):
     victim = "role2"
     points = ("movecity_request_saved", "after_movecity_take", "after_movecity_apply")
+
+
+class MarchesAfterAMove(MoveCase):
+    """Issue 13's cross-region visibility: once a region-2 player's city is on map1, its
+    march there is seen by a region-1 player on the other role node watching that part of
+    map1; while it is out the city cannot move (MOVE_MARCHES_OUT)."""
+
+    if not hasattr(pb, "MarchStart"):
+        skip = "marches (branch march) are not merged here yet"
+
+    async def test_a_moved_players_march_is_seen_by_a_region_1_watcher(self) -> None:
+        a, b = await self.players_apart(1, 2)
+        ra = await self.request_ok(a, pb.MapMyCity())
+        await self.request_ok(b, pb.MapMyCity())
+        x, y = await self.free_tile(ra.info, ra.city)
+        await self.grant_gold(b, COST)
+        moved = await self.move(b, 1, x, y)
+        self.assertEqual((moved.code, moved.map_id), (E.OK, 1))
+        await self.request_ok(a, pb.MapView(x=max(0, x - 32), y=max(0, y - 32), width=64,
+                                            height=64))
+        found = await self.request_ok(b, pb.MarchTargets(around_city=True, radius=30))
+        point = next(t for t in found.targets if t.kind == pb.MapEntityKind.MAP_RESOURCE)
+        home = (await self.request_ok(b, pb.MarchList())).home_troops
+        troop = next(t for t in home if t.count)
+        start = await self.request_ok(b, pb.MarchStart(
+            type=pb.MarchType.MARCH_GATHER, target_x=point.x, target_y=point.y,
+            troops=[pb.TroopCount(type=troop.type, count=min(10, troop.count))]))
+        line = start.march.line
+        self.assertEqual((line.from_x, line.from_y), (x, y))
+        seen = await self.wait_push(a, pb.MapNotify, lambda m: any(
+            m2.march_id == line.march_id for m2 in m.marches))
+        self.assertEqual(seen.map_id, 1)
+        self.assertEqual((await b.request(pb.MoveCity(target_sid=2))).code,
+                         E.MOVE_MARCHES_OUT)
+        await self.on_one_map(b.userid, 1)
