@@ -236,7 +236,7 @@ class MarchesAfterAMove(MoveCase):
         ra = await self.request_ok(a, pb.MapMyCity())
         await self.request_ok(b, pb.MapMyCity())
         x, y = await self.free_tile(ra.info, ra.city)
-        await self.grant_gold(b, COST)
+        await self.grant_gold(b, 2 * COST)  # this move and one more (refused below)
         moved = await self.move(b, 1, x, y)
         self.assertEqual((moved.code, moved.map_id), (E.OK, 1))
         await self.request_ok(a, pb.MapView(x=max(0, x - 32), y=max(0, y - 32), width=64,
