@@ -75,19 +75,24 @@ class MoveCase(SocialCase):
         await wait_for(answered, timeout, f"MoveCity of {c.openid} to be answered")
         return answers[0]
 
-    async def on_one_map(self, userid: int, expect: int) -> None:
-        """The city is on map *expect* only, no reservation anywhere, and the player's
-        stored mapid agrees (once its move was taken)."""
+    async def on_one_map(self, userid: int, expect: int, reservations: bool = True) -> None:
+        """The city is on map *expect* only, no reservation anywhere (unless other moves
+        may be in flight: *reservations* False), and the player's stored mapid agrees
+        (once its move was taken)."""
         for sid in (1, 2):
             n = len(await self.rows(f"map{sid}", userid))
             self.assertEqual(n, 1 if sid == expect else 0, f"cities of {userid} on map{sid}")
-            self.assertEqual(await self.probe.cluster.call(
-                f"map{sid}", "movecity", "reservations", timeout=10), {},
-                f"reservation left on map{sid}")
+            if reservations:
+                await self.no_reservation(sid)
 
         async def agrees() -> bool:
             return int((await self.player_doc(userid)).get("mapid") or 0) == expect
         await wait_for(agrees, 20, f"the stored mapid of {userid} to be {expect}")
+
+    async def no_reservation(self, sid: int) -> None:
+        left = await self.probe.cluster.call(f"map{sid}", "movecity", "reservations",
+                                             timeout=10)
+        self.assertEqual(left, {}, f"reservation left on map{sid}")
 
 
 class MoveAcrossRegions(MoveCase):
@@ -185,13 +190,67 @@ class _MoveCrash:
         if self.victim.startswith("role"):
             await self.wait_logins_available()
 
+    async def load(self, n: int) -> list[Any]:
+        """*n* players of regions 1 and 2 with gold for many moves."""
+        players: list[Any] = []
+        i = 0
+        while len(players) < n:
+            i += 1
+            c = await self.player(1 + i % 2)
+            if c.role == self.victim:  # its moves would reach the armed points first
+                self.others.append(c)
+                continue
+            await self.request_ok(c, pb.MapMyCity())
+            await self.grant_gold(c, 50 * COST)
+            players.append(c)
+        return players
+
+    async def keep_moving(self, c: Any, stop: list[bool]) -> None:
+        """Move *c*'s city between map1 and map2 until *stop*; answers other than OK
+        (RETRY_LATER while a node is down, a lost connection) just go on."""
+        from twisted.internet import reactor, task
+
+        target = 2 if c.userid & 0xFFFF == 1 else 1
+        while not stop:
+            try:
+                r = await c.request(pb.MoveCity(target_sid=target))
+            except Exception:
+                return  # its role node died: settled after a new login (settle_load)
+            if r.code == E.OK:
+                target = 1 if target == 2 else 2
+            await task.deferLater(reactor, 0.05, lambda: None)
+
+    async def settle_load(self, players: list[Any]) -> None:
+        """Each load player's last move answered (a new login if its connection was
+        lost), then its city on exactly one map agreeing with its stored mapid."""
+        for c in players:
+            if c.conn is None or c.conn.transport is None or c.closed.called:
+                await self.relogin(c)
+            for _ in range(3):  # a pending move's answer can move mapid once more
+                mapid = int((await self.player_doc(c.userid)).get("mapid") or 0)
+                r = await self.move(c, mapid, 0, 0, timeout=60)
+                self.assertEqual(r.code, E.OK)
+                if r.map_id == mapid:
+                    break
+            await self.on_one_map(c.userid, r.map_id, reservations=False)
+        for sid in (1, 2):  # every move answered: nothing may be reserved any more
+            await self.no_reservation(sid)
+
     async def test_the_city_ends_on_one_map_at_every_step(self) -> None:
         proc = self.lc.nodes[self.victim]
+        role = self.victim.startswith("role")
+        # the movers first (a role victim's die with it: made after each restart there)
+        movers = [] if role else [await self.mover() for _ in self.points]
+        # under load: players moving their cities back and forth all along; against a
+        # map their moves may reach the armed point first, and are checked the same way
+        loaders = await self.load(4)
+        stop: list[bool] = []
+        running = [defer.Deferred.fromCoroutine(self.keep_moving(c, stop)) for c in loaders]
         for i, point in enumerate(self.points):
-            if i:  # arm the next step: kill -9 between two moves, start armed
+            if i:  # arm the next step: kill -9 (moves of the load in flight), start armed
                 self.assertLess(await proc.kill(), 0)
                 await self.restart(point)
-            c = await self.mover()
+            c = movers[i] if movers else await self.mover()
             reply = c.request(pb.MoveCity(target_sid=1))
             reply.addErrback(lambda f: None)
             await proc.wait_exit(30)
@@ -202,9 +261,12 @@ class _MoveCrash:
             moved = await self.move(c, 1, 0, 0, timeout=60)
             self.assertEqual(moved.code, E.OK, point)
             self.assertEqual(moved.map_id, 1, point)
-            await self.on_one_map(c.userid, 1)
+            await self.on_one_map(c.userid, 1, reservations=False)
             self.assertEqual((await self.player_doc(c.userid))["gold"], 1000, point)
             c.close()
+        stop.append(True)
+        await defer.gatherResults(running)
+        await self.settle_load(loaders)
 
 
 class SourceMapKilled(_MoveCrash, MoveCase):
