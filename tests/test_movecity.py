@@ -306,6 +306,8 @@ class MoveTests(MoveHarness):
         self.assertEqual(len(taken), 1)
         self.assertEqual(await svc.confirm_transfers(USER, 3, [taken[0]["id"]]), 1)
         self.assertEqual(svc._guard(USER), 0)
+        # the city is not here and nothing is left to take: a move from here is refused
+        self.assertEqual((await self.start(req="r9"))["code"], E.BAD_REQUEST)
 
 
 class ResumeTests(MoveHarness):

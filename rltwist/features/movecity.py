@@ -122,6 +122,9 @@ async def _ask(gw: Gateway, player: Player, pending: Mapping[str, Any]) -> int:
         return int(E.RETRY_LATER)
     code = int(ans["code"])
     if code == E.RETRY_LATER:
+        # an earlier move not taken yet holds up this one: take it now (cheap when there
+        # is nothing: the source map answered, and its ledger is empty while a saga runs)
+        await pull_move(gw, player, src)
         return code
     if code == E.OK:
         if player.mapid == src:
@@ -171,6 +174,9 @@ async def move_city(gw: Gateway, player: Player, msg: pb.MoveCity) -> pb.MoveCit
         if code:
             return pb.MoveCity.Response(code=code)
         await _pull_march_returns(gw, player)
+        await pull_move(gw, player)  # an earlier move not taken yet: src must be right
+        if int(msg.target_sid) == player.mapid:
+            return await _answer_city(gw, player)
         pending = {"req": new_request_id(), "src": player.mapid, "target": target,
                    "x": x, "y": y, "cost": cost}
         entity["movecity"] = pending

@@ -185,8 +185,12 @@ class MoveCity(Service):
         if cluster.map_node(int(target)) not in cluster.addresses:
             return int(E.MOVE_BAD_REGION)
         if self.world.city_of(userid) is None:
-            # the city is not here: moved already and not taken yet, or never placed
-            return int(E.RETRY_LATER)
+            book = self.books.get(userid)
+            if book is not None and transfer.entries(book):
+                # moved away already and not taken yet: the role node pulls, then asks
+                return int(E.RETRY_LATER)
+            # not on this map (the player's mapid was out of date, or no city yet)
+            return int(E.BAD_REQUEST)
         marches = cluster.services.get("march")
         if marches is not None and hasattr(marches, "marches_of") \
                 and marches.marches_of(userid):
