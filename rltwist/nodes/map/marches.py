@@ -518,11 +518,8 @@ class MarchService(Service):
     def _drop(self, march: Entity) -> None:
         self.scheduler.cancel(int(march.id))
         self._unindex(march)
-        remove = getattr(self.world, "remove_march", None)
-        if remove is not None:
-            remove(int(march.id))
-        else:
-            self.state.remove_march(int(march.id))
+        # the world's listener turns the removal into a tombstone: storage forgets it
+        self.state.remove_march(int(march.id))
 
     def _update(self, march: Entity, changes: Mapping[str, Any]) -> None:
         for k, v in changes.items():
