@@ -199,7 +199,7 @@ class Marches(unittest.TestCase):
         self.assertEqual(result["code"], E.OK)
         march = result["march"]
         mid = march["id"]
-        self.assertEqual(self.world.saved, [[mid]])  # saved before OK
+        self.assertEqual(self.world.saved, [[mid, int(self.point.id)]])  # saved before OK
         # 10 tiles at the infantry's 1 tile/s
         self.assertEqual(march["arrive_ms"] - march["start_ms"], 10_000)
         self.assertEqual(self.lines, [("march", mid, "outbound")])

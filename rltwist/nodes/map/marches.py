@@ -19,7 +19,7 @@ instance's generation, :mod:`rltwist.nodes.common.playerfence`)::
 
 Durable start: ``start`` is idempotent by the start's transfer id ``tid`` (a march carries
 its ``tid``; once home, the player's book remembers it for ``RETURNED_DAYS``) and saves
-the new march (``world.save_now``) before it answers OK.
+the new march and its target (``world.save_now``) before it answers OK.
 
 What comes home (troops, load) is a transfer in the owner's **book** on this node (one
 entity per player in collection ``marchbooks`` of the region database: ``ledger`` of
@@ -303,7 +303,9 @@ class MarchService(Service):
         march = Entity(self.state.new_id(), attrs=attrs)
         self._add(march)
         crashpoint("before_march_save")
-        saved = await self._save_now([march])
+        # the target too: a point or monster placed since the world's last save must not
+        # vanish under an acknowledged march if the node dies now
+        saved = await self._save_now([march, target])
         if not saved:
             self._drop(march)
             log.warn("march {tid} of {userid}: not saved; refused", tid=tid, userid=userid)
