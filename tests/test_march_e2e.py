@@ -126,6 +126,24 @@ class Marches(SocialCase):
         # the recall of a march that is home: not found
         r = await c.request(pb.MarchRecall(march_id=mid))
         self.assertEqual(r.code, E.MARCH_NOT_FOUND)
+        # GM troops: a transfer through the map of the city, given once per key
+        path = f"/players/{c.userid}/troops"
+        answers = [await self.lc.gm("POST", path, {"troops": {"archer": 7}, "key": "gm1"},
+                                    timeout=20) for _ in range(2)]
+        self.assertEqual([a[0] for a in answers], [200, 200], answers)
+        self.assertEqual(answers[0][1]["transfer_id"], answers[1][1]["transfer_id"])
+        self.assertEqual(answers[0][1]["node"], "map2")
+        want = dict(troops, archer=troops["archer"] + 7)
+        await wait_for(lambda: self._troops_are(c, want), 20, f"troops {want}")
+        status, _ = await self.lc.gm("POST", path, {"troops": {"dragon": 1}}, timeout=20)
+        self.assertEqual(status, 400)
+        status, _ = await self.lc.gm("POST", "/players/999999/troops",
+                                     {"troops": {"archer": 1}}, timeout=20)
+        self.assertEqual(status, 404)
+        self.assertEqual(await self.home_troops(c), want)
+
+    async def _troops_are(self, c: GameClient, want: dict[str, int]) -> bool:
+        return await self.home_troops(c) == want
 
     async def test_kill_9_of_the_map_with_marches_in_flight(self) -> None:
         c = await self.player_on(2, "role2")
