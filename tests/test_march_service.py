@@ -388,6 +388,12 @@ class Marches(unittest.TestCase):
         self.assertEqual(r1, r2)
         self.assertEqual(r1["code"], E.OK)
         self.assertEqual(len(self.ledger()), 1)
+        # taken and confirmed: the same key still gives nothing twice
+        [tid] = self.ledger()
+        self.finish(self.svc.take_transfers(USER, 1))
+        self.assertEqual(self.finish(self.svc.confirm_transfers(USER, 1, [tid])), 1)
+        self.assertEqual(self.finish(self.svc.grant_troops(USER, {"archer": 10}, "k1")), r1)
+        self.assertEqual(self.ledger(), {})
         self.assertEqual(self.finish(self.svc.grant_troops(USER, {"dragons": 1}))["code"],
                          E.BAD_REQUEST)
 

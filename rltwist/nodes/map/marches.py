@@ -23,7 +23,8 @@ the new march and its target (``world.save_now``) before it answers OK.
 
 What comes home (troops, load) is a transfer in the owner's **book** on this node (one
 entity per player in collection ``marchbooks`` of the region database: ``ledger`` of
-:mod:`rltwist.nodes.common.transfer`, and ``returned``: start tid -> ms). At ``home`` the
+:mod:`rltwist.nodes.common.transfer`, ``returned``: start tid -> ms, and ``granted``: the
+transfer ids of keyed GM grants -> ms, both kept ``RETURNED_DAYS``). At ``home`` the
 entry is added and the book saved *before* the march leaves the world, and only if the
 book does not already list the march's tid as returned: an arrival that runs again after a
 crash credits nothing twice. The owner's role node is told to pull (``marchpull.pull``)
@@ -407,9 +408,17 @@ class MarchService(Service):
             transfer.check_ids([tid])
         async with self.locks(userid):
             book = await self._book_store().get(userid)
-            tid = transfer.add(book, LEDGER, "troops", {"troops": dict(troops)},
-                               transfer_id=tid)
-            if not await self._book_store().save([book]):
+            # a keyed grant is remembered after it was credited (its ledger entry is gone
+            # then): a retry with the key gives nothing twice
+            granted = book.component("granted")
+            if tid is None or tid not in granted:
+                tid = transfer.add(book, LEDGER, "troops", {"troops": dict(troops)},
+                                   transfer_id=tid)
+                if key:
+                    granted[tid] = self.now_ms()
+                    _prune(granted, self.now_ms())
+                book.mark_dirty()
+            if book.dirty and not await self._book_store().save([book]):
                 return {"code": int(E.RETRY_LATER), "transfer_id": tid}
         self._tell_owner_to_pull(userid)
         return {"code": int(E.OK), "transfer_id": tid}
