@@ -1,6 +1,7 @@
 """The map's timed events pause at the first phase of an ordered cluster shutdown: master
 tells every node that is up when the shutdown begins (before any phase), a node runs its
-cluster-stopping hooks once, and the march feature's hook pauses the map's scheduler."""
+cluster-stopping hooks once, and a hook like the march feature's pauses a scheduler
+(tests/test_march_e2e.py runs the whole ordered shutdown with marches in flight)."""
 
 from __future__ import annotations
 
