@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
+from twisted.trial import unittest
 
 from rltwist.protocols import pb
 from tests.login_util import GameClient
@@ -45,6 +46,11 @@ def fast_tables(root: Path) -> None:
 
 class Marches(SocialCase):
     async def setUp(self) -> None:
+        from rltwist.nodes.map.world import World
+
+        if not hasattr(World, "ensure_city"):  # until the world part is merged
+            raise unittest.SkipTest("needs the world part (cities placed at the first "
+                                    "entry, resource points): branch world")
         root = Path(self.mktemp()).absolute()
         fast_tables(root)
         self.overrides = {"hotreload": {"root": str(root), "hotfix_interval": 0,
