@@ -29,7 +29,9 @@ CRASH = {"RLTWIST_TEST_FLAGS": "crashpoints"}
 INITIAL = {"infantry": 1000, "cavalry": 500, "archer": 500}
 
 
-class _StartCrash(LoginCase):
+class _StartCrash:
+    """The flow; the test classes below mix it into LoginCase with their crash point."""
+
     names = ["master", "logiccenter", "map1", "guild1", "mail1", "rolecity1", "role1",
              "login1"]
     timeout = 240
@@ -46,7 +48,7 @@ class _StartCrash(LoginCase):
         self.overrides = {"hotreload": {"root": str(root), "hotfix_interval": 0,
                                         "config_interval": 0}}
         self.node_env = {"role1": {**CRASH, "RLTWIST_CRASH_POINTS": self.point}}
-        await super().setUp()
+        await super().setUp()  # type: ignore[misc]  # (LoginCase, mixed in below)
 
     async def login(self, openid: str) -> GameClient:
         c = self.client(openid, server_id=1)
@@ -138,9 +140,9 @@ class _StartCrash(LoginCase):
         return found.doc
 
 
-class RoleKilledAfterTheTroopsLeft(_StartCrash):
+class RoleKilledAfterTheTroopsLeft(_StartCrash, LoginCase):
     point = "after_march_take_save"
 
 
-class RoleKilledAfterTheMapsOk(_StartCrash):
+class RoleKilledAfterTheMapsOk(_StartCrash, LoginCase):
     point = "after_march_start_ok"
