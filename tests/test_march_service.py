@@ -231,6 +231,11 @@ class Marches(unittest.TestCase):
         self.assertEqual([n.event for n in self.node.cluster.pushes(pb.MarchNotify)],
                          [pb.MarchEvent.MARCH_GATHERING, pb.MarchEvent.MARCH_RETURNING_HOME,
                           pb.MarchEvent.MARCH_HOME])
+        reg = self.node.registry
+        self.assertEqual([reg.get_sample_value("rl_march_events_total", {"event": e})
+                          for e in ("started", "arrived", "gathered", "home", "battle")],
+                         [1, 1, 1, 1, 0])
+        self.assertEqual(reg.get_sample_value("rl_marches_in_flight"), 0)
         # the pull: take, then confirm; a second take hands nothing
         handed = self.finish(self.svc.take_transfers(USER, 1))
         self.assertEqual([h["id"] for h in handed], [tid])

@@ -36,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -74,6 +75,27 @@ ARRIVE, GATHERED, HOME = "arrive", "gathered", "home"
 NOTIFY_EVENT = {"gathering": pb.MarchEvent.MARCH_GATHERING,
                 "returning": pb.MarchEvent.MARCH_RETURNING_HOME,
                 "home": pb.MarchEvent.MARCH_HOME}
+
+
+EVENTS = ("started", "arrived", "gathered", "battle", "recalled", "home")
+"""The values of ``rl_march_events_total{event}`` (created at 0)."""
+
+
+class MarchMetrics:
+    """``rl_march_events_total{event}`` and ``rl_marches_in_flight`` of one map node."""
+
+    def __init__(self, registry: CollectorRegistry, service: MarchService) -> None:
+        self.events = Counter("rl_march_events", "March events on this map node: started, "
+                              "arrived (at the target), gathered, battle, recalled, home "
+                              "(credited)", ["event"], registry=registry)
+        for event in EVENTS:
+            self.events.labels(event)
+        self.in_flight = Gauge("rl_marches_in_flight", "Marches on this map (out, gathering "
+                               "or on the way home)", registry=registry)
+        self.in_flight.set_function(lambda: len(service.state.marches))
+
+    def count(self, event: str) -> None:
+        self.events.labels(event).inc()
 
 
 def _tables() -> Mapping[str, Any] | None:
@@ -208,6 +230,9 @@ class MarchService(Service):
         self.arrivals = 0
         self.homecomings = 0
         self.battles = 0
+        registry = getattr(node, "registry", None)
+        self.metrics = MarchMetrics(registry if registry is not None
+                                    else CollectorRegistry(), self)
 
     # -- time, setup ----------------------------------------------------------------------
 
@@ -312,6 +337,7 @@ class MarchService(Service):
             log.warn("march {tid} of {userid}: not saved; refused", tid=tid, userid=userid)
             return {"code": int(E.RETRY_LATER), "march": None}
         crashpoint("after_march_save")
+        self.metrics.count("started")
         log.info("march {id} of {userid} ({type}) to ({x}, {y}) arrives at {arrive}",
                  id=march.id, userid=userid, type=attrs["type"], x=x, y=y,
                  arrive=attrs["arrive_ms"])
@@ -332,6 +358,7 @@ class MarchService(Service):
             if march["state"] == "staying":
                 self._take_gathered(march)
             self._turn_home(march)
+            self.metrics.count("recalled")
             saved = await self._save_now([march])
             if not saved:  # still turned: the periodic save keeps it; tell the client
                 return {"code": int(E.RETRY_LATER), "march": march_view(march)}
@@ -430,6 +457,7 @@ class MarchService(Service):
         if march is None:
             return
         self.arrivals += 1
+        self.metrics.count("arrived")
         now = self.now_ms()
         target = self.state.entities.get(int(march.get("target") or 0))
         if march["type"] == "gather":
@@ -451,6 +479,7 @@ class MarchService(Service):
         if march is None:
             return
         self._take_gathered(march, full=True)
+        self.metrics.count("gathered")
         self._turn_home(march)
 
     def _take_gathered(self, march: Entity, *, full: bool = False) -> None:
@@ -473,6 +502,7 @@ class MarchService(Service):
         report = battles.fight(march["army"], int(monster.get("level", 1) or 1),
                                int(march.id), int(monster.id), _troop_types(tables), tables)
         self.battles += 1
+        self.metrics.count("battle")
         report.update({"monster_id": int(monster.id), "monster_level":
                        int(monster.get("level", 1) or 1), "x": monster["x"], "y": monster["y"],
                        "time_ms": now})
@@ -515,6 +545,7 @@ class MarchService(Service):
                 return
             crashpoint("after_march_home_book")
             self.homecomings += 1
+            self.metrics.count("home")
             self._drop(march)
         self._notify(march, "home")
         self._tell_owner_to_pull(owner)
