@@ -23,7 +23,9 @@ persistence, no AOI listener), so the figures are the march part's own.
 ``arrivals_per_s`` is the lower of 2 and 3 (target >= 5,000). ``--quick`` (under a
 minute) uses a shorter idle window. JSON (``--json``): ``marches``,
 ``idle_cpu_pct_10k_marches``, ``arrivals_per_s``, ``target_arrivals_per_s``,
-``home_arrivals_per_s``, ``table``. ``measure(reactor, quick)`` returns the same dict
+``home_arrivals_per_s``, ``target_cpu_us_per_arrival``, ``home_cpu_us_per_arrival`` (CPU
+of this process, threads included, per arrival: what a busy machine does not change),
+``load_average_1m``, ``table``. ``measure(reactor, quick)`` returns the same dict
 (bench/world.py merges it into its own JSON).
 """
 
@@ -190,14 +192,15 @@ async def _measure(reactor: Any, quick: bool, n: int, idle: float | None,
     due = world.now_ms() + 200
     _reschedule(svc, due, "arrive")
     await until(reactor, lambda: world.now_ms() >= due, 5, "the arrival time")
-    t0 = time.monotonic()
+    t0, c0 = time.monotonic(), _cpu()
     await until(reactor, lambda: svc.arrivals >= n, 120, f"{n} arrivals at the targets")
-    target_s = time.monotonic() - t0
+    target_s, target_cpu = time.monotonic() - t0, _cpu() - c0
     staying = sum(1 for m in state.marches.values() if m["state"] == "staying")
     if staying != n:
         raise RuntimeError(f"{staying} of {n} marches gathering")
     target_rate = n / target_s
-    say(f"arrivals at the targets: {n} in {target_s:.3f} s = {target_rate:,.0f}/s")
+    say(f"arrivals at the targets: {n} in {target_s:.3f} s = {target_rate:,.0f}/s "
+        f"({target_cpu * 1e6 / n:.0f} us CPU each)")
 
     # 3. home, credited (books stored)
     for march in state.marches.values():  # they gathered some: the load goes home
@@ -206,16 +209,17 @@ async def _measure(reactor: Any, quick: bool, n: int, idle: float | None,
     due = world.now_ms() + 200
     _reschedule(svc, due, "home")
     await until(reactor, lambda: world.now_ms() >= due, 5, "the home time")
-    t0 = time.monotonic()
+    t0, c0 = time.monotonic(), _cpu()
     await until(reactor, lambda: svc.homecomings >= n and not svc.scheduler.inflight, 300,
                 f"{n} marches home")
-    home_s = time.monotonic() - t0
+    home_s, home_cpu = time.monotonic() - t0, _cpu() - c0
     home_rate = n / home_s
     credited = sum(len(b.components.get("ledger", {})) for b in books.cache.values())
     stored = sum(1 for b in books.cache.values() if not b.dirty)
     if credited != n or stored != n or state.marches:
         raise RuntimeError(f"credited {credited}, stored {stored}, left {len(state.marches)}")
-    say(f"arrivals home: {n} in {home_s:.3f} s = {home_rate:,.0f}/s (books stored)")
+    say(f"arrivals home: {n} in {home_s:.3f} s = {home_rate:,.0f}/s (books stored; "
+        f"{home_cpu * 1e6 / n:.0f} us CPU each)")
     rate = min(target_rate, home_rate)
     table = [
         {"measure": f"idle CPU, {n} marches in flight", "value": round(idle_pct, 2),
@@ -224,10 +228,18 @@ async def _measure(reactor: Any, quick: bool, n: int, idle: float | None,
          "unit": "/s", "target": ">= 5000"},
         {"measure": "arrivals home (credited, books stored)", "value": round(home_rate),
          "unit": "/s", "target": ">= 5000"},
+        {"measure": "CPU per arrival at the target", "value": round(target_cpu * 1e6 / n),
+         "unit": "us", "target": ""},
+        {"measure": "CPU per arrival home", "value": round(home_cpu * 1e6 / n),
+         "unit": "us", "target": ""},
     ]
     return {"marches": n, "idle_cpu_pct_10k_marches": round(idle_pct, 2),
             "arrivals_per_s": round(rate), "target_arrivals_per_s": round(target_rate),
-            "home_arrivals_per_s": round(home_rate), "idle_seconds": idle, "table": table}
+            "home_arrivals_per_s": round(home_rate),
+            "target_cpu_us_per_arrival": round(target_cpu * 1e6 / n),
+            "home_cpu_us_per_arrival": round(home_cpu * 1e6 / n),
+            "load_average_1m": round(os.getloadavg()[0], 2), "idle_seconds": idle,
+            "table": table}
 
 
 def print_table(result: dict[str, Any]) -> None:
