@@ -132,6 +132,34 @@ class Marches(SocialCase):
         # the recall of a march that is home: not found
         r = await c.request(pb.MarchRecall(march_id=mid))
         self.assertEqual(r.code, E.MARCH_NOT_FOUND)
+        # an attack: the report is pushed and kept in the mail; survivors and rewards home
+        [monster] = await self.targets(c, K.MAP_MONSTER, 1)
+        before = await self.attrs(c)
+        army = {"infantry": 600, "cavalry": 300, "archer": 300}
+        r = await c.request(pb.MarchStart(
+            type=pb.MarchType.MARCH_ATTACK, target_x=monster.x, target_y=monster.y,
+            troops=[pb.TroopCount(type=t, count=n) for t, n in army.items()]))
+        self.assertEqual(r.code, E.OK, pb.ErrorCode.Name(r.code))
+        mid = r.march.line.march_id
+        report = await self.wait_push(c, pb.BattleReportNotify,
+                                      lambda m: m.march_id == mid, timeout=30)
+        self.assertEqual((report.monster_id, report.monster_level),
+                         (monster.id, monster.level))
+        self.assertEqual({t.type: t.count for t in report.troops_before}, army)
+        lost = {t.type: t.count for t in report.troops_lost}
+        await self.wait_push(c, pb.MarchNotify, lambda m: m.event == EV.MARCH_HOME
+                             and m.march.line.march_id == mid, timeout=30)
+        rewards = {k: v for k, v in report.rewards.items() if v}
+        self.assertEqual(bool(rewards), report.won)
+        await self.all_home(c, rewards, before,
+                            {t: n - lost.get(t, 0) for t, n in troops.items()})
+        troops = await self.home_troops(c)
+
+        async def reports() -> int:
+            mails = await self.request_ok(c, pb.MailList())
+            return [m.title for m in mails.mails].count("Battle report")
+
+        await wait_for(lambda: self._is(reports(), 1), 20, "the battle report in the mail")
         # GM troops: a transfer through the map of the city, given once per key
         path = f"/players/{c.userid}/troops"
         answers = [await self.lc.gm("POST", path, {"troops": {"archer": 7}, "key": "gm1"},
@@ -147,6 +175,10 @@ class Marches(SocialCase):
                                      {"troops": {"archer": 1}}, timeout=20)
         self.assertEqual(status, 404)
         self.assertEqual(await self.home_troops(c), want)
+
+    @staticmethod
+    async def _is(value: Any, want: Any) -> bool:
+        return bool(await value == want)
 
     async def _troops_are(self, c: GameClient, want: dict[str, int]) -> bool:
         return await self.home_troops(c) == want
