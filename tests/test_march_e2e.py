@@ -4,7 +4,8 @@ etc/game with fast troops (a march takes seconds, not minutes).
 
 * a player of region 2 on role2 gathers at a resource point near its city: the march
   arrives, gathers, comes home; the owner hears each step (MarchNotify) and the load and
-  the troops are credited once;
+  the troops are credited once; an attack march's battle report is pushed and kept in
+  the mail, its survivors and rewards credited once; GM troops are given once per key;
 * kill -9 of the map node with marches in flight: after its restart every march
   completes once and the loads are credited once;
 * an ordered GM shutdown and a full start with marches in flight lose nothing.
@@ -116,7 +117,7 @@ class Marches(SocialCase):
 
     # -- the flows --------------------------------------------------------------------
 
-    async def test_a_region2_player_on_role2_gathers_and_is_credited_once(self) -> None:
+    async def test_a_region2_player_on_role2_gathers_attacks_and_is_credited_once(self) -> None:
         c = await self.player_on(2, "role2")
         troops = await self.home_troops(c)
         self.assertEqual(troops, {"infantry": 1000, "cavalry": 500, "archer": 500})
