@@ -310,6 +310,21 @@ class Marches(unittest.TestCase):
         self.assertEqual(self.world.state.marches, {})
         self.assertEqual(len(self.svc.scheduler), 0)
 
+    def test_a_home_whose_book_cannot_be_stored_is_retried_and_credited_once(self) -> None:
+        mid = self.start()["march"]["id"]
+        self.finish(self.svc.recall(USER, 1, mid))
+        self.backend.fail = True
+        self.advance(1)  # home now; the book's save fails
+        self.assertIn(mid, self.world.state.marches)  # still out
+        self.assertNotIn((BOOKS, USER), self.backend.docs)
+        self.flushLoggedErrors()
+        self.backend.fail = False
+        self.advance(5)
+        self.assertNotIn(mid, self.world.state.marches)
+        self.assertEqual(len(self.ledger()), 1)
+        self.assertEqual(self.backend.docs[(BOOKS, USER)]["components"]["ledger"].keys(),
+                         self.ledger().keys())
+
     def test_the_home_event_run_again_after_a_crash_credits_nothing_twice(self) -> None:
         """The book (entry + returned tid) is saved before the march leaves the world; a
         crash after that, before the world saved the removal, loads the march again and

@@ -68,6 +68,8 @@ RETURNED_DAYS = 7
 """How long a book remembers the start tid of a march that came home (a role node that
 crashed between the map's OK and its own confirm resends it at the next login)."""
 DAY_MS = 86_400_000
+HOME_RETRY_MS = 5000
+"""A homecoming whose book could not be stored is tried again this much later."""
 MAX_TARGETS = 50
 MAX_RADIUS = 64
 
@@ -520,6 +522,16 @@ class MarchService(Service):
         self._notify(march, "returning")
 
     async def _home(self, mid: int) -> None:
+        try:
+            await self._home_now(mid)
+        except Exception:
+            # storage or a bug: the march stays out and comes home again shortly
+            log.failure("march {mid} home failed; retried in {s} s", mid=mid,
+                        s=HOME_RETRY_MS // 1000)
+            if mid in self.state.marches and self.scheduler.pending(mid) is None:
+                self.scheduler.schedule(mid, self.now_ms() + HOME_RETRY_MS, HOME)
+
+    async def _home_now(self, mid: int) -> None:
         march = self.state.marches.get(mid)
         if march is None:
             return
@@ -541,7 +553,7 @@ class MarchService(Service):
                 # not stored: the march stays out and comes home again shortly
                 log.warn("march {mid} home: book of {owner} not saved; retried", mid=mid,
                          owner=owner)
-                self.scheduler.schedule(mid, self.now_ms() + 5000, HOME)
+                self.scheduler.schedule(mid, self.now_ms() + HOME_RETRY_MS, HOME)
                 return
             crashpoint("after_march_home_book")
             self.homecomings += 1
@@ -572,7 +584,12 @@ class MarchService(Service):
         save = getattr(self.world, "save_now", None)
         if save is None:  # a world without persistence (unit tests)
             return True
-        return bool(await save(entities))
+        try:
+            return bool(await save(entities))
+        except Exception as error:  # answered as a failed save (RETRY_LATER), never OK
+            log.warn("world save of {ids} failed: {error}", ids=[x.id for x in entities],
+                     error=error)
+            return False
 
     def _occupy(self, point: Entity, userid: int) -> None:
         occupy = getattr(self.world, "occupy", None)
