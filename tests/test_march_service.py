@@ -310,6 +310,22 @@ class Marches(unittest.TestCase):
         self.assertEqual(self.world.state.marches, {})
         self.assertEqual(len(self.svc.scheduler), 0)
 
+    def test_an_arrival_that_fails_sends_the_march_home(self) -> None:
+        mid = self.start()["march"]["id"]
+
+        def broken(point: Entity, userid: int) -> None:  # a bug, a bad hot fix
+            raise RuntimeError("broken occupy")
+
+        self.patch(self.svc, "_occupy", broken)
+        self.advance(10)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        m = self.world.state.marches[mid]
+        self.assertEqual((m["state"], self.svc.scheduler.pending(mid)[1]), ("returning", "home"))
+        self.advance(10)
+        self.assertNotIn(mid, self.world.state.marches)
+        [entry] = self.ledger().values()
+        self.assertEqual(entry["items"]["troops"], {"infantry": 100, "cavalry": 50})
+
     def test_a_home_whose_book_cannot_be_stored_is_retried_and_credited_once(self) -> None:
         mid = self.start()["march"]["id"]
         self.finish(self.svc.recall(USER, 1, mid))

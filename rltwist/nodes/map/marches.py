@@ -455,6 +455,27 @@ class MarchService(Service):
     # -- the events ---------------------------------------------------------------------
 
     def _arrive(self, mid: int) -> None:
+        self._guarded(mid, self._arrive_now)
+
+    def _gathered(self, mid: int) -> None:
+        self._guarded(mid, self._gathered_now)
+
+    def _guarded(self, mid: int, step: Any) -> None:
+        """Run an event's step; if it fails (a bug, a bad hot fix) the march is sent home
+        rather than left out with no event."""
+        try:
+            step(mid)
+        except Exception:
+            log.failure("march {mid}: event failed; sent home", mid=mid)
+            march = self.state.marches.get(mid)
+            if march is not None and self.scheduler.pending(mid) is None:
+                try:
+                    self._turn_home(march)
+                except Exception:
+                    log.failure("march {mid}: cannot send it home; retried", mid=mid)
+                    self.scheduler.schedule(mid, self.now_ms() + HOME_RETRY_MS, HOME)
+
+    def _arrive_now(self, mid: int) -> None:
         march = self.state.marches.get(mid)
         if march is None:
             return
@@ -476,7 +497,7 @@ class MarchService(Service):
             self._fight(march, target, now)
         self._turn_home(march)
 
-    def _gathered(self, mid: int) -> None:
+    def _gathered_now(self, mid: int) -> None:
         march = self.state.marches.get(mid)
         if march is None:
             return
