@@ -55,6 +55,7 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     GUILD_BAD_ROLE: _ClassVar[ErrorCode]
     GUILD_NOT_A_MEMBER: _ClassVar[ErrorCode]
     GUILD_TOO_MANY_APPLICATIONS: _ClassVar[ErrorCode]
+    MAP_FULL: _ClassVar[ErrorCode]
     MARCH_NOT_ENOUGH_TROOPS: _ClassVar[ErrorCode]
     MARCH_TOO_MANY: _ClassVar[ErrorCode]
     MARCH_BAD_TARGET: _ClassVar[ErrorCode]
@@ -111,6 +112,7 @@ GUILD_NOT_ENOUGH_RESOURCES: ErrorCode
 GUILD_BAD_ROLE: ErrorCode
 GUILD_NOT_A_MEMBER: ErrorCode
 GUILD_TOO_MANY_APPLICATIONS: ErrorCode
+MAP_FULL: ErrorCode
 MARCH_NOT_ENOUGH_TROOPS: ErrorCode
 MARCH_TOO_MANY: ErrorCode
 MARCH_BAD_TARGET: ErrorCode
