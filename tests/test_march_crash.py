@@ -16,8 +16,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from twisted.trial import unittest
-
 from rltwist.protocols import pb
 from tests.login_util import GameClient, LoginCase
 from tests.test_march_e2e import TROOPS, fast_tables
@@ -38,11 +36,6 @@ class _StartCrash:
     point = ""
 
     async def setUp(self) -> None:
-        from rltwist.nodes.map.world import World
-
-        if not hasattr(World, "ensure_city"):  # until the world part is merged
-            raise unittest.SkipTest("needs the world part (cities placed at the first "
-                                    "entry, resource points): branch world")
         root = Path(self.mktemp()).absolute()
         fast_tables(root)
         self.overrides = {"hotreload": {"root": str(root), "hotfix_interval": 0,
