@@ -434,6 +434,25 @@ class Marches(unittest.TestCase):
                          E.BAD_REQUEST)
 
 
+class BookLoading(unittest.TestCase):
+    def test_concurrent_first_reads_of_a_book_give_the_same_book(self) -> None:
+        gate: defer.Deferred[None] = defer.Deferred()
+
+        class Slow(MemoryBackend):
+            async def get_entity(self, collection: str, id: Any) -> StoredEntity | None:
+                await gate
+                return await super().get_entity(collection, id)
+
+        books = Books(Slow(), task.Clock(), registry=CollectorRegistry())
+        first = defer.ensureDeferred(books.get(7))
+        second = defer.ensureDeferred(books.get(7))
+        gate.callback(None)
+        a, b = self.successResultOf(first), self.successResultOf(second)
+        self.assertIsInstance(a, Entity)
+        self.assertIs(a, b)
+        self.assertIs(books.cache[7], a)
+
+
 class TroopRules(unittest.TestCase):
     def test_take_refuse_confirm(self) -> None:
         s = MarchSystem()

@@ -150,26 +150,17 @@ class Books:
         self._pending: dict[int, Entity] = {}
         self._waiters: list[defer.Deferred[bool]] = []
         self._flush_call: Any = None
-        self._loading: dict[int, defer.Deferred[Entity]] = {}
 
     def _all(self) -> list[tuple[Entity, int]]:
         return [(e, 0) for e in self.cache.values()]
 
     async def get(self, userid: int) -> Entity:
+        """The book of *userid* (read from storage the first time; a new one if none)."""
         book = self.cache.get(userid)
         if book is not None:
             return book
-        loading = self._loading.get(userid)
-        if loading is None:
-            loading = self._loading[userid] = defer.Deferred.fromCoroutine(self._load(userid))
-        try:
-            return await loading
-        finally:
-            self._loading.pop(userid, None)
-
-    async def _load(self, userid: int) -> Entity:
         stored = await self.backend.get_entity(BOOKS, userid)
-        book = self.cache.get(userid)
+        book = self.cache.get(userid)  # another caller loaded it meanwhile: that one
         if book is None:
             book = Entity.from_doc(stored.doc) if stored is not None else Entity(userid)
             self.cache[userid] = book
