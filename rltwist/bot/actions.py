@@ -389,7 +389,9 @@ def _move_target(bot: BotIdentity, answer: Message) -> Message | None:
     info = getattr(answer, "info", None)
     if info is None or not info.map_id:
         return None
-    birth = bot.userid & 0xFFFF
+    from rltwist.cluster.routing import birth_region
+
+    birth = birth_region(bot.userid)
     away = 1 if birth != 1 else 2
     return pb.MoveCity(target_sid=away if info.map_id == birth else birth)
 
