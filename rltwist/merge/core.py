@@ -1,0 +1,476 @@
+"""The merge of region *from* into region *into*, on storage.
+
+Every document of ``region<from>`` is written into ``region<into>``; then the source's are
+deleted. Ids that carry a userid or a guildid keep their low 16 bits (the birth region), so
+they never collide and copy over unchanged; the cluster finds them afterwards through the
+region alias (``{from: into}``, :mod:`rltwist.merge.aliases`). The per-region indexes need
+rules:
+
+* **Player names** (collection ``names``, unique per region): a source player whose name
+  key is taken in the target is renamed ``<name>.s<from>`` (``<name>.s<from>.2``, ``.3``
+  … while that is taken too). The new name is written where a name lives: the player's
+  ``roledb`` document (the truth; fenced, see below), its rolecity entity, the name
+  index and the member lists of the merged guilds. The player gets a notice mail
+  (``RENAME_NOTICE``) in the mailbox.
+* **Guild names** (``guild_names``): the same rule; the guild's leader gets the notice.
+* **Unknown collections** (added by features after this was written) are copied
+  unchanged when none of their ids exists in the target; an id that exists in both makes
+  the plan refuse the merge before anything is written (it needs a rule here).
+* **Counters** are not copied: guild ids and userids carry their region, LRU fencing
+  generations of the target stay valid (copied documents are stored with generation 0).
+* **Cities** (the world map's entities): the world map's storage is not on main yet, so
+  no city is reassigned (the report says so).
+
+Fencing: every player of the source region found in ``roledb`` gets a new generation
+(``claim_generation`` stored + 1) before anything is copied, so a stale instance of one of
+them (a frozen role node) can no longer save over what the merge writes.
+
+Crash safety: the plan (who is renamed to what) and the step reached are kept in a journal
+document (collection ``merge_journal``, id ``str(from)``) in the target database, and a
+copy in the source naming the target. Each step is idempotent: copying is upserts of
+documents computed from the untouched source, removal deletes what is left, the fence
+claims again. A re-run after a crash (``kill -9`` at any point) resumes at the step
+reached and ends with the same data as an uninterrupted merge. The source data is deleted
+only once every target write has landed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import attrs
+from twisted.logger import Logger
+
+from rltwist.crashpoint import crashpoint
+from rltwist.ecs import import_system
+from rltwist.ecs.entity import Entity
+from rltwist.storage import Backend, Delete, Key, StaleGeneration, Upsert
+
+log = Logger()
+
+role = import_system("rltwist.game.rolesystem", service="merge")
+guilds = import_system("rltwist.game.guildsystem", service="merge")
+mails = import_system("rltwist.game.mailsystem", service="merge")
+
+JOURNAL = "merge_journal"
+"""Collection of the merge journal (target: the plan and step; source: the target)."""
+PLAYERS = "player"  # roledb: rltwist.nodes.role.agent.PLAYERS
+ROLECITY = "rolecity"  # rltwist.nodes.rolecity.service.ROLECITY
+NAMES = "names"
+GUILDS = "guild"
+GUILD_NAMES = "guild_names"
+MAILBOX = "mailbox"
+
+STEPS = ("planned", "fenced", "copied", "removed", "aliased", "done")
+BATCH = 500
+
+RENAME_NOTICE = ("Your name changed: regions merged",
+                 "Region {from_sid} merged into region {into_sid}. Another player there "
+                 "already had the name {old!r}, so yours is now {new!r}. You can rename "
+                 "yourself at any time.")
+GUILD_NOTICE = ("Your guild's name changed: regions merged",
+                "Region {from_sid} merged into region {into_sid}. Another guild there "
+                "already had the name {old!r}, so your guild is now {new!r}.")
+NOTICE_FROM = "System"
+
+Progress = Callable[[str, str, int, int], None]
+"""``progress(step, collection, done, total)``: called as a step advances."""
+
+
+class MergeRefused(Exception):
+    """The merge cannot be done as asked (the message says why); nothing was written."""
+
+
+def renamed(name: str, sid: int, n: int) -> str:
+    """The rename rule: ``<name>.s<sid>``, then ``<name>.s<sid>.<n>`` for n = 2, 3 …"""
+    return f"{name}.s{sid}" if n < 2 else f"{name}.s{sid}.{n}"
+
+
+def _free_name(name: str, sid: int, taken: set[str], key_of: Callable[[str], str]) -> str:
+    n = 1
+    while True:
+        candidate = renamed(name, sid, n)
+        key = key_of(candidate)
+        if key not in taken:
+            taken.add(key)
+            return candidate
+        n += 1
+
+
+@attrs.define
+class Plan:
+    """What the merge will do, decided once (before any write) and kept in the journal, so
+    a re-run renames exactly the same players and guilds."""
+
+    from_sid: int
+    into_sid: int
+    #: every player of the source region with a roledb document (fenced)
+    players: list[int]
+    #: userid -> [old name, new name]
+    player_renames: dict[int, list[str]]
+    #: guildid -> [old name, new name, leader]
+    guild_renames: dict[int, list[Any]]
+    #: documents per source collection
+    collections: dict[str, int]
+    guilds: int
+    mailboxes: int
+    mails: int
+    #: collections copied without a rule of their own
+    unknown: list[str]
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"from": self.from_sid, "into": self.into_sid, "players": self.players,
+                "player_renames": [[u, *names] for u, names in
+                                   sorted(self.player_renames.items())],
+                "guild_renames": [[g, *v] for g, v in sorted(self.guild_renames.items())],
+                "collections": self.collections, "guilds": self.guilds,
+                "mailboxes": self.mailboxes, "mails": self.mails, "unknown": self.unknown}
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Plan:
+        return cls(doc["from"], doc["into"], list(doc["players"]),
+                   {int(r[0]): [r[1], r[2]] for r in doc["player_renames"]},
+                   {int(r[0]): [r[1], r[2], r[3]] for r in doc["guild_renames"]},
+                   dict(doc["collections"]), doc["guilds"], doc["mailboxes"], doc["mails"],
+                   list(doc["unknown"]))
+
+
+@attrs.define
+class Report:
+    """The outcome of a merge (or of a dry run: what it would do)."""
+
+    plan: Plan
+    dry_run: bool
+    resumed_from: str | None = None
+    step: str = ""
+    seconds: float = 0.0
+    notices: int = 0
+    already_done: bool = False
+    #: why no city was moved (until the world map's storage exists)
+    cities_moved: int = 0
+    cities_note: str = ("the world map's storage is not on main yet: no city to "
+                        "reassign")
+
+    def to_json(self) -> dict[str, Any]:
+        p = self.plan
+        return {
+            "from": p.from_sid, "into": p.into_sid, "dry_run": self.dry_run,
+            "step": self.step, "resumed_from": self.resumed_from,
+            "already_done": self.already_done, "seconds": round(self.seconds, 3),
+            "players": len(p.players), "guilds": p.guilds, "mailboxes": p.mailboxes,
+            "mails": p.mails, "notices": self.notices,
+            "renamed_players": [{"userid": u, "old": o, "new": n}
+                                for u, (o, n) in sorted(p.player_renames.items())],
+            "renamed_guilds": [{"guildid": g, "old": o, "new": n}
+                               for g, (o, n, _) in sorted(p.guild_renames.items())],
+            "cities_moved": self.cities_moved, "cities_note": self.cities_note,
+            "collections": p.collections, "copied_without_rule": p.unknown,
+        }
+
+
+def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+class Merger:
+    """Merge ``source`` (the database of region *from_sid*) into ``target`` (region
+    *into_sid*), renaming in ``roledb``. ``alias`` is awaited once the data is merged (the
+    CLI asks master to install the routing alias); ``progress`` sees each step advance.
+    Works on any :class:`~rltwist.storage.Backend` (embedded or MongoDB)."""
+
+    def __init__(self, source: Backend, target: Backend, roledb: Backend, from_sid: int,
+                 into_sid: int, *, alias: Callable[[int, int], Awaitable[Any]] | None = None,
+                 progress: Progress | None = None, batch: int = BATCH,
+                 now_ms: Callable[[], int] | None = None) -> None:
+        if from_sid == into_sid:
+            raise MergeRefused(f"cannot merge region {from_sid} into itself")
+        self.source = source
+        self.target = target
+        self.roledb = roledb
+        self.from_sid = from_sid
+        self.into_sid = into_sid
+        self.alias = alias
+        self.progress: Progress = progress or _no_progress
+        self.batch = batch
+        self.now_ms = now_ms or (lambda: int(time.time() * 1000))
+        self.key = str(from_sid)
+
+    # -- the plan ---------------------------------------------------------------------------
+
+    async def make_plan(self) -> Plan:
+        """Read both regions and decide every rename; raises :class:`MergeRefused` for data
+        that has no merge rule (an id in both databases of a collection without a rule)."""
+        src_colls = [c for c in await self.source.collections() if c != JOURNAL]
+        counts: dict[str, int] = {}
+        unknown: list[str] = []
+        conflicts: list[str] = []
+        mailboxes = mails_n = guilds_n = 0
+        for coll in src_colls:
+            docs = await self.source.find(coll, {})
+            counts[coll] = len(docs)
+            self.progress("plan", coll, len(docs), len(docs))
+            if coll in (NAMES, GUILD_NAMES):
+                continue
+            if coll == MAILBOX:
+                mailboxes = len(docs)
+                mails_n = sum(len(d.get("components", {}).get(mails.name, {})
+                                  .get("mails", ())) for _, d in docs)
+            if coll == GUILDS:
+                guilds_n = sum(1 for _, d in docs if not d.get("attrs", {}).get("disbanded"))
+            if coll not in _KNOWN:
+                unknown.append(coll)
+            ids = {k for k, _ in docs}
+            clash = [k for k, _ in await self.target.find(coll, {}) if k in ids]
+            if clash:
+                conflicts.append(f"{coll}: {sorted(map(str, clash))[:5]}")
+        if conflicts:
+            raise MergeRefused(
+                "documents with the same id exist in both regions and there is no merge rule "
+                "for them (nothing was written): " + "; ".join(conflicts))
+        players = sorted(k for k, _ in await self.roledb.find(
+            PLAYERS, {"attrs.server_id": self.from_sid}) if isinstance(k, int))
+        player_renames = await self._renames(NAMES, role.name_key, self._player_name)
+        guild_renames: dict[int, list[Any]] = {}
+        for gid, (old, new) in (await self._renames(
+                GUILD_NAMES, guilds.name_key, self._guild_name)).items():
+            doc = await self.source.get(GUILDS, gid) or {}
+            guild_renames[gid] = [old, new, doc.get("attrs", {}).get("leader", 0)]
+        return Plan(self.from_sid, self.into_sid, players, player_renames, guild_renames,
+                    counts, guilds_n, mailboxes, mails_n, unknown)
+
+    async def _player_name(self, userid: Key, index_doc: dict[str, Any]) -> str:
+        doc = await self.roledb.get(PLAYERS, userid) if isinstance(userid, int) else None
+        name = (doc or {}).get("attrs", {}).get("name") or index_doc.get("name") or ""
+        return str(name)
+
+    async def _guild_name(self, guildid: Key, index_doc: dict[str, Any]) -> str:
+        doc = await self.source.get(GUILDS, guildid) or {}
+        return str(doc.get("attrs", {}).get("name") or index_doc.get("name") or "")
+
+    async def _renames(self, coll: str, key_of: Callable[[str], str],
+                       name_of: Callable[[Key, dict[str, Any]], Awaitable[str]]
+                       ) -> dict[int, list[str]]:
+        """owner -> [old, new] for every source key of *coll* held by another owner in the
+        target; new names avoid every key of both regions and each other."""
+        target = {k: d.get("owner") for k, d in await self.target.find(coll, {})}
+        source = await self.source.find(coll, {})
+        taken = {str(k) for k in target} | {str(k) for k, _ in source}
+        out: dict[int, list[str]] = {}
+        for key, doc in sorted(source, key=lambda kd: str(kd[0])):
+            owner = doc.get("owner")
+            if key in target and target[key] != owner and isinstance(owner, int):
+                old = await name_of(owner, doc) or str(doc.get("name") or key)
+                out[owner] = [old, _free_name(old, self.from_sid, taken, key_of)]
+        return out
+
+    # -- the run ----------------------------------------------------------------------------
+
+    async def run(self, dry_run: bool = False) -> Report:
+        """Merge (or, *dry_run*, only plan and report). Resumes an interrupted merge from
+        its journal; a merge already done reports so and only re-installs the alias."""
+        started = time.monotonic()
+        src_journal = await self.source.get(JOURNAL, self.key)
+        if src_journal is not None and src_journal.get("into") != self.into_sid:
+            raise MergeRefused(f"region {self.from_sid} is being (or was) merged into region "
+                               f"{src_journal.get('into')}, not {self.into_sid}: finish that "
+                               "merge first")
+        journal = await self.target.get(JOURNAL, self.key)
+        if journal is None and src_journal is not None:
+            raise MergeRefused(f"region {self.from_sid}'s journal names region "
+                               f"{self.into_sid} but the target has no journal: the "
+                               "databases do not belong together")
+        if journal is None:
+            plan = await self.make_plan()
+            report = Report(plan, dry_run)
+            if dry_run:
+                report.step = "planned (dry run: nothing written)"
+                report.seconds = time.monotonic() - started
+                return report
+            await self.target.upsert(JOURNAL, self.key, {
+                "from": self.from_sid, "into": self.into_sid, "step": "planned",
+                "plan": plan.to_doc(), "started_ms": self.now_ms(),
+                "updated_ms": self.now_ms()})
+            await self.source.upsert(JOURNAL, self.key, {
+                "from": self.from_sid, "into": self.into_sid, "step": "planned",
+                "started_ms": self.now_ms()})
+            step = "planned"
+            crashpoint("merge_after_plan")
+        else:
+            plan = Plan.from_doc(journal["plan"])
+            step = journal["step"]
+            report = Report(plan, dry_run, resumed_from=step, already_done=step == "done")
+            if dry_run:
+                report.step = f"{step} (dry run: a run resumes from here)"
+                report.seconds = time.monotonic() - started
+                return report
+            log.info("merge {f} -> {t}: resuming after step {step}", f=self.from_sid,
+                     t=self.into_sid, step=step)
+        if _before(step, "fenced"):
+            await self._fence(plan)
+            step = await self._advance("fenced")
+        if _before(step, "copied"):
+            report.notices = await self._copy(plan)
+            step = await self._advance("copied")
+        if _before(step, "removed"):
+            await self._remove()
+            step = await self._advance("removed")
+        if _before(step, "aliased") or step == "done":
+            # also when done: a re-run re-installs an alias master may have lost
+            if self.alias is not None:
+                await self.alias(self.from_sid, self.into_sid)
+            if step != "done":
+                step = await self._advance("aliased")
+        if step != "done":
+            step = await self._advance("done")
+            await self.source.upsert(JOURNAL, self.key, {
+                "from": self.from_sid, "into": self.into_sid, "step": "done",
+                "done_ms": self.now_ms()})
+        report.step = step
+        report.seconds = time.monotonic() - started
+        return report
+
+    async def _advance(self, step: str) -> str:
+        await self.target.update(JOURNAL, self.key, {"step": step, "updated_ms": self.now_ms()})
+        log.info("merge {f} -> {t}: step {step} done", f=self.from_sid, t=self.into_sid,
+                 step=step)
+        crashpoint(f"merge_after_{step}")
+        return step
+
+    # -- steps ------------------------------------------------------------------------------
+
+    async def _fence(self, plan: Plan) -> None:
+        """A new generation for every source player; renamed ones saved with the new name
+        under it (the roledb document is the truth of a player's name)."""
+        total = len(plan.players)
+        for i, userid in enumerate(plan.players, 1):
+            stored = await self.roledb.get_entity(PLAYERS, userid)
+            if stored is None:
+                continue
+            generation = stored.generation + 1
+            for _ in range(5):
+                try:
+                    claimed = await self.roledb.claim_generation(PLAYERS, userid, generation)
+                    break
+                except StaleGeneration as e:  # someone claimed meanwhile: go above it
+                    generation = (e.stored or generation) + 1
+            else:
+                raise MergeRefused(f"player {userid} keeps being claimed by another "
+                                   "instance: is a role node still serving region "
+                                   f"{self.from_sid}'s players?")
+            rename = plan.player_renames.get(userid)
+            if rename is not None and "attrs" in claimed.doc:
+                doc = claimed.doc
+                if doc["attrs"].get("name") != rename[1]:
+                    doc["attrs"]["name"] = rename[1]
+                    await self.roledb.save_entity(PLAYERS, userid, doc, generation)
+            if i % 200 == 0 or i == total:
+                self.progress("fence", PLAYERS, i, total)
+
+    async def _copy(self, plan: Plan) -> int:
+        """Write every source document into the target (with the rules); returns how many
+        notice mails were written."""
+        notices = 0
+        now = self.now_ms()
+        # mailboxes that receive a notice: renamed players and renamed guilds' leaders
+        notes: dict[int, list[tuple[str, str, str]]] = {}
+        for userid, (old, new) in plan.player_renames.items():
+            title, body = RENAME_NOTICE
+            notes.setdefault(userid, []).append((title, body.format(
+                from_sid=self.from_sid, into_sid=self.into_sid, old=old, new=new),
+                f"merge-{self.from_sid}-name"))
+        for gid, (old, new, leader) in plan.guild_renames.items():
+            if isinstance(leader, int) and leader:
+                title, body = GUILD_NOTICE
+                notes.setdefault(leader, []).append((title, body.format(
+                    from_sid=self.from_sid, into_sid=self.into_sid, old=old, new=new),
+                    f"merge-{self.from_sid}-guild-{gid}"))
+        for coll in [c for c in await self.source.collections() if c != JOURNAL]:
+            docs = await self.source.find(coll, {})
+            ops = []
+            for key, doc in docs:
+                ops.append(self._rewrite(plan, coll, key, doc))
+            if coll == MAILBOX:
+                have = {k for k, _ in docs}
+                for i, op in enumerate(ops):
+                    if isinstance(op.id, int) and op.id in notes:
+                        ops[i] = Upsert(MAILBOX, op.id, self._notify(op.id, op.doc,
+                                                                    notes[op.id], now))
+                        notices += len(notes[op.id])
+                for userid in sorted(set(notes) - have):
+                    ops.append(Upsert(MAILBOX, userid, self._notify(userid, None,
+                                                                     notes[userid], now)))
+                    notices += len(notes[userid])
+            await self._write(coll, ops)
+        if notes and MAILBOX not in plan.collections:  # a region without any mailbox yet
+            ops = [Upsert(MAILBOX, u, self._notify(u, None, n, now)) for u, n in notes.items()]
+            notices += sum(len(n) for n in notes.values())
+            await self._write(MAILBOX, ops)
+        return notices
+
+    def _rewrite(self, plan: Plan, coll: str, key: Key, doc: dict[str, Any]) -> Upsert:
+        if coll == NAMES and doc.get("owner") in plan.player_renames:
+            new = plan.player_renames[doc["owner"]][1]
+            return Upsert(coll, role.name_key(new), {**doc, "name": new})
+        if coll == GUILD_NAMES and doc.get("owner") in plan.guild_renames:
+            new = plan.guild_renames[doc["owner"]][1]
+            return Upsert(coll, guilds.name_key(new), {**doc, "name": new})
+        if coll == ROLECITY and key in plan.player_renames:
+            doc.setdefault("attrs", {})["name"] = plan.player_renames[key][1]
+        if coll == GUILDS:
+            if key in plan.guild_renames:
+                doc.setdefault("attrs", {})["name"] = plan.guild_renames[key][1]
+            members = doc.get("components", {}).get("members", {})
+            for uid, member in members.items():
+                rename = plan.player_renames.get(int(uid))
+                if rename is not None and isinstance(member, dict):
+                    member["name"] = rename[1]
+        return Upsert(coll, key, doc)
+
+    def _notify(self, userid: int, doc: dict[str, Any] | None,
+                notes: list[tuple[str, str, str]], now: int) -> dict[str, Any]:
+        """The mailbox document of *userid* with the notice mails delivered (by key, so a
+        re-run of the copy delivers each once)."""
+        entity = Entity.from_doc({**doc, "_id": userid}) if doc else Entity(userid)
+        for title, body, key in notes:
+            mails.deliver(entity, {"title": title, "body": body, "from": 0,
+                                   "from_name": NOTICE_FROM, "key": key}, now)
+        return entity.to_doc()
+
+    async def _write(self, coll: str, ops: list[Upsert]) -> None:
+        total = len(ops)
+        done = 0
+        self.progress("copy", coll, 0, total)
+        for chunk in _chunks(ops, self.batch):
+            await self.target.write_batch(chunk)
+            done += len(chunk)
+            self.progress("copy", coll, done, total)
+            crashpoint("merge_copy_batch")
+
+    async def _remove(self) -> None:
+        """Delete every source document (the journal stays: it names the target)."""
+        for coll in [c for c in await self.source.collections() if c != JOURNAL]:
+            keys = [k for k, _ in await self.source.find(coll, {})]
+            total = len(keys)
+            done = 0
+            for chunk in _chunks(keys, self.batch):
+                await self.source.write_batch([Delete(coll, k) for k in chunk])
+                done += len(chunk)
+                self.progress("remove", coll, done, total)
+                crashpoint("merge_remove_batch")
+
+
+#: collections of the region database with ids unique across regions (userids, guildids,
+#: create ids, keys naming their region): copied unchanged after the conflict check
+_KNOWN = frozenset({ROLECITY, NAMES, GUILDS, GUILD_NAMES, MAILBOX, "guild_creates",
+                    "chat_private", "chat_channels", "friend_outbox"})
+
+
+def _no_progress(step: str, coll: str, done: int, total: int) -> None:
+    pass
+
+
+def _before(step: str, other: str) -> bool:
+    return STEPS.index(step) < STEPS.index(other)

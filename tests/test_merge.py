@@ -1,0 +1,236 @@
+"""The merge engine (rltwist.merge.core) on storage: rules, renames, fencing, dry run,
+resuming from the journal. Embedded backend here; the MongoDB variant runs the same
+checks where RL_TEST_MONGO_URI is set."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+from twisted.trial import unittest
+
+from rltwist.merge.core import JOURNAL, Merger, MergeRefused, renamed
+from rltwist.storage import Backend, StaleGeneration
+from rltwist.storage.embedded import EmbeddedBackend
+from tests.merge_util import befriend, seed_region
+
+MONGO_URI = os.environ.get("RL_TEST_MONGO_URI")
+
+
+class Interrupted(Exception):
+    """Raised from the progress callback: stands for a crash at that point."""
+
+
+class MergeEngineMixin:
+    """The checks, on backends made by ``open_db``."""
+
+    assertEqual: Any
+    assertIn: Any
+    assertIsNone: Any
+    assertNotIn: Any
+    assertTrue: Any
+    assertRaises: Any
+    fail: Any
+
+    async def open_db(self, name: str) -> Backend:
+        raise NotImplementedError
+
+    async def world(self, players: int = 60) -> dict[str, Any]:
+        """Regions 1 and 2 (2 is merged into 1): colliding names and guild names, mail,
+        friends inside region 2 and across regions, guilds."""
+        g, r, r1, r2 = [await self.open_db(n) for n in ("globaldb", "roledb", "region1",
+                                                          "region2")]
+        s1 = await seed_region(g, r, r1, 1, players, first_seq=1, shared_names=5,
+                               guild_count=3, shared_guild_names=2)
+        s2 = await seed_region(g, r, r2, 2, players, first_seq=1000, shared_names=5,
+                               guild_count=3, shared_guild_names=2)
+        a, b = s1.userids[7], s2.userids[7]
+        await befriend(r1, a, s1.names[a], r2, b, s2.names[b])
+        # a private chat history and a region chat channel of region 2
+        await r2.upsert("chat_private", b, {"_id": b, "components": {"chat": {
+            "pairs": {str(a): [{"text": "hi", "time_ms": 1}]}}}})
+        await r2.upsert("chat_channels", "region2", {"_id": "region2", "components": {
+            "chat": {"messages": [{"text": "hello region 2", "time_ms": 1}]}}})
+        return {"globaldb": g, "roledb": r, "r1": r1, "r2": r2, "s1": s1, "s2": s2,
+                "a": a, "b": b}
+
+    async def test_merge_keeps_everything_and_renames_duplicates(self) -> None:
+        w = await self.world()
+        r1, r2, roledb, s1, s2 = w["r1"], w["r2"], w["roledb"], w["s1"], w["s2"]
+        generations = {u: (await roledb.get_entity("player", u)).generation
+                       for u in s2.userids}
+        aliased: list[tuple[int, int]] = []
+
+        async def alias(f: int, t: int) -> None:
+            aliased.append((f, t))
+
+        report = await Merger(r2, r1, roledb, 2, 1, alias=alias, batch=37).run()
+        j = report.to_json()
+        self.assertEqual(j["step"], "done")
+        self.assertEqual(aliased, [(2, 1)])
+        self.assertEqual(j["players"], 60)
+        self.assertEqual(j["mails"], 120)
+        self.assertEqual(j["guilds"], 3)
+        # the 5 shared names of region 2 are renamed by the rule, region 1 keeps its own
+        shared = sorted(s2.userids[:5])
+        self.assertEqual([x["userid"] for x in j["renamed_players"]], shared)
+        for x in j["renamed_players"]:
+            self.assertEqual(x["new"], renamed(x["old"], 2, 1))
+            doc = await roledb.get("player", x["userid"])
+            self.assertEqual(doc["attrs"]["name"], x["new"])
+            city = await r1.get("rolecity", x["userid"])
+            self.assertEqual(city["attrs"]["name"], x["new"])
+            self.assertEqual((await r1.get("names", x["new"].casefold()))["owner"],
+                             x["userid"])
+            box = await r1.get("mailbox", x["userid"])
+            titles = [m["title"] for m in box["components"]["mail"]["mails"]]
+            self.assertEqual(titles.count("Your name changed: regions merged"), 1)
+            self.assertEqual(titles.count("welcome 0") + titles.count("welcome 1"), 2)
+        for u in s1.userids[:5]:  # the target's players keep their names and index keys
+            self.assertEqual((await r1.get("names", s1.names[u]))["owner"], u)
+        # guild names: guild0 and guild1 of region 2 renamed, their leaders notified
+        self.assertEqual(sorted(x["new"] for x in j["renamed_guilds"]),
+                         ["guild0.s2", "guild1.s2"])
+        for gid, name in s2.guilds.items():
+            doc = await r1.get("guild", gid)
+            want = name + ".s2" if name.startswith("guild") else name
+            self.assertEqual(doc["attrs"]["name"], want)
+            self.assertEqual((await r1.get("guild_names", want))["owner"], gid)
+            self.assertEqual(sorted(int(u) for u in doc["components"]["members"]),
+                             sorted(s2.members[gid]))
+        leader = s2.members[min(s2.guilds)][0]
+        box = await r1.get("mailbox", leader)
+        self.assertIn("Your guild's name changed: regions merged",
+                      [m["title"] for m in box["components"]["mail"]["mails"]])
+        # every player of region 2 is in region 1's database with mail and friends
+        for u in s2.userids:
+            self.assertEqual(len((await r1.get("mailbox", u))["components"]["mail"]
+                                 ["mails"]) >= 2, True)
+            city = await r1.get("rolecity", u)
+            self.assertTrue(city["components"]["friends"]["friends"])
+        # the cross-region friendship holds on both sides
+        a, b = w["a"], w["b"]
+        self.assertIn(str(a), (await r1.get("rolecity", b))["components"]["friends"]
+                      ["friends"])
+        self.assertIn(str(b), (await r1.get("rolecity", a))["components"]["friends"]
+                      ["friends"])
+        self.assertEqual((await r1.get("chat_private", b))["components"]["chat"]["pairs"]
+                         [str(a)][0]["text"], "hi")
+        self.assertIsNotNone(await r1.get("chat_channels", "region2"))
+        # the source is empty but for its journal, which names the target
+        self.assertEqual(await r2.collections(), [JOURNAL])
+        self.assertEqual((await r2.get(JOURNAL, "2"))["into"], 1)
+        # every merged player was fenced: a stale instance's save is refused
+        for u in s2.userids:
+            stored = await roledb.get_entity("player", u)
+            self.assertTrue(stored.generation > generations[u])
+        with self.assertRaises(StaleGeneration):
+            await roledb.save_entity("player", s2.userids[0], {"attrs": {"name": "x"}},
+                                     generations[s2.userids[0]])
+        # a second run has nothing left to do (and re-installs the alias)
+        again = await Merger(r2, r1, roledb, 2, 1, alias=alias).run()
+        self.assertTrue(again.already_done)
+        self.assertEqual(aliased, [(2, 1), (2, 1)])
+
+    async def test_dry_run_writes_nothing(self) -> None:
+        w = await self.world(20)
+        r1, r2 = w["r1"], w["r2"]
+        before = {c: sorted(map(str, (k for k, _ in await r2.find(c, {}))))
+                  for c in await r2.collections()}
+        before1 = {c: len(await r1.find(c, {})) for c in await r1.collections()}
+        report = await Merger(r2, r1, w["roledb"], 2, 1).run(dry_run=True)
+        self.assertEqual(len(report.plan.player_renames), 5)
+        self.assertEqual({c: sorted(map(str, (k for k, _ in await r2.find(c, {}))))
+                          for c in await r2.collections()}, before)
+        self.assertEqual({c: len(await r1.find(c, {})) for c in await r1.collections()},
+                         before1)
+        self.assertNotIn(JOURNAL, await r1.collections())
+
+    async def test_an_interrupted_merge_resumes_to_the_same_result(self) -> None:
+        # interrupt at every stage in turn, in one pair of databases, then finish
+        w = await self.world(40)
+        r1, r2, roledb = w["r1"], w["r2"], w["roledb"]
+        for stop_at in (("fence", 1), ("copy", 2), ("copy", 5), ("remove", 1),
+                        ("remove", 3)):
+            seen = {"n": 0}
+
+            def progress(step: str, coll: str, done: int, total: int,
+                         stop_at: tuple[str, int] = stop_at, seen: dict[str, int] = seen
+                         ) -> None:
+                if step == stop_at[0]:
+                    seen["n"] += 1
+                    if seen["n"] == stop_at[1]:
+                        raise Interrupted(stop_at)
+
+            try:
+                await Merger(r2, r1, roledb, 2, 1, progress=progress, batch=7).run()
+            except Interrupted:
+                pass
+        report = await Merger(r2, r1, roledb, 2, 1, batch=7).run()
+        self.assertEqual(report.step, "done")
+        s2 = w["s2"]
+        self.assertEqual(await r2.collections(), [JOURNAL])
+        for u in s2.userids:
+            box = await r1.get("mailbox", u)
+            mails = box["components"]["mail"]["mails"]
+            notices = [m for m in mails if m["title"].startswith("Your name changed")]
+            self.assertEqual(len(notices), 1 if u in s2.userids[:5] else 0)
+        names = {d["owner"]: k for k, d in await r1.find("names", {})}
+        for u in s2.userids:
+            want = s2.names[u] + ".s2" if u in s2.userids[:5] else s2.names[u]
+            self.assertEqual(names[u], want)
+            self.assertEqual((await roledb.get("player", u))["attrs"]["name"], want)
+
+    async def test_ids_in_both_regions_without_a_rule_refuse_before_writing(self) -> None:
+        w = await self.world(10)
+        r1, r2 = w["r1"], w["r2"]
+        await r1.upsert("world_tiles", "0:0", {"owner": 1})
+        await r2.upsert("world_tiles", "0:0", {"owner": 2})
+        try:
+            await Merger(r2, r1, w["roledb"], 2, 1).run()
+        except MergeRefused as e:
+            self.assertIn("world_tiles", str(e))
+        else:
+            self.fail("merge of conflicting world_tiles did not refuse")
+        self.assertNotIn(JOURNAL, await r1.collections())
+        self.assertEqual(len(await r2.find("rolecity", {})), 10)
+
+    async def test_a_source_merged_elsewhere_is_refused(self) -> None:
+        w = await self.world(10)
+        r3 = await self.open_db("region3")
+        await Merger(w["r2"], w["r1"], w["roledb"], 2, 1).run()
+        with self.assertRaises(MergeRefused):
+            await Merger(w["r2"], r3, w["roledb"], 2, 3).run()
+
+
+class EmbeddedMergeTests(MergeEngineMixin, unittest.TestCase):
+    async def open_db(self, name: str) -> Backend:
+        if not hasattr(self, "_dir"):
+            self._dir = self.mktemp()
+        b = EmbeddedBackend(os.path.join(self._dir, f"{name}.sqlite3"))
+        self.addCleanup(b.close)
+        return b
+
+
+class MongoMergeTests(MergeEngineMixin, unittest.TestCase):
+    if not MONGO_URI:
+        skip = "RL_TEST_MONGO_URI is not set: no MongoDB server for the merge's MongoDB run"
+
+    async def open_db(self, name: str) -> Backend:
+        from rltwist.storage.mongodb import MongoBackend
+
+        assert MONGO_URI is not None
+        if not hasattr(self, "_prefix"):
+            self._prefix = f"rltwist_merge_{uuid.uuid4().hex[:8]}_"
+        b = MongoBackend(MONGO_URI, self._prefix + name, timeout=10)
+
+        async def drop() -> None:
+            try:
+                await b._conn.drop_database(b.db_name)
+            finally:
+                await b.close()
+
+        from twisted.internet import defer
+        self.addCleanup(lambda: defer.ensureDeferred(drop()))
+        return b
