@@ -238,7 +238,7 @@ async def run(reactor: Any, argv: list[str] | None = None) -> int:
                                f"(HTTP {status}: {body}); run the same rl-merge again")
 
     try:
-        report = await Merger(*dbs, args.from_sid, args.into_sid, alias=alias,
+        report = await Merger(dbs[0], dbs[1], dbs[2], args.from_sid, args.into_sid, alias=alias,
                               progress=ProgressBar(args.quiet)).run(dry_run=args.dry_run)
     except (MergeRefused, Refused) as e:
         print(f"rl-merge: refused: {e}", file=sys.stderr)
