@@ -183,7 +183,8 @@ def render(report: Report) -> str:
         f"  renamed guilds    {len(j['renamed_guilds'])}",
         f"  notice mails      {j['notices']}" + ("" if not j["dry_run"] else " (none sent)"),
         f"  cities moved      {j['cities_moved']} ({j['cities_note']})",
-        f"  seconds           {j['seconds']}",
+        f"  seconds           {j['seconds']} ("
+        + ", ".join(f"{k} {v}" for k, v in j["step_seconds"].items()) + ")",
         "  documents         " + ", ".join(f"{c} {n}" for c, n in
                                            sorted(j["collections"].items())),
     ]

@@ -148,6 +148,8 @@ class Report:
     seconds: float = 0.0
     notices: int = 0
     already_done: bool = False
+    #: seconds each step took in this run
+    step_seconds: dict[str, float] = attrs.Factory(dict)
     #: why no city was moved (until the world map's storage exists)
     cities_moved: int = 0
     cities_note: str = ("the world map's storage is not on main yet: no city to "
@@ -158,6 +160,7 @@ class Report:
         return {
             "from": p.from_sid, "into": p.into_sid, "dry_run": self.dry_run,
             "step": self.step, "resumed_from": self.resumed_from,
+            "step_seconds": {k: round(v, 3) for k, v in self.step_seconds.items()},
             "already_done": self.already_done, "seconds": round(self.seconds, 3),
             "players": len(p.players), "guilds": p.guilds, "mailboxes": p.mailboxes,
             "mails": p.mails, "notices": self.notices,
@@ -283,8 +286,10 @@ class Merger:
                                f"{self.into_sid} but the target has no journal: the "
                                "databases do not belong together")
         if journal is None:
+            t = time.monotonic()
             plan = await self.make_plan()
             report = Report(plan, dry_run)
+            report.step_seconds["plan"] = time.monotonic() - t
             if dry_run:
                 report.step = "planned (dry run: nothing written)"
                 report.seconds = time.monotonic() - started
@@ -309,14 +314,20 @@ class Merger:
             log.info("merge {f} -> {t}: resuming after step {step}", f=self.from_sid,
                      t=self.into_sid, step=step)
         if _before(step, "fenced"):
+            t = time.monotonic()
             await self._fence(plan)
             step = await self._advance("fenced")
+            report.step_seconds["fence"] = time.monotonic() - t
         if _before(step, "copied"):
+            t = time.monotonic()
             report.notices = await self._copy(plan)
             step = await self._advance("copied")
+            report.step_seconds["copy"] = time.monotonic() - t
         if _before(step, "removed"):
+            t = time.monotonic()
             await self._remove()
             step = await self._advance("removed")
+            report.step_seconds["remove"] = time.monotonic() - t
         if _before(step, "aliased") or step == "done":
             # also when done: a re-run re-installs an alias master may have lost
             if self.alias is not None:
