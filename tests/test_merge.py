@@ -188,13 +188,53 @@ class MergeEngineMixin:
         await r1.upsert("world_tiles", "0:0", {"owner": 1})
         await r2.upsert("world_tiles", "0:0", {"owner": 2})
         try:
-            await Merger(r2, r1, w["roledb"], 2, 1).run()
+            await Merger(r2, r1, w["roledb"], 2, 1, copy_unknown=True).run()
         except MergeRefused as e:
             self.assertIn("world_tiles", str(e))
         else:
             self.fail("merge of conflicting world_tiles did not refuse")
         self.assertNotIn(JOURNAL, await r1.collections())
         self.assertEqual(len(await r2.find("rolecity", {})), 10)
+
+    async def test_unknown_collections_refuse_unless_copying_them_is_allowed(self) -> None:
+        w = await self.world(10)
+        r1, r2 = w["r1"], w["r2"]
+        await r2.upsert("pets", 77, {"owner": w["s2"].userids[0]})
+        try:
+            await Merger(r2, r1, w["roledb"], 2, 1).run()
+        except MergeRefused as e:
+            self.assertIn("pets", str(e))
+            self.assertIn("--copy-unknown", str(e))
+        else:
+            self.fail("a collection without a merge rule did not refuse the merge")
+        self.assertNotIn(JOURNAL, await r1.collections())
+        report = await Merger(r2, r1, w["roledb"], 2, 1, copy_unknown=True).run()
+        self.assertEqual(report.to_json()["copied_without_rule"], ["pets"])
+        self.assertEqual(await r1.get("pets", 77), {"owner": w["s2"].userids[0]})
+
+    async def test_the_player_s_real_name_decides_not_a_stale_index_key(self) -> None:
+        w = await self.world(10)
+        r1, r2, roledb, s1, s2 = w["r1"], w["r2"], w["roledb"], w["s1"], w["s2"]
+        # p keeps a stale key of a target player's name (a rename that crashed before it
+        # released the old key); q has no index entry at all but a colliding name
+        p, q = s2.userids[8], s2.userids[9]
+        target_owner = s1.userids[8]
+        await r2.upsert("names", s1.names[target_owner],
+                        {"owner": p, "name": s1.names[target_owner], "time_ms": 1})
+        await r2.delete("names", s2.names[q])
+        doc = await roledb.get_entity("player", q)
+        doc.doc["attrs"]["name"] = s1.names[s1.userids[9]]
+        await roledb.save_entity("player", q, doc.doc, doc.generation)
+        report = (await Merger(r2, r1, roledb, 2, 1).run()).to_json()
+        renamed_ids = [x["userid"] for x in report["renamed_players"]]
+        self.assertNotIn(p, renamed_ids)
+        self.assertIn(q, renamed_ids)
+        self.assertEqual(report["dropped_stale_names"], [s1.names[target_owner]])
+        self.assertEqual((await r1.get("names", s1.names[target_owner]))["owner"],
+                         target_owner)
+        self.assertEqual((await r1.get("names", s2.names[p]))["owner"], p)
+        self.assertEqual((await roledb.get("player", q))["attrs"]["name"],
+                         s1.names[s1.userids[9]] + ".s2")
 
     async def test_a_source_merged_elsewhere_is_refused(self) -> None:
         w = await self.world(10)

@@ -1,6 +1,7 @@
 """rl-merge: merge region *from* into region *into*.
 
     rl-merge --from 2 --into 1 [--dry-run] [--config etc/cluster.toml] [--json report.json]
+             [--copy-unknown] [--storage-timeout S] [--quiet]
 
 Run it while master runs and the nodes of both regions are stopped. It refuses (exit 1,
 nothing written) unless master reports every map/guild/mail/rolecity node of both regions
@@ -51,6 +52,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--storage-timeout", type=float, default=120.0,
                    help="bound of one storage operation (s; a whole collection is read at "
                         "once)")
+    p.add_argument("--copy-unknown", action="store_true",
+                   help="copy collections this version has no merge rule for unchanged "
+                        "(otherwise their presence refuses the merge)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     for sid in (args.from_sid, args.into_sid):
@@ -112,15 +116,24 @@ async def check_stopped(master: Master, sids: tuple[int, int]) -> list[str]:
     # logins: the per-region state (GET /regions) where the cluster has it, else the
     # cluster-wide switch
     rstatus, regions = await master.request("GET", "/regions")
+    known: dict[int, bool] = {}
     if rstatus == 200 and isinstance(regions, dict) and isinstance(regions.get("regions"),
                                                                     list):
         for r in regions["regions"]:
-            if r.get("sid") in sids and (r.get("open") is True or r.get("state") == "open"):
-                problems.append(f"region {r['sid']} is open to logins: POST "
-                                f"/regions/{r['sid']}/close first")
-    elif body.get("login_open", True):
-        problems.append("logins are open (this cluster has no per-region login switch, "
-                        "GET /regions answered " f"{rstatus}): POST /login/close first")
+            if isinstance(r, dict) and r.get("sid") in sids:
+                if isinstance(r.get("open"), bool):
+                    known[r["sid"]] = r["open"]
+                elif isinstance(r.get("state"), str):
+                    known[r["sid"]] = r["state"] == "open"
+    for sid in sids:
+        if known.get(sid):
+            problems.append(f"region {sid} is open to logins: POST /regions/{sid}/close "
+                            "first")
+    unknown = [sid for sid in sids if sid not in known]
+    if unknown and body.get("login_open", True):
+        problems.append(f"logins are open (no per-region login state for region(s) "
+                        f"{unknown}: GET /regions answered {rstatus}): POST /login/close "
+                        "first")
     # nobody of either region may be online: their role node would save over the merge
     for node in body["nodes"]:
         if node["kind"] != "role" or node["state"] != "up":
@@ -188,6 +201,9 @@ def render(report: Report) -> str:
         "  documents         " + ", ".join(f"{c} {n}" for c, n in
                                            sorted(j["collections"].items())),
     ]
+    if j["dropped_stale_names"]:
+        lines.append("  stale name keys   " + ", ".join(j["dropped_stale_names"][:20])
+                     + " (not copied: not their owner's name)")
     if j["copied_without_rule"]:
         lines.append("  copied unchanged  " + ", ".join(j["copied_without_rule"]))
     for x in j["renamed_players"][:20]:
@@ -240,7 +256,8 @@ async def run(reactor: Any, argv: list[str] | None = None) -> int:
 
     try:
         report = await Merger(dbs[0], dbs[1], dbs[2], args.from_sid, args.into_sid, alias=alias,
-                              progress=ProgressBar(args.quiet)).run(dry_run=args.dry_run)
+                              progress=ProgressBar(args.quiet),
+                              copy_unknown=args.copy_unknown).run(dry_run=args.dry_run)
     except (MergeRefused, Refused) as e:
         print(f"rl-merge: refused: {e}", file=sys.stderr)
         return 1

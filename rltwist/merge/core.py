@@ -13,9 +13,13 @@ rules:
   index and the member lists of the merged guilds. The player gets a notice mail
   (``RENAME_NOTICE``) in the mailbox.
 * **Guild names** (``guild_names``): the same rule; the guild's leader gets the notice.
-* **Unknown collections** (added by features after this was written) are copied
-  unchanged when none of their ids exists in the target; an id that exists in both makes
-  the plan refuse the merge before anything is written (it needs a rule here).
+* **Unknown collections** (added by features after this was written) make the plan
+  refuse the merge before anything is written, unless the operator says they may be
+  copied unchanged (``copy_unknown``, ``rl-merge --copy-unknown``); even then an id that
+  exists in both regions refuses (such data needs a rule here).
+* **Stale name keys** (a rename interrupted by a crash can leave a player's old key in
+  the index until its next Auth): a source key that collides with the target's and is not
+  its owner's name is not copied; the owner's real name decides the rename.
 * **Counters** are not copied: guild ids and userids carry their region, LRU fencing
   generations of the target stay valid (copied documents are stored with generation 0).
 * **Cities** (the world map's entities): the world map's storage is not on main yet, so
@@ -117,8 +121,12 @@ class Plan:
     guilds: int
     mailboxes: int
     mails: int
-    #: collections copied without a rule of their own
+    #: collections copied without a rule of their own (``copy_unknown``)
     unknown: list[str]
+    #: name index keys of the source not copied: they collide with the target's and are
+    #: not their owner's name (left over by an interrupted rename)
+    dropped_names: list[str] = attrs.Factory(list)
+    dropped_guild_names: list[str] = attrs.Factory(list)
 
     def to_doc(self) -> dict[str, Any]:
         return {"from": self.from_sid, "into": self.into_sid, "players": self.players,
@@ -126,7 +134,9 @@ class Plan:
                                    sorted(self.player_renames.items())],
                 "guild_renames": [[g, *v] for g, v in sorted(self.guild_renames.items())],
                 "collections": self.collections, "guilds": self.guilds,
-                "mailboxes": self.mailboxes, "mails": self.mails, "unknown": self.unknown}
+                "mailboxes": self.mailboxes, "mails": self.mails, "unknown": self.unknown,
+                "dropped_names": self.dropped_names,
+                "dropped_guild_names": self.dropped_guild_names}
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Plan:
@@ -134,7 +144,8 @@ class Plan:
                    {int(r[0]): [r[1], r[2]] for r in doc["player_renames"]},
                    {int(r[0]): [r[1], r[2], r[3]] for r in doc["guild_renames"]},
                    dict(doc["collections"]), doc["guilds"], doc["mailboxes"], doc["mails"],
-                   list(doc["unknown"]))
+                   list(doc["unknown"]), list(doc.get("dropped_names", ())),
+                   list(doc.get("dropped_guild_names", ())))
 
 
 @attrs.define
@@ -170,6 +181,7 @@ class Report:
                                for g, (o, n, _) in sorted(p.guild_renames.items())],
             "cities_moved": self.cities_moved, "cities_note": self.cities_note,
             "collections": p.collections, "copied_without_rule": p.unknown,
+            "dropped_stale_names": p.dropped_names + p.dropped_guild_names,
         }
 
 
@@ -187,7 +199,8 @@ class Merger:
     def __init__(self, source: Backend, target: Backend, roledb: Backend, from_sid: int,
                  into_sid: int, *, alias: Callable[[int, int], Awaitable[Any]] | None = None,
                  progress: Progress | None = None, batch: int = BATCH,
-                 now_ms: Callable[[], int] | None = None) -> None:
+                 now_ms: Callable[[], int] | None = None, copy_unknown: bool = False
+                 ) -> None:
         if from_sid == into_sid:
             raise MergeRefused(f"cannot merge region {from_sid} into itself")
         self.source = source
@@ -200,6 +213,7 @@ class Merger:
         self.batch = batch
         self.now_ms = now_ms or (lambda: int(time.time() * 1000))
         self.key = str(from_sid)
+        self.copy_unknown = copy_unknown
 
     # -- the plan ---------------------------------------------------------------------------
 
@@ -233,41 +247,69 @@ class Merger:
             raise MergeRefused(
                 "documents with the same id exist in both regions and there is no merge rule "
                 "for them (nothing was written): " + "; ".join(conflicts))
-        players = sorted(k for k, _ in await self.roledb.find(
-            PLAYERS, {"attrs.server_id": self.from_sid}) if isinstance(k, int))
-        player_renames = await self._renames(NAMES, role.name_key, self._player_name)
+        if unknown and not self.copy_unknown:
+            raise MergeRefused(
+                f"region {self.from_sid} has collections this merge has no rule for: "
+                f"{', '.join(unknown)} (nothing was written). If their documents may be "
+                "copied unchanged (ids unique across regions, no per-region meaning), run "
+                "again with --copy-unknown")
+        role_docs = {k: str(d.get("attrs", {}).get("name") or "")
+                     for k, d in await self.roledb.find(
+                         PLAYERS, {"attrs.server_id": self.from_sid}) if isinstance(k, int)}
+        players = sorted(role_docs)
+
+        async def player_name(userid: Key, index_doc: dict[str, Any]) -> str:
+            if isinstance(userid, int) and role_docs.get(userid):
+                return role_docs[userid]
+            return str(index_doc.get("name") or "")
+
+        player_renames, dropped_names = await self._renames(
+            NAMES, role.name_key, player_name, role_docs)
         guild_renames: dict[int, list[Any]] = {}
-        for gid, (old, new) in (await self._renames(
-                GUILD_NAMES, guilds.name_key, self._guild_name)).items():
+        renames, dropped_guild_names = await self._renames(GUILD_NAMES, guilds.name_key,
+                                                           self._guild_name)
+        for gid, (old, new) in renames.items():
             doc = await self.source.get(GUILDS, gid) or {}
             guild_renames[gid] = [old, new, doc.get("attrs", {}).get("leader", 0)]
         return Plan(self.from_sid, self.into_sid, players, player_renames, guild_renames,
-                    counts, guilds_n, mailboxes, mails_n, unknown)
-
-    async def _player_name(self, userid: Key, index_doc: dict[str, Any]) -> str:
-        doc = await self.roledb.get(PLAYERS, userid) if isinstance(userid, int) else None
-        name = (doc or {}).get("attrs", {}).get("name") or index_doc.get("name") or ""
-        return str(name)
+                    counts, guilds_n, mailboxes, mails_n, unknown, dropped_names,
+                    dropped_guild_names)
 
     async def _guild_name(self, guildid: Key, index_doc: dict[str, Any]) -> str:
         doc = await self.source.get(GUILDS, guildid) or {}
         return str(doc.get("attrs", {}).get("name") or index_doc.get("name") or "")
 
     async def _renames(self, coll: str, key_of: Callable[[str], str],
-                       name_of: Callable[[Key, dict[str, Any]], Awaitable[str]]
-                       ) -> dict[int, list[str]]:
-        """owner -> [old, new] for every source key of *coll* held by another owner in the
-        target; new names avoid every key of both regions and each other."""
+                       name_of: Callable[[Key, dict[str, Any]], Awaitable[str]],
+                       names: dict[int, str] | None = None
+                       ) -> tuple[dict[int, list[str]], list[str]]:
+        """``(renames, dropped)`` for the name index *coll*: owner -> [old, new] for every
+        source owner whose name's key another owner holds in the target (also a player
+        in *names*, ``{userid: name}``, whose own index entry is missing); and the source
+        keys that collide but are not their owner's name (left over by a crashed rename:
+        the target's entry stays, the next Auth reconciles). New names avoid every key of
+        both regions and each other."""
         target = {k: d.get("owner") for k, d in await self.target.find(coll, {})}
         source = await self.source.find(coll, {})
         taken = {str(k) for k in target} | {str(k) for k, _ in source}
         out: dict[int, list[str]] = {}
+        dropped: list[str] = []
         for key, doc in sorted(source, key=lambda kd: str(kd[0])):
             owner = doc.get("owner")
-            if key in target and target[key] != owner and isinstance(owner, int):
-                old = await name_of(owner, doc) or str(doc.get("name") or key)
-                out[owner] = [old, _free_name(old, self.from_sid, taken, key_of)]
-        return out
+            if key not in target or target[key] == owner:
+                continue
+            name = await name_of(owner, doc) if isinstance(owner, int) else ""
+            if isinstance(owner, int) and name and key_of(name) == key:
+                if owner not in out:
+                    out[owner] = [name, _free_name(name, self.from_sid, taken, key_of)]
+            else:
+                dropped.append(str(key))
+        for owner, name in sorted((names or {}).items()):
+            want = key_of(name) if name else None
+            if want is not None and owner not in out and want in target \
+                    and target[want] != owner:
+                out[owner] = [name, _free_name(name, self.from_sid, taken, key_of)]
+        return out, dropped
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -402,7 +444,9 @@ class Merger:
             docs = await self.source.find(coll, {})
             ops = []
             for key, doc in docs:
-                ops.append(self._rewrite(plan, coll, key, doc))
+                op = self._rewrite(plan, coll, key, doc)
+                if op is not None:
+                    ops.append(op)
             if coll == MAILBOX:
                 have = {k for k, _ in docs}
                 for i, op in enumerate(ops):
@@ -421,7 +465,10 @@ class Merger:
             await self._write(MAILBOX, ops)
         return notices
 
-    def _rewrite(self, plan: Plan, coll: str, key: Key, doc: dict[str, Any]) -> Upsert:
+    def _rewrite(self, plan: Plan, coll: str, key: Key, doc: dict[str, Any]) -> Upsert | None:
+        if (coll == NAMES and key in plan.dropped_names) \
+                or (coll == GUILD_NAMES and key in plan.dropped_guild_names):
+            return None
         if coll == NAMES and doc.get("owner") in plan.player_renames:
             new = plan.player_renames[doc["owner"]][1]
             return Upsert(coll, role.name_key(new), {**doc, "name": new})
