@@ -274,3 +274,19 @@ class MongoMergeTests(MergeEngineMixin, unittest.TestCase):
         from twisted.internet import defer
         self.addCleanup(lambda: defer.ensureDeferred(drop()))
         return b
+
+
+class MongoOnFakeMergeTests(MergeEngineMixin, unittest.TestCase):
+    """The merge through MongoBackend's own code (layout, bulk writes, listing
+    collections), with txmongo replaced by the fake of tests/test_storage.py. Not a
+    substitute for MongoMergeTests against a real server."""
+
+    async def open_db(self, name: str) -> Backend:
+        from rltwist.storage.mongodb import MongoBackend
+        from tests.test_storage import FakeConnection
+
+        if not hasattr(self, "_connection"):
+            self._connection = FakeConnection()
+        b = MongoBackend("mongodb://fake", name, connection=self._connection)  # type: ignore[arg-type]
+        self.addCleanup(b.close)
+        return b
