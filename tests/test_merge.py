@@ -11,7 +11,7 @@ from typing import Any
 from twisted.trial import unittest
 
 from rltwist.merge.core import JOURNAL, Merger, MergeRefused, renamed
-from rltwist.storage import Backend, StaleGeneration
+from rltwist.storage import Backend, StaleGeneration, Upsert
 from rltwist.storage.embedded import EmbeddedBackend
 from tests.merge_util import befriend, seed_region
 
@@ -235,6 +235,84 @@ class MergeEngineMixin:
         self.assertEqual((await r1.get("names", s2.names[p]))["owner"], p)
         self.assertEqual((await roledb.get("player", q))["attrs"]["name"],
                          s1.names[s1.userids[9]] + ".s2")
+
+    async def world_maps(self, w: dict[str, Any]) -> dict[str, Any]:
+        """World documents in the world node's format: map 1 with two cities and a
+        resource point, map 2 with three cities of region 2's players and one of a region
+        1 player who moved there, a resource point, a monster and a tombstone."""
+        r1, r2, roledb, s1, s2 = w["r1"], w["r2"], w["roledb"], w["s1"], w["s2"]
+
+        def ent(eid: int, **attrs: Any) -> dict[str, Any]:
+            return {"_id": eid, "version": 0, "attrs": attrs, "components": {}}
+
+        await r1.write_batch([
+            Upsert("world", "meta", ent(0, last_id=5, city_cursor=3, spawns=1)),
+            Upsert("world", 1, ent(1, kind="city", x=10, y=10, owner=s1.userids[0])),
+            Upsert("world", 2, ent(2, kind="city", x=11, y=10, owner=s1.userids[1])),
+            Upsert("world", 3, ent(3, kind="resource", x=12, y=10, resource="gold"))])
+        movers = [s2.userids[0], s2.userids[1], s2.userids[2], s1.userids[7]]
+        await r2.write_batch([
+            Upsert("world", "meta", ent(0, last_id=6, city_cursor=4, spawns=2)),
+            *[Upsert("world", i + 1, ent(i + 1, kind="city", x=10 + i, y=10, owner=u,
+                                         name="old", level=3))
+              for i, u in enumerate(movers)],
+            Upsert("world", 5, ent(5, kind="resource", x=30, y=30)),
+            Upsert("world", 6, ent(6, kind="monster", x=31, y=30)),
+            Upsert("world", 7, ent(7, kind="deleted"))])
+        for u in movers:
+            stored = await roledb.get_entity("player", u)
+            stored.doc["attrs"]["mapid"] = 2
+            await roledb.save_entity("player", u, stored.doc, stored.generation)
+        return {"movers": movers}
+
+    async def test_cities_move_to_free_tiles_of_the_target_map(self) -> None:
+        w = await self.world(20)
+        m = await self.world_maps(w)
+        r1, r2, roledb = w["r1"], w["r2"], w["roledb"]
+        before = {u: (await roledb.get_entity("player", u)).generation for u in m["movers"]}
+        asked: list[tuple[list[Any], int]] = []
+
+        def placer(target: list[tuple[Any, dict[str, Any]]], count: int) -> Any:
+            asked.append((sorted(str(k) for k, _ in target), count))
+            return [(20 + i, 20) for i in range(count)], {"city_cursor": 99}
+
+        report = (await Merger(r2, r1, roledb, 2, 1, placer=placer).run()).to_json()
+        self.assertEqual(asked, [(["1", "2", "3", "meta"], 4)])
+        self.assertEqual(report["cities_moved"], 4)
+        self.assertEqual(report["world_dropped"], {"resource": 1, "monster": 1,
+                                                   "deleted": 1})
+        cities = {d["attrs"]["owner"]: (k, d["attrs"]) for k, d in await r1.find("world", {})
+                  if d["attrs"].get("kind") == "city"}
+        for i, u in enumerate(m["movers"]):
+            eid, a = cities[u]
+            self.assertEqual((eid, a["x"], a["y"], a["level"]), (6 + i, 20 + i, 20, 3))
+            doc = await roledb.get_entity("player", u)
+            self.assertEqual(doc.doc["attrs"]["mapid"], 1)
+            self.assertTrue(doc.generation > before[u])
+        # the renamed owner's city shows the new name
+        self.assertEqual(cities[w["s2"].userids[0]][1]["name"],
+                         w["s2"].names[w["s2"].userids[0]] + ".s2")
+        meta = (await r1.get("world", "meta"))["attrs"]
+        self.assertEqual((meta["last_id"], meta["city_cursor"], meta["spawns"]), (9, 99, 1))
+        self.assertEqual(len(await r1.find("world", {})), 1 + 3 + 4)  # meta, map 1's, moved
+        self.assertEqual(await r2.collections(), [JOURNAL])
+
+    async def test_marches_out_or_no_placement_refuse_before_writing(self) -> None:
+        w = await self.world(20)
+        await self.world_maps(w)
+        r1, r2 = w["r1"], w["r2"]
+        with self.assertRaises(MergeRefused):
+            await Merger(r2, r1, w["roledb"], 2, 1).run()  # cities but no placer
+        await r2.upsert("world", 9, {"_id": 9, "attrs": {"kind": "march", "owner": 1}})
+        try:
+            await Merger(r2, r1, w["roledb"], 2, 1,
+                         placer=lambda t, n: ([(0, 0)] * n, {})).run()
+        except MergeRefused as e:
+            self.assertIn("march lines are out", str(e))
+        else:
+            self.fail("a march line out did not refuse the merge")
+        self.assertNotIn(JOURNAL, await r1.collections())
+        self.assertEqual(len(await r2.find("world", {})), 9)
 
     async def test_a_source_merged_elsewhere_is_refused(self) -> None:
         w = await self.world(10)

@@ -195,7 +195,10 @@ def render(report: Report) -> str:
         f"  renamed players   {len(j['renamed_players'])}",
         f"  renamed guilds    {len(j['renamed_guilds'])}",
         f"  notice mails      {j['notices']}" + ("" if not j["dry_run"] else " (none sent)"),
-        f"  cities moved      {j['cities_moved']} ({j['cities_note']})",
+        f"  cities moved      {j['cities_moved']} (players whose map changes: "
+        f"{j['mapid_players']}; not copied: "
+        + (", ".join(f"{n} {k}" for k, n in sorted(j["world_dropped"].items())) or "none")
+        + ")",
         f"  seconds           {j['seconds']} ("
         + ", ".join(f"{k} {v}" for k, v in j["step_seconds"].items()) + ")",
         "  documents         " + ", ".join(f"{c} {n}" for c, n in

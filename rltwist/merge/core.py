@@ -22,8 +22,13 @@ rules:
   its owner's name is not copied; the owner's real name decides the rename.
 * **Counters** are not copied: guild ids and userids carry their region, LRU fencing
   generations of the target stay valid (copied documents are stored with generation 0).
-* **Cities** (the world map's entities): the world map's storage is not on main yet, so
-  no city is reassigned (the report says so).
+* **The world map** (collection ``world``: one document per entity, ids unique per map,
+  and ``meta``): every city of the merged map gets a new id above the target's
+  ``last_id`` and a free tile of the target map chosen by the target's own placement
+  (``CityPlacer``: the world system's spiral, terrain and spacing); its owner's ``mapid``
+  (roledb, fenced) becomes the target. Resource points and monsters of the merged map are
+  not copied (the target map spawns its own); march lines refuse the merge (let them
+  return first). Without a placer (no world support) a merged map with entities refuses.
 
 Fencing: every player of the source region found in ``roledb`` gets a new generation
 (``claim_generation`` stored + 1) before anything is copied, so a stale instance of one of
@@ -41,8 +46,8 @@ only once every target write has landed.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 import attrs
 from twisted.logger import Logger
@@ -50,7 +55,7 @@ from twisted.logger import Logger
 from rltwist.crashpoint import crashpoint
 from rltwist.ecs import import_system
 from rltwist.ecs.entity import Entity
-from rltwist.storage import Backend, Delete, Key, StaleGeneration, Upsert
+from rltwist.storage import Backend, Delete, Key, StaleGeneration, Update, Upsert
 
 log = Logger()
 
@@ -66,6 +71,8 @@ NAMES = "names"
 GUILDS = "guild"
 GUILD_NAMES = "guild_names"
 MAILBOX = "mailbox"
+WORLD = "world"  # rltwist.nodes.map.world.COLLECTION: one document per world entity
+WORLD_META = "meta"
 
 STEPS = ("planned", "fenced", "copied", "removed", "aliased", "done")
 BATCH = 500
@@ -81,6 +88,20 @@ NOTICE_FROM = "System"
 
 Progress = Callable[[str, str, int, int], None]
 """``progress(step, collection, done, total)``: called as a step advances."""
+
+
+class CityPlacer(Protocol):
+    """Free tiles of the target map for *count* cities: ``(tiles, meta fields)`` given the
+    target map's stored world documents ``[(id, doc), ...]``; the meta fields (the
+    placement cursor) are set on the target's ``meta``. Fewer tiles than asked: the map
+    is full."""
+
+    def __call__(self, target: list[tuple[Key, dict[str, Any]]], count: int
+                 ) -> tuple[list[tuple[int, int]], dict[str, Any]]: ...
+
+
+def _kind(doc: dict[str, Any]) -> str:
+    return str((doc.get("attrs") or {}).get("kind") or "unknown")
 
 
 class MergeRefused(Exception):
@@ -127,6 +148,14 @@ class Plan:
     #: not their owner's name (left over by an interrupted rename)
     dropped_names: list[str] = attrs.Factory(list)
     dropped_guild_names: list[str] = attrs.Factory(list)
+    #: [old id, owner, new id, x, y] of every city moved to the target map
+    cities: list[list[int]] = attrs.Factory(list)
+    #: fields set on the target map's ``meta`` (its last_id, the placement cursor)
+    world_meta: dict[str, Any] = attrs.Factory(dict)
+    #: world entities of the merged map not copied, by kind
+    world_dropped: dict[str, int] = attrs.Factory(dict)
+    #: players (any birth region) whose ``mapid`` is the merged map: fenced, mapid moved
+    mapid_players: list[int] = attrs.Factory(list)
 
     def to_doc(self) -> dict[str, Any]:
         return {"from": self.from_sid, "into": self.into_sid, "players": self.players,
@@ -136,7 +165,9 @@ class Plan:
                 "collections": self.collections, "guilds": self.guilds,
                 "mailboxes": self.mailboxes, "mails": self.mails, "unknown": self.unknown,
                 "dropped_names": self.dropped_names,
-                "dropped_guild_names": self.dropped_guild_names}
+                "dropped_guild_names": self.dropped_guild_names, "cities": self.cities,
+                "world_meta": self.world_meta, "world_dropped": self.world_dropped,
+                "mapid_players": self.mapid_players}
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Plan:
@@ -145,7 +176,9 @@ class Plan:
                    {int(r[0]): [r[1], r[2], r[3]] for r in doc["guild_renames"]},
                    dict(doc["collections"]), doc["guilds"], doc["mailboxes"], doc["mails"],
                    list(doc["unknown"]), list(doc.get("dropped_names", ())),
-                   list(doc.get("dropped_guild_names", ())))
+                   list(doc.get("dropped_guild_names", ())),
+                   [list(c) for c in doc.get("cities", ())], dict(doc.get("world_meta", {})),
+                   dict(doc.get("world_dropped", {})), list(doc.get("mapid_players", ())))
 
 
 @attrs.define
@@ -161,10 +194,6 @@ class Report:
     already_done: bool = False
     #: seconds each step took in this run
     step_seconds: dict[str, float] = attrs.Factory(dict)
-    #: why no city was moved (until the world map's storage exists)
-    cities_moved: int = 0
-    cities_note: str = ("the world map's storage is not on main yet: no city to "
-                        "reassign")
 
     def to_json(self) -> dict[str, Any]:
         p = self.plan
@@ -179,13 +208,16 @@ class Report:
                                 for u, (o, n) in sorted(p.player_renames.items())],
             "renamed_guilds": [{"guildid": g, "old": o, "new": n}
                                for g, (o, n, _) in sorted(p.guild_renames.items())],
-            "cities_moved": self.cities_moved, "cities_note": self.cities_note,
+            "cities_moved": len(p.cities),
+            "cities": [{"id": o, "owner": u, "new_id": n, "x": x, "y": y}
+                       for o, u, n, x, y in p.cities],
+            "world_dropped": p.world_dropped, "mapid_players": len(p.mapid_players),
             "collections": p.collections, "copied_without_rule": p.unknown,
             "dropped_stale_names": p.dropped_names + p.dropped_guild_names,
         }
 
 
-def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
 
@@ -199,8 +231,8 @@ class Merger:
     def __init__(self, source: Backend, target: Backend, roledb: Backend, from_sid: int,
                  into_sid: int, *, alias: Callable[[int, int], Awaitable[Any]] | None = None,
                  progress: Progress | None = None, batch: int = BATCH,
-                 now_ms: Callable[[], int] | None = None, copy_unknown: bool = False
-                 ) -> None:
+                 now_ms: Callable[[], int] | None = None, copy_unknown: bool = False,
+                 placer: CityPlacer | None = None) -> None:
         if from_sid == into_sid:
             raise MergeRefused(f"cannot merge region {from_sid} into itself")
         self.source = source
@@ -214,6 +246,7 @@ class Merger:
         self.now_ms = now_ms or (lambda: int(time.time() * 1000))
         self.key = str(from_sid)
         self.copy_unknown = copy_unknown
+        self.placer = placer
 
     # -- the plan ---------------------------------------------------------------------------
 
@@ -229,7 +262,7 @@ class Merger:
             docs = await self.source.find(coll, {})
             counts[coll] = len(docs)
             self.progress("plan", coll, len(docs), len(docs))
-            if coll in (NAMES, GUILD_NAMES):
+            if coll in (NAMES, GUILD_NAMES, WORLD):
                 continue
             if coll == MAILBOX:
                 mailboxes = len(docs)
@@ -271,9 +304,53 @@ class Merger:
         for gid, (old, new) in renames.items():
             doc = await self.source.get(GUILDS, gid) or {}
             guild_renames[gid] = [old, new, doc.get("attrs", {}).get("leader", 0)]
-        return Plan(self.from_sid, self.into_sid, players, player_renames, guild_renames,
+        plan = Plan(self.from_sid, self.into_sid, players, player_renames, guild_renames,
                     counts, guilds_n, mailboxes, mails_n, unknown, dropped_names,
                     dropped_guild_names)
+        await self._plan_world(plan, WORLD in src_colls)
+        return plan
+
+    async def _plan_world(self, plan: Plan, has_world: bool) -> None:
+        """Cities of the merged map to free tiles of the target's; who changes map."""
+        movers = {k for k, _ in await self.roledb.find(PLAYERS, {"attrs.mapid": self.from_sid})
+                  if isinstance(k, int)}
+        if has_world:
+            source = await self.source.find(WORLD, {})
+            cities = sorted((k, d) for k, d in source
+                            if k != WORLD_META and _kind(d) == "city" and isinstance(k, int))
+            dropped: dict[str, int] = {}
+            for k, d in source:
+                if k != WORLD_META and _kind(d) != "city":
+                    dropped[_kind(d)] = dropped.get(_kind(d), 0) + 1
+            if dropped.get("march"):
+                raise MergeRefused(
+                    f"{dropped['march']} march lines are out on map {self.from_sid}: start "
+                    f"region {self.from_sid}'s map node, let them come back (or recall "
+                    "them), stop it again, then merge (nothing was written)")
+            if cities and self.placer is None:
+                raise MergeRefused(
+                    f"map {self.from_sid} has {len(cities)} cities and this rl-merge has no "
+                    "placement for the target map (nothing was written)")
+            if cities:
+                assert self.placer is not None
+                target = await self.target.find(WORLD, {})
+                meta = next((d for k, d in target if k == WORLD_META), {})
+                last = max([int((meta.get("attrs") or {}).get("last_id", 0))]
+                           + [k for k, _ in target if isinstance(k, int)])
+                tiles, meta_fields = self.placer(target, len(cities))
+                if len(tiles) < len(cities):
+                    raise MergeRefused(
+                        f"map {self.into_sid} has free tiles for {len(tiles)} of the "
+                        f"{len(cities)} cities of map {self.from_sid} (nothing was written)")
+                for i, ((old, doc), (x, y)) in enumerate(zip(cities, tiles, strict=False), 1):
+                    owner = int((doc.get("attrs") or {}).get("owner") or 0)
+                    plan.cities.append([old, owner, last + i, int(x), int(y)])
+                    if owner:
+                        movers.add(owner)
+                plan.world_meta = {"attrs.last_id": last + len(cities),
+                                   **{f"attrs.{k}": v for k, v in meta_fields.items()}}
+            plan.world_dropped = dropped
+        plan.mapid_players = sorted(movers)
 
     async def _guild_name(self, guildid: Key, index_doc: dict[str, Any]) -> str:
         doc = await self.source.get(GUILDS, guildid) or {}
@@ -397,8 +474,9 @@ class Merger:
     async def _fence(self, plan: Plan) -> None:
         """A new generation for every source player; renamed ones saved with the new name
         under it (the roledb document is the truth of a player's name)."""
-        total = len(plan.players)
-        for i, userid in enumerate(plan.players, 1):
+        everyone = sorted(set(plan.players) | set(plan.mapid_players))
+        total = len(everyone)
+        for i, userid in enumerate(everyone, 1):
             stored = await self.roledb.get_entity(PLAYERS, userid)
             if stored is None:
                 continue
@@ -414,10 +492,16 @@ class Merger:
                                    "instance: is a role node still serving region "
                                    f"{self.from_sid}'s players?")
             rename = plan.player_renames.get(userid)
-            if rename is not None and "attrs" in claimed.doc:
-                doc = claimed.doc
-                if doc["attrs"].get("name") != rename[1]:
+            doc = claimed.doc
+            if "attrs" in doc:
+                changed = False
+                if rename is not None and doc["attrs"].get("name") != rename[1]:
                     doc["attrs"]["name"] = rename[1]
+                    changed = True
+                if doc["attrs"].get("mapid") == self.from_sid:
+                    doc["attrs"]["mapid"] = self.into_sid
+                    changed = True
+                if changed:
                     await self.roledb.save_entity(PLAYERS, userid, doc, generation)
             if i % 200 == 0 or i == total:
                 self.progress("fence", PLAYERS, i, total)
@@ -442,6 +526,9 @@ class Merger:
                     f"merge-{self.from_sid}-guild-{gid}"))
         for coll in [c for c in await self.source.collections() if c != JOURNAL]:
             docs = await self.source.find(coll, {})
+            if coll == WORLD:
+                await self._write(coll, self._world_ops(plan, docs))
+                continue
             ops = []
             for key, doc in docs:
                 op = self._rewrite(plan, coll, key, doc)
@@ -487,6 +574,23 @@ class Merger:
                     member["name"] = rename[1]
         return Upsert(coll, key, doc)
 
+    def _world_ops(self, plan: Plan, docs: list[tuple[Key, dict[str, Any]]]
+                   ) -> list[Upsert | Update]:
+        """The moved cities under their new ids and tiles, and the target's meta."""
+        by_id = dict(docs)
+        ops: list[Upsert | Update] = []
+        for old, owner, new, x, y in plan.cities:
+            doc = dict(by_id[old])
+            attrs_ = dict(doc.get("attrs") or {})
+            attrs_.update(x=x, y=y)
+            rename = plan.player_renames.get(owner)
+            if rename is not None:
+                attrs_["name"] = rename[1]
+            ops.append(Upsert(WORLD, new, {**doc, "_id": new, "attrs": attrs_}))
+        if plan.world_meta:
+            ops.append(Update(WORLD, WORLD_META, plan.world_meta))  # no-op if absent
+        return ops
+
     def _notify(self, userid: int, doc: dict[str, Any] | None,
                 notes: list[tuple[str, str, str]], now: int) -> dict[str, Any]:
         """The mailbox document of *userid* with the notice mails delivered (by key, so a
@@ -497,7 +601,7 @@ class Merger:
                                    "from_name": NOTICE_FROM, "key": key}, now)
         return entity.to_doc()
 
-    async def _write(self, coll: str, ops: list[Upsert]) -> None:
+    async def _write(self, coll: str, ops: Sequence[Upsert | Update]) -> None:
         total = len(ops)
         done = 0
         self.progress("copy", coll, 0, total)
@@ -522,7 +626,7 @@ class Merger:
 
 #: collections of the region database with ids unique across regions (userids, guildids,
 #: create ids, keys naming their region): copied unchanged after the conflict check
-_KNOWN = frozenset({ROLECITY, NAMES, GUILDS, GUILD_NAMES, MAILBOX, "guild_creates",
+_KNOWN = frozenset({ROLECITY, NAMES, GUILDS, GUILD_NAMES, MAILBOX, WORLD, "guild_creates",
                     "chat_private", "chat_channels", "friend_outbox"})
 
 
