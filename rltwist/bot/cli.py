@@ -66,6 +66,8 @@ def _positive_int(text: str) -> int:
 
 
 def _server_ids(text: str) -> tuple[int, ...]:
+    if text == "recommended":
+        return ()  # parse_args turns it into recommended_region
     ids = []
     for part in text.split(","):
         try:
@@ -131,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "--config)")
     target.add_argument("--server-id", type=_server_ids, default=(1,), metavar="SID[,SID...]",
                         help="region new bots are born in (default: 1); several spread the "
-                             "bots over them: bot i takes the (i mod n)-th")
+                             "bots over them: bot i takes the (i mod n)-th; `recommended`: "
+                             "each bot asks the login node's RegionList and takes the "
+                             "region it recommends")
     target.add_argument("--client-version", metavar="V",
                         help="version string sent in Login (default: rltwist's version)")
 
@@ -212,8 +216,10 @@ def options_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser)
     try:
         return BotOptions(
             logins=logins, count=args.count, dev_sdk_secret=secret,
-            concurrency=args.concurrency, rate=args.rate, server_id=args.server_id[0],
+            concurrency=args.concurrency, rate=args.rate,
+            server_id=args.server_id[0] if args.server_id else 1,
             server_ids=args.server_id if len(args.server_id) > 1 else (),
+            recommended_region=not args.server_id,
             first=args.first, script=script, hold=args.hold, heartbeat=args.heartbeat,
             timeout=args.timeout, retries=args.retries, expect_kicks=args.expect_kicks,
             **extra)
@@ -296,6 +302,7 @@ def write_json(path: str, report: BotReport, options: BotOptions) -> None:
         "logins": [f"{h}:{p}" for h, p in options.logins], "count": options.count,
         "first": options.first, "concurrency": options.concurrency, "rate": options.rate,
         "server_id": options.server_id, "server_ids": list(options.server_ids),
+        "recommended_region": options.recommended_region,
         "script": list(options.script), "hold": options.hold,
         "heartbeat": options.heartbeat, "timeout": options.timeout,
         "retries": options.retries, "expect_kicks": options.expect_kicks,

@@ -73,6 +73,9 @@ class BotOptions:
     #: regions to spread new bots over (bot i logs in to ``server_ids[i % n]``); empty:
     #: every bot uses ``server_id``
     server_ids: tuple[int, ...] = attrs.field(default=(), converter=tuple)
+    #: ask the login node for ``RegionList`` first and be born in the region it
+    #: recommends (``server_id``/``server_ids`` then only when it recommends none)
+    recommended_region: bool = False
     openid_prefix: str = attrs.field(factory=random_prefix)
     first: int = 0
     script: tuple[str, ...] = attrs.field(default=(), converter=_script)

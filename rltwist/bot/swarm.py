@@ -452,6 +452,13 @@ class BotSwarm:
             proto = await self._connect(bot, host, port, "connect")
             bot.proto = proto
             try:
+                if o.recommended_region:  # the region list a client shows before Login
+                    listing = cast(pb.RegionList.Response,
+                                   await self._exchange(bot, proto, pb.RegionList(),
+                                                        "region_list",
+                                                        f"login node {host}:{port}"))
+                    if listing.code == OK and listing.recommended:
+                        request.server_id = listing.recommended
                 response = cast(pb.Login.Response,
                                 await self._exchange(bot, proto, request, "login",
                                                      f"login node {host}:{port}"))

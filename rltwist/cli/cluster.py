@@ -5,6 +5,8 @@
     rl-cluster status
     rl-cluster down
     rl-cluster demo [--bots 200]
+    rl-cluster region add --sid N
+
 
 ``up`` checks the config (``--config``, else ``etc/cluster.toml`` of the current
 directory, else the one shipped inside the package), then starts its own redis-server
@@ -18,6 +20,9 @@ URL. Ctrl-C (or
 so data is saved; nodes that do not exit within the bound get SIGTERM, then SIGKILL, by
 PID, and only while the PID is still the process ``up`` started (``cluster.json`` records
 each one's start time). It uses :mod:`rltwist.launcher`, the same code the tests use.
+
+``region add --sid N`` (another shell, same ``--run-dir``) has the running ``up`` start
+region N's map, guild, mail and rolecity nodes (:mod:`rltwist.cli.regions`).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from rltwist.cli import react_main
+from rltwist.cli.regions import clear_requests, region_add, serve_requests
 from rltwist.config import (
     CLIENT_KINDS,
     DEFAULT_CONFIG,
@@ -221,6 +227,7 @@ class Runner:
                                   f"with the development default {', '.join(keys)}; "
                                   "rl-cluster runs on loopback only")
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        clear_requests(self.run_dir)
         state_path = self.run_dir / STATE_FILE
         if state_path.exists():
             old = json.loads(state_path.read_text())
@@ -597,6 +604,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         if name == "down":
             sp.add_argument("--bound", type=float, default=120.0,
                             help="seconds to wait for the ordered shutdown (default 120)")
+    region = sub.add_parser("region", help="regions of a running `rl-cluster up`")
+    region_sub = region.add_subparsers(dest="region_command", required=True)
+    add = region_sub.add_parser(
+        "add", help="start region N's map, guild, mail and rolecity nodes in the running "
+        "`rl-cluster up` of --run-dir (closed to new players until POST /regions/N/open)")
+    common(add)
+    add.add_argument("--sid", type=int, required=True, help="the new region's id")
+    add.add_argument("--timeout", type=float, default=180.0,
+                     help="seconds to wait for the region's nodes to be up (default 180)")
     args = p.parse_args(argv)
     for k in ("regions", "roles", "logins"):
         if getattr(args, k, 1) < 1:
@@ -617,6 +633,9 @@ def main(argv: list[str] | None = None) -> None:
             return await status(r, Path(args.run_dir).absolute())
         if args.command == "down":
             return await down_from_state(r, Path(args.run_dir).absolute(), args.bound)
+        if args.command == "region":
+            return await region_add(r, Path(args.run_dir).absolute(), args.sid,
+                                    args.timeout)
         return await up_and_wait(r, args)
 
     react_main(run)
@@ -662,6 +681,7 @@ async def up_and_wait(reactor: Any, args: argparse.Namespace) -> int:
                 say(f"rl-cluster: every node has exited: {codes}")
                 clean = await runner.down()
                 return 0 if clean and all(c == 0 for c in codes.values()) else 1
+            await serve_requests(runner)  # `rl-cluster region add`
             await task.deferLater(reactor, 0.5)
         why = stop_requested.result
         say(f"rl-cluster: {why} received; stopping the cluster")

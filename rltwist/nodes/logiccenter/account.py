@@ -4,11 +4,11 @@ A new player's userid is ``user_seq << 16 | server_id``: the low 16 bits carry t
 region, the high bits an atomic counter. The mapping lives in globaldb (collection
 ``account``), so it survives restarts.
 
-A new player can only be born in a region the cluster has: one with a node of that region
-(``map<sid>``, ``guild<sid>``, ``mail<sid>``, ``rolecity<sid>``) in the name table, from the
-config or registered at run time. Any other ``server_id`` is :class:`BadServerId` (the
-client is told BAD_SERVER_ID) and no account is made. An existing player logs in whatever
-``server_id`` its client asks for: its region is in its userid.
+A new player can only be born in a region that is open to new players and has a node in
+the name table (``rltwist.nodes.logiccenter.regions``: the ``regions`` service decides).
+Any other ``server_id`` is :class:`BadServerId` (the client is told BAD_SERVER_ID) and no
+account is made. An existing player logs in whatever ``server_id`` its client asks for, a
+closed region's too: its region is in its userid.
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING
 from twisted.logger import Logger
 
 from rltwist.cluster import Service, handler
-from rltwist.cluster.routing import MAX_SID
-from rltwist.config import REGION_KINDS, parse_node_name
 from rltwist.nodes.common.keylock import KeyedLock
+from rltwist.nodes.logiccenter.regions import ACCOUNTS, GLOBALDB, BadServerId, Regions, region_sids
 from rltwist.storage import DuplicateKey
 
 if TYPE_CHECKING:
@@ -28,13 +27,8 @@ if TYPE_CHECKING:
 
 log = Logger()
 
-GLOBALDB = "globaldb"
-ACCOUNTS = "account"
 USER_SEQ = "user_seq"
-
-
-class BadServerId(ValueError):
-    """A new player asked for a region the cluster does not have."""
+__all__ = ["ACCOUNTS", "GLOBALDB", "Account", "BadServerId", "make_userid"]
 
 
 def make_userid(seq: int, server_id: int) -> int:
@@ -44,32 +38,17 @@ def make_userid(seq: int, server_id: int) -> int:
 class Account(Service):
     name = "account"
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, regions: Regions | None = None) -> None:
         self.node = node
         self.db = node.database(GLOBALDB)
         self.locks = KeyedLock()
-
-    def check_new_player_region(self, server_id: object) -> None:
-        """Raise :class:`BadServerId` unless a new player may be born in *server_id*: the
-        one place that decides which regions take new players."""
-        if isinstance(server_id, bool) or not isinstance(server_id, int) \
-                or not 0 < server_id <= MAX_SID:
-            raise BadServerId(f"server_id must be 1..{MAX_SID}, got {server_id!r}")
-        if server_id not in self.regions():
-            raise BadServerId(f"region {server_id} does not exist (no map, guild, mail or "
-                              f"rolecity node of sid {server_id} in the name table)")
+        #: decides which regions take new players (open, with nodes); the node's
+        #: ``regions`` service (a private one for tests that build an Account alone)
+        self.region_state = regions if regions is not None else Regions(node)
 
     def regions(self) -> set[int]:
         """The regions the cluster has: the sids of the region nodes this node knows."""
-        found = set()
-        for name in self.node.cluster.addresses:
-            try:
-                kind, number = parse_node_name(name)
-            except ValueError:
-                continue
-            if kind in REGION_KINDS and number is not None:
-                found.add(number)
-        return found
+        return region_sids(self.node.cluster.addresses)
 
     @handler
     async def get_or_create(self, openid: str, server_id: int) -> dict[str, object]:
@@ -85,7 +64,7 @@ class Account(Service):
             if doc is not None:
                 return {"userid": doc["userid"], "created": False}
             try:
-                self.check_new_player_region(server_id)
+                await self.region_state.check_new_player(server_id)
             except BadServerId as e:
                 # a client's mistake, answered rather than raised (no traceback per try)
                 return {"userid": None, "created": False, "refused": "BadServerId",
@@ -100,6 +79,7 @@ class Account(Service):
                 doc = await self.db.get(ACCOUNTS, openid)
                 assert doc is not None
                 return {"userid": doc["userid"], "created": False}
+            await self.region_state.born(server_id)
             log.debug("account: new player {userid} for openid {openid} in region {sid}",
                      userid=userid, openid=openid, sid=server_id)
             return {"userid": userid, "created": True}

@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from rltwist.metrics import LOGIN_CODES, LOGIN_STEPS, REQUEST_BUCKETS, precreate
 from rltwist.nodes.common.node import Node
 from rltwist.nodes.login.loginhandler import LoginHandler, sdk_pool
+from rltwist.nodes.login.regionlist import RegionListCache
 from rltwist.protocols import pb
 from rltwist.protocols.server import (
     CloseReason,
@@ -25,7 +26,8 @@ log = Logger()
 
 
 class LoginConnection(ServerProtocol):
-    """A client connection to loginserver: only ``Login`` requests are accepted."""
+    """A client connection to loginserver: ``Login`` requests, and ``RegionList`` (the
+    regions a new player may choose) before them."""
 
     server: LoginServer
 
@@ -38,6 +40,10 @@ class LoginConnection(ServerProtocol):
         self.server.connections.dec()
 
     def requestReceived(self, message: Any, session: int) -> None:
+        if isinstance(message, pb.RegionList):
+            listing = defer.Deferred.fromCoroutine(self.server.regions.respond(message))
+            listing.addCallback(lambda response: self.reply(session, response))
+            return
         if not isinstance(message, pb.Login):
             raise ProtocolViolation(CloseReason.REQUEST_BEFORE_AUTH,
                                     detail=f"{type(message).__name__} sent to a login node")
@@ -74,6 +80,7 @@ class LoginServer(ServerProtocolFactory):
                                  registry=node.registry)
         self.handlers = [LoginHandler(node, i, pool, outcomes, latency, steps)
                          for i in range(n)]
+        self.regions = RegionListCache(node)
         node.add_shutdown_handler("loginserver", self._shutdown)
         self._pool = pool
 
