@@ -104,11 +104,15 @@ class MergeEndToEnd(SocialCase):
             c.close()
         for c in (alice1, alice2, c1, b2):
             await wait_for(lambda c=c: offline(self, c.userid), 20, f"{c.openid} offline")
-        status, _ = await self.lc.gm("POST", "/login/close")
-        self.assertEqual(status, 200)
         nodes = REGION_NODES[1] + REGION_NODES[2]
         await defer.gatherResults([defer.Deferred.fromCoroutine(self.lc.process(n).stop())
                                    for n in nodes])
+        code, out, err = await self.rl_merge("--from", "2", "--into", "1")
+        self.assertEqual(code, 1, out)
+        self.assertIn("region 2 is open to new players", err)
+        for sid in (1, 2):  # the regions' own switch (GET /regions), not the global one
+            status, body = await self.lc.gm("POST", f"/regions/{sid}/close")
+            self.assertEqual(status, 200, body)
         code, out, err = await self.rl_merge("--from", "2", "--into", "1")
         self.assertEqual(code, 0, f"{out}\n{err}")
         self.assertIn(f"players           {BULK + 2}", out)
@@ -121,8 +125,8 @@ class MergeEndToEnd(SocialCase):
         for n in REGION_NODES[2]:
             status, body = await self.lc.gm("DELETE", f"/nodes/{n}")
             self.assertEqual(status, 200, body)
-        status, _ = await self.lc.gm("POST", "/login/open")
-        self.assertEqual(status, 200)
+        status, body = await self.lc.gm("POST", "/regions/1/open")
+        self.assertEqual(status, 200, body)
         # -- the protocol players ---------------------------------------------------------
         self.assertEqual((await self.login_again(alice2)).name, "Alice.s2")
         self.assertEqual((await self.login_again(alice1)).name, "Alice")

@@ -113,8 +113,9 @@ async def check_stopped(master: Master, sids: tuple[int, int]) -> list[str]:
     if running:
         problems.append(f"nodes of regions {sids[0]} and {sids[1]} are running: "
                         f"{', '.join(running)}; stop them (SIGTERM) first")
-    # logins: the per-region state (GET /regions) where the cluster has it, else the
-    # cluster-wide switch
+    # logins: the per-region state (GET /regions: new players) where the cluster has it,
+    # else the cluster-wide switch. Existing players of a closed region may still log in:
+    # the online check below catches them, and the fence refuses a login that races it
     rstatus, regions = await master.request("GET", "/regions")
     known: dict[int, bool] = {}
     if rstatus == 200 and isinstance(regions, dict) and isinstance(regions.get("regions"),
@@ -127,8 +128,8 @@ async def check_stopped(master: Master, sids: tuple[int, int]) -> list[str]:
                     known[r["sid"]] = r["state"] == "open"
     for sid in sids:
         if known.get(sid):
-            problems.append(f"region {sid} is open to logins: POST /regions/{sid}/close "
-                            "first")
+            problems.append(f"region {sid} is open to new players: POST "
+                            f"/regions/{sid}/close first")
     unknown = [sid for sid in sids if sid not in known]
     if unknown and body.get("login_open", True):
         problems.append(f"logins are open (no per-region login state for region(s) "
