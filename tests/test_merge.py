@@ -314,6 +314,33 @@ class MergeEngineMixin:
         self.assertNotIn(JOURNAL, await r1.collections())
         self.assertEqual(len(await r2.find("world", {})), 9)
 
+    async def test_a_region_that_received_a_merge_can_be_merged_again(self) -> None:
+        # 2 -> 1, then 1 -> 3: region 2's players live in region 1's database and move
+        # on with it, fenced and renamed like region 1's own
+        w = await self.world(20)
+        r1, r2, roledb, s2 = w["r1"], w["r2"], w["roledb"], w["s2"]
+        await Merger(r2, r1, roledb, 2, 1).run()
+        r3 = await self.open_db("region3")
+        s3 = await seed_region(w["globaldb"], roledb, r3, 3, 10, first_seq=50_000,
+                               name_prefix="x", shared_names=0)
+        # a region 3 player already has the (renamed) name of a region 2 player
+        taken = s2.names[s2.userids[0]] + ".s2"
+        await r3.upsert("names", taken, {"owner": s3.userids[0], "name": taken})
+        stored = await roledb.get_entity("player", s3.userids[0])
+        stored.doc["attrs"]["name"] = taken
+        await roledb.save_entity("player", s3.userids[0], stored.doc, stored.generation)
+        generations = {u: (await roledb.get_entity("player", u)).generation
+                       for u in s2.userids}
+        report = (await Merger(r1, r3, roledb, 1, 3).run()).to_json()
+        self.assertEqual(report["players"], 40)  # region 1's 20 and region 2's 20
+        renamed = {x["userid"]: x["new"] for x in report["renamed_players"]}
+        self.assertEqual(renamed, {s2.userids[0]: taken + ".s1"})
+        for u in s2.userids:
+            self.assertIsNotNone(await r3.get("rolecity", u))
+            self.assertTrue((await roledb.get_entity("player", u)).generation
+                            > generations[u])
+        self.assertEqual(await r1.collections(), [JOURNAL])
+
     async def test_a_source_merged_elsewhere_is_refused(self) -> None:
         w = await self.world(10)
         r3 = await self.open_db("region3")

@@ -289,6 +289,8 @@ class Merger:
         role_docs = {k: str(d.get("attrs", {}).get("name") or "")
                      for k, d in await self.roledb.find(
                          PLAYERS, {"attrs.server_id": self.from_sid}) if isinstance(k, int)}
+        # players living in this database with another birth region: merged into it before
+        await self._add_residents(role_docs, src_colls)
         players = sorted(role_docs)
 
         async def player_name(userid: Key, index_doc: dict[str, Any]) -> str:
@@ -351,6 +353,18 @@ class Merger:
                                    **{f"attrs.{k}": v for k, v in meta_fields.items()}}
             plan.world_dropped = dropped
         plan.mapid_players = sorted(movers)
+
+    async def _add_residents(self, role_docs: dict[int, str], colls: list[str]) -> None:
+        """Add to *role_docs* (``{userid: name}``) the players whose rolecity entity lives
+        in the source database but who were born elsewhere (a region merged into this one
+        earlier: their ids carry that region)."""
+        if ROLECITY not in colls:
+            return
+        for key, _ in await self.source.find(ROLECITY, {}):
+            if isinstance(key, int) and key not in role_docs:
+                doc = await self.roledb.get(PLAYERS, key)
+                if doc is not None:
+                    role_docs[key] = str(doc.get("attrs", {}).get("name") or "")
 
     async def _guild_name(self, guildid: Key, index_doc: dict[str, Any]) -> str:
         doc = await self.source.get(GUILDS, guildid) or {}
