@@ -28,6 +28,7 @@ from rltwist.cli import react_main
 from rltwist.cluster.routing import MAX_SID, birth_region
 from rltwist.config import REGION_KINDS, Config, ConfigError, default_config_path, load_config
 from rltwist.merge.core import Merger, MergeRefused, Report
+from rltwist.merge.world import world_placer
 from rltwist.net import read_body
 from rltwist.storage import Backend, StorageSettings, open_backend
 
@@ -261,7 +262,9 @@ async def run(reactor: Any, argv: list[str] | None = None) -> int:
     try:
         report = await Merger(dbs[0], dbs[1], dbs[2], args.from_sid, args.into_sid, alias=alias,
                               progress=ProgressBar(args.quiet),
-                              copy_unknown=args.copy_unknown).run(dry_run=args.dry_run)
+                              copy_unknown=args.copy_unknown,
+                              placer=world_placer(config, args.into_sid)
+                              ).run(dry_run=args.dry_run)
     except (MergeRefused, Refused) as e:
         print(f"rl-merge: refused: {e}", file=sys.stderr)
         return 1
