@@ -190,7 +190,6 @@ class Report:
     resumed_from: str | None = None
     step: str = ""
     seconds: float = 0.0
-    notices: int = 0
     already_done: bool = False
     #: seconds each step took in this run
     step_seconds: dict[str, float] = attrs.Factory(dict)
@@ -203,7 +202,9 @@ class Report:
             "step_seconds": {k: round(v, 3) for k, v in self.step_seconds.items()},
             "already_done": self.already_done, "seconds": round(self.seconds, 3),
             "players": len(p.players), "guilds": p.guilds, "mailboxes": p.mailboxes,
-            "mails": p.mails, "notices": self.notices,
+            "mails": p.mails,
+            "notices": 0 if self.dry_run else len(p.player_renames) + sum(
+                1 for _, _, leader in p.guild_renames.values() if leader),
             "renamed_players": [{"userid": u, "old": o, "new": n}
                                 for u, (o, n) in sorted(p.player_renames.items())],
             "renamed_guilds": [{"guildid": g, "old": o, "new": n}
@@ -453,7 +454,7 @@ class Merger:
             report.step_seconds["fence"] = time.monotonic() - t
         if _before(step, "copied"):
             t = time.monotonic()
-            report.notices = await self._copy(plan)
+            await self._copy(plan)
             step = await self._advance("copied")
             report.step_seconds["copy"] = time.monotonic() - t
         if _before(step, "removed"):
