@@ -395,3 +395,40 @@ class MongoOnFakeMergeTests(MergeEngineMixin, unittest.TestCase):
         b = MongoBackend("mongodb://fake", name, connection=self._connection)  # type: ignore[arg-type]
         self.addCleanup(b.close)
         return b
+
+
+class WorldPlacement(unittest.TestCase):
+    """rl-merge's placement of moved cities is the target map's own (spiral, terrain,
+    spacing, cursor): free, unblocked, distinct tiles. Runs where the world map's modules
+    are part of the tree."""
+
+    def test_moved_cities_get_free_unblocked_distinct_tiles(self) -> None:
+        from rltwist.config import load_config
+        from rltwist.merge.world import world_placer
+
+        config = load_config(os.path.join(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__))), "etc", "cluster.toml"))
+        place = world_placer(config, 1)
+        if place is None:
+            raise unittest.SkipTest("the world map's modules are not in this tree: no "
+                                    "placement (a merged map with cities refuses)")
+        from rltwist.game.terrain import blocked
+
+        settings = config.map.map_for(1)  # type: ignore[attr-defined]
+        cx, cy = settings.width // 2, settings.height // 2
+        target = [("meta", {"attrs": {"last_id": 3, "city_cursor": 0}}),
+                  (1, {"attrs": {"kind": "city", "x": cx, "y": cy, "owner": 5}}),
+                  (2, {"attrs": {"kind": "deleted"}})]
+        tiles, meta = place(target, 200)
+        self.assertEqual(len(set(tiles)), 200)
+        self.assertNotIn((cx, cy), tiles)
+        self.assertFalse([t for t in tiles if blocked(int(settings.seed or 0), *t)])
+        self.assertTrue(all(0 <= x < settings.width and 0 <= y < settings.height
+                            for x, y in tiles))
+        self.assertTrue(meta["city_cursor"] >= 200)
+        # from the cursor it left, the next city goes where a 201st would have gone
+        more, _ = place(target, 201)
+        again, _ = place([*target[1:], ("meta", {"attrs": {"city_cursor": meta["city_cursor"]}}),
+                          *[(100 + i, {"attrs": {"kind": "city", "x": x, "y": y, "owner": 7}})
+                            for i, (x, y) in enumerate(tiles)]], 1)
+        self.assertEqual(again, more[200:])
