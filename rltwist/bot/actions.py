@@ -276,3 +276,45 @@ def _chat_private(bot: BotIdentity) -> Message:
 @action("chat_history", "Fetch the world chat history (the last 50 messages)")
 def _chat_history(bot: BotIdentity) -> Message:
     return pb.ChatHistory(channel=pb.ChatChannel.CHAT_WORLD)
+
+
+# -- world map viewport (issue 13) -----------------------------------------------------------
+
+#: the view a bot pans with (a phone screen of tiles)
+_VIEW_W, _VIEW_H = 30, 20
+
+
+def _random_view(bot: BotIdentity) -> Message:
+    import random
+
+    rng = random.Random(f"{bot.run_token}/{bot.index}/{random.random()}")
+    return pb.MapView(x=rng.randrange(0, 512 - _VIEW_W), y=rng.randrange(0, 512 - _VIEW_H),
+                      width=_VIEW_W, height=_VIEW_H)
+
+
+def _pan(bot: BotIdentity, answer: Message) -> Message | None:
+    """The same view moved by up to one block in each direction (clamped to the map)."""
+    import random
+
+    blocks = list(getattr(answer, "blocks", ()))
+    info = getattr(answer, "info", None)
+    if not blocks or info is None or not info.width:
+        return None
+    per_row = -(-info.width // info.block)
+    x = min(b % per_row for b in blocks) * info.block
+    y = min(b // per_row for b in blocks) * info.block
+    dx, dy = random.randint(-info.block, info.block), random.randint(-info.block, info.block)
+    return pb.MapView(x=max(0, min(info.width - 1, x + dx)),
+                      y=max(0, min(info.height - 1, y + dy)), width=_VIEW_W, height=_VIEW_H)
+
+
+@action("map_pan", "Watch a 30x20-tile view at a random place of the bot's map, then pan it "
+        "by up to a block (MapView twice); MapNotify pushes that follow are read",
+        then=_pan)
+def _map_pan(bot: BotIdentity) -> Message:
+    return _random_view(bot)
+
+
+@action("map_clear", "Stop watching the map (MapViewClear)")
+def _map_clear(bot: BotIdentity) -> Message:
+    return pb.MapViewClear()

@@ -4,9 +4,12 @@
 instead logs in again after every kick, lost connection or refused answer (with a short
 jittered backoff), because what is measured is how fast players get back and whether what
 they were told is true. Each bot heartbeats every ``tick`` seconds and, unless the run is
-quiet, renames itself now and then; every rename goes into the :class:`Ledger` with its
-outcome. Errors are counted by code (``RETRY_LATER``, ``timeout``, ``kicked:...``) per
-fault window.
+quiet, renames itself now and then and (``social_p`` > 0, as in ``rl-chaos run``) does one
+of the social operations that are durable at their OK: claims the food of a GM mail,
+gives oil to another bot, creates (every ``CREATOR_EVERY``-th bot, once), joins or leaves a
+guild, asks another bot to be friends or accepts a request. Every such operation goes into
+the :class:`Ledger` with its outcome. Errors are counted by code (``RETRY_LATER``,
+``timeout``, ``kicked:...``) per fault window.
 """
 
 from __future__ import annotations
@@ -29,6 +32,27 @@ E = pb.ErrorCode
 DEV_SDK_SECRET = "dev-only-sdk-secret-change-me"
 #: rename answers that say for sure nothing changed
 DEFINITE_RENAME_FAILURES = frozenset({E.NAME_TAKEN, E.NAME_INVALID})
+#: answers of the social requests that say for sure nothing changed (every other non-OK
+#: answer — RETRY_LATER, INTERNAL, NOT_AVAILABLE, no answer — leaves the outcome unknown)
+DEFINITE_FAILURES = {
+    "claim": frozenset({E.MAIL_NOT_FOUND, E.MAIL_NO_ATTACHMENTS, E.MAIL_ALREADY_CLAIMED}),
+    "gift": frozenset({E.GIFT_INVALID, E.GIFT_NOT_ENOUGH, E.GIFT_DAILY_LIMIT,
+                       E.NO_SUCH_PLAYER, E.BAD_REQUEST}),
+    "guild": frozenset({E.GUILD_NAME_INVALID, E.GUILD_NAME_TAKEN, E.GUILD_ALREADY_IN_GUILD,
+                        E.GUILD_NOT_ENOUGH_RESOURCES, E.GUILD_NOT_FOUND, E.GUILD_CLOSED,
+                        E.GUILD_FULL, E.GUILD_NOT_IN_GUILD, E.GUILD_LEADER_CANNOT_LEAVE}),
+    "friend": frozenset({E.FRIEND_SELF, E.FRIEND_ALREADY, E.FRIEND_LIST_FULL,
+                         E.FRIEND_REFUSED, E.FRIEND_NO_REQUEST, E.FRIEND_YOU_BLOCK,
+                         E.NO_SUCH_PLAYER, E.BAD_REQUEST}),
+}
+#: chance per tick of a social operation while a fault hits some of them (``Env.focus``)
+FOCUS_SOCIAL_P = 0.5
+#: every CREATOR_EVERY-th bot creates one guild (the others join and leave them)
+CREATOR_EVERY = 8
+#: gifts a bot sends at most (etc/game/gifts.toml max_per_day is 10: no daily-limit noise)
+MAX_GIFTS = 8
+#: titles of the GM mails whose attachments (food) the bots claim (rltwist.chaos.run)
+CLAIM_PREFIX = "chaos-"
 
 
 def code_name(code: int) -> str:
@@ -65,8 +89,8 @@ class Env:
 
     def __init__(self, reactor: Any, logins: Sequence[tuple[str, int]],
                  role_by_port: dict[int, str], ledger: Ledger, *, tick: float = 1.0,
-                 timeout: float = 3.0, rename_p: float = 0.2, seed: int | None = None,
-                 dev_sdk_secret: str = DEV_SDK_SECRET) -> None:
+                 timeout: float = 3.0, rename_p: float = 0.2, social_p: float = 0.0,
+                 seed: int | None = None, dev_sdk_secret: str = DEV_SDK_SECRET) -> None:
         self.reactor = reactor
         self.logins = list(logins)
         self.role_by_port = role_by_port
@@ -74,6 +98,14 @@ class Env:
         self.tick = tick
         self.timeout = timeout
         self.rename_p = rename_p
+        self.social_p = social_p
+        #: userids of the bots of the run (gift and friend partners)
+        self.players: list[int] = []
+        #: guilds created by the bots (acknowledged GuildCreate): what the others join
+        self.guilds: list[int] = []
+        #: the operations the current fault hits (its node keeps their state): bots pick
+        #: them more often while it lasts
+        self.focus: tuple[str, ...] = ()
         self.rng = random.Random(seed)
         self.secret = dev_sdk_secret
         self.token = secrets.token_hex(4)  # names unique across runs on one database
@@ -167,6 +199,11 @@ class ChaosBot:
         self.conn: Conn | None = None
         self.renames = 0
         self.sessions = 0
+        self.gifts = 0
+        #: the guild this bot believes it is in (0: none; None: not sure — leave next)
+        self.guildid: int | None = 0
+        self.creator = index % CREATOR_EVERY == 0
+        self.created = False
         self.done: defer.Deferred[None] | None = None
 
     def start(self) -> None:
@@ -215,6 +252,8 @@ class ChaosBot:
         self.node = env.role_by_port.get(r.port, f"?:{r.port}")
         self.online_at = self.last_heartbeat = time.monotonic()
         self.name = a.name
+        if self.guildid is None or not self.creator:
+            self.guildid = int(a.basics.guild_id)
         while not env.stopping:
             await env.sleep(env.tick)
             if conn.closed.called:
@@ -225,6 +264,9 @@ class ChaosBot:
             self.last_heartbeat = time.monotonic()
             if not env.quiet and env.rng.random() < env.rename_p:
                 await self.rename(conn)
+            social_p = FOCUS_SOCIAL_P if env.focus and env.social_p else env.social_p
+            if not env.quiet and env.rng.random() < social_p:
+                await self.social(conn)
 
     async def rename(self, conn: Conn) -> None:
         env = self.env
@@ -248,3 +290,115 @@ class ChaosBot:
             env.error(f"rename {code_name(r.code)}")
         finally:
             env.inflight -= 1
+
+    # -- social operations ---------------------------------------------------------------
+
+    async def social(self, conn: Conn) -> None:
+        """One social operation, picked at random among those that make sense now (three
+        times in four among those of ``env.focus``, when one of them does)."""
+        env = self.env
+        choices = {"claim": self.claim, "friend": self.friend}
+        if self.gifts < MAX_GIFTS and len(env.players) > 1:
+            choices["gift"] = self.gift
+        if (self.creator and not self.created) or (not self.creator and env.guilds):
+            choices["guild"] = self.guild
+        focused = [f for name, f in choices.items() if name in env.focus]
+        if focused and env.rng.random() < 0.75:
+            await env.rng.choice(focused)(conn)
+        else:
+            await env.rng.choice(list(choices.values()))(conn)
+
+    async def _op(self, kind: str, value: Any, conn: Conn, msg: Any,
+                  **extra: Any) -> Any:
+        """Send *msg* and record the operation with its outcome (its ``extra`` is what
+        the check needs); the answer. No answer: recorded unknown, and raised."""
+        env = self.env
+        assert self.userid is not None
+        env.inflight += 1
+        try:
+            try:
+                r: Any = await conn.request(msg)
+            except Exception as e:
+                env.ledger.record(kind, self.userid, value, UNKNOWN, env.fault, reason_of(e),
+                                  **extra)
+                raise
+            if r.code == E.OK:
+                outcome = OK
+            elif r.code in DEFINITE_FAILURES[kind]:
+                outcome = FAILED
+            else:
+                outcome = UNKNOWN
+                env.error(f"{kind} {code_name(r.code)}")
+            op = env.ledger.record(kind, self.userid, value, outcome, env.fault,
+                                   "" if outcome == OK else code_name(r.code), **extra)
+            if kind == "guild" and value == "create" and outcome == OK:
+                op.extra["guildid"] = int(r.guild_id)  # known only from the answer
+            return r
+        finally:
+            env.inflight -= 1
+
+    async def claim(self, conn: Conn) -> None:
+        """Claim the food of one GM mail not claimed yet (MailList, then MailClaim)."""
+        listed: Any = await conn.request(pb.MailList())
+        if listed.code != E.OK:
+            self.env.error(f"mail list {code_name(listed.code)}")
+            return
+        open_ = [m for m in listed.mails if m.title.startswith(CLAIM_PREFIX)
+                 and m.has_attachments and not m.claimed]
+        if open_:
+            m = self.env.rng.choice(open_)
+            await self._op("claim", m.title, conn, pb.MailClaim(mail_id=m.mail_id),
+                           mail_id=int(m.mail_id))
+
+    async def gift(self, conn: Conn) -> None:
+        """Give 1-20 oil to another bot."""
+        env = self.env
+        to = env.rng.choice([u for u in env.players if u != self.userid])
+        amount = env.rng.randint(1, 20)
+        self.gifts += 1
+        await self._op("gift", amount, conn, pb.GiftSend(to_userid=to, items={"oil": amount}),
+                       to=to)
+
+    async def guild(self, conn: Conn) -> None:
+        """A creator creates its guild (once); the others join a guild or leave theirs."""
+        env = self.env
+        if self.creator:
+            name = f"g{self.index:x}x{env.token}"[:14]
+            r = await self._op("guild", "create", conn, pb.GuildCreate(name=name, open=True))
+            if r.code == E.OK:
+                self.guildid = int(r.guild_id)
+                env.guilds.append(self.guildid)
+            if r.code in (E.OK, E.GUILD_NAME_TAKEN, E.GUILD_ALREADY_IN_GUILD):
+                self.created = True  # made (now or by an earlier unknown create)
+            return
+        if self.guildid == 0:
+            gid = env.rng.choice(env.guilds)
+            r = await self._op("guild", "join", conn, pb.GuildJoin(guild_id=gid), guildid=gid)
+            self.guildid = gid if r.code == E.OK else (
+                0 if r.code in DEFINITE_FAILURES["guild"]
+                and r.code != E.GUILD_ALREADY_IN_GUILD else None)
+        else:
+            r = await self._op("guild", "leave", conn, pb.GuildLeave(),
+                               guildid=self.guildid or 0)
+            if r.code in (E.OK, E.GUILD_NOT_IN_GUILD):
+                self.guildid = 0
+
+    async def friend(self, conn: Conn) -> None:
+        """Accept a request waiting, else ask another bot to be friends."""
+        env = self.env
+        listed: Any = await conn.request(pb.FriendList())
+        if listed.code != E.OK:
+            env.error(f"friend list {code_name(listed.code)}")
+            return
+        if listed.requests_in:
+            peer = int(env.rng.choice(listed.requests_in).userid)
+            await self._op("friend", "accept", conn, pb.FriendAccept(from_userid=peer),
+                           peer=peer)
+            return
+        known = {int(f.userid) for part in (listed.friends, listed.requests_out)
+                 for f in part}
+        others = [u for u in env.players if u != self.userid and u not in known]
+        if others:
+            peer = env.rng.choice(others)
+            await self._op("friend", "request", conn, pb.FriendRequest(to_userid=peer),
+                           peer=peer)

@@ -58,6 +58,9 @@ class RoleCache(Service):
         #: ``fn(userid)`` run after a clear removed an online player (its logout): the
         #: friends feature records the last-seen time there
         self.on_clear: list[Callable[[int], Any]] = []
+        #: ``fn(node)`` run after ``node_down`` dropped a role node's players: the map's
+        #: viewport (aoiscene) drops that node's watchers there
+        self.on_node_down: list[Callable[[str], Any]] = []
 
     @handler
     def set(self, userid: int, node: str, generation: int | None = None) -> bool:
@@ -184,6 +187,11 @@ class RoleCache(Service):
         for u in gone:
             del self.where[u]
             self.owner.pop(u, None)
+        for fn in self.on_node_down:
+            try:
+                fn(node)
+            except Exception:
+                log.failure("rolecache: node_down hook for {node} failed", node=node)
         return len(gone)
 
 

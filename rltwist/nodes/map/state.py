@@ -65,39 +65,44 @@ def blocks_of_rect(x: int, y: int, width: int, height: int, block: int, width_ti
 def blocks_of_segment(x0: float, y0: float, x1: float, y1: float, block: int,
                       width_tiles: int) -> frozenset[int]:
     """The blocks the segment from the centre of tile (x0, y0) to the centre of tile
-    (x1, y1) passes through (grid traversal over blocks: exact, every block the line
-    touches, including both ends)."""
+    (x1, y1) touches (grid traversal over blocks: exact, every block whose closed square
+    the line meets, including both ends and the four blocks around a corner the line
+    passes through).
+
+    Exact integer arithmetic: coordinates are doubled, so tile centres are the odd
+    numbers ``2x + 1`` and block edges the multiples of ``2 * block``; which edge the line
+    meets first is decided by cross-multiplying, never by comparing rounded floats (a
+    float walk misses corners when the block is not a power of two, or the slope's
+    reciprocal is not a binary fraction)."""
     per_row = -(-width_tiles // block)
-    # work in block units, through tile centres
-    ax, ay = (x0 + 0.5) / block, (y0 + 0.5) / block
-    bx, by = (x1 + 0.5) / block, (y1 + 0.5) / block
-    cx, cy = int(ax), int(ay)
-    ex, ey = int(bx), int(by)
+    side = 2 * block
+    px, py = 2 * int(x0) + 1, 2 * int(y0) + 1
+    qx, qy = 2 * int(x1) + 1, 2 * int(y1) + 1
+    cx, cy = px // side, py // side
+    ex, ey = qx // side, qy // side
     found = {cy * per_row + cx}
-    dx, dy = bx - ax, by - ay
+    dx, dy = qx - px, qy - py
+    adx, ady = abs(dx), abs(dy)
     step_x = 1 if dx > 0 else -1
     step_y = 1 if dy > 0 else -1
-    inf = float("inf")
-    t_delta_x = abs(1 / dx) if dx else inf
-    t_delta_y = abs(1 / dy) if dy else inf
-    t_max_x = ((cx + 1 - ax) if dx > 0 else (ax - cx)) * t_delta_x if dx else inf
-    t_max_y = ((cy + 1 - ay) if dy > 0 else (ay - cy)) * t_delta_y if dy else inf
-    guard = abs(ex - cx) + abs(ey - cy) + 2
-    while (cx, cy) != (ex, ey) and guard > 0:
-        guard -= 1
-        if t_max_x < t_max_y:
+    # distance along each axis from the start to the next block edge the line meets
+    # (centres are odd, edges even: never 0); the line meets it at t = nx / adx
+    nx = ((cx + 1) * side - px) if dx > 0 else (px - cx * side)
+    ny = ((cy + 1) * side - py) if dy > 0 else (py - cy * side)
+    while (cx, cy) != (ex, ey):
+        if ady == 0 or (adx and nx * ady < ny * adx):
             cx += step_x
-            t_max_x += t_delta_x
-        elif t_max_y < t_max_x:
+            nx += side
+        elif adx == 0 or ny * adx < nx * ady:
             cy += step_y
-            t_max_y += t_delta_y
+            ny += side
         else:  # through a corner: the line touches both side blocks too
             found.add(cy * per_row + cx + step_x)
             found.add((cy + step_y) * per_row + cx)
             cx += step_x
             cy += step_y
-            t_max_x += t_delta_x
-            t_max_y += t_delta_y
+            nx += side
+            ny += side
         found.add(cy * per_row + cx)
     return frozenset(found)
 

@@ -109,7 +109,7 @@ class MarchLine(_message.Message):
 class MapView(_message.Message):
     __slots__ = ("x", "y", "width", "height")
     class Response(_message.Message):
-        __slots__ = ("code", "info", "blocks", "added_blocks", "removed_blocks", "entities", "marches")
+        __slots__ = ("code", "info", "blocks", "added_blocks", "removed_blocks", "entities", "marches", "removed_marches")
         CODE_FIELD_NUMBER: _ClassVar[int]
         INFO_FIELD_NUMBER: _ClassVar[int]
         BLOCKS_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +117,7 @@ class MapView(_message.Message):
         REMOVED_BLOCKS_FIELD_NUMBER: _ClassVar[int]
         ENTITIES_FIELD_NUMBER: _ClassVar[int]
         MARCHES_FIELD_NUMBER: _ClassVar[int]
+        REMOVED_MARCHES_FIELD_NUMBER: _ClassVar[int]
         code: _errors_pb2.ErrorCode
         info: MapInfo
         blocks: _containers.RepeatedScalarFieldContainer[int]
@@ -124,7 +125,8 @@ class MapView(_message.Message):
         removed_blocks: _containers.RepeatedScalarFieldContainer[int]
         entities: _containers.RepeatedCompositeFieldContainer[MapEntity]
         marches: _containers.RepeatedCompositeFieldContainer[MarchLine]
-        def __init__(self, code: _Optional[_Union[_errors_pb2.ErrorCode, str]] = ..., info: _Optional[_Union[MapInfo, _Mapping]] = ..., blocks: _Optional[_Iterable[int]] = ..., added_blocks: _Optional[_Iterable[int]] = ..., removed_blocks: _Optional[_Iterable[int]] = ..., entities: _Optional[_Iterable[_Union[MapEntity, _Mapping]]] = ..., marches: _Optional[_Iterable[_Union[MarchLine, _Mapping]]] = ...) -> None: ...
+        removed_marches: _containers.RepeatedScalarFieldContainer[int]
+        def __init__(self, code: _Optional[_Union[_errors_pb2.ErrorCode, str]] = ..., info: _Optional[_Union[MapInfo, _Mapping]] = ..., blocks: _Optional[_Iterable[int]] = ..., added_blocks: _Optional[_Iterable[int]] = ..., removed_blocks: _Optional[_Iterable[int]] = ..., entities: _Optional[_Iterable[_Union[MapEntity, _Mapping]]] = ..., marches: _Optional[_Iterable[_Union[MarchLine, _Mapping]]] = ..., removed_marches: _Optional[_Iterable[int]] = ...) -> None: ...
     X_FIELD_NUMBER: _ClassVar[int]
     Y_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -158,17 +160,19 @@ class MapMyCity(_message.Message):
     def __init__(self) -> None: ...
 
 class MapNotify(_message.Message):
-    __slots__ = ("map_id", "appeared", "updated", "disappeared", "marches", "marches_ended")
+    __slots__ = ("map_id", "appeared", "updated", "disappeared", "marches", "marches_ended", "reset")
     MAP_ID_FIELD_NUMBER: _ClassVar[int]
     APPEARED_FIELD_NUMBER: _ClassVar[int]
     UPDATED_FIELD_NUMBER: _ClassVar[int]
     DISAPPEARED_FIELD_NUMBER: _ClassVar[int]
     MARCHES_FIELD_NUMBER: _ClassVar[int]
     MARCHES_ENDED_FIELD_NUMBER: _ClassVar[int]
+    RESET_FIELD_NUMBER: _ClassVar[int]
     map_id: int
     appeared: _containers.RepeatedCompositeFieldContainer[MapEntity]
     updated: _containers.RepeatedCompositeFieldContainer[MapEntity]
     disappeared: _containers.RepeatedScalarFieldContainer[int]
     marches: _containers.RepeatedCompositeFieldContainer[MarchLine]
     marches_ended: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, map_id: _Optional[int] = ..., appeared: _Optional[_Iterable[_Union[MapEntity, _Mapping]]] = ..., updated: _Optional[_Iterable[_Union[MapEntity, _Mapping]]] = ..., disappeared: _Optional[_Iterable[int]] = ..., marches: _Optional[_Iterable[_Union[MarchLine, _Mapping]]] = ..., marches_ended: _Optional[_Iterable[int]] = ...) -> None: ...
+    reset: bool
+    def __init__(self, map_id: _Optional[int] = ..., appeared: _Optional[_Iterable[_Union[MapEntity, _Mapping]]] = ..., updated: _Optional[_Iterable[_Union[MapEntity, _Mapping]]] = ..., disappeared: _Optional[_Iterable[int]] = ..., marches: _Optional[_Iterable[_Union[MarchLine, _Mapping]]] = ..., marches_ended: _Optional[_Iterable[int]] = ..., reset: _Optional[bool] = ...) -> None: ...
