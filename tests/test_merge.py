@@ -414,7 +414,7 @@ class WorldPlacement(unittest.TestCase):
                                     "placement (a merged map with cities refuses)")
         from rltwist.game.terrain import blocked
 
-        settings = config.map.map_for(1)  # type: ignore[attr-defined]
+        settings = getattr(config, "map").map_for(1)  # noqa: B009
         cx, cy = settings.width // 2, settings.height // 2
         target = [("meta", {"attrs": {"last_id": 3, "city_cursor": 0}}),
                   (1, {"attrs": {"kind": "city", "x": cx, "y": cy, "owner": 5}}),

@@ -16,6 +16,7 @@ reported skipped.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from typing import Any
@@ -173,6 +174,45 @@ class MergeEndToEnd(SocialCase):
                 info = await self.request_ok(p, pb.GuildInfo())
                 self.assertEqual(info.guild.guild_id, gid)
             p.close()
+
+    async def test_cities_of_the_merged_map_move_to_the_target_map(self) -> None:
+        a1, a2 = await self.players_apart(1, 2)
+        c1 = (await self.request_ok(a1, pb.MapMyCity())).city
+        before = await self.request_ok(a2, pb.MapMyCity())
+        self.assertEqual(before.info.map_id, 2)
+        for c in (a1, a2):
+            c.close()
+        for c in (a1, a2):
+            await wait_for(lambda c=c: offline(self, c.userid), 20, f"{c.openid} offline")
+        nodes = REGION_NODES[1] + REGION_NODES[2]
+        await defer.gatherResults([defer.Deferred.fromCoroutine(self.lc.process(n).stop())
+                                   for n in nodes])
+        for sid in (1, 2):
+            status, body = await self.lc.gm("POST", f"/regions/{sid}/close")
+            self.assertEqual(status, 200, body)
+        code, out, err = await self.rl_merge("--from", "2", "--into", "1")
+        self.assertEqual(code, 0, f"{out}\n{err}")
+        self.assertIn("cities moved      1 ", out)
+        await self.lc.start(*REGION_NODES[1])
+        await self.lc.wait_up(REGION_NODES[1], timeout=60)
+        for n in REGION_NODES[2]:
+            await self.lc.gm("DELETE", f"/nodes/{n}")
+        await self.lc.gm("POST", "/regions/1/open")
+        await self.login_again(a2)
+        after = await self.request_ok(a2, pb.MapMyCity())
+        self.assertEqual(after.info.map_id, 1)
+        self.assertEqual((after.city.owner_user_id, after.city.level),
+                         (a2.userid, before.city.level))
+        self.assertNotEqual((after.city.x, after.city.y), (c1.x, c1.y))
+        await self.login_again(a1)
+        self.assertEqual((await self.request_ok(a1, pb.MapMyCity())).city, c1)
+        status, body = await self.lc.gm("GET", f"/players/{a2.userid}")
+        self.assertEqual(body.get("mapid"), 1, body)
+
+    if importlib.util.find_spec("rltwist.game.terrain") is None:  # the world map's rules
+        test_cities_of_the_merged_map_move_to_the_target_map.skip = (  # type: ignore[attr-defined]
+            "the world map is not in this tree: no cities to move (rl-merge refuses a map "
+            "with cities)")
 
     async def _friends(self, c: Any, peer: int) -> bool:
         return peer in await self.names_of(c)
