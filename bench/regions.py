@@ -9,8 +9,12 @@ names shared), a master runs with logins closed, and ``rl-merge --from 2 --into 
 the operator runs it (its own process: it asks master, merges, installs the alias). Target
 (issue 14): 10,000 players merged in 60 s or less.
 
+Where the world map is part of the tree, every player also has a city on its region's map
+(placed by the map's own placement) and the merge moves the merged map's cities.
+
 Columns: ``players`` of the merged region, ``target`` players already in the receiving
-region, ``docs`` documents moved, ``renamed`` players renamed, ``dry s`` the dry run,
+region, ``docs`` documents moved, ``renamed`` players renamed, ``cities`` cities moved to
+the target map, ``dry s`` the dry run,
 ``merge s`` the rl-merge process from start to exit (what ``merge_seconds`` reports),
 ``engine s`` the merge's own time and its steps.
 
@@ -18,7 +22,8 @@ Move city is not measured here yet: its part of this benchmark (``move_city_p50_
 ``move_city_p99_ms``) comes with the move-city feature; the output says so.
 
 JSON (``--json``): ``merge_players``, ``merge_seconds``, ``merge_engine_seconds``,
-``merge_steps``, ``merge_documents``, ``merge_renamed``, ``dry_run_seconds``,
+``merge_steps``, ``merge_documents``, ``merge_renamed``, ``merge_cities_moved``,
+``dry_run_seconds``,
 ``move_city`` (why it is absent), ``machine``.
 """
 
@@ -40,9 +45,11 @@ from twisted.internet import defer, error, protocol
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from rltwist.cli import react_main
+from rltwist.config import load_config
 from rltwist.launcher import LocalCluster
+from rltwist.merge.world import world_placer
 from rltwist.storage.embedded import EmbeddedBackend
-from tests.merge_util import seed_region
+from tests.merge_util import seed_cities, seed_region
 
 MOVE_CITY_NOTE = ("not measured: the move-city part of this benchmark comes with the "
                   "move-city feature (move_city_p50_ms, move_city_p99_ms)")
@@ -100,11 +107,19 @@ async def measure_merge(reactor: Any, workdir: Path, players: int) -> dict[str, 
         t = time.monotonic()
         common = {"shared_names": players // 10, "guild_count": players // 10,
                   "shared_guild_names": players // 200, "mails_per_player": 3}
-        await seed_region(dbs["globaldb"], dbs["roledb"], dbs["region1"], 1, players,
-                          first_seq=1, **common)
-        await seed_region(dbs["globaldb"], dbs["roledb"], dbs["region2"], 2, players,
-                          first_seq=1_000_000, **common)
-        say(f"seeded in {time.monotonic() - t:.1f}s")
+        seeded = [
+            await seed_region(dbs["globaldb"], dbs["roledb"], dbs["region1"], 1, players,
+                              first_seq=1, **common),
+            await seed_region(dbs["globaldb"], dbs["roledb"], dbs["region2"], 2, players,
+                              first_seq=1_000_000, **common)]
+        config = load_config(lc.config_path)
+        cities = 0
+        if world_placer(config, 1) is not None:  # a city per player on each map
+            for sid, s in zip((1, 2), seeded, strict=True):
+                placer = world_placer(config, sid)
+                cities += await seed_cities(dbs[f"region{sid}"], dbs["roledb"], sid,
+                                            s.userids, placer)
+        say(f"seeded in {time.monotonic() - t:.1f}s ({cities} cities)")
         for b in dbs.values():
             await b.close()
         await lc.start("master")
@@ -128,6 +143,7 @@ async def measure_merge(reactor: Any, workdir: Path, players: int) -> dict[str, 
             "merge_steps": report["step_seconds"],
             "merge_documents": sum(report["collections"].values()),
             "merge_renamed": len(report["renamed_players"]),
+            "merge_cities_moved": report["cities_moved"],
             "dry_run_seconds": round(dry, 3)}
 
 
@@ -140,10 +156,11 @@ async def main(reactor: Any, args: argparse.Namespace) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     steps = ", ".join(f"{k} {merge['merge_steps'][k]:.2f}"
                       for k in ("plan", "fence", "copy", "remove") if k in merge["merge_steps"])
-    print(f"{'players':>8} {'target':>8} {'docs':>8} {'renamed':>8} {'dry s':>7} "
-          f"{'merge s':>8} {'engine s':>9}  steps")
+    print(f"{'players':>8} {'target':>8} {'docs':>8} {'renamed':>8} {'cities':>7} "
+          f"{'dry s':>7} {'merge s':>8} {'engine s':>9}  steps")
     print(f"{merge['merge_players']:>8} {merge['merge_target_players']:>8} "
           f"{merge['merge_documents']:>8} {merge['merge_renamed']:>8} "
+          f"{merge['merge_cities_moved']:>7} "
           f"{merge['dry_run_seconds']:>7.2f} {merge['merge_seconds']:>8.2f} "
           f"{merge['merge_engine_seconds']:>9.2f}  {steps}")
     target = 60.0

@@ -143,3 +143,31 @@ async def befriend(region_a: Backend, a: int, name_a: str, region_b: Backend, b:
         comp.setdefault("friends", {})[str(peer)] = {"since_ms": now, "name": peer_name}
         comp.setdefault("ver", {})[str(peer)] = 1
         await region.upsert("rolecity", me, doc)
+
+
+async def seed_cities(region: Backend, roledb: Backend, sid: int, userids: list[int],
+                      placer: Any, batch: int = 500) -> int:
+    """A city for each of *userids* on map *sid*, placed by *placer* (the map's own
+    placement: ``rltwist.merge.world.world_placer``), in the world node's format, and the
+    players' ``mapid``; returns how many were placed."""
+    existing = await region.find("world", {})
+    tiles, meta = placer(existing, len(userids))
+    last = max([0] + [k for k, _ in existing if isinstance(k, int)])
+    ops: list[Upsert] = []
+    for i, (uid, (x, y)) in enumerate(zip(userids, tiles, strict=False), 1):
+        ops.append(Upsert("world", last + i, {"_id": last + i, "version": 0, "attrs": {
+            "kind": "city", "x": x, "y": y, "owner": uid, "name": "", "level": 1,
+            "guildid": 0}, "components": {}}))
+    ops.append(Upsert("world", "meta", {"_id": "meta", "version": 0, "attrs": {
+        "last_id": last + len(tiles), "city_cursor": meta.get("city_cursor", 0),
+        "spawns": 0}, "components": {}}))
+    for i in range(0, len(ops), batch):
+        await region.write_batch(ops[i:i + batch])
+    placed = set(userids[:len(tiles)])
+    docs = [(u, d, 1) for u, d in await roledb.find("player", {"attrs.server_id": sid})
+            if u in placed]
+    for _, d, _ in docs:
+        d["attrs"]["mapid"] = sid
+    for i in range(0, len(docs), batch):
+        await roledb.save_entities("player", docs[i:i + batch])
+    return len(tiles)
