@@ -297,6 +297,27 @@ class MergeEngineMixin:
         self.assertEqual(len(await r1.find("world", {})), 1 + 3 + 4)  # meta, map 1's, moved
         self.assertEqual(await r2.collections(), [JOURNAL])
 
+    async def test_march_books_of_a_player_on_both_maps_are_joined(self) -> None:
+        w = await self.world(10)
+        r1, r2, s1, s2 = w["r1"], w["r2"], w["s1"], w["s2"]
+        mover, other = s1.userids[3], s2.userids[3]  # mover's city was on map 2 once
+
+        def book(ledger: dict[str, Any], returned: dict[str, int]) -> dict[str, Any]:
+            return {"_id": 0, "version": 0, "attrs": {},
+                    "components": {"ledger": ledger, "returned": returned}}
+
+        await r1.upsert("marchbooks", mover, book({"march-m1n4": {"kind": "return"}},
+                                                  {"t1": 1}))
+        await r2.upsert("marchbooks", mover, book({"march-m2n9": {"kind": "return"}},
+                                                  {"t2": 2}))
+        await r2.upsert("marchbooks", other, book({"march-m2n5": {"kind": "troops"}}, {}))
+        await Merger(r2, r1, w["roledb"], 2, 1).run()
+        joined = (await r1.get("marchbooks", mover))["components"]
+        self.assertEqual(sorted(joined["ledger"]), ["march-m1n4", "march-m2n9"])
+        self.assertEqual(joined["returned"], {"t1": 1, "t2": 2})
+        self.assertEqual(sorted((await r1.get("marchbooks", other))["components"]["ledger"]),
+                         ["march-m2n5"])
+
     async def test_marches_out_or_no_placement_refuse_before_writing(self) -> None:
         w = await self.world(20)
         await self.world_maps(w)

@@ -13,6 +13,10 @@ rules:
   index and the member lists of the merged guilds. The player gets a notice mail
   (``RENAME_NOTICE``) in the mailbox.
 * **Guild names** (``guild_names``): the same rule; the guild's leader gets the notice.
+* **Per-player books on the map** (``marchbooks``: what marches bring home, waiting for
+  the player's pull): a player with a book on both maps (its city moved between them
+  before) gets one book with the entries of both (transfer ids carry their map, so they
+  never clash); the target's wins for an id present in both.
 * **Unknown collections** (added by features after this was written) make the plan
   refuse the merge before anything is written, unless the operator says they may be
   copied unchanged (``copy_unknown``, ``rl-merge --copy-unknown``); even then an id that
@@ -71,6 +75,7 @@ NAMES = "names"
 GUILDS = "guild"
 GUILD_NAMES = "guild_names"
 MAILBOX = "mailbox"
+MARCHBOOKS = "marchbooks"  # the map's per-player books of marches (troops coming home)
 WORLD = "world"  # rltwist.nodes.map.world.COLLECTION: one document per world entity
 WORLD_META = "meta"
 
@@ -263,7 +268,7 @@ class Merger:
             docs = await self.source.find(coll, {})
             counts[coll] = len(docs)
             self.progress("plan", coll, len(docs), len(docs))
-            if coll in (NAMES, GUILD_NAMES, WORLD):
+            if coll in (NAMES, GUILD_NAMES, WORLD, MARCHBOOKS):
                 continue
             if coll == MAILBOX:
                 mailboxes = len(docs)
@@ -544,6 +549,11 @@ class Merger:
             if coll == WORLD:
                 await self._write(coll, self._world_ops(plan, docs))
                 continue
+            if coll == MARCHBOOKS:
+                held = dict(await self.target.find(coll, {}))
+                await self._write(coll, [Upsert(coll, k, _union(held.get(k), d))
+                                         for k, d in docs])
+                continue
             ops = []
             for key, doc in docs:
                 op = self._rewrite(plan, coll, key, doc)
@@ -641,8 +651,26 @@ class Merger:
 
 #: collections of the region database with ids unique across regions (userids, guildids,
 #: create ids, keys naming their region): copied unchanged after the conflict check
-_KNOWN = frozenset({ROLECITY, NAMES, GUILDS, GUILD_NAMES, MAILBOX, WORLD, "guild_creates",
+_KNOWN = frozenset({ROLECITY, NAMES, GUILDS, GUILD_NAMES, MAILBOX, WORLD, MARCHBOOKS,
+                    "guild_creates",
                     "chat_private", "chat_channels", "friend_outbox"})
+
+
+def _union(held: dict[str, Any] | None, doc: dict[str, Any]) -> dict[str, Any]:
+    """*doc* (an entity document) with every component entry of *held* (the target's
+    document of the same id) added; *held*'s entries win. Idempotent: a re-run gets the
+    same document."""
+    if not held:
+        return doc
+    out = {**doc, "components": {k: dict(v) if isinstance(v, dict) else v
+                                 for k, v in (doc.get("components") or {}).items()}}
+    for name, comp in (held.get("components") or {}).items():
+        mine = out["components"].get(name)
+        if isinstance(comp, dict) and isinstance(mine, dict):
+            mine.update(comp)
+        else:
+            out["components"][name] = comp
+    return out
 
 
 def _no_progress(step: str, coll: str, done: int, total: int) -> None:
