@@ -242,6 +242,39 @@ class LruSettings:
     capacity: int = 1000
 
 
+@attrs.frozen
+class MapSettings:
+    """One region's map: ``[map]`` with ``[map.regions.<sid>]`` overrides (docs/world.md
+    "Map"). ``seed`` None: the region's seed is ``[map] seed + sid`` (see ``map_for``)."""
+
+    width: int = 512
+    height: int = 512
+    block: int = 16
+    seed: int | None = None
+
+
+@attrs.frozen
+class MapConfig:
+    """``[map]``: the default map of every region and the per-region overrides."""
+
+    default: MapSettings = MapSettings()
+    regions: Mapping[int, Mapping[str, int]] = attrs.field(factory=dict)
+
+    def map_for(self, sid: int) -> MapSettings:
+        """The map of region *sid*: its overrides over the defaults; the seed, unless set
+        for the region, is ``[map] seed`` (0 when unset) + sid, so regions differ."""
+        over = dict(self.regions.get(sid, {}))
+        base = self.default
+        seed = over.pop("seed", None)
+        if seed is None:
+            seed = (base.seed or 0) + sid
+        return attrs.evolve(base, seed=seed, **over)
+
+
+#: ``[map]`` keys: (minimum, maximum) of each
+MAP_LIMITS = {"width": (16, 65535), "height": (16, 65535), "block": (4, 256),
+              "seed": (0, 2**63 - 1)}
+
 #: ``[lru.<worker>]`` defaults: rolecity's agents, mail, guild handlers
 LRU_DEFAULTS = {"agent": LruSettings(8), "mail": LruSettings(4), "guildhandler": LruSettings(2)}
 
@@ -260,6 +293,7 @@ class Config:
     hotreload: HotReloadSettings = HotReloadSettings()
     hotfix: HotfixSettings = HotfixSettings()
     lru: Mapping[str, LruSettings] = attrs.field(factory=lambda: dict(LRU_DEFAULTS))
+    map: MapConfig = MapConfig()
     raw: Mapping[str, Any] = attrs.field(repr=False, factory=dict)
 
     def node(self, name: str) -> NodeConfig:
@@ -544,6 +578,8 @@ def config_from_dict(data: Mapping[str, Any], path: str = "<config>") -> Config:
             capacity=r.value(table, key, "capacity", int, default=default.capacity,
                              check=lambda v: 1 <= v <= 1_000_000, why="must be 1-1000000"))
 
+    map_config = _map_config(r, data)
+
     nodes: dict[str, NodeConfig] = {}
     node_tables = r.table(data, "nodes", required=True)
     r.mark_read(node_tables)
@@ -588,4 +624,36 @@ def config_from_dict(data: Mapping[str, Any], path: str = "<config>") -> Config:
         raise ConfigError(f"{path}: " + "; ".join(r.errors))
     return Config(path=path, cluster=cluster, redis=redis, storage=storage, master=master,
                   nodes=nodes, login=login, role=role, client=client, hotreload=hotreload,
-                  hotfix=hotfix, lru=lru, raw=data)
+                  hotfix=hotfix, lru=lru, map=map_config, raw=data)
+
+
+def _map_keys(r: _Reader, table: Mapping[str, Any], prefix: str) -> dict[str, int]:
+    """The ``[map]`` keys set in *table*, each checked against MAP_LIMITS."""
+    found: dict[str, int] = {}
+    for key, (low, high) in MAP_LIMITS.items():
+        value = r.value(table, prefix, key, int, default=None,
+                        check=lambda v, lo=low, hi=high: lo <= v <= hi,
+                        why=f"must be {low}..{high}")
+        if value is not None:
+            found[key] = value
+    return found
+
+
+def _map_config(r: _Reader, data: Mapping[str, Any]) -> MapConfig:
+    """``[map]`` and its ``[map.regions.<sid>]`` overrides (docs/world.md "Map")."""
+    section = r.table(data, "map")
+    default = MapSettings(**_map_keys(r, section, "map"))
+    regions: dict[int, Mapping[str, int]] = {}
+    region_tables = r.table(section, "map.regions") if section else {}
+    r.mark_read(region_tables)
+    for sid, table in region_tables.items():
+        key = f"map.regions.{sid}"
+        if not (isinstance(sid, str) and sid.isdigit() and int(sid) >= 1):
+            r.error(key, "regions are numbered from 1 ([map.regions.<sid>])")
+            continue
+        if not isinstance(table, dict):
+            r.error(key, "must be a table")
+            continue
+        r.track(key, table)
+        regions[int(sid)] = _map_keys(r, table, key)
+    return MapConfig(default, regions)

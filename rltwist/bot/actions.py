@@ -318,3 +318,8 @@ def _map_pan(bot: BotIdentity) -> Message:
 @action("map_clear", "Stop watching the map (MapViewClear)")
 def _map_clear(bot: BotIdentity) -> Message:
     return pb.MapViewClear()
+
+
+@action("map_my_city", "Ask for the bot's city and its map (placed at the first entry)")
+def _map_my_city(bot: BotIdentity) -> Message:
+    return pb.MapMyCity()

@@ -266,6 +266,63 @@ def validate_chat(table: Any) -> Iterator[tuple[str, str]]:
             yield key, "must be an integer 1..1000"
 
 
+def _positive_int(table: Mapping[str, Any], key: str, where: str, low: int, high: int
+                  ) -> Iterator[tuple[str, str]]:
+    value = table.get(key)
+    if type(value) is not int or not low <= value <= high:
+        yield f"{where}{key}", f"must be an integer {low}..{high}"
+
+
+def validate_world(table: Any) -> Iterator[tuple[str, str]]:
+    """Check ``world``: the refresh timer, city spacing, resource points and monsters
+    (docs/world.md "Resources and monsters")."""
+    if not isinstance(table, Mapping):
+        yield "", "must be a table"
+        return
+    known = {"refresh_seconds", "refresh_batch", "cities", "resources", "monsters"}
+    for key in sorted(set(table) - known):
+        yield key, f"unknown key; use {sorted(known)}"
+    yield from _positive_int(table, "refresh_seconds", "", 1, 3600)
+    yield from _positive_int(table, "refresh_batch", "", 1, 100_000)
+    cities = table.get("cities")
+    if not isinstance(cities, Mapping):
+        yield "cities", "must be a table with spacing"
+    else:
+        for key in sorted(set(cities) - {"spacing"}):
+            yield f"cities.{key}", "unknown key; use ['spacing']"
+        yield from _positive_int(cities, "spacing", "cities.", 1, 16)
+    resources = table.get("resources")
+    if not isinstance(resources, Mapping):
+        yield "resources", f"must be a table of {list(RESOURCES)}"
+    else:
+        for name, spec in resources.items():
+            where = f"resources.{name}"
+            if name not in RESOURCES:
+                yield where, f"unknown resource; use {list(RESOURCES)}"
+                continue
+            if not isinstance(spec, Mapping):
+                yield where, "must be a table with count, amounts, respawn_seconds"
+                continue
+            for key in sorted(set(spec) - {"count", "amounts", "respawn_seconds"}):
+                yield f"{where}.{key}", "unknown key; use ['amounts', 'count', 'respawn_seconds']"
+            yield from _positive_int(spec, "count", f"{where}.", 0, 1_000_000)
+            yield from _positive_int(spec, "respawn_seconds", f"{where}.", 0, 86400 * 30)
+            amounts = spec.get("amounts")
+            if not isinstance(amounts, tuple) or not 1 <= len(amounts) <= 100 \
+                    or not all(type(a) is int and 1 <= a <= 2**40 for a in amounts):
+                yield f"{where}.amounts", "must be a list of 1-100 amounts >= 1 (level n: " \
+                                          "amounts[n - 1])"
+    monsters = table.get("monsters")
+    if not isinstance(monsters, Mapping):
+        yield "monsters", "must be a table with count, max_level, respawn_seconds"
+    else:
+        for key in sorted(set(monsters) - {"count", "max_level", "respawn_seconds"}):
+            yield f"monsters.{key}", "unknown key; use ['count', 'max_level', 'respawn_seconds']"
+        yield from _positive_int(monsters, "count", "monsters.", 0, 1_000_000)
+        yield from _positive_int(monsters, "max_level", "monsters.", 1, 100)
+        yield from _positive_int(monsters, "respawn_seconds", "monsters.", 0, 86400 * 30)
+
+
 VALIDATORS: dict[str, Validator] = {
     "name_rules": validate_name_rules,
     "building_costs": validate_building_costs,
@@ -284,4 +341,7 @@ VALIDATORS: dict[str, Validator] = {
 
     # -- activities --
     "activities": validate_activities,
+
+    # -- world map --
+    "world": validate_world,
 }

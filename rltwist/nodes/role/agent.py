@@ -67,9 +67,11 @@ class Player:
 
     @property
     def mapid(self) -> int:
-        """The map holding the player's city: its birth region's (cities do not move
-        yet)."""
-        return birth_region(self.userid)
+        """The map holding the player's city: the player's ``mapid`` attribute, set when
+        the world placed the city (docs/world.md "Cities"); the birth region's map
+        until then."""
+        mapid = self.entity.get("mapid")
+        return int(mapid) if mapid else birth_region(self.userid)
 
     def request_done(self) -> None:
         self.inflight -= 1

@@ -55,6 +55,7 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     GUILD_BAD_ROLE: _ClassVar[ErrorCode]
     GUILD_NOT_A_MEMBER: _ClassVar[ErrorCode]
     GUILD_TOO_MANY_APPLICATIONS: _ClassVar[ErrorCode]
+    MAP_FULL: _ClassVar[ErrorCode]
 OK: ErrorCode
 BAD_TOKEN: ErrorCode
 LOGIN_IN_PROGRESS: ErrorCode
@@ -104,3 +105,4 @@ GUILD_NOT_ENOUGH_RESOURCES: ErrorCode
 GUILD_BAD_ROLE: ErrorCode
 GUILD_NOT_A_MEMBER: ErrorCode
 GUILD_TOO_MANY_APPLICATIONS: ErrorCode
+MAP_FULL: ErrorCode
