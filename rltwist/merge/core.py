@@ -496,6 +496,7 @@ class Merger:
         under it (the roledb document is the truth of a player's name)."""
         everyone = sorted(set(plan.players) | set(plan.mapid_players))
         total = len(everyone)
+        pending: list[tuple[Key, dict[str, Any], int]] = []
         for i, userid in enumerate(everyone, 1):
             stored = await self.roledb.get_entity(PLAYERS, userid)
             if stored is None:
@@ -522,9 +523,21 @@ class Merger:
                     doc["attrs"]["mapid"] = self.into_sid
                     changed = True
                 if changed:
-                    await self.roledb.save_entity(PLAYERS, userid, doc, generation)
+                    pending.append((userid, doc, generation))
+            if len(pending) >= self.batch or (i == total and pending):
+                await self._save_players(pending)
+                pending = []
             if i % 200 == 0 or i == total:
                 self.progress("fence", PLAYERS, i, total)
+
+    async def _save_players(self, items: list[tuple[Key, dict[str, Any], int]]) -> None:
+        """Fenced saves of claimed players (one transaction); a refusal means an instance
+        claimed one of them after the merge did: stop (a re-run fences it again)."""
+        refused = [r for r in await self.roledb.save_entities(PLAYERS, items) if r]
+        if refused:
+            raise MergeRefused(f"{len(refused)} players were claimed by another instance "
+                               f"during the merge (e.g. {refused[0]}): is a role node serving "
+                               f"region {self.from_sid}'s players? Run rl-merge again")
 
     async def _copy(self, plan: Plan) -> int:
         """Write every source document into the target (with the rules); returns how many
