@@ -526,3 +526,11 @@ class WorldDebug(Service):
     def churn_state(self) -> dict[str, Any]:
         """``{"running", "changes"}``: whether a churn runs, changes made so far."""
         return {"running": self.churning is not None, "changes": self.changes}
+
+    @handler
+    def in_view(self, x: int, y: int, width: int, height: int) -> list[list[int]]:
+        """``[entity ids, march ids]`` the map holds on the blocks of that view (what a
+        client watching it must hold)."""
+        entities, marches = self.state.in_blocks(self.state.blocks_of_rect(x, y, width,
+                                                                           height))
+        return [sorted(int(e.id) for e in entities), sorted(int(m.id) for m in marches)]
