@@ -32,11 +32,13 @@ rules:
   (``CityPlacer``: the world system's spiral, terrain and spacing); its owner's ``mapid``
   (roledb, fenced) becomes the target. Resource points and monsters of the merged map are
   not copied (the target map spawns its own); march lines refuse the merge (let them
-  return first). Without a placer (no world support) a merged map with entities refuses.
+  return first). Without a placer (no world support) a merged map with cities refuses.
 
-Fencing: every player of the source region found in ``roledb`` gets a new generation
-(``claim_generation`` stored + 1) before anything is copied, so a stale instance of one of
-them (a frozen role node) can no longer save over what the merge writes.
+Fencing: every player the merge rewrites — those of the source region in ``roledb``, those
+living in its database since an earlier merge into it, and those whose ``mapid`` is the
+merged map whatever their birth region — gets a new generation (``claim_generation``
+stored + 1) before anything is copied, so a stale instance of one of them (a frozen role
+node) can no longer save over what the merge writes.
 
 Crash safety: the plan (who is renamed to what) and the step reached are kept in a journal
 document (collection ``merge_journal``, id ``str(from)``) in the target database, and a
