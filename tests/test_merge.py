@@ -51,7 +51,9 @@ class MergeEngineMixin:
         await r2.upsert("chat_private", b, {"_id": b, "components": {"chat": {
             "pairs": {str(a): [{"text": "hi", "time_ms": 1}]}}}})
         await r2.upsert("chat_channels", "region2", {"_id": "region2", "components": {
-            "chat": {"messages": [{"text": "hello region 2", "time_ms": 1}]}}})
+            "chat": {"messages": [{"text": "hello region 2", "time_ms": 2}]}}})
+        await r1.upsert("chat_channels", "region1", {"_id": "region1", "components": {
+            "chat": {"messages": [{"text": "hello region 1", "time_ms": 1}]}}})
         return {"globaldb": g, "roledb": r, "r1": r1, "r2": r2, "s1": s1, "s2": s2,
                 "a": a, "b": b}
 
@@ -117,7 +119,11 @@ class MergeEngineMixin:
                       ["friends"])
         self.assertEqual((await r1.get("chat_private", b))["components"]["chat"]["pairs"]
                          [str(a)][0]["text"], "hi")
-        self.assertIsNotNone(await r1.get("chat_channels", "region2"))
+        # region 2's channel joined region 1's (its players chat there now)
+        self.assertIsNone(await r1.get("chat_channels", "region2"))
+        texts = [m["text"] for m in (await r1.get("chat_channels", "region1"))
+                 ["components"]["chat"]["messages"]]
+        self.assertEqual(texts, ["hello region 1", "hello region 2"])
         # the source is empty but for its journal, which names the target
         self.assertEqual(await r2.collections(), [JOURNAL])
         self.assertEqual((await r2.get(JOURNAL, "2"))["into"], 1)
@@ -176,6 +182,9 @@ class MergeEngineMixin:
             mails = box["components"]["mail"]["mails"]
             notices = [m for m in mails if m["title"].startswith("Your name changed")]
             self.assertEqual(len(notices), 1 if u in s2.userids[:5] else 0)
+        texts = [m["text"] for m in (await r1.get("chat_channels", "region1"))
+                 ["components"]["chat"]["messages"]]
+        self.assertEqual(texts, ["hello region 1", "hello region 2"])  # joined once
         names = {d["owner"]: k for k, d in await r1.find("names", {})}
         for u in s2.userids:
             want = s2.names[u] + ".s2" if u in s2.userids[:5] else s2.names[u]

@@ -27,7 +27,7 @@ from twisted.internet import defer
 from rltwist.cli import react_main
 from rltwist.cluster.routing import MAX_SID, birth_region
 from rltwist.config import REGION_KINDS, Config, ConfigError, default_config_path, load_config
-from rltwist.merge.core import Merger, MergeRefused, Report
+from rltwist.merge.core import CHAT_HISTORY, Merger, MergeRefused, Report
 from rltwist.merge.world import world_placer
 from rltwist.net import read_body
 from rltwist.storage import Backend, StorageSettings, open_backend
@@ -155,6 +155,18 @@ async def check_stopped(master: Master, sids: tuple[int, int]) -> list[str]:
     return problems
 
 
+def chat_history(config: Config) -> int:
+    """``history`` of the chat table the nodes read (messages a channel keeps)."""
+    import tomllib
+
+    path = os.path.join(config.hotreload.root, "etc", "game", "chat.toml")
+    try:
+        with open(path, "rb") as f:
+            return int(tomllib.load(f).get("history", CHAT_HISTORY))
+    except (OSError, ValueError, tomllib.TOMLDecodeError):
+        return CHAT_HISTORY
+
+
 def open_db(config: Config, name: str, timeout: float) -> Backend:
     s = config.storage
     return open_backend(StorageSettings(
@@ -263,8 +275,8 @@ async def run(reactor: Any, argv: list[str] | None = None) -> int:
         report = await Merger(dbs[0], dbs[1], dbs[2], args.from_sid, args.into_sid, alias=alias,
                               progress=ProgressBar(args.quiet),
                               copy_unknown=args.copy_unknown,
-                              placer=world_placer(config, args.into_sid)
-                              ).run(dry_run=args.dry_run)
+                              placer=world_placer(config, args.into_sid),
+                              chat_history=chat_history(config)).run(dry_run=args.dry_run)
     except (MergeRefused, Refused) as e:
         print(f"rl-merge: refused: {e}", file=sys.stderr)
         return 1

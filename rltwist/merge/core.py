@@ -13,6 +13,10 @@ rules:
   index and the member lists of the merged guilds. The player gets a notice mail
   (``RENAME_NOTICE``) in the mailbox.
 * **Guild names** (``guild_names``): the same rule; the guild's leader gets the notice.
+* **Region chat** (``chat_channels``, channel ``region<sid>`` on the map): the merged
+  region's players chat on the target's channel once their city is on the target map, so
+  the merged channel's messages join the target's (in time order, the channel's last
+  ``chat_history`` kept).
 * **Per-player books on the map** (``marchbooks``: what marches bring home, waiting for
   the player's pull): a player with a book on both maps (its city moved between them
   before) gets one book with the entries of both (transfer ids carry their map, so they
@@ -77,6 +81,8 @@ NAMES = "names"
 GUILDS = "guild"
 GUILD_NAMES = "guild_names"
 MAILBOX = "mailbox"
+CHANNELS = "chat_channels"  # the map's region chat channel, "region<sid>"
+CHAT_HISTORY = 50  # etc/game/chat.toml history: messages a channel keeps
 MARCHBOOKS = "marchbooks"  # the map's per-player books of marches (troops coming home)
 WORLD = "world"  # rltwist.nodes.map.world.COLLECTION: one document per world entity
 WORLD_META = "meta"
@@ -240,7 +246,8 @@ class Merger:
                  into_sid: int, *, alias: Callable[[int, int], Awaitable[Any]] | None = None,
                  progress: Progress | None = None, batch: int = BATCH,
                  now_ms: Callable[[], int] | None = None, copy_unknown: bool = False,
-                 placer: CityPlacer | None = None) -> None:
+                 placer: CityPlacer | None = None, chat_history: int = CHAT_HISTORY
+                 ) -> None:
         if from_sid == into_sid:
             raise MergeRefused(f"cannot merge region {from_sid} into itself")
         self.source = source
@@ -255,6 +262,7 @@ class Merger:
         self.key = str(from_sid)
         self.copy_unknown = copy_unknown
         self.placer = placer
+        self.chat_history = chat_history
 
     # -- the plan ---------------------------------------------------------------------------
 
@@ -564,6 +572,9 @@ class Merger:
             if coll == WORLD:
                 await self._write(coll, self._world_ops(plan, docs))
                 continue
+            if coll == CHANNELS:
+                await self._write(coll, await self._channel_ops(docs))
+                continue
             if coll == MARCHBOOKS:
                 held = dict(await self.target.find(coll, {}))
                 await self._write(coll, [Upsert(coll, k, _union(held.get(k), d))
@@ -613,6 +624,30 @@ class Merger:
                 if rename is not None and isinstance(member, dict):
                     member["name"] = rename[1]
         return Upsert(coll, key, doc)
+
+    async def _channel_ops(self, docs: list[tuple[Key, dict[str, Any]]]) -> list[Upsert]:
+        """The merged region's channel joined to the target's; other channels as they are.
+        Joining twice (a re-run) gives the same channel: messages are kept once."""
+        mine, theirs = f"region{self.from_sid}", f"region{self.into_sid}"
+        ops = [Upsert(CHANNELS, k, d) for k, d in docs if k != mine]
+        source = dict(docs).get(mine)
+        if source is None:
+            return ops
+        held = await self.target.get(CHANNELS, theirs) or {
+            "_id": theirs, "version": 0, "attrs": {}, "components": {}}
+        messages: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for doc in (held, source):
+            for m in (doc.get("components") or {}).get("chat", {}).get("messages", ()):
+                key = repr(sorted(m.items()))
+                if key not in seen:
+                    seen.add(key)
+                    messages.append(m)
+        messages.sort(key=lambda m: m.get("time_ms", 0))
+        comps = dict(held.get("components") or {})
+        comps["chat"] = {**comps.get("chat", {}), "messages": messages[-self.chat_history:]}
+        ops.append(Upsert(CHANNELS, theirs, {**held, "components": comps}))
+        return ops
 
     def _world_ops(self, plan: Plan, docs: list[tuple[Key, dict[str, Any]]]
                    ) -> list[Upsert | Update]:
