@@ -278,6 +278,60 @@ def _chat_history(bot: BotIdentity) -> Message:
     return pb.ChatHistory(channel=pb.ChatChannel.CHAT_WORLD)
 
 
+# -- marches ---------------------------------------------------------------------------
+
+#: a march start a busy map may refuse without the bot failing: the player's marches are at
+#: the cap, another player took the point, no city yet (the world part places it at Auth)
+_MARCH_OK = frozenset({_E.OK, _E.MARCH_TOO_MANY, _E.MARCH_BAD_TARGET, _E.MARCH_NO_CITY,
+                       _E.MARCH_NOT_ENOUGH_TROOPS})
+#: troops one bot march takes (a small part of the initial troops of etc/game/troops.toml)
+BOT_MARCH_TROOPS = {"infantry": 20, "cavalry": 10}
+
+
+def _march_to(kind: int, march_type: int) -> Callable[[BotIdentity, Message],
+                                                      Message | None]:
+    def pick(bot: BotIdentity, found: Message) -> Message | None:
+        targets = [t for t in getattr(found, "targets", ()) if t.kind == kind]
+        if not targets:
+            return None
+        # spread the bots over the nearby targets instead of all on the nearest
+        t = targets[bot.index % len(targets)]
+        return pb.MarchStart(type=march_type, target_x=t.x, target_y=t.y,  # type: ignore[arg-type]
+                             troops=[pb.TroopCount(type=k, count=n)
+                                     for k, n in BOT_MARCH_TROOPS.items()])
+    return pick
+
+
+@action("march_gather", "MarchTargets around the bot's city, then send a small gather march "
+        "to a resource point there (a full march cap, a taken point or no city yet count "
+        "as answered; no point nearby ends the step)",
+        ok_codes=_MARCH_OK,
+        then=_march_to(pb.MapEntityKind.MAP_RESOURCE, pb.MarchType.MARCH_GATHER))
+def _march_gather(bot: BotIdentity) -> Message:
+    return pb.MarchTargets(around_city=True, radius=40)
+
+
+@action("march_attack", "MarchTargets around the bot's city, then send a small attack march "
+        "to a monster there (as march_gather)",
+        ok_codes=_MARCH_OK,
+        then=_march_to(pb.MapEntityKind.MAP_MONSTER, pb.MarchType.MARCH_ATTACK))
+def _march_attack(bot: BotIdentity) -> Message:
+    return pb.MarchTargets(around_city=True, radius=40)
+
+
+def _pick_recall(bot: BotIdentity, listed: Message) -> Message | None:
+    out = [m for m in getattr(listed, "marches", ())
+           if m.line.state != pb.MarchState.MARCH_RETURNING]
+    return None if not out else pb.MarchRecall(march_id=out[0].line.march_id)
+
+
+@action("march_recall", "MarchList, then recall the bot's first march not on its way home "
+        "(none: the step ends; one that turned meanwhile counts as answered)",
+        ok_codes=frozenset({_E.OK, _E.MARCH_ALREADY_RETURNING, _E.MARCH_NOT_FOUND}),
+        then=_pick_recall)
+def _march_recall(bot: BotIdentity) -> Message:
+    return pb.MarchList()
+
 # -- world map viewport (issue 13) -----------------------------------------------------------
 
 #: the view a bot pans with (a phone screen of tiles)

@@ -266,6 +266,111 @@ def validate_chat(table: Any) -> Iterator[tuple[str, str]]:
             yield key, "must be an integer 1..1000"
 
 
+# -- marches and battle --
+
+TROOP_STATS = ("attack", "defense", "hp", "speed", "load")
+MARCH_KEYS = ("max_marches", "max_distance", "gather_per_second", "max_troops")
+
+
+def _is_number(value: Any, above: float) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and value > above
+
+
+def validate_troops(table: Any) -> Iterator[tuple[str, str]]:
+    """Check ``troops``: troop types and their stats, initial troops, march limits."""
+    if not isinstance(table, Mapping):
+        yield "", "must be a table"
+        return
+    for key in sorted(set(table) - {"initial", "types", "march"}):
+        yield key, "unknown key; use initial, types, march"
+    types = table.get("types")
+    if not isinstance(types, Mapping) or not types:
+        yield "types", "must be a table of troop types"
+        types = {}
+    for name, stats in types.items():
+        if not isinstance(stats, Mapping):
+            yield f"types.{name}", "must be a table"
+            continue
+        for key in sorted(set(stats) - set(TROOP_STATS)):
+            yield f"types.{name}.{key}", f"unknown key; use {list(TROOP_STATS)}"
+        for key in ("attack", "defense", "load"):
+            if not _is_int(stats.get(key), 0):
+                yield f"types.{name}.{key}", "must be an integer >= 0"
+        if not _is_int(stats.get("hp"), 1):
+            yield f"types.{name}.hp", "must be an integer >= 1"
+        if not _is_number(stats.get("speed"), 0):
+            yield f"types.{name}.speed", "must be a number of tiles per second > 0"
+    initial = table.get("initial", {})
+    if not isinstance(initial, Mapping):
+        yield "initial", "must be a table of troop type = count"
+    else:
+        for name, n in initial.items():
+            if name not in types:
+                yield f"initial.{name}", f"unknown troop type; use {sorted(types)}"
+            elif not _is_int(n, 0):
+                yield f"initial.{name}", "must be an integer >= 0"
+    march = table.get("march")
+    if not isinstance(march, Mapping):
+        yield "march", "must be a table"
+        return
+    for key in sorted(set(march) - set(MARCH_KEYS)):
+        yield f"march.{key}", f"unknown key; use {list(MARCH_KEYS)}"
+    for key in MARCH_KEYS:
+        if not _is_int(march.get(key), 1):
+            yield f"march.{key}", "must be an integer >= 1"
+
+
+def validate_battle(table: Any) -> Iterator[tuple[str, str]]:
+    """Check ``battle``: the RNG seed, rounds, variance and the monster levels."""
+    if not isinstance(table, Mapping):
+        yield "", "must be a table"
+        return
+    for key in sorted(set(table) - {"seed", "rounds", "variance_percent", "monster"}):
+        yield key, "unknown key; use seed, rounds, variance_percent, monster"
+    if not _is_int(table.get("seed"), 0):
+        yield "seed", "must be an integer >= 0"
+    rounds = table.get("rounds")
+    if not isinstance(rounds, int) or not _is_int(rounds, 1) or rounds > 100:
+        yield "rounds", "must be an integer 1..100"
+    variance = table.get("variance_percent")
+    if not isinstance(variance, int) or not _is_int(variance, 0) or variance > 100:
+        yield "variance_percent", "must be an integer 0..100"
+    monsters = table.get("monster")
+    if not isinstance(monsters, tuple) or not monsters:
+        yield "monster", "must be a non-empty list of [[monster]] tables"
+        return
+    levels: set[int] = set()
+    for i, m in enumerate(monsters):
+        where = f"monster[{i}]"
+        if not isinstance(m, Mapping):
+            yield where, "must be a table"
+            continue
+        known = {"level", "count", "attack", "defense", "hp", "rewards"}
+        for key in sorted(set(m) - known):
+            yield f"{where}.{key}", f"unknown key; use {sorted(known)}"
+        level = m.get("level")
+        if not isinstance(level, int) or not _is_int(level, 1):
+            yield f"{where}.level", "must be an integer >= 1"
+        elif level in levels:
+            yield f"{where}.level", f"level {level} is listed twice"
+        else:
+            levels.add(level)
+        for key in ("count", "hp"):
+            if not _is_int(m.get(key), 1):
+                yield f"{where}.{key}", "must be an integer >= 1"
+        for key in ("attack", "defense"):
+            if not _is_int(m.get(key), 0):
+                yield f"{where}.{key}", "must be an integer >= 0"
+        rewards = m.get("rewards", {})
+        if not isinstance(rewards, Mapping):
+            yield f"{where}.rewards", "must be a table of resource = amount"
+            continue
+        for res, n in rewards.items():
+            if res not in RESOURCES:
+                yield f"{where}.rewards.{res}", f"unknown resource; use {list(RESOURCES)}"
+            elif not _is_int(n, 0):
+                yield f"{where}.rewards.{res}", "must be an integer >= 0"
+
 def _positive_int(table: Mapping[str, Any], key: str, where: str, low: int, high: int
                   ) -> Iterator[tuple[str, str]]:
     value = table.get(key)
@@ -341,6 +446,10 @@ VALIDATORS: dict[str, Validator] = {
 
     # -- activities --
     "activities": validate_activities,
+
+    # -- marches and battle --
+    "troops": validate_troops,
+    "battle": validate_battle,
 
     # -- world map --
     "world": validate_world,

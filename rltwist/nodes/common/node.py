@@ -109,6 +109,9 @@ class Node(service.MultiService):
         self.marked_down_hooks: list[Callable[[], Awaitable[Any] | Any]] = []
         # run once when master has not answered for cluster.fence_after (see add_fence_hook)
         self.fence_hooks: list[Callable[[], Awaitable[Any] | Any]] = []
+        # run once when master begins an ordered cluster shutdown (before this node's phase)
+        self.cluster_stopping_hooks: list[Callable[[], Any]] = []
+        self.cluster_stopping = False
         # extra fields for heartbeats (code/config versions, hotfix errors, ...)
         self.status_providers: list[Callable[[], dict[str, Any]]] = []
         self.slaveflow: Slaveflow | None = None
@@ -205,6 +208,25 @@ class Node(service.MultiService):
                 log.failure("{node}: shutdown handler {name} failed", failure, node=self.name,
                             name=name)
         return failed
+
+    def add_cluster_stopping_hook(self, fn: Callable[[], Any]) -> None:
+        """Run *fn* (synchronous) once master begins an ordered shutdown of the cluster,
+        at its first phase, long before this node's own phase: a map node pauses its
+        timed events there, because the nodes its events would reach stop first."""
+        self.cluster_stopping_hooks.append(fn)
+
+    def run_cluster_stopping_hooks(self) -> None:
+        """Master began the cluster shutdown: run the hooks once (a failing one is logged
+        and does not stop the others)."""
+        if self.cluster_stopping:
+            return
+        self.cluster_stopping = True
+        for fn in self.cluster_stopping_hooks:
+            try:
+                fn()
+            except Exception:
+                log.failure("{node}: cluster-stopping hook {name} failed", node=self.name,
+                            name=_hook_name(fn))
 
     def add_fence_hook(self, fn: Callable[[], Awaitable[Any] | Any]) -> None:
         """Run *fn* once when master has not answered this node for ``cluster.fence_after``.

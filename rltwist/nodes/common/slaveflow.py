@@ -336,6 +336,13 @@ class Slaveflow(Service):
         return {str(m): t for m, t in sorted(self.cluster.routing.aliases.items())}
 
     @handler
+    def cluster_stopping(self) -> None:
+        """Master began an ordered cluster shutdown (its first phase): run the node's
+        cluster-stopping hooks once."""
+        log.info("{node}: the cluster is shutting down", node=self.node.name)
+        self.node.run_cluster_stopping_hooks()
+
+    @handler
     def set_login_open(self, is_open: bool, seq: Any = None) -> None:
         """Master's broadcast: GM opened or closed logins."""
         self._take_login_open(is_open, seq, "by GM")

@@ -88,6 +88,7 @@ class ShutdownRunner:
         log.info("shutdown started: closing logins, then phases {phases}",
                  phases=" -> ".join(PHASES))
         self.flow.set_login_open(False)
+        self._announce()
         for phase in sd.phases:
             phase.state, phase.started_at = "running", time.time()
             if phase.kind == "master":
@@ -104,6 +105,19 @@ class ShutdownRunner:
         sd.state, sd.finished_at = "done", time.time()
         log.info("shutdown complete; master exits")
         self.node.reactor.callLater(self.exit_delay, self.node.exit_process)
+
+    def _announce(self) -> None:
+        """Tell every node that is up that the cluster shutdown began (``slaveflow.
+        cluster_stopping``, a send): map nodes pause their timed events before the nodes
+        those events reach stop. A node that misses it still pauses at its own phase."""
+        for record in self.flow.nodes.values():
+            if record.state == "down" or record.name == self.node.me.name:
+                continue
+            try:
+                self.node.cluster.send(record.name, "slaveflow", "cluster_stopping")
+            except ClusterError as e:
+                log.warn("cannot tell {node} the cluster is stopping: {e}", node=record.name,
+                         e=e)
 
     async def _run_phase(self, phase: Phase) -> None:
         assert self.shutdown is not None

@@ -56,6 +56,13 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     GUILD_NOT_A_MEMBER: _ClassVar[ErrorCode]
     GUILD_TOO_MANY_APPLICATIONS: _ClassVar[ErrorCode]
     MAP_FULL: _ClassVar[ErrorCode]
+    MARCH_NOT_ENOUGH_TROOPS: _ClassVar[ErrorCode]
+    MARCH_TOO_MANY: _ClassVar[ErrorCode]
+    MARCH_BAD_TARGET: _ClassVar[ErrorCode]
+    MARCH_TOO_FAR: _ClassVar[ErrorCode]
+    MARCH_NO_CITY: _ClassVar[ErrorCode]
+    MARCH_NOT_FOUND: _ClassVar[ErrorCode]
+    MARCH_ALREADY_RETURNING: _ClassVar[ErrorCode]
 OK: ErrorCode
 BAD_TOKEN: ErrorCode
 LOGIN_IN_PROGRESS: ErrorCode
@@ -106,3 +113,10 @@ GUILD_BAD_ROLE: ErrorCode
 GUILD_NOT_A_MEMBER: ErrorCode
 GUILD_TOO_MANY_APPLICATIONS: ErrorCode
 MAP_FULL: ErrorCode
+MARCH_NOT_ENOUGH_TROOPS: ErrorCode
+MARCH_TOO_MANY: ErrorCode
+MARCH_BAD_TARGET: ErrorCode
+MARCH_TOO_FAR: ErrorCode
+MARCH_NO_CITY: ErrorCode
+MARCH_NOT_FOUND: ErrorCode
+MARCH_ALREADY_RETURNING: ErrorCode
