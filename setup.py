@@ -54,5 +54,6 @@ setup(
         "rl-cluster = rltwist.cli.cluster:main",
         "rl-bot = rltwist.bot:main",
         "rl-chaos = rltwist.chaos.cli:main",
+        "rl-merge = rltwist.merge.cli:main",
     ]},
 )

@@ -243,6 +243,21 @@ class BackendContract:
         self.assertEqual(await b.incr("user_seq", 10), 12)
         self.assertEqual(await b.incr("other"), 1)
 
+    async def test_collections_and_counters_list_what_the_database_holds(self) -> None:
+        # rl-merge copies a whole region database: it must see every collection and counter
+        b = await self.make_backend()
+        self.assertEqual(await b.collections(), [])
+        self.assertEqual(await b.counters(), {})
+        await b.insert("mailbox", 1, {"a": 1})
+        await b.upsert("names", "alice", {"owner": 1})
+        await b.insert("names", "bob", {"owner": 2})
+        await b.incr("guild_seq", 3)
+        await b.incr("lru_generation:guild")
+        self.assertEqual(await b.collections(), ["mailbox", "names"])
+        self.assertEqual(await b.counters(), {"guild_seq": 3, "lru_generation:guild": 1})
+        await b.delete("mailbox", 1)
+        self.assertEqual(await b.collections(), ["names"])
+
     async def test_concurrent_increments_each_get_a_distinct_value(self) -> None:
         b = await self.make_backend()
         values = await defer.gatherResults(

@@ -432,3 +432,49 @@ class SeedTables(unittest.TestCase):
         self.assertEqual((tables / "name_rules.toml").read_text(), "edited = 2\n")
         self.assertEqual((tables / "chat.toml").read_text(), "new = 1\n")
         self.assertEqual(seed_tables(shipped, tables), [])
+
+
+class DownAfterAnOrderedShutdown(unittest.TestCase):
+    """Master reports the ordered shutdown complete as soon as each node said it stopped;
+    the node processes may still be closing storage and exiting. ``down`` must let them
+    exit by themselves (within a bound) instead of signalling them at once: a SIGTERM that
+    lands after twistd dropped its handlers kills the node with -15, and a clean shutdown
+    is reported as NOT clean."""
+
+    async def test_nodes_still_exiting_after_the_gm_shutdown_are_not_signalled(self) -> None:
+        from rltwist.cli import cluster as cli
+        from rltwist.launcher import ChildProcess
+
+        run_dir = Path(self.mktemp()).absolute()
+        run_dir.mkdir()
+        # a node that has finished its part: it exits 0 by itself 1.5 s later, and dies
+        # with -15 if signalled (as a twistd does once its handlers are gone)
+        slow = ChildProcess("mail1", [sys.executable, "-c", (
+            "import signal, time\n"
+            "from rltwist.readiness import notify_ready\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_DFL)\n"
+            "notify_ready({})\n"
+            "time.sleep(1.5)")], run_dir)
+        self.addCleanup(slow.kill)
+        slow.start()
+        await slow.wait_ready(10)
+
+        class Cluster:
+            nodes = {"mail1": slow}
+            sections = {"master": {"gm_token": "t"}}
+
+            def gm_url(self, path: str = "") -> str:
+                return "http://127.0.0.1:1" + path
+
+            async def stop_all(self, timeout: float = 15.0) -> dict[str, int | None]:
+                from rltwist.launcher import LocalCluster
+                return await LocalCluster.stop_all(self, timeout)  # type: ignore[arg-type]
+
+        async def completed(*args: object, **kw: object) -> bool:
+            return True
+
+        self.patch(cli, "shutdown_via_gm", completed)
+        runner = cli.Runner(reactor, cli.parse(["up", "--run-dir", str(run_dir)]))
+        runner.lc = Cluster()  # type: ignore[assignment]
+        self.assertTrue(await runner.down())
+        self.assertEqual(slow.exit_code, 0)

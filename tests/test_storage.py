@@ -863,6 +863,10 @@ class FakeDatabase:
     def __getitem__(self, coll: str) -> FakeCollection:
         return self.colls.setdefault(coll, FakeCollection())
 
+    def collection_names(self, *, timeout: float) -> defer.Deferred[list[str]]:
+        """txmongo's listCollections (every collection ever touched, empty ones too)."""
+        return defer.succeed(sorted(self.colls))
+
     def command(self, command: dict[str, Any], *, timeout: float) -> defer.Deferred[Any]:
         assert next(iter(command)) == "findAndModify", command  # the verb must come first
         self.commands.append(command)

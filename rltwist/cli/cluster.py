@@ -65,6 +65,9 @@ from rltwist.sdk import SECRET_ENV
 
 log = Logger()
 
+#: seconds the node processes get to exit by themselves after master reports the ordered
+#: shutdown done, before the leftovers are signalled
+EXIT_GRACE = 15.0
 STATE_FILE = "cluster.json"
 #: bound of one GM request of rl-cluster (connect, headers and body)
 GM_REQUEST_TIMEOUT = 5.0
@@ -320,6 +323,16 @@ class Runner:
         say(f"  config           {self.lc.config_path}")
         say("Ctrl-C or `rl-cluster down` stops it (ordered shutdown: data is saved).")
 
+    async def _wait_exits(self, bound: float) -> None:
+        """Wait up to *bound* seconds for every running node to exit by itself."""
+        assert self.lc is not None
+        waits = [p.wait_exit(bound) for p in self.lc.nodes.values() if p.running]
+        results = await defer.DeferredList(
+            [defer.Deferred.fromCoroutine(w) for w in waits], consumeErrors=True)
+        late = sum(1 for ok, _ in results if not ok)
+        if late:
+            say(f"  {late} node(s) still running {bound:g}s after the ordered shutdown")
+
     async def down(self, bound: float = 60.0) -> bool:
         """Ordered shutdown through GM, then SIGTERM/SIGKILL leftovers; True if clean."""
         if self.stopping:
@@ -331,6 +344,11 @@ class Runner:
             clean = await shutdown_via_gm(
                 self.lc.gm_url(), self.lc.sections["master"]["gm_token"], self.reactor,
                 bound, master_alive=(lambda: master.running) if master else None)
+            if clean:
+                # master reports a node stopped once it said so; its process may still be
+                # closing storage and exiting. A SIGTERM landing after twistd dropped its
+                # handlers would kill it (-15): let it exit by itself, within a bound.
+                await self._wait_exits(EXIT_GRACE)
             codes = await self.lc.stop_all(timeout=10)
             bad = {n: c for n, p in self.lc.nodes.items()
                    if (c := p.exit_code) not in (0, None)}

@@ -326,6 +326,14 @@ def _t_incr(conn: sqlite3.Connection, name: str, amount: int) -> int:
     return int(value)
 
 
+def _t_collections(conn: sqlite3.Connection) -> list[str]:
+    return [c for (c,) in conn.execute("SELECT DISTINCT coll FROM documents ORDER BY coll")]
+
+
+def _t_counters(conn: sqlite3.Connection) -> dict[str, int]:
+    return {name: int(value) for name, value in conn.execute("SELECT name, value FROM counters")}
+
+
 class EmbeddedBackend:
     """SQLite-file backend (see the module docstring for the concurrency design).
 
@@ -589,6 +597,12 @@ class EmbeddedBackend:
         if isinstance(amount, bool) or not isinstance(amount, int):
             raise InvalidDocument(f"bad counter amount {amount!r}")
         return await self._run("incr", True, _t_incr, counter, amount)
+
+    async def collections(self) -> list[str]:
+        return await self._run("collections", False, _t_collections)
+
+    async def counters(self) -> dict[str, int]:
+        return await self._run("counters", False, _t_counters)
 
     async def claim_generation(
         self, collection: str, id: Key, generation: int, initial: Document | None = None

@@ -173,6 +173,15 @@ class Backend(Protocol):
         """
         ...
 
+    async def collections(self) -> list[str]:
+        """The names of the collections holding at least one document, sorted (tools
+        that work on a whole database: ``rl-merge``)."""
+        ...
+
+    async def counters(self) -> dict[str, int]:
+        """Every named counter (``incr``) with its value."""
+        ...
+
     async def close(self) -> None:
         """Finish queued work and release the database; later calls raise ``BackendClosed``."""
         ...

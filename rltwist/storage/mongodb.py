@@ -367,6 +367,27 @@ class MongoBackend:
                     f" {e.details.get('writeErrors')}"
                 ) from e
 
+    async def collections(self) -> list[str]:
+        self._check_open("collections")
+        names = await self._call("collections",
+                                 self._db.collection_names(timeout=self._timeout))
+        found = []
+        for name in sorted(names):
+            if name == COUNTERS or name.startswith("system."):
+                continue
+            # a collection whose documents were all deleted still exists in MongoDB
+            one = await self._call("collections", self._coll(name).find_one(
+                {}, timeout=self._timeout))
+            if one:
+                found.append(name)
+        return found
+
+    async def counters(self) -> dict[str, int]:
+        self._check_open("counters")
+        cursor = self._coll(COUNTERS).find({}, timeout=self._timeout)
+        records = await self._call("counters", cursor.addCallback(list))
+        return {str(r["_id"]): int(r["value"]) for r in records}
+
     async def incr(self, counter: str, amount: int = 1) -> int:
         self._check_open("incr")
         if not isinstance(counter, str) or not counter:

@@ -207,6 +207,16 @@ class DBProxy(Service):
 
 
     @handler
+    async def collections(self) -> list[str]:
+        """The collections holding documents (sorted)."""
+        return await self._timed("collections", self.backend.collections())
+
+    @handler
+    async def counters(self) -> dict[str, int]:
+        """Every named counter with its value."""
+        return await self._timed("counters", self.backend.counters())
+
+    @handler
     async def claim_generation(self, collection: str, id: Key, generation: int,
                                initial: Document | None = None) -> dict[str, Any]:
         """Generation compare-and-set (see ``Backend.claim_generation``): ``{"doc": ...,
@@ -335,6 +345,12 @@ class DBClient:
         return [None if s is None else
                 StaleGeneration(collection, id, gen, s if s >= 0 else None)
                 for (id, _, gen), s in zip(items, stored, strict=True)]
+
+    async def collections(self) -> list[str]:
+        return list(await self._call("collections"))
+
+    async def counters(self) -> dict[str, int]:
+        return dict(await self._call("counters"))
 
     async def close(self) -> None:
         """Nothing to release: the serving node owns the database."""

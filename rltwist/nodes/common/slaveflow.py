@@ -19,7 +19,9 @@ otherwise see them cleared and logged in elsewhere meanwhile); at the end it tel
 Catch-up. Master's broadcasts (a node registered or moved, a node was decommissioned,
 logins opened or closed) are sends: a node that was down, frozen or cut off misses them.
 So every heartbeat reply also carries master's name-table version and ``login_open``; a
-node whose table is older fetches the table (``masterflow.table``) and applies it.
+node whose table is older fetches the table (``masterflow.table``) and applies it. The
+table includes the region aliases (``{merged sid: target sid}`` after a server merge),
+which the node's routing helpers resolve through (``cluster.routing.set_aliases``).
 
 Losing master (issue 10 item 5). Master marks a node down when it has not received a
 heartbeat for ``heartbeat_misses`` x ``heartbeat_interval``; a role node's players are then
@@ -218,6 +220,7 @@ class Slaveflow(Service):
                                                 self.node.info() | self.node.status(),
                                                 timeout=timeout)
                 self._apply_table(reply["nodes"], reply.get("removed", ()))
+                self._take_aliases(reply.get("aliases"))
                 self.table_version = reply.get("table_version")
                 self._login_seq = None  # a restarted master starts a new sequence
                 self._take_login_open(reply.get("login_open", True), reply.get("login_seq"))
@@ -267,6 +270,7 @@ class Slaveflow(Service):
         if version is None or version == self.table_version:
             return
         table = await self.cluster.call(MASTER, "masterflow", "table", timeout=timeout)
+        self._take_aliases(table.get("aliases"))
         if self._apply_table(table["nodes"], table.get("removed", ())):
             log.info("{node}: name table caught up to master's version {version} (a "
                      "broadcast was missed)", node=self.node.name, version=table["version"])
@@ -304,6 +308,32 @@ class Slaveflow(Service):
     def node_removed(self, name: str) -> None:
         """Master's broadcast: *name* was decommissioned (``DELETE /nodes/<name>``)."""
         self._apply_table({}, [name])
+
+    def _take_aliases(self, pairs: Any) -> None:
+        """Install master's region alias table (``[[merged, target], ...]``); None (a
+        master that has not loaded it yet) keeps the one in force."""
+        if pairs is None:
+            return
+        table = {int(m): int(t) for m, t in pairs}
+        if table == self.cluster.routing.aliases:
+            return
+        try:
+            self.cluster.routing.set_aliases(table)
+        except ValueError as e:
+            log.error("{node}: master's region aliases {table} refused: {e}",
+                      node=self.node.name, table=table, e=e)
+            return
+        log.info("{node}: region aliases now {table}", node=self.node.name, table=table)
+
+    @handler
+    def set_aliases(self, pairs: list[list[int]]) -> None:
+        """Master's broadcast after a server merge: the region alias table."""
+        self._take_aliases(pairs)
+
+    @handler
+    def aliases(self) -> dict[str, int]:
+        """The region alias table this node routes through (operators, tests)."""
+        return {str(m): t for m, t in sorted(self.cluster.routing.aliases.items())}
 
     @handler
     def cluster_stopping(self) -> None:

@@ -23,6 +23,11 @@
   every change of the name table (a node registered or moved, a node decommissioned with
   ``DELETE /nodes/<name>``) bumps its version, which every heartbeat reply carries with
   ``login_open``, so a node that missed a broadcast fetches the table (``table``).
+* Region aliases (``{merged sid: target sid}``, after ``rl-merge``): part of the name
+  table. Master loads them from globaldb at start (``rltwist.merge.aliases``); until then
+  it hands out no alias table, so nodes keep theirs. A change is persisted first, then
+  bumps the table version and is broadcast (``slaveflow.set_aliases``); nodes that missed
+  it fetch the table like any other change.
 * Versions: every heartbeat carries the node's status (``code_version``,
   ``config_version``, ``hotfix_errors``, ``config_errors`` …); a node also sends it at once
   through ``status_report`` after a hotfix or config reload.  The status with the highest
@@ -148,6 +153,9 @@ class Masterflow(Service):
         # decommissioned nodes: left out of start order and role lists, removed from
         # every node's name table, until such a node registers again
         self.removed: set[str] = set()
+        #: region alias table ({merged sid: target sid}); None until loaded from globaldb
+        #: (rltwist.merge.aliases): nodes are sent no table before that
+        self.aliases: dict[int, int] | None = None
         self.runner = ShutdownRunner(self)
         self._monitor = LoopingCall(self._check_heartbeats)
         self._monitor.clock = node.reactor
@@ -179,7 +187,34 @@ class Masterflow(Service):
         node that missed broadcasts fetches (slaveflow's catch-up)."""
         return {"version": self.table_version, "nodes": self._addresses(),
                 "removed": sorted(self.removed), "login_open": self.login_open,
-                "login_seq": self._login_seq()}
+                "login_seq": self._login_seq(), **self._alias_entry()}
+
+    def _alias_entry(self) -> dict[str, Any]:
+        """``{"aliases": [[merged, target], ...]}`` once loaded, else nothing."""
+        if self.aliases is None:
+            return {}
+        return {"aliases": sorted([m, t] for m, t in self.aliases.items())}
+
+    def set_aliases(self, aliases: dict[int, int]) -> None:
+        """Install the region alias table (already persisted by the caller): master's own
+        routing, the name table's version (the heartbeats' catch-up) and a broadcast to
+        every node. ValueError (nothing changes) for a table routing refuses."""
+        self.node.cluster.routing.set_aliases(aliases)
+        changed = self.aliases != aliases
+        self.aliases = dict(aliases)
+        if not changed:
+            return
+        self._table_changed()
+        entry = self._alias_entry()["aliases"]
+        log.info("region aliases {aliases} (table version {version})", aliases=entry,
+                 version=self.table_version)
+        for record in self.nodes.values():
+            if record.state in HEARTBEATING:
+                try:
+                    self.node.cluster.send(record.name, "slaveflow", "set_aliases", entry)
+                except ClusterError as e:
+                    log.warn("cannot tell {name} the region aliases: {e} (it catches up at "
+                             "its next heartbeat)", name=record.name, e=e)
 
     def _addresses(self) -> dict[str, list[Any]]:
         table: dict[str, list[Any]] = {n: [r.host, r.port] for n, r in self.nodes.items()}
@@ -231,7 +266,7 @@ class Masterflow(Service):
             self.mark_stopping(name)
         reply = {"nodes": self._addresses(), "removed": sorted(self.removed),
                  "table_version": self.table_version, "login_open": self.login_open,
-                 "login_seq": self._login_seq()}
+                 "login_seq": self._login_seq(), **self._alias_entry()}
         if must_drop:
             reply["was_down"] = True
             log.warn("{name} registered while master counts it as gone (marked down, or left "

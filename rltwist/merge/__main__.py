@@ -1,0 +1,5 @@
+"""``python -m rltwist.merge`` is ``rl-merge``."""
+
+from rltwist.merge.cli import main
+
+main()
