@@ -14,10 +14,12 @@ answer — the saga on the source map (reserve on the target, remove, commit, th
 entry, each stored before the next), the role node's pull of the move (the player saved)
 and the read-back of the city on the new map. One warm-up move per player is not counted.
 
-Table: moves, p50/p90/p99/max ms. JSON keys: ``move_city_p50_ms``, ``move_city_p99_ms``,
-``moves``, ``target_p99_ms`` (50), plus the machine. This file stands alone because
-bench/regions.py (region merge) is not on main yet; its keys are the ones that file is to
-report. Other work on a shared machine moves latencies; the load average is printed.
+Table: moves, p50/p90/p99/max ms. JSON keys: ``move_city_p50_ms``, ``move_city_p99_ms``
+(also ``move_city_p90_ms``, ``move_city_max_ms``, ``move_city_moves``,
+``move_city_players``, ``move_city_target_p99_ms`` = 50), plus the machine.
+``bench/regions.py`` runs the same measurement (:func:`measure`) for its move-city part;
+this file runs it alone. Other work on a shared machine moves latencies; the load average
+is printed.
 """
 
 from __future__ import annotations
@@ -124,10 +126,10 @@ async def ready(reactor: Any, url: str, timeout: float) -> bool:
         await client.disconnect()
 
 
-async def main(reactor: Any, args: argparse.Namespace) -> int:
-    workdir = Path(tempfile.mkdtemp(prefix="rl-movecity-bench-", dir=args.dir))
-    say(f"machine: {os.cpu_count()} CPUs, load average "
-        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; work directory {workdir}")
+async def measure(reactor: Any, workdir: Path, players: int, moves: int) -> dict[str, Any]:
+    """Start the cluster under *workdir*, log *players* region-2 players in and time
+    *moves* moves each (one at a time); the figures (module docstring), cluster stopped.
+    ``bench/regions.py`` calls this for its move-city part."""
     redis = RedisServer(directory=workdir / "redis")
     await redis.start()
     overrides: dict[str, dict[str, Any]] = {
@@ -146,7 +148,7 @@ async def main(reactor: Any, args: argparse.Namespace) -> int:
             raise RuntimeError("master did not set is_available with role1 and role2 "
                                "registered within 30s")
         login = (lc.node_config("login1")["host"], lc.node_config("login1")["client_port"])
-        for i in range(args.players):
+        for i in range(players):
             conns.append(await play(reactor, f"m{os.getpid()}x{i}", login))
         for c in conns:  # warm-up: the city placed, one move there and back
             r = await c.request(pb.MapMyCity())
@@ -156,39 +158,53 @@ async def main(reactor: Any, args: argparse.Namespace) -> int:
             await move(c, 2)
         samples: list[float] = []
         where = {id(c): 2 for c in conns}
-        for _ in range(args.moves):
+        for _ in range(moves):
             for c in conns:
                 target = 1 if where[id(c)] == 2 else 2
                 samples.append(await move(c, target))
                 where[id(c)] = target
-        ms = [s * 1000 for s in samples]
-        result = {
-            "move_city_p50_ms": pct(ms, 50), "move_city_p99_ms": pct(ms, 99),
-            "move_city_p90_ms": pct(ms, 90), "move_city_max_ms": max(ms),
-            "moves": len(ms), "players": len(conns), "target_p99_ms": TARGET_P99_MS,
-            "quick": args.quick,
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                        "loadavg": [round(x, 2) for x in os.getloadavg()]}}
-        say("")
-        say(f"{'row':<10} {'players':>7} {'moves':>6} {'p50 ms':>8} {'p90 ms':>8} "
-            f"{'p99 ms':>8} {'max ms':>8}  target p99")
-        say(f"{'move_city':<10} {len(conns):>7} {len(ms):>6} "
-            f"{fmt(result['move_city_p50_ms']):>8} {fmt(result['move_city_p90_ms']):>8} "
-            f"{fmt(result['move_city_p99_ms']):>8} {fmt(result['move_city_max_ms']):>8}  "
-            f"<= {TARGET_P99_MS:g} ms")
-        say(f"load average {' '.join(str(x) for x in result['machine']['loadavg'])}")
-        if args.json:
-            Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-            say(f"wrote {args.json}")
-        return 0
     finally:
         for c in conns:
             if c.transport is not None:
                 c.transport.loseConnection()
         await lc.stop_all()
         await redis.stop()
+    ms = [s * 1000 for s in samples]
+    return {"move_city_p50_ms": pct(ms, 50), "move_city_p99_ms": pct(ms, 99),
+            "move_city_p90_ms": pct(ms, 90), "move_city_max_ms": max(ms),
+            "move_city_moves": len(ms), "move_city_players": len(conns),
+            "move_city_target_p99_ms": TARGET_P99_MS}
+
+
+def print_row(result: dict[str, Any]) -> None:
+    """The move-city table (header and row)."""
+    say(f"{'row':<10} {'players':>7} {'moves':>6} {'p50 ms':>8} {'p90 ms':>8} "
+        f"{'p99 ms':>8} {'max ms':>8}  target p99")
+    say(f"{'move_city':<10} {result['move_city_players']:>7} "
+        f"{result['move_city_moves']:>6} {fmt(result['move_city_p50_ms']):>8} "
+        f"{fmt(result['move_city_p90_ms']):>8} {fmt(result['move_city_p99_ms']):>8} "
+        f"{fmt(result['move_city_max_ms']):>8}  <= {TARGET_P99_MS:g} ms")
+
+
+async def main(reactor: Any, args: argparse.Namespace) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="rl-movecity-bench-", dir=args.dir))
+    say(f"machine: {os.cpu_count()} CPUs, load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; work directory {workdir}")
+    try:
+        result: dict[str, Any] = await measure(reactor, workdir, args.players, args.moves)
+    finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
+    result.update(quick=args.quick, machine={
+        "cpus": os.cpu_count(), "python": platform.python_version(),
+        "loadavg": [round(x, 2) for x in os.getloadavg()]})
+    say("")
+    print_row(result)
+    say(f"load average {' '.join(str(x) for x in result['machine']['loadavg'])}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        say(f"wrote {args.json}")
+    return 0
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
