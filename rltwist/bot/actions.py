@@ -377,3 +377,31 @@ def _map_clear(bot: BotIdentity) -> Message:
 @action("map_my_city", "Ask for the bot's city and its map (placed at the first entry)")
 def _map_my_city(bot: BotIdentity) -> Message:
     return pb.MapMyCity()
+
+
+# -- regions: moving a city --
+
+
+def _move_target(bot: BotIdentity, answer: Message) -> Message | None:
+    """MoveCity to the other of regions 1 and the bot's birth region (region 2 for bots
+    born in region 1): a bot born in region 2 moves to map 1 and back, one born in
+    region 1 to map 2 and back; any free tile."""
+    info = getattr(answer, "info", None)
+    if info is None or not info.map_id:
+        return None
+    from rltwist.cluster.routing import birth_region
+
+    birth = birth_region(bot.userid)
+    away = 1 if birth != 1 else 2
+    return pb.MoveCity(target_sid=away if info.map_id == birth else birth)
+
+
+@action("move_city", "Move the bot's city between its birth region's map and map 1 (map 2 "
+        "for bots of region 1), any free tile (MapMyCity, then MoveCity); a move costs "
+        "etc/game/movecity.toml's cost, so MOVE_NO_RESOURCES is expected for bots without "
+        "it and RETRY_LATER while a target map is unreachable",
+        ok_codes=frozenset({pb.ErrorCode.OK, pb.ErrorCode.MOVE_NO_RESOURCES,
+                            pb.ErrorCode.RETRY_LATER}),
+        then=_move_target)
+def _move_city(bot: BotIdentity) -> Message:
+    return pb.MapMyCity()

@@ -428,6 +428,25 @@ def validate_world(table: Any) -> Iterator[tuple[str, str]]:
         yield from _positive_int(monsters, "respawn_seconds", "monsters.", 0, 86400 * 30)
 
 
+def validate_movecity(table: Any) -> Iterator[tuple[str, str]]:
+    """Check ``movecity``: ``[cost]`` maps resources to amounts >= 0 (docs/world.md
+    "Moving a city")."""
+    if not isinstance(table, Mapping):
+        yield "", "must be a table"
+        return
+    for key in sorted(set(table) - {"cost"}):
+        yield key, "unknown key; use ['cost']"
+    cost = table.get("cost", {})
+    if not isinstance(cost, Mapping):
+        yield "cost", "must be a table of resource = amount"
+        return
+    for res, amount in cost.items():
+        if res not in RESOURCES:
+            yield f"cost.{res}", f"unknown resource; use {list(RESOURCES)}"
+        elif type(amount) is not int or not 0 <= amount <= 2**40:
+            yield f"cost.{res}", "must be an integer 0..2**40"
+
+
 VALIDATORS: dict[str, Validator] = {
     "name_rules": validate_name_rules,
     "building_costs": validate_building_costs,
@@ -453,4 +472,7 @@ VALIDATORS: dict[str, Validator] = {
 
     # -- world map --
     "world": validate_world,
+
+    # -- regions: moving a city --
+    "movecity": validate_movecity,
 }

@@ -141,6 +141,10 @@ class World(Service):
         self._save_loop = task.LoopingCall(self._save_round)
         self._save_loop.clock = self.clock
         self._refresh_call: Any = None
+        #: ``fn(userid) -> code`` (0: none) asked before placing a new city: the move-city
+        #: saga answers RETRY_LATER for a player whose city is leaving or has left this
+        #: map and who has not taken the move yet (a second city must not appear here)
+        self.placement_guard: Callable[[int], int] | None = None
         self.state.listeners.append(self._changed)
         if self.backend is None:
             self._loaded()
@@ -234,6 +238,10 @@ class World(Service):
         _check_id(userid)
         await self.ready
         city = self.state.city_of(userid)
+        if city is None and self.placement_guard is not None:
+            refused = self.placement_guard(userid)
+            if refused:
+                return {"code": int(refused), "map_id": self.map_id}
         if city is None:
             spacing = DEFAULT_SPACING
             table = self.tables()
@@ -309,8 +317,129 @@ class World(Service):
     # -- terrain ----------------------------------------------------------------------------
 
     def is_blocked(self, x: int, y: int) -> bool:
-        """Whether tile (x, y) of this map is water or mountain."""
+        """Whether tile (x, y) of this map is water or mountain, or reserved for a city
+        moving here (placement and spawns pass it over)."""
+        reserved = self.meta.get("reserved")
+        if reserved and any(r[0] == x and r[1] == y for r in reserved.values()):
+            return True
         return blocked(self.seed, x, y)
+
+    # -- moving a city here (the move-city saga; docs/world.md "Moving a city") -------------
+
+    def reservations(self) -> dict[str, list[int]]:
+        """``{saga id: [x, y, userid]}``: tiles reserved for cities moving here."""
+        return {k: list(v) for k, v in (self.meta.get("reserved") or {}).items()}
+
+    def check_tile(self, x: int, y: int) -> int:
+        """0 if a moving city may be put on tile (x, y), else its refusal code."""
+        if not self.state.inside(x, y):
+            return int(E.MOVE_TILE_OUTSIDE)
+        if blocked(self.seed, x, y):
+            return int(E.MOVE_TILE_BLOCKED)
+        if self.state.at(x, y) is not None or self.is_blocked(x, y):
+            return int(E.MOVE_TILE_TAKEN)
+        return 0
+
+    async def reserve(self, key: str, userid: int, x: int, y: int) -> dict[str, Any]:
+        """Reserve tile (x, y) (both 0: the next free tile of the city spiral) for the
+        city of *userid* moving here in saga *key*; stored before OK. Idempotent by
+        *key* (the same tile again; OK too once committed). ``{"code", "x", "y"}``."""
+        _check_id(userid)
+        await self.ready
+        reserved = self.reservations()
+        if key in reserved:
+            rx, ry, _ = reserved[key]
+        else:
+            city = self.state.city_of(userid)
+            if city is not None:
+                if city.get("moved_by") == key:  # committed already
+                    return {"code": int(E.OK), "x": city["x"], "y": city["y"]}
+                return {"code": int(E.MOVE_BAD_REGION), "x": 0, "y": 0}
+            if x == 0 and y == 0:
+                spacing = DEFAULT_SPACING
+                table = self.tables()
+                if table is not None:
+                    spacing = int(table["cities"]["spacing"])
+                placed = world_system.place_city(
+                    self.state, self.seed, int(self.meta.get("city_cursor", 0)), spacing,
+                    self.is_blocked)
+                if placed is None:
+                    return {"code": int(E.MAP_FULL), "x": 0, "y": 0}
+                rx, ry, cursor = placed
+                self.meta["city_cursor"] = cursor
+            else:
+                code = self.check_tile(x, y)
+                if code:
+                    return {"code": code, "x": x, "y": y}
+                rx, ry = x, y
+            reserved[key] = [rx, ry, int(userid)]
+            self.meta["reserved"] = reserved
+        if not await self.save_now([]):  # meta (with the reservation) goes with every save
+            return {"code": int(E.RETRY_LATER), "x": rx, "y": ry}
+        return {"code": int(E.OK), "x": rx, "y": ry}
+
+    async def commit(self, key: str, userid: int, attrs: Mapping[str, Any]
+                     ) -> dict[str, Any]:
+        """Turn reservation *key* into the city of *userid* (name, level... from
+        *attrs*); stored before OK. Idempotent: OK with the city once it is here.
+        Without the reservation (never the case in a saga) the city goes on the next
+        free tile. ``{"code", "city": MapEntity bytes}``."""
+        _check_id(userid)
+        await self.ready
+        city = self.state.city_of(userid)
+        if city is None:
+            reserved = self.reservations()
+            spot = reserved.pop(key, None)
+            if spot is None:
+                placed = world_system.place_city(
+                    self.state, self.seed, int(self.meta.get("city_cursor", 0)),
+                    DEFAULT_SPACING, self.is_blocked)
+                if placed is None:
+                    return {"code": int(E.MAP_FULL)}
+                spot = [placed[0], placed[1], userid]
+                self.meta["city_cursor"] = placed[2]
+            keep = {k: v for k, v in attrs.items()
+                    if k not in ("kind", "x", "y", "owner", "moved_by")}
+            self.meta["reserved"] = reserved
+            city = Entity(self.new_id(), self._fresh_version(),
+                          {**keep, "kind": "city", "x": int(spot[0]), "y": int(spot[1]),
+                           "owner": int(userid), "moved_by": key})
+            self.state.add(city)
+            log.info("map {map}: city of {userid} moved here at ({x}, {y}) (move {key})",
+                     map=self.map_id, userid=userid, x=spot[0], y=spot[1], key=key)
+        elif key in (self.meta.get("reserved") or {}):
+            reserved = self.reservations()
+            reserved.pop(key)
+            self.meta["reserved"] = reserved
+        if not await self.save_now([city]):
+            return {"code": int(E.RETRY_LATER)}
+        return {"code": int(E.OK), "city": bytes(entity_pb(city).SerializeToString())}
+
+    async def release(self, key: str) -> bool:
+        """Drop reservation *key* (a move that will not come); True once stored."""
+        await self.ready
+        reserved = self.reservations()
+        if reserved.pop(key, None) is None:
+            return True
+        self.meta["reserved"] = reserved
+        return await self.save_now([])
+
+    async def remove_city(self, userid: int) -> dict[str, Any] | None:
+        """Take *userid*'s city off this map and store its removal (the tombstone);
+        the city's attributes, or None if it had none here. Raises if the removal was
+        not stored (the caller retries: the removal itself is idempotent)."""
+        await self.ready
+        city = self.state.city_of(userid)
+        attrs = dict(city.attrs) if city is not None else None
+        if city is not None:
+            self.remove_entity(int(city.id))
+            tomb = self.tombstones.get(int(city.id))
+            if not await self.save_now([tomb] if tomb is not None else []):
+                # put back: a removal in memory only would be undone by a crash anyway,
+                # and the map must not show a city gone that storage still has
+                self.add_entity(city)
+                raise RuntimeError(f"map {self.map_id}: removal of city {city.id} not stored")
+        return attrs
 
     # -- resource points and monsters: the one refresh timer -------------------------------
 

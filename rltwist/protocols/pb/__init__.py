@@ -11,7 +11,7 @@ from .mail_pb2 import GiftSend, Mail, MailClaim, MailDelete, MailList, MailNotif
 from .map_pb2 import MapEntity, MapEntityKind, MapInfo, MapMyCity, MapNotify, MapView, MapViewClear, MarchLine, MarchState, MarchType
 from .march_pb2 import BattleReportNotify, MarchEvent, MarchInfo, MarchList, MarchNotify, MarchRecall, MarchStart, MarchTargets, TroopCount
 from .player_pb2 import PlayerBasics, Rename
-from .region_pb2 import RegionInfo, RegionList
+from .region_pb2 import MoveCity, RegionInfo, RegionList
 
 #: Every generated module, for the message id registry.
 MODULES = (activity_pb2, chat_pb2, errors_pb2, friend_pb2, guild_pb2, login_pb2, mail_pb2, map_pb2, march_pb2, options_pb2, player_pb2, region_pb2)
@@ -90,6 +90,7 @@ __all__ = [
     "MarchState",
     "MarchTargets",
     "MarchType",
+    "MoveCity",
     "PlayerBasics",
     "RegionInfo",
     "RegionList",

@@ -63,6 +63,12 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MARCH_NO_CITY: _ClassVar[ErrorCode]
     MARCH_NOT_FOUND: _ClassVar[ErrorCode]
     MARCH_ALREADY_RETURNING: _ClassVar[ErrorCode]
+    MOVE_MARCHES_OUT: _ClassVar[ErrorCode]
+    MOVE_TILE_TAKEN: _ClassVar[ErrorCode]
+    MOVE_TILE_BLOCKED: _ClassVar[ErrorCode]
+    MOVE_TILE_OUTSIDE: _ClassVar[ErrorCode]
+    MOVE_BAD_REGION: _ClassVar[ErrorCode]
+    MOVE_NO_RESOURCES: _ClassVar[ErrorCode]
 OK: ErrorCode
 BAD_TOKEN: ErrorCode
 LOGIN_IN_PROGRESS: ErrorCode
@@ -120,3 +126,9 @@ MARCH_TOO_FAR: ErrorCode
 MARCH_NO_CITY: ErrorCode
 MARCH_NOT_FOUND: ErrorCode
 MARCH_ALREADY_RETURNING: ErrorCode
+MOVE_MARCHES_OUT: ErrorCode
+MOVE_TILE_TAKEN: ErrorCode
+MOVE_TILE_BLOCKED: ErrorCode
+MOVE_TILE_OUTSIDE: ErrorCode
+MOVE_BAD_REGION: ErrorCode
+MOVE_NO_RESOURCES: ErrorCode

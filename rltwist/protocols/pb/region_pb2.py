@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from . import errors_pb2 as errors__pb2
+from . import map_pb2 as map__pb2
 from . import options_pb2 as options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0cregion.proto\x12\x02rl\x1a\x0c\x65rrors.proto\x1a\roptions.proto\",\n\nRegionInfo\x12\x0b\n\x03sid\x18\x01 \x01(\r\x12\x11\n\topened_ms\x18\x02 \x01(\x04\"r\n\nRegionList\x1a]\n\x08Response\x12\x1b\n\x04\x63ode\x18\x01 \x01(\x0e\x32\r.rl.ErrorCode\x12\x1f\n\x07regions\x18\x02 \x03(\x0b\x32\x0e.rl.RegionInfo\x12\x13\n\x0brecommended\x18\x03 \x01(\r:\x05\x88\xb5\x18\xb0\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0cregion.proto\x12\x02rl\x1a\x0c\x65rrors.proto\x1a\tmap.proto\x1a\roptions.proto\",\n\nRegionInfo\x12\x0b\n\x03sid\x18\x01 \x01(\r\x12\x11\n\topened_ms\x18\x02 \x01(\x04\"r\n\nRegionList\x1a]\n\x08Response\x12\x1b\n\x04\x63ode\x18\x01 \x01(\x0e\x32\r.rl.ErrorCode\x12\x1f\n\x07regions\x18\x02 \x03(\x0b\x32\x0e.rl.RegionInfo\x12\x13\n\x0brecommended\x18\x03 \x01(\r:\x05\x88\xb5\x18\xb0\t\"\x91\x01\n\x08MoveCity\x12\x12\n\ntarget_sid\x18\x01 \x01(\r\x12\t\n\x01x\x18\x02 \x01(\r\x12\t\n\x01y\x18\x03 \x01(\r\x1aT\n\x08Response\x12\x1b\n\x04\x63ode\x18\x01 \x01(\x0e\x32\r.rl.ErrorCode\x12\x0e\n\x06map_id\x18\x02 \x01(\r\x12\x1b\n\x04\x63ity\x18\x03 \x01(\x0b\x32\r.rl.MapEntity:\x05\x88\xb5\x18\xb1\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,10 +36,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REGIONLIST']._loaded_options = None
   _globals['_REGIONLIST']._serialized_options = b'\210\265\030\260\t'
-  _globals['_REGIONINFO']._serialized_start=49
-  _globals['_REGIONINFO']._serialized_end=93
-  _globals['_REGIONLIST']._serialized_start=95
-  _globals['_REGIONLIST']._serialized_end=209
-  _globals['_REGIONLIST_RESPONSE']._serialized_start=109
-  _globals['_REGIONLIST_RESPONSE']._serialized_end=202
+  _globals['_MOVECITY']._loaded_options = None
+  _globals['_MOVECITY']._serialized_options = b'\210\265\030\261\t'
+  _globals['_REGIONINFO']._serialized_start=60
+  _globals['_REGIONINFO']._serialized_end=104
+  _globals['_REGIONLIST']._serialized_start=106
+  _globals['_REGIONLIST']._serialized_end=220
+  _globals['_REGIONLIST_RESPONSE']._serialized_start=120
+  _globals['_REGIONLIST_RESPONSE']._serialized_end=213
+  _globals['_MOVECITY']._serialized_start=223
+  _globals['_MOVECITY']._serialized_end=368
+  _globals['_MOVECITY_RESPONSE']._serialized_start=277
+  _globals['_MOVECITY_RESPONSE']._serialized_end=361
 # @@protoc_insertion_point(module_scope)

@@ -1,4 +1,5 @@
 from . import errors_pb2 as _errors_pb2
+from . import map_pb2 as _map_pb2
 from . import options_pb2 as _options_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -28,3 +29,22 @@ class RegionList(_message.Message):
         recommended: int
         def __init__(self, code: _Optional[_Union[_errors_pb2.ErrorCode, str]] = ..., regions: _Optional[_Iterable[_Union[RegionInfo, _Mapping]]] = ..., recommended: _Optional[int] = ...) -> None: ...
     def __init__(self) -> None: ...
+
+class MoveCity(_message.Message):
+    __slots__ = ("target_sid", "x", "y")
+    class Response(_message.Message):
+        __slots__ = ("code", "map_id", "city")
+        CODE_FIELD_NUMBER: _ClassVar[int]
+        MAP_ID_FIELD_NUMBER: _ClassVar[int]
+        CITY_FIELD_NUMBER: _ClassVar[int]
+        code: _errors_pb2.ErrorCode
+        map_id: int
+        city: _map_pb2.MapEntity
+        def __init__(self, code: _Optional[_Union[_errors_pb2.ErrorCode, str]] = ..., map_id: _Optional[int] = ..., city: _Optional[_Union[_map_pb2.MapEntity, _Mapping]] = ...) -> None: ...
+    TARGET_SID_FIELD_NUMBER: _ClassVar[int]
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    target_sid: int
+    x: int
+    y: int
+    def __init__(self, target_sid: _Optional[int] = ..., x: _Optional[int] = ..., y: _Optional[int] = ...) -> None: ...
