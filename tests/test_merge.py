@@ -327,6 +327,35 @@ class MergeEngineMixin:
         self.assertEqual(sorted((await r1.get("marchbooks", other))["components"]["ledger"]),
                          ["march-m2n5"])
 
+    async def test_city_moves_finished_are_dropped_unfinished_ones_refuse(self) -> None:
+        w = await self.world(10)
+        r1, r2, s1, s2 = w["r1"], w["r2"], w["s1"], w["s2"]
+
+        def saga(userid: int, step: str, ledger: dict[str, Any]) -> dict[str, Any]:
+            return {"_id": userid, "version": 0, "components": {"ledger": ledger},
+                    "attrs": {"saga": {"id": "r1", "userid": userid, "step": step,
+                                       "src": 2, "dst": 1, "x": 5, "y": 5}}}
+
+        # a move from map 2 whose transfer the player has not taken yet: live
+        mover = s2.userids[2]
+        await r2.upsert("movecity", mover, saga(mover, "done", {
+            "movecity2-ab": {"kind": "movecity", "items": {"mapid": 1}}}))
+        try:
+            await Merger(r2, r1, w["roledb"], 2, 1).run()
+        except MergeRefused as e:
+            self.assertIn("moves of cities", str(e))
+            self.assertIn(str(mover), str(e))
+        else:
+            self.fail("an unfinished move of a city did not refuse the merge")
+        self.assertNotIn(JOURNAL, await r1.collections())
+        # taken by the player (and a failed one, and one of the target's own): history only
+        await r2.upsert("movecity", mover, saga(mover, "done", {}))
+        await r2.upsert("movecity", s2.userids[3], saga(s2.userids[3], "failed", {}))
+        await r1.upsert("movecity", s1.userids[3], saga(s1.userids[3], "done", {}))
+        await Merger(r2, r1, w["roledb"], 2, 1).run()
+        self.assertEqual([k for k, _ in await r1.find("movecity", {})], [s1.userids[3]])
+        self.assertEqual(await r2.collections(), [JOURNAL])
+
     async def test_marches_out_or_no_placement_refuse_before_writing(self) -> None:
         w = await self.world(20)
         await self.world_maps(w)

@@ -84,6 +84,7 @@ MAILBOX = "mailbox"
 CHANNELS = "chat_channels"  # the map's region chat channel, "region<sid>"
 CHAT_HISTORY = 50  # etc/game/chat.toml history: messages a channel keeps
 MARCHBOOKS = "marchbooks"  # the map's per-player books of marches (troops coming home)
+MOVECITY = "movecity"  # rltwist.nodes.map.movecity.COLLECTION: sagas of cities moved away
 WORLD = "world"  # rltwist.nodes.map.world.COLLECTION: one document per world entity
 WORLD_META = "meta"
 
@@ -278,6 +279,19 @@ class Merger:
             docs = await self.source.find(coll, {})
             counts[coll] = len(docs)
             self.progress("plan", coll, len(docs), len(docs))
+            if coll == MOVECITY:
+                live = [k for k, d in docs if _move_live(d)]
+                # a move of the target's whose destination is the merged map: its saga
+                # would commit on a map that no longer exists
+                live += [k for k, d in await self.target.find(coll, {})
+                         if _move_live(d) and _saga(d).get("dst") == self.from_sid]
+                if live:
+                    raise MergeRefused(
+                        f"moves of cities are not finished for players {sorted(live)[:10]} "
+                        "(nothing was written): start both regions' map nodes until the "
+                        "sagas end and the players took their moves (they do at their next "
+                        "login), then stop them and merge again")
+                continue
             if coll in (NAMES, GUILD_NAMES, WORLD, MARCHBOOKS):
                 continue
             if coll == MAILBOX:
@@ -572,6 +586,8 @@ class Merger:
             if coll == WORLD:
                 await self._write(coll, self._world_ops(plan, docs))
                 continue
+            if coll == MOVECITY:  # finished moves only (the plan refused live ones): history
+                continue
             if coll == CHANNELS:
                 await self._write(coll, await self._channel_ops(docs))
                 continue
@@ -701,9 +717,22 @@ class Merger:
 
 #: collections of the region database with ids unique across regions (userids, guildids,
 #: create ids, keys naming their region): copied unchanged after the conflict check
-_KNOWN = frozenset({ROLECITY, NAMES, GUILDS, GUILD_NAMES, MAILBOX, WORLD, MARCHBOOKS,
+_KNOWN = frozenset({ROLECITY, NAMES, GUILDS, GUILD_NAMES, MAILBOX, WORLD, MARCHBOOKS, MOVECITY,
                     "guild_creates",
                     "chat_private", "chat_channels", "friend_outbox"})
+
+
+def _saga(doc: dict[str, Any]) -> dict[str, Any]:
+    return (doc.get("attrs") or {}).get("saga") or {}
+
+
+def _move_live(doc: dict[str, Any]) -> bool:
+    """A move-city saga document that still matters: the saga runs, or it is done but the
+    player has not taken its transfer yet (rltwist.nodes.map.movecity)."""
+    step = _saga(doc).get("step")
+    if step is None or step == "failed":
+        return False
+    return step != "done" or bool((doc.get("components") or {}).get("ledger"))
 
 
 def _union(held: dict[str, Any] | None, doc: dict[str, Any]) -> dict[str, Any]:
