@@ -19,12 +19,15 @@ from rltwist.chaos.ledger import (
     BASE_OIL,
     FAILED,
     GIFT_TITLE,
+    INITIAL_TROOPS,
+    MARCH_CAPACITY,
     OK,
     UNKNOWN,
     GuildSeen,
     Ledger,
     Loss,
     MailSeen,
+    MarchSeen,
     Observed,
     healing,
     subset_sums,
@@ -366,6 +369,75 @@ class GlobalMail(unittest.TestCase):
         [loss] = led.check(self.state(("g1",), ("g1", "r2", "g3", "g3")))
         self.assertEqual((loss.userid, loss.what), (V, "doubled"))
         self.assertFalse(healing([loss]))
+
+
+HOME = tuple(sorted(INITIAL_TROOPS.items()))
+ONE_OUT = tuple(sorted({**INITIAL_TROOPS, "infantry": INITIAL_TROOPS["infantry"] - 1}.items()))
+ONE = (("infantry", 1),)
+
+
+class Marches(unittest.TestCase):
+    """Gather marches: every troop is home or in a march in flight, and the final load
+    a recall answered is credited once when the march is home."""
+
+    def ledger(self) -> Ledger:
+        led = Ledger()
+        led.record("march", U, "start", OK, "f", march_id=5, troops={"infantry": 1})
+        return led
+
+    def test_in_flight_or_home_and_credited_once(self) -> None:
+        led = self.ledger()
+        # in flight: one infantry out, nothing credited yet
+        flying = Observed(U, troops=ONE_OUT, marches=(MarchSeen(5, ONE),))
+        self.assertEqual(led.check({U: flying}), [])
+        led.record("march", U, "recall", OK, "f", march_id=5, load={"food": 7})
+        # on its way home with its final load: not credited yet either
+        self.assertEqual(led.check({U: flying}), [])
+        home = Observed(U, troops=HOME, food=BASE_FOOD + 7)
+        self.assertEqual(led.check({U: home}), [])
+
+    def test_a_lost_march_credit_is_a_violation(self) -> None:
+        led = self.ledger()
+        led.record("march", U, "recall", OK, "f", march_id=5, load={"gold": 9})
+        # the march left the map, the troops and the load never reached the player
+        [gold, troops] = sorted(led.check({U: Observed(U, troops=ONE_OUT)}),
+                                key=lambda x: x.kind)
+        self.assertEqual((gold.kind, gold.what), ("grant", "lost"))
+        self.assertEqual((troops.kind, troops.what), ("march", "lost"))
+        self.assertIn("infantry: 999 home + 0 in 0 marches", troops.detail)
+        self.assertTrue(healing([troops, gold]))  # a late homecoming: looked at again
+
+    def test_a_doubled_march_credit_is_a_violation(self) -> None:
+        led = self.ledger()
+        led.record("march", U, "recall", OK, "f", march_id=5, load={"oil": 4})
+        twice = tuple(sorted({**INITIAL_TROOPS, "infantry": INITIAL_TROOPS["infantry"] + 1}
+                             .items()))
+        losses = led.check({U: Observed(U, troops=twice, oil=BASE_OIL + 8)})
+        self.assertEqual({(x.kind, x.what) for x in losses},
+                         {("march", "doubled"), ("gift", "mismatch")})
+        self.assertFalse(healing(losses))
+        # credited while still listed in flight: troops counted twice
+        losses = led.check({U: Observed(U, troops=HOME, oil=BASE_OIL + 4,
+                                        marches=(MarchSeen(5, ONE),))})
+        self.assertEqual({(x.kind, x.what) for x in losses},
+                         {("march", "doubled"), ("gift", "mismatch")})
+
+    def test_a_load_never_answered_is_a_bounded_range(self) -> None:
+        led = Ledger()
+        led.record("march", U, "start", UNKNOWN, "f", "timeout")
+        home = Observed(U, troops=HOME)
+        for food in (0, 3, MARCH_CAPACITY):
+            self.assertEqual(led.check({U: attrs.evolve(home, food=BASE_FOOD + food)}), [])
+        [loss] = led.check({U: attrs.evolve(home, food=BASE_FOOD + MARCH_CAPACITY + 1)})
+        self.assertEqual((loss.kind, loss.what), ("claim", "doubled"))
+        # the bot found the march in MarchList and its recall answered: exact again
+        led.record("march", U, "recall", OK, "f", march_id=6, load={})
+        [loss] = led.check({U: attrs.evolve(home, food=BASE_FOOD + 3)})
+        self.assertEqual((loss.kind, loss.what), ("claim", "doubled"))
+
+    def test_troops_not_observed_for_a_marching_player_is_reported(self) -> None:
+        [loss] = self.ledger().check({U: Observed(U)})
+        self.assertEqual((loss.kind, loss.what), ("march", "mismatch"))
 
 
 class Checker(unittest.TestCase):
