@@ -8,9 +8,9 @@ quiet, renames itself now and then and (``social_p`` > 0, as in ``rl-chaos run``
 of the social operations that are durable at their OK: claims the food of a GM mail,
 gives oil to another bot, creates (every ``CREATOR_EVERY``-th bot, once), joins or leaves a
 guild, asks another bot to be friends or accepts a request, or sends one infantry to gather
-at a far resource point (``MarchTargets`` + ``MarchStart``) and recalls it ``MARCH_HOLD``
-seconds later (``MarchRecall``: its answer tells the final load, what the ledger expects
-credited when it is home). Every such operation goes into
+at a resource point (``MarchTargets`` + ``MarchStart``) and recalls it after a random hold
+in ``MARCH_HOLD`` (``MarchRecall``: its answer tells the final load, what the ledger
+expects credited when it is home). Every such operation goes into
 the :class:`Ledger` with its outcome. Errors are counted by code (``RETRY_LATER``,
 ``timeout``, ``kicked:...``) per fault window.
 """
@@ -55,9 +55,9 @@ DEFINITE_FAILURES = {
 #: may add, ``rltwist.chaos.ledger.MARCH_CAPACITY``) to a resource point this far at most
 MARCH_TROOPS = {"infantry": 1}
 MARCH_RADIUS = 30
-#: s a march travels before its bot recalls it (infantry: 1 tile/s, so it is recalled on
-#: its way out unless a fault delays the recall)
-MARCH_HOLD = 4.0
+#: s a march is out before its bot recalls it, drawn in this range (infantry: 1 tile/s,
+#: so a far one is recalled on its way out, a near one once it gathered and turned home)
+MARCH_HOLD = (2.0, 15.0)
 #: marches a bot keeps out at once
 MAX_MARCHES = 2
 #: chance per tick of a social operation while a fault hits some of them (``Env.focus``)
@@ -221,7 +221,7 @@ class ChaosBot:
         self.guildid: int | None = 0
         self.creator = index % CREATOR_EVERY == 0
         self.created = False
-        #: marches out whose final load no answer told yet: id -> monotonic start time
+        #: marches out whose final load no answer told yet: id -> monotonic time to recall
         self.marches: dict[int, float] = {}
         self.done: defer.Deferred[None] | None = None
 
@@ -286,8 +286,7 @@ class ChaosBot:
             social_p = FOCUS_SOCIAL_P if env.focus and env.social_p else env.social_p
             if not env.quiet and env.rng.random() < social_p:
                 await self.social(conn)
-            if not env.quiet and any(time.monotonic() - t >= MARCH_HOLD
-                                     for t in self.marches.values()):
+            if not env.quiet and any(time.monotonic() >= t for t in self.marches.values()):
                 await self.recall(conn)
 
     async def rename(self, conn: Conn) -> None:
@@ -435,8 +434,9 @@ class ChaosBot:
     # -- marches ----------------------------------------------------------------------
 
     async def march(self, conn: Conn) -> None:
-        """Send one infantry to gather at a resource point picked among the farther half
-        of those around the city (the march is recalled ``MARCH_HOLD`` s later)."""
+        """Send one infantry to gather at a resource point around the city (recalled after
+        a random hold in ``MARCH_HOLD``: on its way out when the point is far, with what it
+        gathered when it is near — both loads the recall answers)."""
         env = self.env
         found: Any = await conn.request(pb.MarchTargets(radius=MARCH_RADIUS,
                                                         around_city=True))
@@ -446,13 +446,14 @@ class ChaosBot:
         points = [t for t in found.targets if t.kind == pb.MapEntityKind.MAP_RESOURCE]
         if not points:
             return
-        p = env.rng.choice(points[len(points) // 2:])
+        p = env.rng.choice(points)
         troops = [pb.TroopCount(type=t, count=n) for t, n in MARCH_TROOPS.items()]
         r = await self._op("march", "start", conn, pb.MarchStart(
             type=pb.MarchType.MARCH_GATHER, target_x=p.x, target_y=p.y, troops=troops),
             troops=dict(MARCH_TROOPS), resource=p.resource)
         if r.code == E.OK and r.march.line.march_id:
-            self.marches[int(r.march.line.march_id)] = time.monotonic()
+            self.marches[int(r.march.line.march_id)] = (time.monotonic()
+                                                        + env.rng.uniform(*MARCH_HOLD))
         elif r.code != E.OK and r.code not in DEFINITE_FAILURES["march"]:
             # the start may have happened: MarchList (which sends it again) finds it
             await self.find_marches(conn)
@@ -468,11 +469,11 @@ class ChaosBot:
                 self.marches.setdefault(int(m.line.march_id), 0.0)
 
     async def recall(self, conn: Conn) -> None:
-        """Recall the marches out for ``MARCH_HOLD`` s; an answer that tells the final load
+        """Recall the marches whose hold is over; an answer that tells the final load
         (OK, MARCH_ALREADY_RETURNING) or that it is home (MARCH_NOT_FOUND) settles one."""
         now = time.monotonic()
         for mid, t in list(self.marches.items()):
-            if now - t < MARCH_HOLD:
+            if now < t:
                 continue
             r = await self._op("march", "recall", conn, pb.MarchRecall(march_id=mid),
                                march_id=mid)
