@@ -23,8 +23,8 @@ from __future__ import annotations
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter
 from twisted.internet import defer
@@ -40,10 +40,11 @@ from rltwist.game.errcode import ErrCode
 from rltwist.game.tables import RESOURCES
 from rltwist.metrics import bounded, code_name, precreate
 from rltwist.nodes.common.keylock import KeyedLock
+from rltwist.nodes.common.sharedatad import tables_or_none
 from rltwist.nodes.common.transfer import BadTransfer, Receiver
 from rltwist.nodes.master.gm import GMApi, HTTPError, _cluster_error, _parse_userid
 from rltwist.nodes.role.agent import ONLINE, PLAYERS, ROLEDB
-from rltwist.nodes.role.requests import after_auth, request
+from rltwist.nodes.role.requests import after_auth, as_request, request
 from rltwist.nodes.role.transfers import pull_from
 from rltwist.protocols import pb
 from rltwist.storage import StorageError
@@ -54,7 +55,6 @@ if TYPE_CHECKING:
 
 log = Logger()
 E = pb.ErrorCode
-T = TypeVar("T")
 
 mail_system = import_system("rltwist.game.mailsystem", service="gateway")
 role_system = import_system("rltwist.game.rolesystem", service="gateway")
@@ -106,15 +106,6 @@ def _count(counter: Any, *labels: str) -> None:
 
 _gift_locks = KeyedLock()
 """userid -> lock: one gift delivery pass per sender at a time (request, Auth, sweeper)."""
-
-
-def _tables() -> Mapping[str, Any] | None:
-    from rltwist.nodes.common.sharedatad import sharedata
-
-    try:
-        return sharedata().snapshot
-    except RuntimeError:
-        return None
 
 
 def _now_ms() -> int:
@@ -205,7 +196,7 @@ async def mail_send(gw: Gateway, player: Player, msg: pb.MailSend) -> pb.MailSen
 
 
 async def _mail_send(gw: Gateway, player: Player, msg: pb.MailSend) -> pb.MailSend.Response:
-    code = mail_system.check_send(msg.title, msg.body, _tables())
+    code = mail_system.check_send(msg.title, msg.body, tables_or_none())
     if code == E.OK:
         code = await _recipient_code(gw, player, msg.to_userid)
     if code != E.OK:
@@ -293,7 +284,7 @@ async def deliver_gifts(gw: Gateway, player: Player) -> int:
     entity = player.entity
     sender_name = entity.get("name") or ""
     delivered = 0
-    tables = _tables()
+    tables = tables_or_none()
     async with _gift_locks(player.userid):
         for gift in mail_system.pending_gifts(entity):
             if mail_system.gift_too_old(gift, _now_ms(), tables):
@@ -330,7 +321,7 @@ async def gift_send(gw: Gateway, player: Player, msg: pb.GiftSend) -> pb.GiftSen
 
 async def _gift_send(gw: Gateway, player: Player, msg: pb.GiftSend) -> pb.GiftSend.Response:
     items = dict(msg.items)
-    tables = _tables()
+    tables = tables_or_none()
     entity = player.entity
     code = mail_system.check_gift(entity, items, _now_ms(), tables)
     if code == E.OK:
@@ -352,16 +343,6 @@ async def _gift_send(gw: Gateway, player: Player, msg: pb.GiftSend) -> pb.GiftSe
 # -- after Auth, the sweeper -------------------------------------------------------------
 
 
-async def _as_request(player: Player, work: Awaitable[T]) -> T:
-    """Run *work* counted as one of the player's requests in flight, so a logout waits for
-    it before the final save (what it changed is saved with the player)."""
-    player.inflight += 1
-    try:
-        return await work
-    finally:
-        player.request_done()
-
-
 @after_auth
 async def resume_mail(gw: Gateway, player: Player) -> None:
     """Credit claims a crash left at the mail node, deliver gifts a crash left here: in
@@ -373,7 +354,7 @@ async def resume_mail(gw: Gateway, player: Player) -> None:
         if mail_system.pending_gifts(player.entity):
             await deliver_gifts(gw, player)
 
-    defer.Deferred.fromCoroutine(_as_request(player, resume())).addErrback(
+    defer.Deferred.fromCoroutine(as_request(player, resume())).addErrback(
         lambda f: log.failure("mail resume of {userid} failed", f, userid=player.userid))
 
 
@@ -390,7 +371,7 @@ class RoleGiftRetry:
         n = 0
         for player in list(self.gw.players.values()):
             if player.state == ONLINE and mail_system.pending_gifts(player.entity):
-                n += await _as_request(player, deliver_gifts(self.gw, player))
+                n += await as_request(player, deliver_gifts(self.gw, player))
         return n
 
     def sweep(self) -> defer.Deferred[int]:
@@ -492,7 +473,7 @@ class GiftSweeper(Service):
             self._indexed = True
         cluster = self.node.cluster
         online = getattr(cluster.services.get("rolecache"), "where", {})
-        tables = _tables()
+        tables = tables_or_none()
         n = 0
         for userid, doc in await db.find(PLAYERS, {PENDING_FIELD: True}, limit=self.PAGE):
             if not isinstance(userid, int) or userid in online \

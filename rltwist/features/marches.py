@@ -22,8 +22,8 @@ MarchList). What comes home is pulled from the map's ledger through
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -36,10 +36,11 @@ from rltwist.ecs import import_system
 from rltwist.ecs.entity import Entity
 from rltwist.game.errcode import ErrCode
 from rltwist.nodes.common import transfer
+from rltwist.nodes.common.sharedatad import tables_or_none
 from rltwist.nodes.common.transfer import BadTransfer, Receiver
 from rltwist.nodes.master.gm import GMApi, HTTPError, _cluster_error, _parse_userid
 from rltwist.nodes.role.agent import ONLINE, PLAYERS, ROLEDB
-from rltwist.nodes.role.requests import after_auth, request
+from rltwist.nodes.role.requests import after_auth, as_request, request
 from rltwist.nodes.role.transfers import pull_from
 from rltwist.protocols import pb
 from rltwist.storage import StorageError
@@ -50,7 +51,6 @@ if TYPE_CHECKING:
 
 log = Logger()
 E = pb.ErrorCode
-T = TypeVar("T")
 
 march_system = import_system("rltwist.game.marchsystem", service="gateway")
 role_system = import_system("rltwist.game.rolesystem", service="gateway")
@@ -60,15 +60,6 @@ START_LEDGER = "rolemarch"
 """Transfer ids of starts: ``rolemarch-<hex>``."""
 MARCH_TYPES = {pb.MarchType.MARCH_GATHER: "gather", pb.MarchType.MARCH_ATTACK: "attack"}
 MAX_RADIUS = 64
-
-
-def _tables() -> Mapping[str, Any] | None:
-    from rltwist.nodes.common.sharedatad import sharedata
-
-    try:
-        return sharedata().snapshot
-    except RuntimeError:
-        return None
 
 
 def _troops_pb(army: Mapping[str, int]) -> list[Any]:
@@ -167,7 +158,7 @@ async def march_start(gw: Gateway, player: Player,
         return pb.MarchStart.Response(code=E.BAD_REQUEST)
     req = {"type": mtype, "x": msg.target_x, "y": msg.target_y, "troops": troops}
     tid = transfer.new_transfer_id(START_LEDGER)
-    code = march_system.take_for_march(entity, tid, req, _tables())
+    code = march_system.take_for_march(entity, tid, req, tables_or_none())
     if code != E.OK:
         return pb.MarchStart.Response(code=code)
     crashpoint("before_march_take_save")
@@ -231,21 +222,11 @@ async def march_targets(gw: Gateway, player: Player,
 # -- after Auth, pulls -------------------------------------------------------------------
 
 
-async def _as_request(player: Player, work: Awaitable[T]) -> T:
-    """Run *work* counted as one of the player's requests in flight (a logout waits for
-    it before the final save)."""
-    player.inflight += 1
-    try:
-        return await work
-    finally:
-        player.request_done()
-
-
 @after_auth
 async def resume_marches(gw: Gateway, player: Player) -> None:
     """The initial troops (once, saved now), then in the background: unconfirmed starts
     sent again, what came home while offline pulled."""
-    if march_system.give_initial(player.entity, _tables()):
+    if march_system.give_initial(player.entity, tables_or_none()):
         await gw.saver.save([(player.entity, player.generation)])
 
     async def resume() -> None:
@@ -253,7 +234,7 @@ async def resume_marches(gw: Gateway, player: Player) -> None:
             await resend_starts(gw, player)
         await pull_returns(gw, player)
 
-    defer.Deferred.fromCoroutine(_as_request(player, resume())).addErrback(
+    defer.Deferred.fromCoroutine(as_request(player, resume())).addErrback(
         lambda f: log.failure("march resume of {userid} failed", f, userid=player.userid))
 
 
@@ -272,7 +253,7 @@ class MarchPull(Service):
         player = self.gw.players.get(userid)
         if player is None or player.state != ONLINE:
             return None
-        applied = await _as_request(player, pull_returns(self.gw, player))
+        applied = await as_request(player, pull_returns(self.gw, player))
         return [e["id"] for e in applied]
 
 

@@ -20,7 +20,7 @@ as ``config_errors``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +48,15 @@ def sharedata() -> ShareData:
         raise RuntimeError("no game config tables in this process: sharedatad is not "
                            "installed (rltwist.nodes.common.services.install_common)")
     return _CURRENT
+
+
+def tables_or_none() -> Mapping[str, Any] | None:
+    """The game tables in force in this process, or None where none are loaded (a unit
+    test's process, a tool): callers fall back to their defaults."""
+    try:
+        return sharedata().snapshot
+    except RuntimeError:
+        return None
 
 
 class Sharedatad(Service):

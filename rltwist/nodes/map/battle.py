@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from rltwist.cluster import ClusterError, Service, handler
 from rltwist.ecs import import_system
 from rltwist.nodes.common.reach import send_located
+from rltwist.nodes.common.sharedatad import tables_or_none
 from rltwist.protocols import pb
 
 log = Logger()
@@ -33,15 +34,6 @@ battles = import_system("rltwist.game.battlesystem", service="battle")
 MAIL_TRIES = 5
 MAIL_RETRY = 10.0
 CALL_TIMEOUT = 10.0
-
-
-def _tables() -> Mapping[str, Any] | None:
-    from rltwist.nodes.common.sharedatad import sharedata
-
-    try:
-        return sharedata().snapshot
-    except RuntimeError:
-        return None
 
 
 def _troops(army: Mapping[str, Any]) -> list[Any]:
@@ -91,7 +83,7 @@ class Battle(Service):
         """A battle's report (nothing changes)."""
         from rltwist.game.marchsystem import troop_table
 
-        tables = _tables()
+        tables = tables_or_none()
         result: dict[str, Any] = battles.fight(army, level, march_id, monster_id,
                                                troop_table(tables)["types"], tables)
         return result

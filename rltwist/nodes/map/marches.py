@@ -47,6 +47,7 @@ from rltwist.ecs.entity import Entity
 from rltwist.nodes.common import transfer
 from rltwist.nodes.common.keylock import KeyedLock
 from rltwist.nodes.common.saver import Saver
+from rltwist.nodes.common.sharedatad import tables_or_none
 from rltwist.nodes.map.scheduler import Scheduler
 from rltwist.nodes.map.state import entity_pb, march_pb
 from rltwist.protocols import pb
@@ -98,15 +99,6 @@ class MarchMetrics:
 
     def count(self, event: str) -> None:
         self.events.labels(event).inc()
-
-
-def _tables() -> Mapping[str, Any] | None:
-    from rltwist.nodes.common.sharedatad import sharedata
-
-    try:
-        return sharedata().snapshot
-    except RuntimeError:
-        return None
 
 
 def return_tid(map_id: int, march_id: int) -> str:
@@ -300,7 +292,7 @@ class MarchService(Service):
             return await self._start(userid, tid, request)
 
     async def _start(self, userid: int, tid: str, request: dict[str, Any]) -> dict[str, Any]:
-        tables = _tables()
+        tables = tables_or_none()
         city = self.state.city_of(userid)
         if city is None:
             return {"code": int(E.MARCH_NO_CITY), "march": None}
@@ -419,7 +411,7 @@ class MarchService(Service):
                            key: str | None = None) -> dict[str, Any]:
         """GM: give *userid* troops, online or offline (a ``troops`` transfer in the
         player's book, saved before the answer; *key* makes a retry idempotent)."""
-        types = _troop_types(_tables())
+        types = _troop_types(tables_or_none())
         if not troops or any(t not in types or type(n) is not int or n <= 0
                              for t, n in troops.items()):
             return {"code": int(E.BAD_REQUEST), "transfer_id": None}
@@ -478,9 +470,9 @@ class MarchService(Service):
             if (target is not None and target["kind"] == "resource"
                     and target.get("owner", 0) in (0, march["owner"])
                     and int(target.get("amount", 0) or 0) > 0
-                    and marches.room(march, _tables()) > 0):
+                    and marches.room(march, tables_or_none()) > 0):
                 self._occupy(target, march["owner"])
-                self._update(march, marches.stay(march, target, now, _tables()))
+                self._update(march, marches.stay(march, target, now, tables_or_none()))
                 self.scheduler.schedule(mid, march["due_ms"], GATHERED)
                 self._notify(march, "gathering")
                 return
@@ -502,7 +494,7 @@ class MarchService(Service):
         point = self.state.entities.get(int(march.get("target") or 0))
         if point is None or point["kind"] != "resource":
             return
-        tables = _tables()
+        tables = tables_or_none()
         want = marches.room(march, tables) if full else \
             marches.gathered_so_far(march, self.now_ms(), tables)
         got = self._take_resource(point, want) if want > 0 else 0
@@ -512,7 +504,7 @@ class MarchService(Service):
             self._occupy(point, 0)
 
     def _fight(self, march: Entity, monster: Entity, now: int) -> None:
-        tables = _tables()
+        tables = tables_or_none()
         report = battles.fight(march["army"], int(monster.get("level", 1) or 1),
                                int(march.id), int(monster.id), _troop_types(tables), tables)
         self.battles += 1

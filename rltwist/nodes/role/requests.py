@@ -29,7 +29,7 @@ therefore bound every wait.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.protobuf.message import Message
 from twisted.logger import Logger
@@ -48,6 +48,20 @@ AfterAuth = Callable[["Gateway", "Player"], Awaitable[Any]]
 REQUESTS: dict[type[Message], Handler] = {}
 """Request class -> its handler."""
 AFTER_AUTH: list[AfterAuth] = []
+
+
+T = TypeVar("T")
+
+
+async def as_request(player: Player, work: Awaitable[T]) -> T:
+    """Run *work* counted as one of the player's requests in flight, so a logout waits for
+    it before the final save (what it changed is saved with the player). For work a
+    feature starts outside a client request (after-Auth steps, sweepers, pulls)."""
+    player.inflight += 1
+    try:
+        return await work
+    finally:
+        player.request_done()
 
 
 def request(cls: type[Message]) -> Callable[[Handler], Handler]:
