@@ -68,6 +68,7 @@ GMAIL_EVERY = 40
 MARCH_WAIT = 30.0
 #: s: marches in flight at a map fault must have come home this long after its end
 MARCH_HOME_LIMIT = 60.0
+MARCH_POLL = 0.5  # s between two looks at a map's marches
 #: what the issue promises that the ledger does not cover, and why
 NOT_COVERED = [
     "attack marches and battle losses: the bots send gather marches only (a battle's "
@@ -637,11 +638,13 @@ class Run:
         if not bots:
             return {}
         deadline = time.monotonic() + MARCH_WAIT
-        while True:
+        # bounded by the clock and by the number of looks (each at least MARCH_POLL apart)
+        for _ in range(int(MARCH_WAIT / MARCH_POLL)):
             flying = await self._in_flight(name, bots)
             if flying or time.monotonic() > deadline:
                 return flying or {}
-            await self.h.sleep(0.5)
+            await self.h.sleep(MARCH_POLL)
+        return {}
 
     async def marches_after(self, name: str, flying: dict[int, int],
                             ref: dict[str, Any]) -> None:
@@ -658,12 +661,14 @@ class Run:
             return
         owners = [b for b in self._map_bots(name) if b.userid in set(flying.values())]
         deadline = ref["t_end"] + MARCH_HOME_LIMIT
-        while time.monotonic() < deadline:
+        for _ in range(int(MARCH_HOME_LIMIT / MARCH_POLL)):
+            if time.monotonic() > deadline:
+                break
             now = await self._in_flight(name, owners)
             if now is not None and not set(now) & set(flying):
                 ref["marches_home_s"] = round(time.monotonic() - ref["t_end"], 2)
                 return
-            await self.h.sleep(0.5)
+            await self.h.sleep(MARCH_POLL)
         ref.setdefault("violations", []).append(
             f"marches in flight on {name} at the fault not home within "
             f"{MARCH_HOME_LIMIT:g}s of its end")
