@@ -6,6 +6,7 @@ states are built by hand)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,15 @@ from rltwist.chaos.ledger import (
     BASE_OIL,
     FAILED,
     GIFT_TITLE,
+    INITIAL_TROOPS,
+    MARCH_CAPACITY,
     OK,
     UNKNOWN,
     GuildSeen,
     Ledger,
     Loss,
     MailSeen,
+    MarchSeen,
     Observed,
     healing,
     subset_sums,
@@ -368,6 +372,75 @@ class GlobalMail(unittest.TestCase):
         self.assertFalse(healing([loss]))
 
 
+HOME = tuple(sorted(INITIAL_TROOPS.items()))
+ONE_OUT = tuple(sorted({**INITIAL_TROOPS, "infantry": INITIAL_TROOPS["infantry"] - 1}.items()))
+ONE = (("infantry", 1),)
+
+
+class Marches(unittest.TestCase):
+    """Gather marches: every troop is home or in a march in flight, and the final load
+    a recall answered is credited once when the march is home."""
+
+    def ledger(self) -> Ledger:
+        led = Ledger()
+        led.record("march", U, "start", OK, "f", march_id=5, troops={"infantry": 1})
+        return led
+
+    def test_in_flight_or_home_and_credited_once(self) -> None:
+        led = self.ledger()
+        # in flight: one infantry out, nothing credited yet
+        flying = Observed(U, troops=ONE_OUT, marches=(MarchSeen(5, ONE),))
+        self.assertEqual(led.check({U: flying}), [])
+        led.record("march", U, "recall", OK, "f", march_id=5, load={"food": 7})
+        # on its way home with its final load: not credited yet either
+        self.assertEqual(led.check({U: flying}), [])
+        home = Observed(U, troops=HOME, food=BASE_FOOD + 7)
+        self.assertEqual(led.check({U: home}), [])
+
+    def test_a_lost_march_credit_is_a_violation(self) -> None:
+        led = self.ledger()
+        led.record("march", U, "recall", OK, "f", march_id=5, load={"gold": 9})
+        # the march left the map, the troops and the load never reached the player
+        [gold, troops] = sorted(led.check({U: Observed(U, troops=ONE_OUT)}),
+                                key=lambda x: x.kind)
+        self.assertEqual((gold.kind, gold.what), ("grant", "lost"))
+        self.assertEqual((troops.kind, troops.what), ("march", "lost"))
+        self.assertIn("infantry: 999 home + 0 in 0 marches", troops.detail)
+        self.assertTrue(healing([troops, gold]))  # a late homecoming: looked at again
+
+    def test_a_doubled_march_credit_is_a_violation(self) -> None:
+        led = self.ledger()
+        led.record("march", U, "recall", OK, "f", march_id=5, load={"oil": 4})
+        twice = tuple(sorted({**INITIAL_TROOPS, "infantry": INITIAL_TROOPS["infantry"] + 1}
+                             .items()))
+        losses = led.check({U: Observed(U, troops=twice, oil=BASE_OIL + 8)})
+        self.assertEqual({(x.kind, x.what) for x in losses},
+                         {("march", "doubled"), ("gift", "mismatch")})
+        self.assertFalse(healing(losses))
+        # credited while still listed in flight: troops counted twice
+        losses = led.check({U: Observed(U, troops=HOME, oil=BASE_OIL + 4,
+                                        marches=(MarchSeen(5, ONE),))})
+        self.assertEqual({(x.kind, x.what) for x in losses},
+                         {("march", "doubled"), ("gift", "mismatch")})
+
+    def test_a_load_never_answered_is_a_bounded_range(self) -> None:
+        led = Ledger()
+        led.record("march", U, "start", UNKNOWN, "f", "timeout")
+        home = Observed(U, troops=HOME)
+        for food in (0, 3, MARCH_CAPACITY):
+            self.assertEqual(led.check({U: attrs.evolve(home, food=BASE_FOOD + food)}), [])
+        [loss] = led.check({U: attrs.evolve(home, food=BASE_FOOD + MARCH_CAPACITY + 1)})
+        self.assertEqual((loss.kind, loss.what), ("claim", "doubled"))
+        # the bot found the march in MarchList and its recall answered: exact again
+        led.record("march", U, "recall", OK, "f", march_id=6, load={})
+        [loss] = led.check({U: attrs.evolve(home, food=BASE_FOOD + 3)})
+        self.assertEqual((loss.kind, loss.what), ("claim", "doubled"))
+
+    def test_troops_not_observed_for_a_marching_player_is_reported(self) -> None:
+        [loss] = self.ledger().check({U: Observed(U)})
+        self.assertEqual((loss.kind, loss.what), ("march", "mismatch"))
+
+
 class Checker(unittest.TestCase):
     """``rl-chaos run``'s check after a fault (``Run._ledger_row``) with the cluster
     replaced by observations made up here: every kind of loss and double becomes a
@@ -500,3 +573,120 @@ class Checker(unittest.TestCase):
         self.every_kind(run)
         self.assertEqual(len(self.check(run, clock)["violations"]), 1)
         self.assertEqual(self.check(run, clock)["violations"], [])
+
+
+class FakeConn:
+    """Answers each request with the next canned answer (or raises it)."""
+
+    def __init__(self, answers: list[Any]) -> None:
+        self.answers = answers
+        self.sent: list[Any] = []
+
+    def request(self, msg: Any) -> defer.Deferred[Any]:
+        self.sent.append(msg)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            return defer.fail(answer)
+        return defer.succeed(answer)
+
+
+class MarchBot(unittest.TestCase):
+    """How a chaos bot records its marches: a recall's answer that says the march is on
+    its way home gives its final load; no answer keeps the march to recall again."""
+
+    def bot(self) -> Any:
+        from rltwist.chaos.bots import ChaosBot, Env
+
+        env = Env(task.Clock(), [], {}, Ledger(), seed=1)
+        bot = ChaosBot(env, 1, "o", 1)
+        bot.userid = U
+        return bot
+
+    def test_start_then_recall_answers_the_load(self) -> None:
+        from rltwist.protocols import pb
+
+        bot = self.bot()
+        E = pb.ErrorCode
+        point = pb.MapEntity(id=3, kind=pb.MapEntityKind.MAP_RESOURCE, x=4, y=5,
+                             resource="food")
+        line = pb.MarchLine(march_id=42)
+        conn = FakeConn([pb.MarchTargets.Response(code=E.OK, targets=[point]),
+                         pb.MarchStart.Response(code=E.OK, march=pb.MarchInfo(line=line))])
+        self.successResultOf(defer.Deferred.fromCoroutine(bot.march(conn)))
+        self.assertEqual(list(bot.marches), [42])
+        self.assertEqual(conn.sent[1].troops[0].count, 1)
+        bot.marches[42] = 0.0  # its hold is over
+        conn.answers = [defer.TimeoutError()]
+        self.failureResultOf(defer.Deferred.fromCoroutine(bot.recall(conn)),
+                             defer.TimeoutError)
+        self.assertEqual(list(bot.marches), [42])  # recalled again next time
+        conn.answers = [pb.MarchRecall.Response(
+            code=E.MARCH_ALREADY_RETURNING, march=pb.MarchInfo(line=line, load={"food": 9}))]
+        self.successResultOf(defer.Deferred.fromCoroutine(bot.recall(conn)))
+        self.assertEqual(bot.marches, {})
+        ops = bot.env.ledger.of(U, "march")
+        self.assertEqual([(op.value, op.outcome) for op in ops],
+                         [("start", OK), ("recall", UNKNOWN), ("recall", OK)])
+        self.assertEqual((ops[0].extra["march_id"], ops[2].extra["load"]), (42, {"food": 9}))
+        # what the ledger then expects once the march is home
+        self.assertEqual(bot.env.ledger.march_loads(U, Observed(U)), ({"food": 9}, 0))
+
+    def test_a_march_home_before_its_recall_is_a_bounded_range(self) -> None:
+        from rltwist.protocols import pb
+
+        bot = self.bot()
+        bot.env.ledger.record("march", U, "start", OK, "f", march_id=42)
+        bot.marches[42] = 0.0
+        conn = FakeConn([pb.MarchRecall.Response(code=pb.ErrorCode.MARCH_NOT_FOUND)])
+        self.successResultOf(defer.Deferred.fromCoroutine(bot.recall(conn)))
+        self.assertEqual(bot.marches, {})
+        self.assertEqual(bot.env.ledger.march_loads(U, Observed(U)), ({}, MARCH_CAPACITY))
+
+
+class MapFault(unittest.TestCase):
+    """A map fault strikes with marches in flight and checks they all came home."""
+
+    def run_(self, lists: list[dict[int, int] | None]) -> tuple[Run, task.Clock]:
+        from rltwist.chaos.bots import ChaosBot
+
+        clock = task.Clock()
+        run = Run(clock, Path(self.mktemp()), bots=0, schedule=[], say=lambda m: None)
+        bot = ChaosBot(None, 0, "o", 2)  # type: ignore[arg-type]
+        bot.userid = V
+        run.bots = [bot]
+
+        async def in_flight(name: str, bots: Any) -> dict[int, int] | None:
+            return lists.pop(0) if len(lists) > 1 else lists[0]
+
+        run._in_flight = in_flight  # type: ignore[method-assign]
+        return run, clock
+
+    def drive(self, clock: task.Clock, d: defer.Deferred[Any]) -> Any:
+        for _ in range(400):
+            if d.called:
+                break
+            clock.advance(0.5)
+        return self.successResultOf(d)
+
+    def test_marches_in_flight_at_the_fault_come_home(self) -> None:
+        run, clock = self.run_([{}, {}, {7: V}, {7: V, 8: V}, {8: V}, {}])
+        flying = self.drive(clock, defer.Deferred.fromCoroutine(run.marches_before("map2")))
+        self.assertEqual(flying, {7: V})  # waited until one was in flight
+        ref: dict[str, Any] = {"t_end": time.monotonic()}
+        self.drive(clock, defer.Deferred.fromCoroutine(run.marches_after("map2", flying, ref)))
+        self.assertEqual(ref["marches_at_fault"], 1)
+        self.assertIn("marches_home_s", ref)
+        self.assertNotIn("violations", ref)
+        self.assertEqual(self.drive(clock, defer.Deferred.fromCoroutine(
+            run.marches_before("map1"))), {})  # no bot's city on map1: nothing to wait for
+
+    def test_no_march_in_flight_or_one_never_home_is_a_violation(self) -> None:
+        run, clock = self.run_([{}])
+        ref: dict[str, Any] = {"t_end": time.monotonic()}
+        flying = self.drive(clock, defer.Deferred.fromCoroutine(run.marches_before("map2")))
+        self.drive(clock, defer.Deferred.fromCoroutine(run.marches_after("map2", flying, ref)))
+        self.assertIn("no march was in flight", ref["violations"][0])
+        run, clock = self.run_([{7: V}])
+        ref = {"t_end": time.monotonic()}
+        self.drive(clock, defer.Deferred.fromCoroutine(run.marches_after("map2", {7: V}, ref)))
+        self.assertIn("not home within", ref["violations"][0])

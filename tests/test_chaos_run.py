@@ -1,8 +1,9 @@
 """``rl-chaos run`` against a real cluster (13 processes + redis-server): changes made
 behind the ledger's back — gold and food granted that nobody acknowledged, a gift mail
-nobody sent, a global mail stored twice, a GM mail acknowledged but never stored — are
+nobody sent, a global mail stored twice, troops credited that no march brought home, a GM
+mail acknowledged but never stored — are
 found by the checker through the same reads a real run makes (player instances, rolecity
-ledgers, mailboxes) and reported as violations of the fault's row. So a run that passes
+ledgers, mailboxes, MarchList) and reported as violations of the fault's row. So a run that passes
 did look at the state it claims to check."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from twisted.trial import unittest
 
 from rltwist.chaos.ledger import GIFT_TITLE, OK
 from rltwist.chaos.run import ROUTES, Fault, Run
+from rltwist.cluster.routing import birth_region
 
 
 def sabotage(notes: dict[str, Any]) -> Fault:
@@ -43,6 +45,11 @@ def sabotage(notes: dict[str, Any]) -> Fault:
             status, result = await h.call(ROUTES.mail_node(b), "mailrouter", "deliver", b,
                                           {"title": "gmail-forged", "body": "x"})
             assert status == 200, (status, result)
+        # troops coming home that no march took out (a march credited twice): march
+        # doubled at a — the troops read through MarchList
+        status, result = await h.call(ROUTES.map_node(birth_region(a)), "march",
+                                      "grant_troops", a, {"infantry": 3}, "sabotage")
+        assert status == 200 and result["code"] == 0, (status, result)
         # a GM mail acknowledged but never stored: mail lost at a
         run.ledger.record("mail", a, "chaos-forged", OK, "sabotage", food=1)
         return {"t0": t0, "t_end": time.monotonic()}
@@ -64,7 +71,8 @@ class Sabotage(unittest.TestCase):
         found = {(x["kind"], x["what"], x["userid"]) for x in row["acked_lost"]}
         a, b = notes["a"], notes["b"]
         expected = {("grant", "doubled", a), ("claim", "doubled", a),
-                    ("gift", "doubled", b), ("gmail", "doubled", b), ("mail", "lost", a)}
+                    ("gift", "doubled", b), ("gmail", "doubled", b), ("mail", "lost", a),
+                    ("march", "doubled", a)}
         self.assertLessEqual(expected, found, "\n".join(said))
         others = {bot.userid for bot in run.bots} - {b}
         self.assertEqual({u for k, w, u in found if (k, w) == ("gmail", "lost")}, others)
@@ -75,3 +83,4 @@ class Sabotage(unittest.TestCase):
         self.assertGreater(result["violations"], 0)
         self.assertEqual(result["double_online"], 0)
         self.assertEqual(result["checked"]["players"], 6)
+        self.assertEqual(result["checked"]["troops_observed"], 6)

@@ -7,7 +7,10 @@ they were told is true. Each bot heartbeats every ``tick`` seconds and, unless t
 quiet, renames itself now and then and (``social_p`` > 0, as in ``rl-chaos run``) does one
 of the social operations that are durable at their OK: claims the food of a GM mail,
 gives oil to another bot, creates (every ``CREATOR_EVERY``-th bot, once), joins or leaves a
-guild, asks another bot to be friends or accepts a request. Every such operation goes into
+guild, asks another bot to be friends or accepts a request, or sends one infantry to gather
+at a resource point (``MarchTargets`` + ``MarchStart``) and recalls it after a random hold
+in ``MARCH_HOLD`` (``MarchRecall``: its answer tells the final load, what the ledger
+expects credited when it is home). Every such operation goes into
 the :class:`Ledger` with its outcome. Errors are counted by code (``RETRY_LATER``,
 ``timeout``, ``kicked:...``) per fault window.
 """
@@ -44,7 +47,19 @@ DEFINITE_FAILURES = {
     "friend": frozenset({E.FRIEND_SELF, E.FRIEND_ALREADY, E.FRIEND_LIST_FULL,
                          E.FRIEND_REFUSED, E.FRIEND_NO_REQUEST, E.FRIEND_YOU_BLOCK,
                          E.NO_SUCH_PLAYER, E.BAD_REQUEST}),
+    "march": frozenset({E.BAD_REQUEST, E.MARCH_NOT_ENOUGH_TROOPS, E.MARCH_TOO_MANY,
+                        E.MARCH_BAD_TARGET, E.MARCH_TOO_FAR, E.MARCH_NO_CITY,
+                        E.MARCH_NOT_FOUND}),
 }
+#: a chaos march: one infantry (capacity 10: what a march whose load was never answered
+#: may add, ``rltwist.chaos.ledger.MARCH_CAPACITY``) to a resource point this far at most
+MARCH_TROOPS = {"infantry": 1}
+MARCH_RADIUS = 30
+#: s a march is out before its bot recalls it, drawn in this range (infantry: 1 tile/s,
+#: so a far one is recalled on its way out, a near one once it gathered and turned home)
+MARCH_HOLD = (2.0, 15.0)
+#: marches a bot keeps out at once
+MAX_MARCHES = 2
 #: chance per tick of a social operation while a fault hits some of them (``Env.focus``)
 FOCUS_SOCIAL_P = 0.5
 #: every CREATOR_EVERY-th bot creates one guild (the others join and leave them)
@@ -106,6 +121,8 @@ class Env:
         #: the operations the current fault hits (its node keeps their state): bots pick
         #: them more often while it lasts
         self.focus: tuple[str, ...] = ()
+        #: whether bots send gather marches (the "march" social operation)
+        self.marches = True
         self.rng = random.Random(seed)
         self.secret = dev_sdk_secret
         self.token = secrets.token_hex(4)  # names unique across runs on one database
@@ -204,6 +221,8 @@ class ChaosBot:
         self.guildid: int | None = 0
         self.creator = index % CREATOR_EVERY == 0
         self.created = False
+        #: marches out whose final load no answer told yet: id -> monotonic time to recall
+        self.marches: dict[int, float] = {}
         self.done: defer.Deferred[None] | None = None
 
     def start(self) -> None:
@@ -267,6 +286,8 @@ class ChaosBot:
             social_p = FOCUS_SOCIAL_P if env.focus and env.social_p else env.social_p
             if not env.quiet and env.rng.random() < social_p:
                 await self.social(conn)
+            if not env.quiet and any(time.monotonic() >= t for t in self.marches.values()):
+                await self.recall(conn)
 
     async def rename(self, conn: Conn) -> None:
         env = self.env
@@ -302,6 +323,8 @@ class ChaosBot:
             choices["gift"] = self.gift
         if (self.creator and not self.created) or (not self.creator and env.guilds):
             choices["guild"] = self.guild
+        if env.marches and len(self.marches) < MAX_MARCHES:
+            choices["march"] = self.march
         focused = [f for name, f in choices.items() if name in env.focus]
         if focused and env.rng.random() < 0.75:
             await env.rng.choice(focused)(conn)
@@ -322,8 +345,8 @@ class ChaosBot:
                 env.ledger.record(kind, self.userid, value, UNKNOWN, env.fault, reason_of(e),
                                   **extra)
                 raise
-            if r.code == E.OK:
-                outcome = OK
+            if r.code == E.OK or (kind == "march" and r.code == E.MARCH_ALREADY_RETURNING):
+                outcome = OK  # a recall that finds the march on its way home: load final
             elif r.code in DEFINITE_FAILURES[kind]:
                 outcome = FAILED
             else:
@@ -333,6 +356,11 @@ class ChaosBot:
                                    "" if outcome == OK else code_name(r.code), **extra)
             if kind == "guild" and value == "create" and outcome == OK:
                 op.extra["guildid"] = int(r.guild_id)  # known only from the answer
+            if kind == "march" and r.code in (E.OK, E.MARCH_ALREADY_RETURNING) \
+                    and r.HasField("march"):
+                op.extra["march_id"] = int(r.march.line.march_id)
+                if value == "recall":  # on its way home: the load is final
+                    op.extra["load"] = {k: int(v) for k, v in r.march.load.items()}
             return r
         finally:
             env.inflight -= 1
@@ -402,3 +430,52 @@ class ChaosBot:
             peer = env.rng.choice(others)
             await self._op("friend", "request", conn, pb.FriendRequest(to_userid=peer),
                            peer=peer)
+
+    # -- marches ----------------------------------------------------------------------
+
+    async def march(self, conn: Conn) -> None:
+        """Send one infantry to gather at a resource point around the city (recalled after
+        a random hold in ``MARCH_HOLD``: on its way out when the point is far, with what it
+        gathered when it is near — both loads the recall answers)."""
+        env = self.env
+        found: Any = await conn.request(pb.MarchTargets(radius=MARCH_RADIUS,
+                                                        around_city=True))
+        if found.code != E.OK:
+            env.error(f"march targets {code_name(found.code)}")
+            return
+        points = [t for t in found.targets if t.kind == pb.MapEntityKind.MAP_RESOURCE]
+        if not points:
+            return
+        p = env.rng.choice(points)
+        troops = [pb.TroopCount(type=t, count=n) for t, n in MARCH_TROOPS.items()]
+        r = await self._op("march", "start", conn, pb.MarchStart(
+            type=pb.MarchType.MARCH_GATHER, target_x=p.x, target_y=p.y, troops=troops),
+            troops=dict(MARCH_TROOPS), resource=p.resource)
+        if r.code == E.OK and r.march.line.march_id:
+            self.marches[int(r.march.line.march_id)] = (time.monotonic()
+                                                        + env.rng.uniform(*MARCH_HOLD))
+        elif r.code != E.OK and r.code not in DEFINITE_FAILURES["march"]:
+            # the start may have happened: MarchList (which sends it again) finds it
+            await self.find_marches(conn)
+
+    async def find_marches(self, conn: Conn) -> None:
+        """Learn the marches out that no answer told (starts of unknown outcome)."""
+        listed: Any = await conn.request(pb.MarchList())
+        if listed.code != E.OK:
+            self.env.error(f"march list {code_name(listed.code)}")
+            return
+        for m in listed.marches:
+            if m.line.state != pb.MarchState.MARCH_RETURNING:
+                self.marches.setdefault(int(m.line.march_id), 0.0)
+
+    async def recall(self, conn: Conn) -> None:
+        """Recall the marches whose hold is over; an answer that tells the final load
+        (OK, MARCH_ALREADY_RETURNING) or that it is home (MARCH_NOT_FOUND) settles one."""
+        now = time.monotonic()
+        for mid, t in list(self.marches.items()):
+            if now < t:
+                continue
+            r = await self._op("march", "recall", conn, pb.MarchRecall(march_id=mid),
+                               march_id=mid)
+            if r.code in (E.OK, E.MARCH_ALREADY_RETURNING, E.MARCH_NOT_FOUND):
+                del self.marches[mid]

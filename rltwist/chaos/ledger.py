@@ -29,7 +29,15 @@ Operations covered are the ones that exist and are durable at their OK:
   request);
 * ``gmail`` (GM ``POST /mail/global`` and ``POST /mail/region/<sid>``): every player it
   targets has it exactly once when it was acknowledged, at most once when unknown, not at
-  all when refused.
+  all when refused;
+* ``march`` (client ``MarchStart`` of a small gather march, later ``MarchRecall``): every
+  troop is in the city or in a march in flight — per type, home + in flight is the initial
+  army (less is a march not credited yet or lost, more is a march credited twice) — and
+  the load of every march that came home is credited once: the final load a recall
+  answered (OK or MARCH_ALREADY_RETURNING: the march is on its way home, its load fixed)
+  is added to the expected gold/food/oil; a march home whose load was never answered (its
+  start of unknown outcome, a recall that came too late) may add up to
+  ``march_capacity`` of a resource (a range, not an exact sum).
 
 Deliveries that happen after the OK (gifts whose mail node was down, global mail to
 players, guild and friend outboxes) are checked once they had time to settle: the run
@@ -51,7 +59,7 @@ import attrs
 from rltwist.cluster.routing import birth_region
 
 OK, FAILED, UNKNOWN = "ok", "failed", "unknown"
-KINDS = ("rename", "grant", "mail", "claim", "gift", "guild", "friend", "gmail")
+KINDS = ("rename", "grant", "mail", "claim", "gift", "guild", "friend", "gmail", "march")
 # rltwist.nodes.role.agent.new_player_doc
 BASE_GOLD = 1000
 BASE_FOOD = 1000
@@ -62,6 +70,10 @@ GIFT_TITLE = "A gift"  # rltwist.game.mailsystem.gift_mail
 MAX_SUBSET = 16
 #: the guildid an unknown GuildCreate may have given: any guild the player leads
 ANY_OWN_GUILD = -1
+#: etc/game/troops.toml [initial] (the run reads the table): a new player's army
+INITIAL_TROOPS = {"infantry": 1000, "cavalry": 500, "archer": 500}
+#: what one chaos march carries at most (1 infantry x load 10, etc/game/troops.toml)
+MARCH_CAPACITY = 10
 
 
 @attrs.define
@@ -75,7 +87,8 @@ class Op:
     t: float = 0.0  # monotonic time of the answer (or of giving up on it)
     region: int = 0
     #: mail: {"food"}; claim: {"mail_id"}; gift: {"to"}; guild: {"guildid"};
-    #: friend: {"peer"}; gmail: {"regions"} ([] = every region)
+    #: friend: {"peer"}; gmail: {"regions"} ([] = every region); march: {"march_id"} and,
+    #: on an acknowledged recall, {"load"} (the final load, resource -> amount)
     extra: dict[str, Any] = attrs.Factory(dict)
 
 
@@ -87,6 +100,15 @@ class MailSeen:
     title: str
     sender: int = 0
     claimed: bool = False
+
+
+@attrs.frozen
+class MarchSeen:
+    """One of a player's marches in flight as its map node lists it."""
+
+    id: int
+    army: tuple[tuple[str, int], ...] = ()
+    load: tuple[tuple[str, int], ...] = ()
 
 
 @attrs.frozen
@@ -104,6 +126,9 @@ class Observed:
     friends: frozenset[int] = frozenset()
     requests_in: frozenset[int] = frozenset()
     requests_out: frozenset[int] = frozenset()
+    #: troops in the city (None: not observed) and marches in flight (map node)
+    troops: tuple[tuple[str, int], ...] | None = None
+    marches: tuple[MarchSeen, ...] = ()
 
     @property
     def mail_titles(self) -> tuple[str, ...]:
@@ -136,9 +161,14 @@ class Ledger:
     """Operations in the order they were issued (per player, that is the order they ran:
     a bot waits for each answer before its next operation)."""
 
-    def __init__(self, guild_cost: int = GUILD_COST) -> None:
+    def __init__(self, guild_cost: int = GUILD_COST,
+                 initial_troops: Mapping[str, int] | None = None,
+                 march_capacity: int = MARCH_CAPACITY) -> None:
         self.ops: list[Op] = []
         self.guild_cost = guild_cost
+        self.initial_troops = dict(INITIAL_TROOPS if initial_troops is None
+                                   else initial_troops)
+        self.march_capacity = march_capacity
 
     def record(self, kind: str, userid: int, value: Any, outcome: str, fault: str,
                detail: str = "", **extra: Any) -> Op:
@@ -216,6 +246,7 @@ class Ledger:
             losses += self._check_guild(userid, seen, guilds)
             losses += self._check_friends(userid, seen)
             losses += self._check_gmail(userid, seen)
+            losses += self._check_troops(userid, seen)
         losses += self._check_guild_lists(observed, guilds)
         losses += self._check_friend_pairs(observed)
         return losses
@@ -237,10 +268,12 @@ class Ledger:
         costs = [op for op in creates if op.value == "create"]
         acked -= self.guild_cost * sum(1 for op in costs if op.outcome == OK)
         unknown += [-self.guild_cost for op in costs if op.outcome == UNKNOWN]
-        have = seen.gold + seen.pending_gold - BASE_GOLD
-        what = (f"gold {seen.gold} + pending {seen.pending_gold} - base {BASE_GOLD} = {have}; "
-                f"acknowledged grants less guild costs {acked}, unknown {unknown}")
-        return _balance("grant", userid, have, acked, unknown, what)
+        gathered, slack = self.march_loads(userid, seen)
+        have = seen.gold + seen.pending_gold - BASE_GOLD - gathered.get("gold", 0)
+        what = (f"gold {seen.gold} + pending {seen.pending_gold} - base {BASE_GOLD} - "
+                f"gathered {gathered.get('gold', 0)} = {have}; acknowledged grants less "
+                f"guild costs {acked}, unknown {unknown}, unanswered march loads <= {slack}")
+        return _balance("grant", userid, have, acked, unknown, what, slack)
 
     def _check_mail(self, userid: int, seen: Observed) -> list[Loss]:
         ops = self.of(userid, "mail")
@@ -274,27 +307,35 @@ class Ledger:
         # not reach the mail node (it died, or did not answer): the mail is shown claimed
         # only once the next MailClaim or Auth confirms it
         unconfirmed = [food[t] for t in sorted(may - shown) if t in food]
-        losses += _balance("claim", userid, seen.food - BASE_FOOD, credited, unconfirmed,
-                           f"food {seen.food} - base {BASE_FOOD} = {seen.food - BASE_FOOD}; "
+        gathered, slack = self.march_loads(userid, seen)
+        have = seen.food - BASE_FOOD - gathered.get("food", 0)
+        losses += _balance("claim", userid, have, credited, unconfirmed,
+                           f"food {seen.food} - base {BASE_FOOD} - gathered "
+                           f"{gathered.get('food', 0)} = {have}; "
                            f"attachments of the mails shown claimed {credited}, of those "
                            f"claimed with an unknown outcome and not shown claimed "
-                           f"{unconfirmed}")
+                           f"{unconfirmed}, unanswered march loads <= {slack}", slack)
         return losses
 
     def _check_gift_debit(self, userid: int, seen: Observed) -> list[Loss]:
         ops = self.of(userid, "gift")
+        gathered, slack = self.march_loads(userid, seen)
+        oil = seen.oil - gathered.get("oil", 0)  # what gifts left of it
         if not ops:
-            return [] if seen.oil == BASE_OIL else [Loss(
-                "gift", userid, "mismatch", f"oil {seen.oil} but no gift was sent "
-                f"(base {BASE_OIL})")]
+            return [] if BASE_OIL <= oil <= BASE_OIL + slack else [Loss(
+                "gift", userid, "mismatch", f"oil {seen.oil} (gathered "
+                f"{gathered.get('oil', 0)}, unanswered march loads <= {slack}) but no gift "
+                f"was sent (base {BASE_OIL})")]
         acked = sum(op.value for op in ops if op.outcome == OK)
         unknown = [op.value for op in ops if op.outcome == UNKNOWN]
-        given = BASE_OIL - seen.oil
+        given = BASE_OIL - oil
         # a gift debit that is lost is "given less": reported as the sender's loss of the
-        # debit (the recipient's side is checked on the mailbox)
+        # debit (the recipient's side is checked on the mailbox); an unanswered march load
+        # of oil makes the oil given look smaller
         return _balance("gift", userid, given, acked, unknown,
-                        f"oil given (base {BASE_OIL} - oil {seen.oil}) = {given}; "
-                        f"acknowledged gifts {acked}, unknown {unknown}")
+                        f"oil given (base {BASE_OIL} - (oil {seen.oil} - gathered "
+                        f"{gathered.get('oil', 0)})) = {given}; acknowledged gifts {acked}, "
+                        f"unknown {unknown}, unanswered march loads <= {slack}", -slack)
 
     def _gifts_to(self) -> dict[int, dict[int, tuple[int, int]]]:
         """receiver -> sender -> (acknowledged, unknown) gifts."""
@@ -394,6 +435,58 @@ class Ledger:
                                        f"{mine}, {b} says {theirs}"))
         return losses
 
+    def march_loads(self, userid: int, seen: Observed) -> tuple[dict[str, int], int]:
+        """What the player's marches that came home must have credited: the final loads
+        a recall answered (resource -> amount), and how much more (of any one resource)
+        the marches home whose load was never answered may have brought."""
+        ops = self.of(userid, "march")
+        if not ops:
+            return {}, 0
+        flying = {m.id for m in seen.marches}
+        final: dict[int, dict[str, int]] = {}
+        for op in ops:
+            if op.value == "recall" and op.outcome == OK:
+                final[int(op.extra["march_id"])] = dict(op.extra.get("load") or {})
+        started = {int(op.extra.get("march_id") or 0) for op in ops
+                   if op.value == "start" and op.outcome == OK}
+        unknown_starts = sum(1 for op in ops if op.value == "start" and op.outcome == UNKNOWN)
+        known: dict[str, int] = {}
+        for mid, load in final.items():
+            if mid not in flying:
+                for res, n in load.items():
+                    known[res] = known.get(res, 0) + int(n)
+        # marches the bot learned of only from MarchList: starts of unknown outcome
+        found = len(set(final) - started)
+        unanswered = len({m for m in started - set(final) if m not in flying})
+        unanswered += max(0, unknown_starts - found)
+        return known, unanswered * self.march_capacity
+
+    def _check_troops(self, userid: int, seen: Observed) -> list[Loss]:
+        """Per troop type: in the city + in marches in flight = the initial army (gather
+        marches lose no troops)."""
+        if seen.troops is None:
+            if self.of(userid, "march"):
+                return [Loss("march", userid, "mismatch", "troops not observed")]
+            return []
+        total = dict(seen.troops)
+        for m in seen.marches:
+            for t, n in m.army:
+                total[t] = total.get(t, 0) + n
+        acked = sum(1 for op in self.of(userid, "march")
+                    if op.value == "start" and op.outcome == OK)
+        losses = []
+        for t in sorted(set(total) | set(self.initial_troops)):
+            have, want = total.get(t, 0), self.initial_troops.get(t, 0)
+            what = (f"{t}: {dict(seen.troops).get(t, 0)} home + "
+                    f"{have - dict(seen.troops).get(t, 0)} in {len(seen.marches)} marches "
+                    f"in flight = {have}, initial {want} ({acked} starts acknowledged)")
+            if have < want:
+                losses.append(Loss("march", userid, "lost", f"{what}: {want - have} short"))
+            elif have > want:
+                losses.append(Loss("march", userid, "doubled",
+                                   f"{what}: {have - want} too many"))
+        return losses
+
     def _check_gmail(self, userid: int, seen: Observed) -> list[Loss]:
         region = birth_region(userid)
         counts = _count(seen.mail_titles)
@@ -422,17 +515,21 @@ class Ledger:
 
 
 def _balance(kind: str, userid: int, have: int, acked: int, unknown: Sequence[int],
-             what: str) -> list[Loss]:
-    """*have* must be *acked* plus a subset of *unknown* (values of either sign)."""
-    lo = acked + sum(v for v in unknown if v < 0)
-    hi = acked + sum(v for v in unknown if v > 0)
+             what: str, slack: int = 0) -> list[Loss]:
+    """*have* must be *acked* plus a subset of *unknown* (values of either sign), give or
+    take anything between 0 and *slack* (of its sign: march loads never answered)."""
+    lo = acked + sum(v for v in unknown if v < 0) + min(0, slack)
+    hi = acked + sum(v for v in unknown if v > 0) + max(0, slack)
     if have < lo:
         return [Loss(kind, userid, "lost", f"{what}: {lo - have} short")]
     if have > hi:
         return [Loss(kind, userid, "doubled", f"{what}: {have - hi} too much")]
-    if len(unknown) <= MAX_SUBSET and (have - acked) not in subset_sums(unknown):
-        return [Loss(kind, userid, "mismatch", f"{what}: {have - acked} is no sum of the "
-                     "unknown ones")]
+    if len(unknown) <= MAX_SUBSET:
+        sums = subset_sums(unknown)
+        if not any(have - acked - k in sums
+                   for k in range(min(0, slack), max(0, slack) + 1)):
+            return [Loss(kind, userid, "mismatch", f"{what}: {have - acked} is no sum of "
+                         "the unknown ones")]
     return []
 
 

@@ -7,13 +7,17 @@ delivery to each region are acknowledged), go quiet (no new operations; wait for
 flight), then check
 
 * the ledger (:mod:`rltwist.chaos.ledger`): no acknowledged rename, GM grant, GM mail,
-  mail claim, gift, guild membership change, friend request/accept or global mail lost or
-  doubled, and the two sides of each (guildid and member list, both friends) agree —
+  mail claim, gift, guild membership change, friend request/accept, global mail or gather
+  march (troops home + in flight, loads credited once) lost or doubled, and the two sides
+  of each (guildid and member list, both friends) agree —
   re-observed for up to ``SETTLE_LIMIT`` seconds while a delivery due after the OK (a
   gift, a global mail, a guild or friend outbox) may still come;
 * the served records (:mod:`rltwist.chaos.records`): no player online twice;
 * the recovery bounds: players back online within ``ROLE_BOUND`` seconds of a role node's
-  death (or freeze); logins working within ``REDIS_BOUND`` seconds of Redis being back.
+  death (or freeze); logins working within ``REDIS_BOUND`` seconds of Redis being back;
+* a map node killed or frozen with marches in flight on it (the fault waits for some
+  before it strikes): every one of them has left the map (home, credited) within
+  ``MARCH_HOME_LIMIT`` seconds of the fault's end.
 """
 
 from __future__ import annotations
@@ -41,12 +45,14 @@ from rltwist.chaos.ledger import (
     Ledger,
     Loss,
     MailSeen,
+    MarchSeen,
     Observed,
     healing,
     summarize,
 )
 from rltwist.cluster.routing import Routing, birth_region
 from rltwist.config import parse_node_name
+from rltwist.protocols import pb
 
 #: the chaos cluster merges no regions: node names straight from the ids
 ROUTES = Routing()
@@ -58,12 +64,17 @@ RECOVERY_LIMIT = 60.0  # s: a fault not recovered by then is a violation
 SETTLE_LIMIT = 45.0
 #: GM ops (4 a second) between two global/region mails
 GMAIL_EVERY = 40
+#: s: a map fault waits this long at most for marches in flight on it before striking
+MARCH_WAIT = 30.0
+#: s: marches in flight at a map fault must have come home this long after its end
+MARCH_HOME_LIMIT = 60.0
+MARCH_POLL = 0.5  # s between two looks at a map's marches
 #: what the issue promises that the ledger does not cover, and why
 NOT_COVERED = [
-    "march starts, march loot and troops: the world map and marches are being built "
-    "(issue 13); none exist on main yet",
-    "a map node frozen while marches are in flight: no marches exist (the map node is "
-    "still frozen and checked)",
+    "attack marches and battle losses: the bots send gather marches only (a battle's "
+    "losses and rewards would make the troops arithmetic depend on its RNG)",
+    "march troops at home are read through the bot's own MarchList (no GM /call answers "
+    "the player's troops component); marches in flight through GM /call on the map",
     "periodic-save changes (e.g. resource ticks): none exist yet, so no rollback is "
     "exercised; every covered operation is durable at its OK",
     "chat: not durable at its OK by design (accepted for delivery; histories are saved "
@@ -94,6 +105,7 @@ FOCUS: dict[str, tuple[str, ...]] = {
     "mail": ("claim", "gift", "gmail"),
     "rolecity": ("friend", "guild"),
     "logiccenter": ("gmail",),
+    "map": ("march",),
 }
 
 
@@ -105,12 +117,14 @@ def kill_restart(name: str, down: float = 2.0) -> Fault:
     async def inject(run: Run) -> dict[str, Any]:
         h = run.h
         affected = run.bots_on(name)
+        flying = await run.marches_before(name)
         t0 = await h.kill(name)
         await h.sleep(down)
         await h.restart(name)
         ref: dict[str, Any] = {"t0": t0, "t_end": time.monotonic()}
         if parse_node_name(name)[0] == "role":
             ref["role"], ref["affected"] = name, affected
+        ref["map"], ref["flying"] = name, flying
         return ref
     return Fault(f"kill -9 {name}", inject, f"SIGKILL {name}, restart it {down:g}s later",
                  focus_of(name))
@@ -143,6 +157,7 @@ def freeze(name: str, seconds: float) -> Fault:
     async def inject(run: Run) -> dict[str, Any]:
         h = run.h
         affected = run.bots_on(name)
+        flying = await run.marches_before(name)
         t0 = time.monotonic()
         h.freeze(name)
         await h.sleep(seconds)
@@ -150,6 +165,7 @@ def freeze(name: str, seconds: float) -> Fault:
         ref: dict[str, Any] = {"t0": t0, "t_end": time.monotonic()}
         if parse_node_name(name)[0] == "role":
             ref["role"], ref["affected"] = name, affected
+        ref["map"], ref["flying"] = name, flying
         return ref
     return Fault(f"SIGSTOP {name} {seconds:g}s", inject, f"freeze {name} for {seconds:g}s",
                  focus_of(name))
@@ -266,6 +282,12 @@ class Run:
             ref = {"t0": time.monotonic(), "t_end": time.monotonic()}
         t0, t_end = ref["t0"], ref["t_end"]
         recovered = await self._recovery(ref, row)
+        if "map" in ref:  # the marches in flight when it struck come home (before quiet)
+            await self.marches_after(ref["map"], ref["flying"], ref)
+            for key in ("marches_at_fault", "marches_home_s"):
+                if key in ref:
+                    row[key] = ref[key]
+            row["violations"] += ref.get("violations", [])
         row["recovery_s"] = None if recovered is None else round(recovered - t0, 2)
         if recovered is None:
             row["violations"].append(f"not recovered within {RECOVERY_LIMIT:g}s of the "
@@ -506,6 +528,10 @@ class Run:
                 await h.sleep(0.5)
                 continue
             await h.call(node, "gateway", "apply_grants", userid)
+            if bot.userid is not None and self.env is not None and self.env.marches:
+                await h.call(node, "marchpull", "pull", userid)
+            # the marches listed around the read of the player's resources (see _troops)
+            listed = await self._march_list(bot)
             status, info = await h.call(node, "gateway", "player_info", userid)
             if status != 200 or not isinstance(info, dict) or info.get("state") != "online":
                 await h.sleep(0.5)
@@ -534,6 +560,10 @@ class Run:
             if status != 200 or not isinstance(friends, dict):
                 await h.sleep(0.5)
                 continue
+            troops = await self._troops(bot, listed)
+            if troops is None:
+                await h.sleep(0.5)
+                continue
             attrs_ = info.get("attrs", {})
             ids = {part: frozenset(int(f["userid"]) for f in friends.get(part, []))
                    for part in ("friends", "requests_in", "requests_out")}
@@ -543,8 +573,105 @@ class Run:
                                bool(m.get("claimed"))) for m in mails),
                 food=int(attrs_.get("food", 0)), oil=int(attrs_.get("oil", 0)),
                 guildid=int(attrs_.get("guildid") or 0), friends=ids["friends"],
-                requests_in=ids["requests_in"], requests_out=ids["requests_out"])
+                requests_in=ids["requests_in"], requests_out=ids["requests_out"],
+                troops=troops[0], marches=troops[1])
         return None
+
+    async def _march_list(self, bot: ChaosBot) -> Any:
+        """The bot's own MarchList answer (None: not OK, or the marches are not used)."""
+        conn = bot.conn
+        if self.env is None or not self.env.marches or conn is None:
+            return None
+        try:
+            r: Any = await conn.request(pb.MarchList())
+        except Exception:
+            return None
+        return r if r.code == pb.ErrorCode.OK else None
+
+    async def _troops(self, bot: ChaosBot, before: Any) -> tuple[
+            tuple[tuple[str, int], ...] | None, tuple[MarchSeen, ...]] | None:
+        """Troops home and marches in flight, from a MarchList taken after the player's
+        resources were read, valid only if the one taken before lists the same marches:
+        a march listed by both was not home in between (its load not yet credited), one
+        listed by neither had left the map already (credited, or still to pull: a loss
+        that heals). None: look again. ``(None, ())`` when marches are not used."""
+        if self.env is None or not self.env.marches:
+            return None, ()
+        after = await self._march_list(bot)
+        if before is None or after is None:
+            return None
+        ids = [{int(m.line.march_id) for m in r.marches} for r in (before, after)]
+        if ids[0] != ids[1]:
+            return None
+        home = tuple(sorted((t.type, int(t.count)) for t in after.home_troops))
+        marches = tuple(MarchSeen(int(m.line.march_id),
+                                  tuple(sorted((t.type, int(t.count)) for t in m.troops)),
+                                  tuple(sorted((k, int(v)) for k, v in m.load.items())))
+                        for m in after.marches)
+        return home, marches
+
+    # -- marches at a map fault ------------------------------------------------------------
+
+    def _map_bots(self, name: str) -> list[ChaosBot]:
+        """The bots whose city is on map node *name* (their birth region's map)."""
+        kind, region = parse_node_name(name)
+        if kind != "map":
+            return []
+        return [b for b in self.bots if b.userid is not None and b.server_id == region]
+
+    async def _in_flight(self, name: str, bots: list[ChaosBot]) -> dict[int, int] | None:
+        """march id -> owner of every march in flight on map *name* (GM ``/call`` of its
+        ``march`` service's ``list``); None when it did not answer."""
+        flying: dict[int, int] = {}
+        for b in bots:
+            status, found = await self.h.call(name, "march", "list", b.userid)
+            if status != 200 or not isinstance(found, dict):
+                return None
+            for view in found.get("marches") or []:
+                flying[int(view["id"])] = int(b.userid or 0)
+        return flying
+
+    async def marches_before(self, name: str) -> dict[int, int]:
+        """Before a fault of map *name*: wait (at most ``MARCH_WAIT`` s, bots favouring
+        marches meanwhile) until marches are in flight on it; those in flight then."""
+        bots = self._map_bots(name)
+        if not bots:
+            return {}
+        deadline = time.monotonic() + MARCH_WAIT
+        # bounded by the clock and by the number of looks (each at least MARCH_POLL apart)
+        for _ in range(int(MARCH_WAIT / MARCH_POLL)):
+            flying = await self._in_flight(name, bots)
+            if flying or time.monotonic() > deadline:
+                return flying or {}
+            await self.h.sleep(MARCH_POLL)
+        return {}
+
+    async def marches_after(self, name: str, flying: dict[int, int],
+                            ref: dict[str, Any]) -> None:
+        """After a fault of map *name*: wait until every march that was in flight when it
+        struck has left the map (home: the ledger check then proves it credited once);
+        fills ``marches_at_fault``, ``marches_home_s`` and a violation in *ref*."""
+        if not self._map_bots(name):
+            return
+        ref["marches_at_fault"] = len(flying)
+        if not flying:
+            ref.setdefault("violations", []).append(
+                f"no march was in flight on {name} within {MARCH_WAIT:g}s: the fault "
+                "checked no march")
+            return
+        owners = [b for b in self._map_bots(name) if b.userid in set(flying.values())]
+        deadline = ref["t_end"] + MARCH_HOME_LIMIT
+        for _ in range(int(MARCH_HOME_LIMIT / MARCH_POLL)):
+            if time.monotonic() > deadline:
+                break
+            now = await self._in_flight(name, owners)
+            if now is not None and not set(now) & set(flying):
+                ref["marches_home_s"] = round(time.monotonic() - ref["t_end"], 2)
+                return
+            await self.h.sleep(MARCH_POLL)
+        ref.setdefault("violations", []).append(
+            f"marches in flight on {name} at the fault not home within "
+            f"{MARCH_HOME_LIMIT:g}s of its end")
 
     def _double_online(self) -> list[records.Overlap]:
         events = records.read_logs(self.h.run_dir / f"{n}.log"
@@ -606,6 +733,9 @@ class Run:
             bound = f", players back {row['players_back_s']}s ({row['affected_players']} moved)"
         if "logins_resumed_s" in row:
             bound = f", logins resumed {row['logins_resumed_s']}s after Redis"
+        if "marches_at_fault" in row:
+            bound += (f", {row['marches_at_fault']} marches in flight home "
+                      f"{row.get('marches_home_s', 'never')}s after")
         verdict = "OK" if not row["violations"] else f"VIOLATED: {row['violations'][:3]}"
         return (f"recovered in {row['recovery_s']}s{bound}; {acked} ops acknowledged, "
                 f"{len(row['acked_lost'])} lost, double-online {len(row['double_online'])}: "
@@ -625,6 +755,8 @@ def coverage(observed: dict[int, Observed], guilds: dict[int, GuildSeen]) -> dic
         "guild_members": sum(len(g.members) for g in guilds.values()),
         "friendships": sum(len(o.friends) for o in observed.values()) // 2,
         "friend_requests": sum(len(o.requests_out) for o in observed.values()),
+        "troops_observed": sum(1 for o in observed.values() if o.troops is not None),
+        "marches_in_flight": sum(len(o.marches) for o in observed.values()),
     }
 
 
