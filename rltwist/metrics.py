@@ -64,7 +64,7 @@ ROUNDTRIP_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
 LOGIN_STEPS = ("sdk", "lock", "account", "state", "kick", "assign")
 #: the steps of an Auth on a role node (consume the secret, claim + load in storage, the
 #: GAME_STEP_FINISH script, name reconciliation, pending transfers)
-AUTH_STEPS = ("begin", "claim", "finish", "reconcile", "transfers")
+AUTH_STEPS = ("begin", "claim", "finish", "reconcile", "transfers", "rolecaches")
 
 #: the codes a Login can answer (created at 0 on every login node)
 LOGIN_CODES = ("OK", "BAD_TOKEN", "LOGIN_IN_PROGRESS", "RETRY_LATER", "NOT_AVAILABLE",

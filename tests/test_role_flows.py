@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
@@ -20,6 +20,7 @@ from rltwist.nodes.common.saver import Saver
 from rltwist.nodes.role import auth, logout
 from rltwist.nodes.role.agent import GONE, LOGGING_OUT, PLAYERS, Agent, Player
 from rltwist.nodes.role.gateway import Gateway
+from rltwist.protocols import pb
 from rltwist.redis import RedisTimeout
 from rltwist.storage import Document, EmbeddedBackend, Key, StorageTimeout
 from tests.util import wait_for
@@ -69,7 +70,9 @@ class FakeState:
         return True
 
 
-class RoleFlows(unittest.TestCase):
+class FlowCase(unittest.TestCase):
+    """A role gateway stand-in over real SQLite storage and a task.Clock."""
+
     timeout = 30
 
     def setUp(self) -> None:
@@ -108,6 +111,8 @@ class RoleFlows(unittest.TestCase):
         doc = await self.backend.get(PLAYERS, USERID)
         return None if doc is None else doc["attrs"]["gold"]
 
+
+class RoleFlows(FlowCase):
     async def test_a_failed_final_save_keeps_the_player_and_retries_until_stored(self) -> None:
         p = self.player(gold=42)
         self.db.fail_saves = True
@@ -169,3 +174,65 @@ class RoleFlows(unittest.TestCase):
         stored = await self.backend.get_entity(PLAYERS, USERID)
         self.assertEqual((stored.generation, stored.doc["attrs"]["gold"]),
                          (1, player.entity.get("gold")))
+
+
+class FakeConn:
+    """The GatewayConnection calls Auth makes, recorded."""
+
+    def __init__(self) -> None:
+        self.replies: list[Any] = []
+        self.is_open = True
+        self.player: Any = None
+        self.authenticating = True
+
+    def reply(self, session: int, message: Any) -> None:
+        self.replies.append(message)
+
+    def replyError(self, session: int, request: Any, code: int) -> None:
+        self.replies.append(("error", code))
+
+    def closeWithReason(self, reason: str, **kw: Any) -> None:
+        self.is_open = False
+
+    def handshakeDone(self) -> None:
+        pass
+
+
+class AuthTellsRolecachesFirst(FlowCase):
+    """The Auth answer waits until the rolecaches that reach the player (rolecity, mail,
+    map) recorded where it is: a mail or chat sent right after a client saw its Auth OK is
+    pushed, not only stored (the race once seen in test_mail_e2e)."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.told: list[defer.Deferred[Any]] = []
+
+        def tell(player: Any, what: str) -> defer.Deferred[Any]:
+            d: defer.Deferred[Any] = defer.Deferred()
+            self.told.append(d)
+            return d
+
+        async def auth_begin(userid: int, secret: str, node: str) -> int:
+            return 1
+
+        async def nothing(*args: Any) -> list[Any]:
+            return []
+
+        reg = CollectorRegistry()
+        self.state.auth_begin = auth_begin  # type: ignore[attr-defined]
+        self.gw.tell_rolecaches = tell
+        self.gw.writes_allowed = lambda: True
+        self.gw.reconcile_name = nothing
+        self.gw.take_transfers = nothing
+        self.gw.auths = Counter("auths", "", ["code"], registry=reg)
+        self.gw.auth_latency = Histogram("auth_latency", "", registry=reg)
+
+    async def test_the_auth_answer_waits_for_the_rolecaches(self) -> None:
+        conn = FakeConn()
+        msg = SimpleNamespace(userid=USERID, secret="s")
+        d = defer.Deferred.fromCoroutine(auth.authenticate(self.gw, conn, msg, 1))
+        await wait_for(lambda: bool(self.told), 5, "Auth telling the rolecaches")
+        self.assertEqual(conn.replies, [])  # not answered while the rolecaches are not told
+        self.told[0].callback(None)
+        await d
+        self.assertEqual([r.code for r in conn.replies], [pb.ErrorCode.OK])

@@ -87,12 +87,14 @@ async def authenticate(gw: Gateway, conn: GatewayConnection, msg: Any, session: 
         conn.player = player
         conn.authenticating = False
         conn.handshakeDone()
-        gw.tell_rolecaches(player, "set")
+        told = gw.tell_rolecaches(player, "set")
         steps.restart()
         await gw.reconcile_name(player)
         steps.done("reconcile")
     await gw.take_transfers(player)
     steps.done("transfers")
+    await told  # a push sent to the player after it saw its Auth OK finds it
+    steps.done("rolecaches")
     gw.auths.labels("OK").inc()
     gw.auth_latency.observe(time.monotonic() - started)
     player.settled = False  # requests sent after this answer wait for the after-Auth steps

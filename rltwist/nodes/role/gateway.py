@@ -49,6 +49,8 @@ K = pb.KickReason
 KICK_LABELS: dict[int, str] = {K.KICK_LOGIN_ELSEWHERE: "login elsewhere",
                                K.KICK_GM: "gm kick"}
 MAX_KICK_TEXT = 200
+ROLECACHE_WAIT = 2.0
+"""How long an Auth waits for each rolecache to record the player before it answers."""
 
 
 class GatewayConnection(ServerProtocol):
@@ -174,21 +176,43 @@ class Gateway(Service, ServerProtocolFactory):
         """False while this node has lost master (it may be fenced off any moment)."""
         return bool(self.node.writes_allowed)
 
-    def tell_rolecaches(self, player: Player, what: str) -> None:
+    def tell_rolecaches(self, player: Player, what: str) -> defer.Deferred[None]:
         """Tell the rolecaches that reach the player (its rolecity and mail, the map of its
-        city) where the player is (or no more)."""
+        city) where the player is (``"set"``) or no more (``"clear"``).
+
+        A set is a call, and the Deferred fires once every rolecache answered (or failed,
+        or ``ROLECACHE_WAIT`` s passed; logged, never an error): Auth answers the client
+        after it, so a mail, chat or friend request sent to a player who saw its Auth OK
+        finds it and is pushed. A clear is a send (fired at once): the logout does not wait,
+        and it follows the set on the same link, so it cannot overtake it."""
         userid = player.userid
         cluster = self.cluster
+        waits: list[defer.Deferred[Any]] = []
         for node in (cluster.rolecity_node(userid), cluster.mail_node(userid),
                      cluster.map_node(player.mapid)):
             if node not in cluster.addresses:
                 continue
+            args = (what, userid, self.node.name, player.generation)
             try:
-                self.cluster.send(node, "rolecache", what, userid, self.node.name,
-                                  player.generation)
+                if what != "set":
+                    cluster.send(node, "rolecache", *args)
+                    continue
+                d = cluster.call(node, "rolecache", *args, timeout=ROLECACHE_WAIT)
             except ClusterError as e:
                 log.warn("cannot tell {node} rolecache about {userid}: {e}", node=node,
                          userid=userid, e=e)
+                continue
+            d.addErrback(self._rolecache_not_told, node, userid)
+            waits.append(d)
+        if not waits:
+            return defer.succeed(None)
+        return defer.gatherResults(waits).addCallback(lambda _: None)
+
+    @staticmethod
+    def _rolecache_not_told(failure: Any, node: str, userid: int) -> None:
+        log.warn("{node} rolecache did not confirm {userid} online: {e} (a push may miss "
+                 "the player until the rolecache refills)", node=node, userid=userid,
+                 e=failure.value)
 
     # -- persistence, data fixes --------------------------------------------------------
 
