@@ -17,7 +17,7 @@ from twisted.trial import unittest
 from rltwist.ecs.entity import Entity
 from rltwist.nodes.common.keylock import KeyedLock
 from rltwist.nodes.common.saver import Saver
-from rltwist.nodes.role import auth, logout
+from rltwist.nodes.role import auth, logout, requests
 from rltwist.nodes.role.agent import GONE, LOGGING_OUT, PLAYERS, Agent, Player
 from rltwist.nodes.role.gateway import Gateway
 from rltwist.protocols import pb
@@ -226,6 +226,9 @@ class AuthTellsRolecachesFirst(FlowCase):
         self.gw.take_transfers = nothing
         self.gw.auths = Counter("auths", "", ["code"], registry=reg)
         self.gw.auth_latency = Histogram("auth_latency", "", registry=reg)
+        # the features' after-Auth steps (installed by whichever tests ran before) are not
+        # what this test is about
+        self.patch(requests, "run_after_auth", nothing)
 
     async def test_the_auth_answer_waits_for_the_rolecaches(self) -> None:
         conn = FakeConn()
