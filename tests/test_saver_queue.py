@@ -55,3 +55,22 @@ class QueuedSaves(unittest.TestCase):
             self.assertTrue(self.successResultOf(d).ok)
         after = defer.Deferred.fromCoroutine(saver.save([(_clean(Entity(9999, attrs={})), 1)]))
         self.assertTrue(after.called)  # the lock is free again
+
+    def test_saves_that_find_their_entity_saved_meanwhile_all_finish(self) -> None:
+        # The map's world marks its meta dirty before every fenced save; 2,000 cities
+        # placed at once queued 2,000 saves of it, the first stored it, and all the others
+        # found nothing left to write when their turn came: the same recursion, on the
+        # map's saver (seen as a map node whose shutdown never ended, after a soak's logins)
+        backend = SlowBackend()
+        saver = Saver(backend, "world", lambda: [], clock=task.Clock(),  # type: ignore[arg-type]
+                      registry=CollectorRegistry())
+        meta = Entity(1, attrs={"n": 0})
+        meta.mark_dirty()
+        queued = [defer.Deferred.fromCoroutine(saver.save([(meta, 1)])) for _ in range(2000)]
+        backend.pending[0].callback(None)  # stores meta: the queued ones find it clean
+        self.assertEqual(len(backend.pending), 1)
+        self.assertEqual(sum(1 for d in queued if d.called), len(queued))
+        for d in queued:
+            self.assertTrue(self.successResultOf(d).ok)
+        flushed = defer.Deferred.fromCoroutine(saver.flush())
+        self.assertTrue(flushed.called)  # the lock is free again

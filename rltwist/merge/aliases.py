@@ -26,6 +26,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from rltwist.cluster.routing import Routing
+from rltwist.nodes.common.keylock import FifoLock
 from rltwist.nodes.master.gm import GMApi, HTTPError
 from rltwist.storage import Backend
 
@@ -68,7 +69,7 @@ class AliasKeeper:
     def __init__(self, node: Node, flow: Masterflow) -> None:
         self.node = node
         self.flow = flow
-        self.lock = defer.DeferredLock()
+        self.lock = FifoLock()
         self.loaded = False
 
     @property

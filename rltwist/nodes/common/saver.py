@@ -32,6 +32,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from rltwist.ecs.entity import Entity
+from rltwist.nodes.common.keylock import FifoLock
 from rltwist.storage import Backend, InvalidDocument, Key, StaleGeneration
 
 log = Logger()
@@ -131,7 +132,7 @@ class Saver(service.Service):
         self._failures = m.failures.labels(self.label)
         self._stale = m.stale.labels(self.label)
         self._batch_seconds = m.batch_seconds.labels(self.label)
-        self._lock = defer.DeferredLock()
+        self._lock = FifoLock()
         self._loop = LoopingCall(self._tick)
         self._loop.clock = clock
         self.rounds = 0
@@ -147,10 +148,9 @@ class Saver(service.Service):
         """Save these entities now (those not dirty are skipped) and report the outcome."""
         dirty = self._dirty(items)
         if not dirty:
-            # Nothing to write: do not queue on the lock. A save that finishes without
-            # waiting would hand the lock to the next waiter inside its own release, and a
-            # long queue of such saves (a mass logout behind one slow save) recursed until
-            # Python's recursion limit left the lock held for ever.
+            # Nothing to write: do not queue on the lock (a mass logout behind one slow
+            # save would wait its turn for nothing). The lock is a FifoLock: a long queue
+            # of saves that find nothing left to write by their turn stays flat.
             return SaveReport()
         async with self._lock:
             return await self._save(self._dirty(dirty))

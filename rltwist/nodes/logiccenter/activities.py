@@ -33,6 +33,7 @@ from rltwist.cluster import Service, handler
 from rltwist.ecs import import_system
 from rltwist.metrics import precreate
 from rltwist.nodes.common import reach
+from rltwist.nodes.common.keylock import FifoLock
 from rltwist.nodes.common.sharedatad import sharedata
 from rltwist.nodes.logiccenter.account import GLOBALDB, Account
 from rltwist.protocols import pb
@@ -74,7 +75,7 @@ class Activities(Service):
         self.docs: dict[int, dict[str, Any]] = {}
         #: activities whose state changed but is not saved yet (retried by the timer)
         self.unsaved: set[int] = set()
-        self.lock = defer.DeferredLock()
+        self.lock = FifoLock()
         self.timer: IDelayedCall | None = None
         self._is_loaded = False
         registry = getattr(node, "registry", None) or CollectorRegistry()

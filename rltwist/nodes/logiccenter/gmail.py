@@ -23,12 +23,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter
-from twisted.internet import defer
 from twisted.logger import Logger
 
 from rltwist.cluster import ClusterError, Service, handler
 from rltwist.ecs import import_system
 from rltwist.nodes.common import reach
+from rltwist.nodes.common.keylock import FifoLock
 from rltwist.nodes.logiccenter.account import GLOBALDB, USER_SEQ, Account
 from rltwist.storage import DuplicateKey, StorageError
 
@@ -56,11 +56,11 @@ class GlobalMail(Service):
         self.account = account
         self.db = node.database(GLOBALDB)
         self.mails: dict[int, dict[str, Any]] = {}
-        self._send_lock = defer.DeferredLock()
+        self._send_lock = FifoLock()
         registry = getattr(node, "registry", None) or CollectorRegistry()
         self.sent = Counter("rl_gmail_sent", "Global and region mails stored (GM sends)",
                             registry=registry)
-        self._load_lock = defer.DeferredLock()
+        self._load_lock = FifoLock()
         self._is_loaded = False
 
     def now_ms(self) -> int:

@@ -45,6 +45,7 @@ from twisted.logger import Logger
 from rltwist.cluster import Service, handler
 from rltwist.cluster.routing import MAX_SID
 from rltwist.config import REGION_KINDS, parse_node_name
+from rltwist.nodes.common.keylock import FifoLock
 
 if TYPE_CHECKING:
     from rltwist.nodes.common.node import Node
@@ -101,7 +102,7 @@ class Regions(Service):
         self.meta: dict[str, Any] = {}
         #: accounts born per region (``players_base`` + the storage counter)
         self.players: dict[int, int] = {}
-        self.lock = defer.DeferredLock()
+        self.lock = FifoLock()
         self._is_loaded = False
         self._sync: LoopingCall | None = None
 
