@@ -25,6 +25,7 @@ from prometheus_client.twisted import MetricsResource
 from twisted.application import service
 from twisted.internet import defer, error
 from twisted.internet.interfaces import IListeningPort
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -55,6 +56,8 @@ from rltwist.redis.service import RedisClientService
 from rltwist.storage import Backend, StorageSettings, open_backend
 
 log = Logger()
+SHUTDOWN_NAG = 10.0
+"""While shutdown handlers run, every this many seconds the ones still running are logged."""
 
 
 
@@ -199,8 +202,33 @@ class Node(service.MultiService):
     async def run_shutdown_handlers(self) -> list[str]:
         """Run every shutdown handler concurrently; return the names of those that failed."""
         handlers = list(self.shutdown_handlers)
-        results = await defer.DeferredList(
-            [defer.Deferred.fromCoroutine(_call(fn)) for _, fn in handlers], consumeErrors=True)
+        started = time.monotonic()
+        running: dict[str, float] = {}
+
+        async def one(name: str, fn: Callable[[], Awaitable[Any] | Any]) -> Any:
+            running[name] = time.monotonic()
+            try:
+                return await _call(fn)
+            finally:
+                del running[name]
+                log.info("{node}: shutdown handler {name} ended after {s:.2f}s",
+                         node=self.name, name=name, s=time.monotonic() - started)
+
+        def still_running() -> None:
+            # an operator looking at a stuck shutdown phase reads here which part waits
+            log.warn("{node}: shutdown handlers still running after {s:.0f}s: {names}",
+                     node=self.name, s=time.monotonic() - started,
+                     names=", ".join(sorted(running)))
+
+        nag = LoopingCall(still_running)
+        nag.clock = self.reactor
+        nag.start(SHUTDOWN_NAG, now=False)
+        try:
+            results = await defer.DeferredList(
+                [defer.Deferred.fromCoroutine(one(name, fn)) for name, fn in handlers],
+                consumeErrors=True)
+        finally:
+            nag.stop()
         failed = []
         for (name, _), (ok, failure) in zip(handlers, results, strict=True):
             if not ok:
