@@ -1,6 +1,6 @@
 """Network details rltwist's nodes and tools share: the accept backlog of every listening
-socket, the kernel's count of connections dropped because a backlog was full, and a
-bounded read of an HTTP response body.
+socket, the kernel's count of connections dropped because a backlog was full, a bounded
+read of an HTTP response body, and how a client-chosen string goes into a log line.
 
 Twisted's default backlog is 50. A burst of new connections larger than that (200 bots
 logging in at once, each login asking the SDK over a new HTTP connection; a scrape of many
@@ -25,6 +25,20 @@ from twisted.web.http import PotentialDataLoss
 LISTEN_BACKLOG = 1024
 #: game client listeners (login, role): a login storm opens thousands of connections
 CLIENT_BACKLOG = 4096
+
+
+LOGGED_TEXT = 80
+"""Characters of a client-chosen string (an openid) that a log line quotes."""
+
+
+def loggable(text: Any, limit: int = LOGGED_TEXT) -> str:
+    """*text* as a log line may quote it: ``repr`` (control characters and newlines
+    escaped, so a client cannot forge log lines) of at most *limit* characters."""
+    if not isinstance(text, str):
+        return repr(text)[:limit]
+    if len(text) > limit:
+        return repr(text[:limit]) + f"...({len(text)} chars)"
+    return repr(text)
 
 
 def listen_overflows() -> int | None:

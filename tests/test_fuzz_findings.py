@@ -34,3 +34,21 @@ class MapFrameAfterHandshake(unittest.TestCase):
         link.dataReceived(pack({"a": 1}))  # must not raise
         self.assertTrue(transport.disconnecting)
         self.assertEqual(cluster.stats.link_closes.get("protocol violation"), 1)
+
+
+class OpenidsInLogLines(unittest.TestCase):
+    """A client-chosen openid goes into log lines escaped and bounded: a newline in it
+    cannot forge a log line, and 128 characters of it do not flood one."""
+
+    def test_control_characters_are_escaped_and_long_ones_cut(self) -> None:
+        from rltwist.net import loggable
+        forged = "x\n2026-12-01T00:00:00+0000 [master#info] shutdown complete\r\x1b[2J"
+        text = loggable(forged)
+        self.assertNotIn("\n", text)
+        self.assertNotIn("\r", text)
+        self.assertNotIn("\x1b", text)
+        self.assertIn("\\n", text)
+        long = loggable("a" * 128)
+        self.assertLessEqual(len(long), 100)
+        self.assertTrue(long.endswith("(128 chars)"))
+        self.assertEqual(loggable("player-1"), "'player-1'")

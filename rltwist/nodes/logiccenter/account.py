@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from twisted.logger import Logger
 
 from rltwist.cluster import Service, handler
+from rltwist.net import loggable
 from rltwist.nodes.common.keylock import KeyedLock
 from rltwist.nodes.logiccenter.regions import ACCOUNTS, GLOBALDB, BadServerId, Regions, region_sids
 from rltwist.storage import DuplicateKey
@@ -81,5 +82,5 @@ class Account(Service):
                 return {"userid": doc["userid"], "created": False}
             await self.region_state.born(server_id)
             log.debug("account: new player {userid} for openid {openid} in region {sid}",
-                     userid=userid, openid=openid, sid=server_id)
+                     userid=userid, openid=loggable(openid), sid=server_id)
             return {"userid": userid, "created": True}

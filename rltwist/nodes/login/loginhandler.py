@@ -28,7 +28,7 @@ from twisted.logger import Logger
 from twisted.web.client import HTTPConnectionPool
 
 from rltwist.cluster import CallTimeout, ClusterError, NodeUnreachable, RemoteError, UnknownNode
-from rltwist.net import BodyTooLarge, read_body
+from rltwist.net import BodyTooLarge, loggable, read_body
 from rltwist.protocols import pb
 from rltwist.redis import GAME_STEP_FINISH, LOGIN_STEP_FINISH, LOGOUT, RedisError
 from rltwist.redis.state import HELD, NO_ROLE, Assignment, UserState
@@ -113,16 +113,17 @@ class LoginHandler:
             return response
         except LoginFailed as e:
             self._count(E.Name(e.code))
-            log.info("login of {openid} refused: {code} ({why})", openid=msg.openid,
+            log.info("login of {openid} refused: {code} ({why})", openid=loggable(msg.openid),
                      code=E.Name(e.code), why=e)
             return pb.Login.Response(code=e.code)
         except (RedisError, ClusterError) as e:
             self._count("RETRY_LATER")
-            log.warn("login of {openid} failed for now: {error}", openid=msg.openid, error=e)
+            log.warn("login of {openid} failed for now: {error}", openid=loggable(msg.openid),
+                     error=e)
             return pb.Login.Response(code=E.RETRY_LATER)
         except Exception:
             self._count("INTERNAL")
-            log.failure("login of {openid} failed", openid=msg.openid)
+            log.failure("login of {openid} failed", openid=loggable(msg.openid))
             return pb.Login.Response(code=E.INTERNAL)
         finally:
             self.latency.observe(time.monotonic() - started)
@@ -183,7 +184,7 @@ class LoginHandler:
                     await self.state.release_login_lock(openid, lock)
                 except RedisError as e:
                     log.warn("could not release the login lock of {openid}: {e} (it "
-                             "expires)", openid=openid, e=e)
+                             "expires)", openid=loggable(openid), e=e)
 
     def _answer(self, userid: int, user: UserState | None, done: Assignment,
                 evict: bool) -> Any:
