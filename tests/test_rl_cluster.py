@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from twisted.internet import defer, protocol, reactor
 from twisted.trial import unittest
@@ -478,3 +479,28 @@ class DownAfterAnOrderedShutdown(unittest.TestCase):
         runner.lc = Cluster()  # type: ignore[assignment]
         self.assertTrue(await runner.down())
         self.assertEqual(slow.exit_code, 0)
+
+
+class TwoQuickSignals(unittest.TestCase):
+    """Two SIGTERMs (or an impatient double Ctrl-C) before the reactor took the first:
+    the stop is requested once, with the first signal's name (it raised
+    AlreadyCalledError out of the reactor's thread-call queue)."""
+
+    def test_the_second_signal_before_the_reactor_ran_is_ignored(self) -> None:
+        import signal
+
+        from rltwist.cli.cluster import StopSignal
+
+        queued: list[Any] = []
+
+        class Reactor:
+            def callFromThread(self, fn: Any, *args: Any) -> None:
+                queued.append((fn, args))
+
+        stop = StopSignal(Reactor())
+        stop.on_signal(signal.SIGTERM, None)
+        stop.on_signal(signal.SIGINT, None)
+        for fn, args in queued:
+            fn(*args)
+        self.assertEqual(self.successResultOf(stop.requested), "SIGTERM")
+        self.assertEqual(len(queued), 1)

@@ -659,17 +659,33 @@ def main(argv: list[str] | None = None) -> None:
     react_main(run)
 
 
+class StopSignal:
+    """SIGINT/SIGTERM to ``rl-cluster up``: ``requested`` fires once with the first
+    signal's name. The handler runs outside the reactor, so it only notes the signal and
+    hands it over with ``callFromThread``; a second signal arriving before the reactor
+    took the first (an impatient double Ctrl-C) is ignored instead of firing the
+    Deferred twice (AlreadyCalledError)."""
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self.requested: defer.Deferred[str] = defer.Deferred()
+        self.first: str | None = None
+
+    def on_signal(self, signum: int, _frame: Any) -> None:
+        if self.first is not None:
+            return
+        self.first = signal.Signals(signum).name
+        self.reactor.callFromThread(self.requested.callback, self.first)
+
+
 async def up_and_wait(reactor: Any, args: argparse.Namespace) -> int:
     runner = Runner(reactor, args)
-    stop_requested: defer.Deferred[str] = defer.Deferred()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        if not stop_requested.called:
-            reactor.callFromThread(stop_requested.callback, signal.Signals(signum).name)
+    stop = StopSignal(reactor)
+    stop_requested = stop.requested
 
     def install() -> None:
-        signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, stop.on_signal)
+        signal.signal(signal.SIGTERM, stop.on_signal)
 
     # The reactor installs its own SIGINT/SIGTERM handlers (which would just stop it)
     # "during startup"; ours replace them so that a signal means "ordered shutdown".
