@@ -257,10 +257,15 @@ async def main(reactor: Any, args: argparse.Namespace) -> int:
     ]
     for name, value, target in rows:
         say(f"  {name:<36} {value:>22}   {target}")
-    if "marches" in result:
+    if isinstance(result.get("marches"), str):  # why the march figures are missing
         say(f"  ({result['marches']})")
-    for row in result.get("table", []) or []:
-        say(f"  {row}")
+    table = result.get("table") or []
+    if table:
+        say("")
+        say(f"marches: {result['marches']} in flight on the same map")
+        for row in table:
+            value = f"{row['value']} {row['unit']}"
+            say(f"  {row['measure']:<44} {value:>16}   {row['target']}")
     say(f"load average: {os.getloadavg()}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
