@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from types import SimpleNamespace
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -432,6 +433,26 @@ class Marches(unittest.TestCase):
         self.assertEqual(self.ledger(), {})
         self.assertEqual(self.finish(self.svc.grant_troops(USER, {"dragons": 1}))["code"],
                          E.BAD_REQUEST)
+
+    def test_a_grant_for_a_city_that_moved_away_points_to_its_new_map(self) -> None:
+        # the GM routes by the player's stored mapid; a grant stored here after the city
+        # left would wait in a book its role node never pulls again (it pulls its map's)
+        self.world.state.remove(int(self.city.id))
+        moves = SimpleNamespace(loaded=True, moved_to=lambda userid: 2)
+        self.node.cluster.services["movecity"] = moves
+        self.assertEqual(self.finish(self.svc.grant_troops(USER, {"archer": 10}, "k2")),
+                         {"code": E.RETRY_LATER, "transfer_id": None, "moved_to": 2})
+        self.assertNotIn(USER, self.books.cache)  # not even read: nothing stored
+        self.assertFalse(self.finish(self.svc.unpulled(USER)))
+        moves.loaded = False  # not known yet: refused, not stored, no direction
+        self.assertEqual(self.finish(self.svc.grant_troops(USER, {"archer": 10}, "k2")),
+                         {"code": E.RETRY_LATER, "transfer_id": None, "moved_to": 0})
+        # never moved (a player who has no city yet): the grant waits here for it
+        moves.loaded, moves.moved_to = True, lambda userid: 0
+        self.assertEqual(self.finish(self.svc.grant_troops(USER, {"archer": 10}, "k2"))["code"],
+                         E.OK)
+        self.assertEqual(len(self.ledger()), 1)
+        self.assertTrue(self.finish(self.svc.unpulled(USER)))
 
 
 class BookLoading(unittest.TestCase):

@@ -278,6 +278,27 @@ class MoveTests(MoveHarness):
         self.assertEqual(transfer.entries(self.moves[1].books[USER]), {})
         self.assertEqual(await self.reloaded_city_maps(), [1])
 
+    async def test_no_move_while_the_march_book_holds_unpulled_returns(self) -> None:
+        """A march home or a GM grant stored in the player's book here after its role node
+        pulled, before the move started: the move waits (RETRY_LATER) until that is
+        pulled, because the role node pulls from the city's map only."""
+        a, b = await self.two_maps()
+        waiting = {USER: True}
+
+        async def unpulled(userid: int) -> bool:
+            return waiting.get(userid, False)
+
+        self.cluster.services["march"] = SimpleNamespace(marches_of=lambda u: [],
+                                                         unpulled=unpulled)
+        self.assertEqual((await self.start(req="m1"))["code"], E.RETRY_LATER)
+        self.assertIsNotNone(a.city_of(USER))
+        self.assertEqual(b.reservations(), {})
+        self.assertEqual(self.moves[1].moved_to(USER), 0)
+        waiting[USER] = False
+        self.assertEqual((await self.start(req="m2"))["code"], E.OK)
+        self.assertIsNone(a.city_of(USER))
+        self.assertEqual(self.moves[1].moved_to(USER), 2)  # where a late grant is sent
+
     async def test_target_unreachable_retried_with_backoff(self) -> None:
         """Map 2 down: the client gets RETRY_LATER after the bounded wait while the saga
         keeps trying (backoff 0.5 s doubling to 30 s); once map 2 is back the move

@@ -57,6 +57,9 @@ role_system = import_system("rltwist.game.rolesystem", service="gateway")
 
 CALL_TIMEOUT = 10.0
 START_LEDGER = "rolemarch"
+MAX_MOVE_HOPS = 3
+"""A GM troop grant follows the player's city across at most this many moves that its
+stored ``mapid`` did not show yet."""
 """Transfer ids of starts: ``rolemarch-<hex>``."""
 MARCH_TYPES = {pb.MarchType.MARCH_GATHER: "gather", pb.MarchType.MARCH_ATTACK: "attack"}
 MAX_RADIUS = 64
@@ -292,13 +295,19 @@ async def gm_grant_troops(self: GMApi, request: IRequest, userid: str) -> bytes:
             raise HTTPError(404, "unknown_player", f"no player {uid}", userid=uid)
         mapid = (known.doc.get("attrs") or {}).get("mapid") or birth_region(uid)
         target = node.cluster.map_node(int(mapid))
-        try:
-            result = await node.cluster.call(target, "march", "grant_troops", uid, troops,
-                                             key, timeout=timeout)
-        except ClusterError as e:
-            status, payload = _cluster_error(e)
-            raise HTTPError(status, payload.pop("error"), payload.pop("message"),
-                            **payload) from None
+        for _ in range(MAX_MOVE_HOPS):
+            try:
+                result = await node.cluster.call(target, "march", "grant_troops", uid, troops,
+                                                 key, timeout=timeout)
+            except ClusterError as e:
+                status, payload = _cluster_error(e)
+                raise HTTPError(status, payload.pop("error"), payload.pop("message"),
+                                **payload) from None
+            moved = int(result.get("moved_to") or 0)
+            if not moved:
+                break
+            # the stored mapid was older than the city's move: follow it
+            target = node.cluster.map_node(moved)
         if result["code"] == E.BAD_REQUEST:
             raise HTTPError(400, "bad_troops", "unknown troop type", field="troops")
         if result["code"] != E.OK:

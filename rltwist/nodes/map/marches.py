@@ -263,6 +263,27 @@ class MarchService(Service):
         return [self.state.marches[m] for m in sorted(self.owned.get(userid, ()))
                 if m in self.state.marches]
 
+    def _moved_to(self, userid: int) -> int:
+        """The map *userid*'s city moved to from here: 0 if it is here or never moved
+        away, -1 if that is not known yet (the map's moves are still loading)."""
+        if self.world.city_of(userid) is not None:
+            return 0
+        movecity = getattr(getattr(self.node, "cluster", None), "services", {}).get(
+            "movecity")
+        if movecity is None:
+            return 0
+        if not getattr(movecity, "loaded", True):
+            return -1
+        return int(movecity.moved_to(userid))
+
+    async def unpulled(self, userid: int) -> bool:
+        """Whether *userid*'s book here holds transfers its role node has not pulled yet
+        (a city must not leave the map with them: pulls go to the city's map)."""
+        if self.books is None:
+            return False
+        async with self.locks(userid):
+            return bool(transfer.entries(await self.books.get(userid)))
+
     async def _fenced(self, userid: int, generation: Any, what: str) -> None:
         if self.fence is not None:
             await self.fence.check(userid, generation, what)
@@ -418,6 +439,11 @@ class MarchService(Service):
         tid = f"{LEDGER}-gm{key}" if key else None
         if tid is not None:
             transfer.check_ids([tid])
+        moved = self._moved_to(userid)
+        if moved:
+            # the city left this map (-1: the moves here are not loaded yet, so not known):
+            # a grant here would wait in a book nobody pulls
+            return {"code": int(E.RETRY_LATER), "transfer_id": None, "moved_to": max(moved, 0)}
         async with self.locks(userid):
             book = await self._book_store().get(userid)
             # a keyed grant is remembered after it was credited (its ledger entry is gone

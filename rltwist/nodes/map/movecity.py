@@ -156,7 +156,7 @@ class MoveCity(Service):
             book = self._book(userid)
             saga = book.get("saga")
             if not (saga and (saga["id"] == req or saga["step"] not in ENDED)):
-                code = self._refusal(userid, target)
+                code = self._refusal(userid, target) or await self._returns_waiting(userid)
                 if code:
                     return {"code": code, "map_id": self.world.map_id}
                 city = self.world.city_of(userid)
@@ -195,6 +195,24 @@ class MoveCity(Service):
         if marches is not None and hasattr(marches, "marches_of") \
                 and marches.marches_of(userid):
             return int(E.MOVE_MARCHES_OUT)
+        return 0
+
+    async def _returns_waiting(self, userid: int) -> int:
+        """RETRY_LATER while the player's march book here holds what its role node has
+        not pulled (the role node pulls before it asks; a march home or a GM grant landed
+        in between): after the move its pulls go to the new map, and these would wait."""
+        marches = self.node.cluster.services.get("march")
+        unpulled = getattr(marches, "unpulled", None)
+        if unpulled is not None and await unpulled(userid):
+            return int(E.RETRY_LATER)
+        return 0
+
+    def moved_to(self, userid: int) -> int:
+        """The map *userid*'s city moved to from here by its last move (0: none)."""
+        book = self.books.get(userid)
+        saga = book.get("saga") if book is not None else None
+        if saga and saga["step"] == DONE and int(saga["src"]) == self.world.map_id:
+            return int(saga["dst"])
         return 0
 
     async def _answer(self, userid: int, req: str) -> dict[str, Any]:
