@@ -61,3 +61,6 @@ class ChaosCommands(unittest.TestCase):
         self.assertGreater(r["heartbeats_after_warmup"], 0)
         self.assertIsNotNone(r["heartbeat_ms"]["p99"])
         self.assertEqual(set(r["rss_kib"]["baseline"]), set(r["rss_growth"]))
+        # the driver reports its own collector pauses next to the heartbeat figures
+        self.assertGreaterEqual(r["driver_gc"]["passes"], 0)
+        self.assertIn("the driver's own GC", text)
