@@ -267,6 +267,8 @@ class Fuzz:
         self.gm_status: Counter[int] = Counter()
         self.gm_500: list[str] = []
         self.env: Env | None = None
+        self.fd_kinds: dict[str, Counter[str]] = {}
+        """What each node's fds pointed at when the baseline was taken."""
 
     def sleep(self, s: float) -> defer.Deferred[None]:
         return task.deferLater(self.reactor, s)
@@ -286,6 +288,7 @@ class Fuzz:
             await self.sleep(1.0)
             pids = h.pids()
             baseline = {n: fd_count(p) for n, p in pids.items()}
+            self.fd_kinds = {n: fd_kinds(p) for n, p in pids.items()}
             self.say(f"  warm-up login {warm}, rename {warm_rename}; fd baseline {baseline}")
             t = time.monotonic()
             await self.client_fuzz(self.targets["client"])
@@ -306,9 +309,10 @@ class Fuzz:
         return result
 
     async def _warm_rename(self) -> str:
-        """A player logs in and renames itself, so that what nodes open lazily (rolecity
-        reads the player database for its fence at the first rename) is open before the
-        fd baseline: an fd opened once and kept is not a leak."""
+        """A player logs in, renames itself and sends a claim, a recall and a guild list,
+        so that what nodes open lazily (the player database for the rolecity's, mail's and
+        map's fences; the role-to-guild link) is open before the fd baseline: an fd opened
+        once and kept is not a leak."""
         assert self.env is not None
         env = self.env
         try:
@@ -321,6 +325,13 @@ class Fuzz:
                 if a.code != E.OK:
                     return str(E.Name(a.code))
                 n: Any = await conn.request(pb.Rename(name=f"w{secrets.token_hex(4)}"))
+                # the map and mail nodes read the player database for their fence at the
+                # first fenced request (its SQLite files stay open), and the role node links
+                # to the guild node at its first guild request: answered with a refusal,
+                # they open now
+                for warm in (pb.MailClaim(mail_id=1), pb.MarchRecall(march_id=1),
+                             pb.GuildList(region=1)):
+                    await conn.request(warm)
                 return str(E.Name(n.code))
             finally:
                 conn.close()
@@ -695,8 +706,13 @@ class Fuzz:
             failures.append(f"nodes not up in master's table: {not_up}")
         if login_after != "OK":
             failures.append(f"a login after the fuzz answered {login_after}")
+        opened = {}
         if any(leaks.values()):
-            failures.append(f"fd leaks: {leaks}")
+            # what the extra fds are: sockets (links, connections) or files (a database
+            # opened lazily), so a report says where to look
+            opened = {n: dict(fd_kinds(p) - self.fd_kinds.get(n, Counter()))
+                      for n, p in pids.items() if leaks[n]}
+            failures.append(f"fd leaks: {leaks}; new fds: {opened}")
         if unauth_total:
             failures.append(f"unauthenticated actions: {unauth_total}")
         if any(v is None for v in unauth.values()):
@@ -718,7 +734,7 @@ class Fuzz:
             "login_after": login_after, "failures": failures, "seed": self.seed,
             "per_port": {k: attrs.asdict(t) for k, t in sorted(self.tallies.items())},
             "gm_status": {str(k): v for k, v in sorted(self.gm_status.items())},
-            "fd": {"baseline": baseline, "leaked": leaks},
+            "fd": {"baseline": baseline, "leaked": leaks, "new": opened},
             "unauthenticated_dispatches": unauth, "unexpected_errors": tracebacks,
             "targets": self.targets,
         }
@@ -745,6 +761,23 @@ class Fuzz:
             if line.startswith(metric + " "):
                 return float(line.split()[1])
         return None
+
+
+def fd_kinds(pid: int) -> Counter[str]:
+    """What *pid*'s open fds point at: file paths, and ``socket``/``pipe``/``anon_inode``
+    kinds counted without their inode numbers."""
+    kinds: Counter[str] = Counter()
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return kinds
+    for name in names:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            continue
+        kinds[target.split(":[", 1)[0] if ":[" in target else target] += 1
+    return kinds
 
 
 def fd_count(pid: int) -> int:
