@@ -106,6 +106,21 @@ class CitiesAfterAKill(WorldCase):
         self.assertEqual(ra.city.kind, pb.MapEntityKind.MAP_CITY)
         [row] = await self.city_rows("map1", a.userid)
         self.assertEqual(row[:4], [ra.city.id, "city", ra.city.x, ra.city.y])
+
+        # what the map shows of a city follows a rename and a guild at once, not at the
+        # owner's next login: a watcher of the city's tile is told (here the owner itself)
+        def city_update(check: Any) -> Any:
+            return lambda m: any(e.id == ra.city.id and check(e) for e in m.updated)
+
+        await self.request_ok(a, pb.MapView(x=max(0, ra.city.x - 4), y=max(0, ra.city.y - 4),
+                                            width=8, height=8))
+        shown = f"shown{a.userid % 100000}"
+        await self.request_ok(a, pb.Rename(name=shown))
+        await self.wait_push(a, pb.MapNotify, city_update(lambda e: e.owner_name == shown))
+        g = await self.request_ok(a, pb.GuildCreate(name=f"G{a.userid % 100000}", open=True))
+        await self.wait_push(a, pb.MapNotify,
+                             city_update(lambda e: e.guild_id == g.guild_id != 0))
+        await self.request_ok(a, pb.MapViewClear())
         s = await self.summary("map1")
         self.assertEqual((s["resources"], s["monsters"]), (650, 300))  # etc/game/world.toml
 

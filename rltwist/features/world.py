@@ -7,7 +7,8 @@ player's city.
 - role nodes: after every Auth the player's city is made sure of — a player without a
   ``mapid`` gets a city on its birth region's map (``world.ensure_city``, stored before
   it answers) and the map's id in ``mapid`` (saved); a player with one has the name and
-  guild shown on its city refreshed (best effort). ``MapMyCity`` answers the city and
+  guild shown on its city refreshed (best effort), and again whenever the name or the
+  guild changes (a rename, a guild joined or left). ``MapMyCity`` answers the city and
   its map's MapInfo.
 
 Rules: ``rltwist.game.worldsystem``; docs/world.md.
@@ -60,18 +61,26 @@ async def city_after_auth(gw: Gateway, player: Player) -> None:
     """After Auth: a player without a city gets one (awaited, bounded); one with a city
     has its name and guild refreshed on the map (not awaited)."""
     if player.entity.get("mapid"):
-        node = gw.cluster.map_node(player.mapid)
-        if node not in gw.cluster.addresses:
-            return
-        try:
-            gw.cluster.send(node, "world", "refresh_city", player.userid,
-                            player.entity.get("name") or "",
-                            int(player.entity.get("guildid") or 0))
-        except ClusterError as e:
-            log.debug("city of {userid}: no refresh at {node}: {error}",
-                      userid=player.userid, node=node, error=e)
+        refresh_city(gw, player)
         return
     await ensure_city(gw, player)
+
+
+def refresh_city(gw: Gateway, player: Player) -> None:
+    """Tell the map of the player's city its current name and guild (a send: best effort;
+    every login sends it again)."""
+    if not player.entity.get("mapid"):
+        return  # no city yet: it is placed with the current name and guild
+    node = gw.cluster.map_node(player.mapid)
+    if node not in gw.cluster.addresses:
+        return
+    try:
+        gw.cluster.send(node, "world", "refresh_city", player.userid,
+                        player.entity.get("name") or "",
+                        int(player.entity.get("guildid") or 0))
+    except ClusterError as e:
+        log.debug("city of {userid}: no refresh at {node}: {error}",
+                  userid=player.userid, node=node, error=e)
 
 
 async def map_my_city(gw: Gateway, player: Player,
@@ -94,7 +103,8 @@ def install(node: Node) -> None:
 
         world_of(node)
     elif kind == "role":
-        from rltwist.nodes.role.requests import after_auth, request
+        from rltwist.nodes.role.requests import after_auth, on_shown_change, request
 
         after_auth(city_after_auth)
+        on_shown_change(refresh_city)  # a rename, a guild joined or left
         request(pb.MapMyCity)(map_my_city)

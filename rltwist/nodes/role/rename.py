@@ -26,7 +26,7 @@ from rltwist.crashpoint import crashpoint
 from rltwist.ecs import import_system
 from rltwist.game.errcode import ErrCode
 from rltwist.nodes.common.sharedatad import sharedata
-from rltwist.nodes.role.requests import request
+from rltwist.nodes.role.requests import request, shown_changed
 from rltwist.protocols import pb
 
 if TYPE_CHECKING:
@@ -81,6 +81,7 @@ async def rename(gw: Gateway, player: Player, name: str) -> pb.ErrorCode:
         entity["name"] = old
         return E.RETRY_LATER
     crashpoint("after_rename_save")
+    shown_changed(gw, player)  # the city on the map shows the name
     try:
         if old and role_system.name_key(old) != role_system.name_key(name):
             await gw.cluster.call(rolecity, "rolerouter", "release_name",

@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     from rltwist.nodes.role.agent import Player
     from rltwist.nodes.role.gateway import Gateway
 
-__all__ = ["AFTER_AUTH", "REQUESTS", "Handler", "after_auth", "request", "run_after_auth"]
+__all__ = ["AFTER_AUTH", "REQUESTS", "SHOWN_CHANGED", "Handler", "after_auth",
+           "on_shown_change", "request", "run_after_auth", "shown_changed"]
 
 log = Logger()
 
@@ -48,6 +49,9 @@ AfterAuth = Callable[["Gateway", "Player"], Awaitable[Any]]
 REQUESTS: dict[type[Message], Handler] = {}
 """Request class -> its handler."""
 AFTER_AUTH: list[AfterAuth] = []
+ShownHook = Callable[["Gateway", "Player"], Any]
+SHOWN_CHANGED: list[ShownHook] = []
+"""Hooks run when what other players see of a player (its name, its guild) changed."""
 
 
 T = TypeVar("T")
@@ -95,3 +99,22 @@ async def run_after_auth(gw: Gateway, player: Player) -> None:
         except Exception:
             log.failure("after-Auth step {step} of {userid} failed",
                         step=f"{fn.__module__}.{fn.__qualname__}", userid=player.userid)
+
+
+def on_shown_change(fn: ShownHook) -> ShownHook:
+    """Run *fn(gateway, player)* (synchronous; start slow work in the background) when
+    the player's name or guild changed and was saved: a map shows both on the city."""
+    if all(f.__qualname__ != fn.__qualname__ or f.__module__ != fn.__module__
+           for f in SHOWN_CHANGED):
+        SHOWN_CHANGED.append(fn)
+    return fn
+
+
+def shown_changed(gw: Gateway, player: Player) -> None:
+    """Tell the hooks that *player*'s name or guild changed (one failing is logged)."""
+    for fn in list(SHOWN_CHANGED):
+        try:
+            fn(gw, player)
+        except Exception:
+            log.failure("shown-change hook {hook} of {userid} failed",
+                        hook=f"{fn.__module__}.{fn.__qualname__}", userid=player.userid)

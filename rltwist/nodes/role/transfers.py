@@ -21,6 +21,7 @@ from rltwist.ecs import import_system
 from rltwist.ecs.entity import Entity
 from rltwist.game.errcode import ErrCode
 from rltwist.nodes.common.transfer import BadTransfer, Pulled, Receiver
+from rltwist.nodes.role.requests import shown_changed
 
 if TYPE_CHECKING:
     from rltwist.nodes.role.agent import Player
@@ -98,6 +99,8 @@ async def take_transfers(gw: Gateway, player: Player) -> list[str]:
     """Pull the player's pending transfers from its rolecity into the entity; the ids
     applied now. Failures leave them pending there (taken at the next Auth or grant)."""
     userid = player.userid
+    entity = player.entity
+    shown = (entity.get("name"), entity.get("guildid"))
     pulled = await pull_from(gw, player, receiver, gw.cluster.rolecity_node(userid),
                              "rolerouter", "transfers")
     if pulled is None:
@@ -105,4 +108,7 @@ async def take_transfers(gw: Gateway, player: Player) -> list[str]:
     for entry in pulled.applied:
         log.info("{userid}: took {kind} {id} {items}", userid=userid, kind=entry["kind"],
                  id=entry["id"], items=entry["items"])
+    if pulled.applied and pulled.saved and \
+            (entity.get("name"), entity.get("guildid")) != shown:
+        shown_changed(gw, player)  # a guild join/leave: the city on the map shows it
     return [e["id"] for e in pulled.applied]
