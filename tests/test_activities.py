@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
+from rltwist.cluster.routing import Routing
 from rltwist.ecs.sharedata import shared
 from rltwist.game.activitysystem import BadActivity, system
 from rltwist.game.tables import VALIDATORS, validate_activities
@@ -126,6 +127,7 @@ class FakeCluster:
         self.addresses = {n: ("127.0.0.1", 1) for n in
                           ("master", "logiccenter", "map1", "map2", "role1", "role2")}
         self.sent: list[tuple[str, str, str, tuple[Any, ...]]] = []
+        self.routing = Routing()
 
     def send(self, node: str, service: str, method: str, *args: Any) -> None:
         self.sent.append((node, service, method, args))

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
+from rltwist.cluster.routing import Routing
 from rltwist.ecs.entity import Entity
 from rltwist.game.gmailsystem import DAY_MS, BadGmail, system
 
@@ -45,6 +46,16 @@ class Targets(unittest.TestCase):
         g = gmail(regions=[2], include_new=True)
         self.assertTrue(system.targets(g, uid(3, 2), NOW))
         self.assertFalse(system.targets(g, uid(3, 1), NOW))
+
+    def test_after_a_merge_a_region_mail_reaches_both_regions_players(self) -> None:
+        # region 1 merged into 2: its players live on region 2's nodes now
+        aliases = Routing({1: 2})
+        to_2, to_1 = gmail(regions=[2]), gmail(regions=[1])
+        for g in (to_2, to_1):
+            self.assertTrue(system.targets(g, uid(3, 1), NOW, aliases.region))
+            self.assertTrue(system.targets(g, uid(3, 2), NOW, aliases.region))
+            self.assertFalse(system.targets(g, uid(3, 3), NOW, aliases.region))
+        self.assertFalse(system.targets(to_2, uid(3, 1), NOW))  # without the aliases
 
     def test_the_mail_carries_the_idempotency_key(self) -> None:
         mail = system.mail(gmail(7, attachments={"gold": 5}))
@@ -140,6 +151,7 @@ class FakeCluster:
     def __init__(self, gmails: list[dict[str, Any]]) -> None:
         self.gmails = gmails
         self.services: dict[str, Any] = {}
+        self.routing = Routing()
         self.calls: list[tuple[str, str, str]] = []
         self.boxes: dict[int, list[str]] = {}
         self.broken: set[str] = set()

@@ -164,7 +164,8 @@ class GmailPull(Service):
                 return 0
             now_ms = int(time.time() * 1000)
             todo, watermark = gmail_system.due(entity, userid, answer["gmails"],
-                                               int(answer["latest"]), now_ms)
+                                               int(answer["latest"]), now_ms,
+                                               gw.cluster.routing.region)
             mail_node = gw.cluster.mail_node(userid)
             complete = True
             for gmail in todo:

@@ -7,7 +7,8 @@ A global mail is one stored document (globaldb, collection ``gmail``)::
      "regions": [] (every region) or [sid, ...], "include_new": False,
      "time_ms": sent, "expire_ms": time_ms + expire_days, "max_seq": n}
 
-Who it targets: a player born in one of ``regions`` (any region when empty) whose account
+Who it targets: a player born in one of ``regions`` (any region when empty; a region
+merged into another counts as that one, both ways) whose account
 existed when it was sent, and with ``include_new`` also the players created later, until
 it expires. "Existed when it was sent" is read from the userid: its high bits are the
 account counter (``user_seq``, one global counter on logiccenter), and ``max_seq`` is that
@@ -17,7 +18,7 @@ player whose account was being made at that very instant may fall either side).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from rltwist.cluster.routing import MAX_SID, birth_region
@@ -95,13 +96,21 @@ class GmailSystem(System):
         """Still deliverable at *now_ms* (not expired)."""
         return bool(now_ms < gmail["expire_ms"])
 
-    def targets(self, gmail: Mapping[str, Any], userid: int, now_ms: int) -> bool:
-        """Whether *userid* is to receive *gmail* (see the module docstring)."""
+    def targets(self, gmail: Mapping[str, Any], userid: int, now_ms: int,
+                region_of: Callable[[int], int] | None = None) -> bool:
+        """Whether *userid* is to receive *gmail* (see the module docstring).
+        *region_of* is the cluster's region aliases (``Routing.region``): after a merge of
+        A into B, a region mail to B (or to A) reaches the players born in either."""
         if not self.live(gmail, now_ms):
             return False
         regions = gmail["regions"]
-        if regions and birth_region(userid) not in regions:
-            return False
+        if regions:
+            home = birth_region(userid)
+            if region_of is not None:
+                home = region_of(home)
+                regions = [region_of(r) for r in regions]
+            if home not in regions:
+                return False
         return bool(userid >> 16 <= gmail["max_seq"] or gmail["include_new"])
 
     def key(self, gmail: Mapping[str, Any]) -> str:
@@ -125,13 +134,15 @@ class GmailSystem(System):
         return True
 
     def due(self, entity: Any, userid: int, gmails: Iterable[Mapping[str, Any]],
-            latest: int, now_ms: int) -> tuple[list[Mapping[str, Any]], int]:
+            latest: int, now_ms: int, region_of: Callable[[int], int] | None = None
+            ) -> tuple[list[Mapping[str, Any]], int]:
         """The gmails to deliver to this player now (id order) out of *gmails* (every
         live gmail above some id, complete up to *latest*), and the watermark to record
         once they are all delivered."""
         seen = self.seen(entity)
         todo = sorted((g for g in gmails if g["id"] > seen
-                       and self.targets(g, userid, now_ms)), key=lambda g: g["id"])
+                       and self.targets(g, userid, now_ms, region_of)),
+                      key=lambda g: g["id"])
         return todo, max(seen, latest)
 
 

@@ -143,7 +143,8 @@ class GlobalMail(Service):
         latest = max(self.mails, default=0)
         found = [g for i, g in sorted(self.mails.items())
                  if i > after and gmail_system.live(g, now)
-                 and (userid is None or gmail_system.targets(g, userid, now))]
+                 and (userid is None or gmail_system.targets(g, userid, now,
+                                                             self.cluster.routing.region))]
         return {"latest": latest, "gmails": found}
 
     @handler
