@@ -107,6 +107,9 @@ class FakeGateway:
         self.players: dict[int, FakePlayer] = {}
 
 
+SETTLE_ROUNDS = 1000
+
+
 class Net:
     """One map node (``map1``) and role nodes on one clock."""
 
@@ -156,13 +159,20 @@ class Net:
         return take
 
     def settle(self) -> None:
-        """Everything in flight arrives: flush, batches, answers, the next turn."""
-        for _ in range(10):
+        """Everything in flight arrives: flush, batches, answers, the next turn — round
+        after round, because a player's requests are serialized (each call is made once
+        the previous one answered), so a queue of N requests needs N rounds. It once
+        stopped after 10 rounds, and the viewport property then compared a client with
+        answers still in flight (a failure of the test, found by hypothesis)."""
+        for _ in range(SETTLE_ROUNDS):
             self.broadcast.flush()
             moved = sum(self.deliver(r) for r in self.roles) + self.answer()
             self.clock.advance(0)
             if not moved and not any(self.links.values()) and not self.replies:
                 return
+        raise AssertionError(f"the network did not settle in {SETTLE_ROUNDS} rounds: "
+                             f"{len(self.replies)} answers and "
+                             f"{sum(map(len, self.links.values()))} batches in flight")
 
 
 def view(gw: Any, player: Any, x: int, y: int, w: int, h: int,
