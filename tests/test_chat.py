@@ -6,6 +6,7 @@ End-to-end flows are in tests/test_chat_e2e.py."""
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -335,6 +336,33 @@ class RoleSide(RoleCase):
         self.player.state = "gone"
         self.assertEqual(self.role.prune(), 1)
         self.assertEqual(self.role.STATES, {})
+
+    def test_a_relogin_does_not_refill_the_rate_bucket(self) -> None:
+        # logging in again must not be a way around the rate limit (the bucket was kept on
+        # the instance, so a new instance started full)
+        self.patch(self.role, "RECENT_BUCKETS", OrderedDict())
+        burst = TABLES["chat"]["burst"]
+
+        def send_ok() -> int:
+            answer = self.send()
+            if ("privatechat", "login") in self.gw.cluster.answers and \
+                    not self.gw.cluster.answers[("privatechat", "login")].called:
+                self.gw.cluster.answers[("privatechat", "login")].callback(
+                    {"backlog": [], "mute": {}})
+            pending = self.gw.cluster.answers.get(("chat", "send"))
+            if pending is not None and not pending.called:
+                pending.callback(E.OK)
+            return int(self.successResultOf(answer).code)
+
+        self.assertEqual([send_ok() for _ in range(burst)], [E.OK] * burst)
+        self.assertEqual(send_ok(), E.RATE_LIMITED)
+        for pruned in (False, True):  # the old instance's state still here, or pruned
+            self.player.state = "gone"
+            if pruned:
+                self.assertEqual(self.role.prune(), 1)
+            self.player = FakePlayer(self.player.userid)  # the next login's instance
+            self.gw.players[self.player.userid] = self.player
+            self.assertEqual(send_ok(), E.RATE_LIMITED, f"pruned={pruned}")
 
 
 class GuildChannel(RoleCase):

@@ -10,12 +10,14 @@ Where each channel goes:
 - guild: ``guildchat`` on ``guild_node(guildid)`` (the guild feature's service).
 
 A player's token bucket and mute are kept here, per online instance (a new login starts
-with a full bucket and the stored mute).
+with the stored mute and the bucket its previous instance on this node left; a login on
+another role node starts with a full bucket).
 """
 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
@@ -61,21 +63,34 @@ class ChatState:
 
 #: userid -> the chat state of the instance online on this node (pruned by ``prune``)
 STATES: dict[int, ChatState] = {}
+#: userid -> the token bucket its last instance here left (pruned states), so that a
+#: relogin is no way around the rate limit; the oldest are dropped past RECENT_MAX
+RECENT_BUCKETS: OrderedDict[int, list[float]] = OrderedDict()
+RECENT_MAX = 100_000
 
 
 def state_of(player: Player) -> ChatState:
-    """The chat state of *player*'s instance (a new instance starts fresh)."""
+    """The chat state of *player*'s instance: a new instance starts with the stored mute
+    (loaded) and the token bucket its previous instance on this node left."""
     st = STATES.get(player.userid)
     if st is None or st.player is not player:
+        bucket = st.bucket if st is not None else RECENT_BUCKETS.pop(player.userid, None)
         st = STATES[player.userid] = ChatState(player)
+        st.bucket = bucket
     return st
 
 
 def prune() -> int:
-    """Forget the states of instances that are gone; how many were dropped."""
+    """Forget the states of instances that are gone (their buckets are kept in
+    ``RECENT_BUCKETS``); how many were dropped."""
     gone = [u for u, st in STATES.items() if st.player.state != ONLINE]
     for userid in gone:
-        del STATES[userid]
+        bucket = STATES.pop(userid).bucket
+        if bucket is not None:
+            RECENT_BUCKETS[userid] = bucket
+            RECENT_BUCKETS.move_to_end(userid)
+    while len(RECENT_BUCKETS) > RECENT_MAX:
+        RECENT_BUCKETS.popitem(last=False)
     return len(gone)
 
 
