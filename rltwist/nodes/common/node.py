@@ -210,7 +210,7 @@ class Node(service.MultiService):
             try:
                 return await _call(fn)
             finally:
-                del running[name]
+                running.pop(name, None)
                 log.info("{node}: shutdown handler {name} ended after {s:.2f}s",
                          node=self.name, name=name, s=time.monotonic() - started)
 
