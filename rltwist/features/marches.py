@@ -57,10 +57,10 @@ role_system = import_system("rltwist.game.rolesystem", service="gateway")
 
 CALL_TIMEOUT = 10.0
 START_LEDGER = "rolemarch"
+"""Transfer ids of starts: ``rolemarch-<hex>``."""
 MAX_MOVE_HOPS = 3
 """A GM troop grant follows the player's city across at most this many moves that its
 stored ``mapid`` did not show yet."""
-"""Transfer ids of starts: ``rolemarch-<hex>``."""
 MARCH_TYPES = {pb.MarchType.MARCH_GATHER: "gather", pb.MarchType.MARCH_ATTACK: "attack"}
 MAX_RADIUS = 64
 
