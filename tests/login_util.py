@@ -131,6 +131,31 @@ class LoginCase(unittest.TestCase):
         self.clients.append(c)
         return c
 
+    async def logged_in(self, openid: str, timeout: float = 30.0,
+                        **kw: Any) -> GameClient:
+        """Log *openid* in (again) and Auth: retried while a previous instance of it logs
+        out (RETRY_LATER from the login or the role node)."""
+        from tests.util import wait_for
+
+        c = self.client(openid, **kw)
+        host, port = self.login_address()
+
+        async def done() -> bool:
+            r = await c.login(host, port)
+            if r.code == pb.ErrorCode.RETRY_LATER:
+                return False
+            self.assertEqual(r.code, pb.ErrorCode.OK)
+            a = await c.auth(r)
+            if a.code == pb.ErrorCode.RETRY_LATER:
+                c.close()
+                return False
+            self.assertEqual(a.code, pb.ErrorCode.OK)
+            return True
+
+        await wait_for(done, timeout, f"{openid} to log in")
+        c.userid = c.login_response.userid
+        return c
+
 
 async def offline(case: LoginCase, userid: int) -> bool:
     """For wait_for: Redis knows no state of *userid* (logged out, or cleared)."""

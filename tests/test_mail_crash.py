@@ -46,24 +46,7 @@ class _MailCrash(LoginCase):
 
     async def login(self, openid: str) -> GameClient:
         """Log *openid* in (again): retried while its previous instance logs out."""
-        c = self.client(openid)
-        host, port = self.login_address()
-
-        async def logged_in() -> bool:
-            r = await c.login(host, port)
-            if r.code == E.RETRY_LATER:
-                return False
-            self.assertEqual(r.code, E.OK)
-            a = await c.auth(r)
-            if a.code == E.RETRY_LATER:
-                c.close()
-                return False
-            self.assertEqual(a.code, E.OK)
-            return True
-
-        await wait_for(logged_in, 20, f"{openid} to log in")
-        c.userid = c.login_response.userid
-        return c
+        return await self.logged_in(openid, 20)
 
     async def crash_on(self, c: GameClient, message: Any) -> None:
         """Send *message*; the victim dies at the armed point; restart it without it."""

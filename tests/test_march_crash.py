@@ -44,24 +44,7 @@ class _StartCrash:
         await super().setUp()  # type: ignore[misc]  # (LoginCase, mixed in below)
 
     async def login(self, openid: str) -> GameClient:
-        c = self.client(openid, server_id=1)
-        host, port = self.login_address()
-
-        async def logged_in() -> bool:
-            r = await c.login(host, port)
-            if r.code == E.RETRY_LATER:
-                return False
-            self.assertEqual(r.code, E.OK)
-            a = await c.auth(r)
-            if a.code == E.RETRY_LATER:
-                c.close()
-                return False
-            self.assertEqual(a.code, E.OK)
-            return True
-
-        await wait_for(logged_in, 30, f"{openid} to log in")
-        c.userid = c.login_response.userid
-        return c
+        return await self.logged_in(openid, 30, server_id=1)
 
     async def listing(self, c: GameClient) -> Any:
         r = await c.request(pb.MarchList())
