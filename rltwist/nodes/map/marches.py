@@ -268,11 +268,10 @@ class MarchService(Service):
         away, -1 if that is not known yet (the map's moves are still loading)."""
         if self.world.city_of(userid) is not None:
             return 0
-        movecity = getattr(getattr(self.node, "cluster", None), "services", {}).get(
-            "movecity")
+        movecity = self.node.cluster.services.get("movecity")
         if movecity is None:
             return 0
-        if not getattr(movecity, "loaded", True):
+        if not movecity.loaded:
             return -1
         return int(movecity.moved_to(userid))
 
