@@ -204,9 +204,7 @@ class Gateway(Service, ServerProtocolFactory):
                 continue
             d.addErrback(self._rolecache_not_told, node, userid)
             waits.append(d)
-        if not waits:
-            return defer.succeed(None)
-        return defer.gatherResults(waits).addCallback(lambda _: None)
+        return defer.gatherResults(waits).addCallback(lambda _: None)  # [] fires at once
 
     @staticmethod
     def _rolecache_not_told(failure: Any, node: str, userid: int) -> None:
