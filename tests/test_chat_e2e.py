@@ -171,7 +171,17 @@ class ChatOfflineBlockMute(SocialCase):
         status, answer = await self.lc.gm("POST", f"/players/{a.userid}/mute", {"seconds": 0})
         self.assertEqual((status, answer["muted_until_ms"], answer["applied"]),
                          (200, 0, True), answer)
-        await self.request_ok(a, send(C.CHAT_WORLD, "free again"))
+        # a's bucket is the one its earlier messages emptied (a relogin does not refill
+        # it): until a token is back the answer is RATE_LIMITED, which the mute check
+        # comes before; a muted player is never answered anything but CHAT_MUTED
+        codes: list[int] = []
+
+        async def sent() -> bool:
+            codes.append((await a.request(send(C.CHAT_WORLD, "free again"))).code)
+            return codes[-1] == E.OK
+
+        await wait_for(sent, 10, "a token back in a's bucket", interval=0.25)
+        self.assertEqual(set(codes[:-1]), {E.RATE_LIMITED} if codes[:-1] else set(), codes)
         # refusals of the route
         status, _ = await self.lc.gm("POST", f"/players/{999_999 << 16 | 1}/mute",
                                      {"seconds": 5})
