@@ -30,6 +30,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from rltwist.ecs.entity import Entity
 from rltwist.nodes.common.keylock import FifoLock
@@ -133,6 +134,8 @@ class Saver(service.Service):
         self._stale = m.stale.labels(self.label)
         self._batch_seconds = m.batch_seconds.labels(self.label)
         self._lock = FifoLock()
+        #: the saves waiting for the next turn, each with its caller's Deferred
+        self._group: list[tuple[list[SaveItem], defer.Deferred[SaveReport]]] = []
         self._loop = LoopingCall(self._tick)
         self._loop.clock = clock
         self.rounds = 0
@@ -145,15 +148,65 @@ class Saver(service.Service):
             return await self._save(self._dirty(self.provider()))
 
     async def save(self, items: Iterable[SaveItem]) -> SaveReport:
-        """Save these entities now (those not dirty are skipped) and report the outcome."""
+        """Save these entities now (those not dirty are skipped) and report the outcome
+        for them (only them: a group's other callers have their own reports).
+
+        Group commit: the saves asked for while the saver is busy wait together and go
+        to storage as one batch when it is free (a login storm of new players used to
+        queue one storage commit per player)."""
         dirty = self._dirty(items)
         if not dirty:
             # Nothing to write: do not queue on the lock (a mass logout behind one slow
-            # save would wait its turn for nothing). The lock is a FifoLock: a long queue
-            # of saves that find nothing left to write by their turn stays flat.
+            # save would wait its turn for nothing).
             return SaveReport()
+        d: defer.Deferred[SaveReport] = defer.Deferred()
+        self._group.append((dirty, d))
+        if len(self._group) == 1:  # the first of a group starts its turn
+            defer.Deferred.fromCoroutine(self._save_group())
+        return await d
+
+    async def _save_group(self) -> None:
+        """Wait for the saver's turn, then write everything asked for by then."""
         async with self._lock:
-            return await self._save(self._dirty(dirty))
+            group, self._group = self._group, []
+            try:
+                outcome = await self._save_distinct([i for items, _ in group for i in items])
+            except BaseException:
+                failure = Failure()
+                results: list[Any] = [failure] * len(group)
+            else:
+                results = [_report_of(items, outcome) for items, _ in group]
+        # the callers resume after the lock is free: a save they ask for next joins the
+        # next group instead of finding this turn still held
+        for (_, d), result in zip(group, results, strict=True):
+            if d.called:  # the caller gave up (cancelled): its entities were written anyway
+                continue
+            if isinstance(result, Failure):
+                d.errback(result)
+            else:
+                d.callback(result)
+
+    async def _save_distinct(self, items: list[SaveItem]) -> dict[int, str]:
+        """Save *items* (each entity once; those no longer dirty skipped); the outcome of
+        each, by ``id(entity)``. Two entities with one key (instances of one player) are
+        never in one batch: they go in the order asked, so storage's fence decides."""
+        seen: set[int] = set()
+        rounds: list[tuple[set[Key], list[SaveItem]]] = []
+        for entity, generation in items:
+            if id(entity) in seen or not entity.dirty:
+                continue
+            seen.add(id(entity))
+            slot = next((r for r in rounds if entity.id not in r[0]), None)
+            if slot is None:
+                slot = (set(), [])
+                rounds.append(slot)
+            slot[0].add(entity.id)
+            slot[1].append((entity, generation))
+        outcome: dict[int, str] = {}
+        for _, batch in rounds:
+            for i in range(0, len(batch), self.batch_size):
+                await self._save_batch(batch[i:i + self.batch_size], outcome)
+        return outcome
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -217,8 +270,18 @@ class Saver(service.Service):
             report.merge(await self._save_batch(items[i:i + self.batch_size]))
         return report
 
-    async def _save_batch(self, items: list[SaveItem]) -> SaveReport:
+    async def _save_batch(self, items: list[SaveItem],
+                          outcome: dict[int, str] | None = None) -> SaveReport:
+        """Write one batch; *outcome*, when given, gets each entity's result by
+        ``id(entity)``: "saved", "failed" or "stale"."""
         report = SaveReport()
+        if outcome is None:
+            outcome = {}
+
+        def note(entity: Entity, what: str) -> None:
+            getattr(report, what).append(entity.id)
+            outcome[id(entity)] = what
+
         batch: list[tuple[Entity, int, tuple[Key, dict[str, Any], int]]] = []
         for entity, generation in items:
             try:
@@ -226,7 +289,7 @@ class Saver(service.Service):
             except Exception:  # data that cannot be serialized: this entity only
                 log.failure("saver {name}: cannot snapshot {id}", name=self.label, id=entity.id)
                 self._failures.inc()
-                report.failed.append(entity.id)
+                note(entity, "failed")
                 continue
             batch.append((entity, token, (entity.id, doc, generation)))
         if not batch:
@@ -239,17 +302,18 @@ class Saver(service.Service):
             # One bad document must not hold back the whole batch forever: save one by one.
             if len(batch) > 1:
                 for entity, _, (_, _, generation) in batch:
-                    report.merge(await self._save_batch([(entity, generation)]))
+                    report.merge(await self._save_batch([(entity, generation)], outcome))
                 return report
             log.failure("saver {name}: {id} cannot be stored; it stays dirty",
                         name=self.label, id=batch[0][0].id)
             self._failures.inc()
-            report.failed.append(batch[0][0].id)
+            note(batch[0][0], "failed")
             return report
         except Exception as e:
             self._batch_seconds.observe(time.monotonic() - started)
             self._failures.inc(len(batch))
-            report.failed += [b[0].id for b in batch]
+            for b in batch:
+                note(b[0], "failed")
             log.error("saver {name}: saving {n} entities to {collection} failed, they stay "
                       "dirty: {error}", name=self.label, n=len(batch),
                       collection=self.collection, error=e)
@@ -258,10 +322,10 @@ class Saver(service.Service):
         for (entity, token, _), refused in zip(batch, outcomes, strict=True):
             if refused is None:
                 entity.saved(token)
-                report.saved.append(entity.id)
+                note(entity, "saved")
                 continue
             self._stale.inc()
-            report.stale.append(entity.id)
+            note(entity, "stale")
             log.warn("saver {name}: {error}; a newer instance owns it", name=self.label,
                      error=refused)
             if self.on_stale is not None:
@@ -273,4 +337,15 @@ class Saver(service.Service):
         if report.saved:
             self._saved.inc(len(report.saved))
         return report
+
+
+def _report_of(items: list[SaveItem], outcome: dict[int, str]) -> SaveReport:
+    """The part of a group's outcome that concerns *items* (one caller's entities); an
+    entity no longer dirty at the group's turn (saved meanwhile) is in none of the lists."""
+    report = SaveReport()
+    for entity, _ in items:
+        what = outcome.get(id(entity))
+        if what is not None:
+            getattr(report, what).append(entity.id)
+    return report
 
