@@ -9,8 +9,9 @@ on the next round. A fenced refusal (:class:`StaleGeneration`: a newer instance 
 entity) is logged, counted and handed to ``on_stale`` so the owner can drop its copy.
 
 ``flush()`` saves everything now (shutdown); ``save(items)`` saves given entities now
-(logout, LRU eviction) and returns which ones landed. Saves of one saver never overlap,
-so an older snapshot can never overwrite a newer one in storage.
+(logout, LRU eviction) and returns which ones landed; the saves asked for while one is
+being written go to storage together as the next batch (group commit). Saves of one saver
+never overlap, so an older snapshot can never overwrite a newer one in storage.
 
 Used by the role gateway (online players, with each instance's fencing generation) and
 by the LRU services of rolecity, mail and guild (one generation per service start).
