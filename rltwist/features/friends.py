@@ -45,7 +45,7 @@ from rltwist.nodes.common.keylock import KeyedLock
 from rltwist.nodes.common.lru import LRURouter
 from rltwist.nodes.common.names import NoSuchRegion, userid_by_name
 from rltwist.nodes.common.playerfence import PlayerFence
-from rltwist.nodes.common.sharedatad import sharedata
+from rltwist.nodes.common.sharedatad import tables_or_none
 from rltwist.nodes.role.agent import PLAYERS, ROLEDB
 from rltwist.nodes.role.requests import after_auth, request
 from rltwist.protocols import REGISTRY, pb
@@ -85,10 +85,7 @@ def _now_ms() -> int:
 
 
 def _tables() -> Any:
-    try:
-        return sharedata().snapshot
-    except RuntimeError:  # no tables in this process (unit tests): the defaults
-        return {}
+    return tables_or_none() or {}  # no tables in this process (unit tests): the defaults
 
 
 # -- the LRU actions on rolecity's entities --------------------------------------------

@@ -44,13 +44,10 @@ move_system = import_system("rltwist.game.movecitysystem", service="gateway")
 
 
 def _tables() -> Mapping[str, Any] | None:
-    from rltwist.nodes.common.sharedatad import sharedata
+    from rltwist.nodes.common.sharedatad import tables_or_none
 
-    try:
-        table: Mapping[str, Any] | None = sharedata().snapshot.get("movecity")
-        return table
-    except RuntimeError:
-        return None
+    table: Mapping[str, Any] | None = (tables_or_none() or {}).get("movecity")
+    return table
 
 
 def _apply(entity: Entity, entry: dict[str, Any]) -> None:

@@ -77,12 +77,9 @@ mail_system = import_system("rltwist.game.mailsystem", service="mailrouter")
 
 def tables() -> Mapping[str, Any] | None:
     """This process's game tables, or None where none are loaded (unit tests)."""
-    from rltwist.nodes.common.sharedatad import sharedata
+    from rltwist.nodes.common.sharedatad import tables_or_none
 
-    try:
-        return sharedata().snapshot
-    except RuntimeError:
-        return None
+    return tables_or_none()
 
 
 def now_ms() -> int:

@@ -67,13 +67,11 @@ world_system = import_system("rltwist.game.worldsystem", service="world")
 
 
 def _shared_tables() -> Mapping[str, Any] | None:
-    from rltwist.nodes.common.sharedatad import sharedata
+    from rltwist.nodes.common.sharedatad import tables_or_none
 
-    try:
-        table: Mapping[str, Any] | None = sharedata().snapshot.get("world")
-        return table
-    except RuntimeError:  # no tables in this process (a test's stand-in node)
-        return None
+    # None: no tables in this process (a test's stand-in node)
+    table: Mapping[str, Any] | None = (tables_or_none() or {}).get("world")
+    return table
 
 
 class World(Service):
