@@ -202,8 +202,7 @@ class MoveCity(Service):
         not pulled (the role node pulls before it asks; a march home or a GM grant landed
         in between): after the move its pulls go to the new map, and these would wait."""
         marches = self.node.cluster.services.get("march")
-        unpulled = getattr(marches, "unpulled", None)
-        if unpulled is not None and await unpulled(userid):
+        if marches is not None and await marches.unpulled(userid):
             return int(E.RETRY_LATER)
         return 0
 

@@ -84,11 +84,16 @@ def request(cls: type[Message]) -> Callable[[Handler], Handler]:
     return register
 
 
+def _add_once(hooks: list[Any], fn: Any) -> None:
+    """Append *fn* unless a function of that name is there (a reload registers again)."""
+    if all(f.__qualname__ != fn.__qualname__ or f.__module__ != fn.__module__
+           for f in hooks):
+        hooks.append(fn)
+
+
 def after_auth(fn: AfterAuth) -> AfterAuth:
     """Run *fn(gateway, player)* after every successful Auth (registration order)."""
-    if all(f.__qualname__ != fn.__qualname__ or f.__module__ != fn.__module__
-           for f in AFTER_AUTH):
-        AFTER_AUTH.append(fn)
+    _add_once(AFTER_AUTH, fn)
     return fn
 
 
@@ -104,9 +109,7 @@ async def run_after_auth(gw: Gateway, player: Player) -> None:
 def on_shown_change(fn: ShownHook) -> ShownHook:
     """Run *fn(gateway, player)* (synchronous; start slow work in the background) when
     the player's name or guild changed and was saved: a map shows both on the city."""
-    if all(f.__qualname__ != fn.__qualname__ or f.__module__ != fn.__module__
-           for f in SHOWN_CHANGED):
-        SHOWN_CHANGED.append(fn)
+    _add_once(SHOWN_CHANGED, fn)
     return fn
 
 
