@@ -29,6 +29,12 @@ class SlowBackend:
         return d
 
 
+def _saver(backend: SlowBackend, collection: str = "player") -> Saver:
+    """A saver over *backend* on a test clock (its periodic rounds never run)."""
+    return Saver(backend, collection, lambda: [], clock=task.Clock(),  # type: ignore[arg-type]
+                 registry=CollectorRegistry())
+
+
 def _clean(e: Entity) -> Entity:
     """*e* as it is right after a save: nothing unsaved."""
     token, _ = e.snapshot()
@@ -40,8 +46,7 @@ def _clean(e: Entity) -> Entity:
 class QueuedSaves(unittest.TestCase):
     def test_a_thousand_clean_saves_queued_behind_a_slow_one_all_finish(self) -> None:
         backend = SlowBackend()
-        saver = Saver(backend, "player", lambda: [], clock=task.Clock(),  # type: ignore[arg-type]
-                      registry=CollectorRegistry())
+        saver = _saver(backend)
         dirty = Entity(1, attrs={"gold": 1})
         dirty.mark_dirty()
         first = defer.Deferred.fromCoroutine(saver.save([(dirty, 1)]))
@@ -62,8 +67,7 @@ class QueuedSaves(unittest.TestCase):
         # found nothing left to write when their turn came: the same recursion, on the
         # map's saver (seen as a map node whose shutdown never ended, after a soak's logins)
         backend = SlowBackend()
-        saver = Saver(backend, "world", lambda: [], clock=task.Clock(),  # type: ignore[arg-type]
-                      registry=CollectorRegistry())
+        saver = _saver(backend, "world")
         meta = Entity(1, attrs={"n": 0})
         meta.mark_dirty()
         queued = [defer.Deferred.fromCoroutine(saver.save([(meta, 1)])) for _ in range(2000)]
@@ -110,8 +114,7 @@ class GroupCommit(unittest.TestCase):
 
     def setUp(self) -> None:
         self.backend = RecordingBackend()
-        self.saver = Saver(self.backend, "player", lambda: [],  # type: ignore[arg-type]
-                           clock=task.Clock(), registry=CollectorRegistry())
+        self.saver = _saver(self.backend)
 
     def save(self, *items: tuple[Entity, int]) -> defer.Deferred[Any]:
         return defer.Deferred.fromCoroutine(self.saver.save(list(items)))
